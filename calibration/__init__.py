@@ -1,0 +1,1 @@
+"""Rig calibration: the versioned calibration file and the tools that produce it."""

@@ -1,0 +1,3 @@
+"""Real-time wearable capture of dexterous-manipulation demonstrations."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,301 @@
+"""The capture bus: a versioned message protocol on ZeroMQ PUB/SUB.
+
+Wire format (protocol version 1, documented in ``docs/protocol.md``)::
+
+    frame 0  topic   UTF-8 stream name, e.g. b"left_glove" (status: b"_status/<driver>")
+    frame 1  header  msgpack map (see ``Message``)
+    frame 2+ buffers one raw byte buffer per entry of header["buffers"]
+
+Buffers are raw numpy bytes (encoding "raw") or an encoded image ("jpeg"); never
+pickle or base64. Everything is serialized before the first frame is sent.
+
+Topology: the application's subscriber *binds* an ``inproc://`` endpoint that the
+in-process driver threads *connect* their publishers to, and *connects* to the
+endpoints that driver processes bind (``ipc://`` or loopback ``tcp://``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import msgpack
+import numpy as np
+import zmq
+
+from capture_app.clock import now_ns
+from capture_app.errors import BusProtocolError
+
+log = logging.getLogger(__name__)
+
+PROTOCOL_VERSION = 1
+STATUS_PREFIX = "_status/"
+TRACKING_STATES = ("ok", "degraded", "lost")
+ENCODINGS = ("raw", "jpeg")
+ALLOWED_DTYPES = frozenset({"|u1", "<u2", "<i4", "<u4", "<i8", "<u8", "<f4", "<f8", "|b1"})
+MAX_HEADER_BYTES = 64 * 1024
+MAX_BUFFERS = 16
+MAX_BUFFER_BYTES = 64 * 1024 * 1024
+HIGH_WATER_MARK = 4000  # messages queued per socket before ZeroMQ drops (seen as sequence gaps)
+
+_REQUIRED = {"v": int, "stream": str, "seq": int, "t_capture_ns": int, "t_publish_ns": int,
+             "tracking": str, "buffers": list}
+
+
+@dataclass
+class Message:
+    """One decoded bus message.
+
+    Times are host monotonic nanoseconds: ``t_capture_ns`` is the driver's best
+    estimate of when the sample was captured, ``t_device_ns`` the device's own clock
+    (None when it has none), ``t_publish_ns`` when it was sent and ``t_receive_ns``
+    when the subscriber decoded it. ``arrays`` holds raw arrays, or 1-D uint8 blobs
+    for encoded buffers whose decoded shape is in ``shapes``.
+    """
+
+    stream: str
+    seq: int
+    t_capture_ns: int
+    t_device_ns: int | None
+    t_publish_ns: int
+    tracking: str
+    arrays: dict[str, np.ndarray]
+    encodings: dict[str, str]
+    shapes: dict[str, tuple[int, ...]]
+    meta: dict[str, Any] = field(default_factory=dict)
+    t_receive_ns: int = 0
+    nbytes: int = 0
+
+    @property
+    def is_status(self) -> bool:
+        return self.stream.startswith(STATUS_PREFIX)
+
+
+def encode_message(
+    stream: str,
+    seq: int,
+    t_capture_ns: int,
+    arrays: dict[str, np.ndarray],
+    *,
+    tracking: str = "ok",
+    t_device_ns: int | None = None,
+    encodings: dict[str, str] | None = None,
+    decoded_shapes: dict[str, tuple[int, ...]] | None = None,
+    meta: dict[str, Any] | None = None,
+    t_publish_ns: int | None = None,
+) -> list:
+    """Serialize one sample into the frames of a bus message.
+
+    ``arrays`` maps buffer names to numpy arrays (raw) or 1-D uint8 blobs (jpeg, with
+    the decoded image shape given in ``decoded_shapes``). Returns
+    ``[topic, header, *buffers]`` ready for ``send_multipart``.
+    """
+    if tracking not in TRACKING_STATES:
+        raise ValueError(f"tracking must be one of {TRACKING_STATES}, got {tracking!r}")
+    encodings = encodings or {}
+    decoded_shapes = decoded_shapes or {}
+    descriptors = []
+    buffers = []
+    for name, array in arrays.items():
+        encoding = encodings.get(name, "raw")
+        array = np.ascontiguousarray(array)
+        if array.dtype.byteorder == ">":
+            array = array.astype(array.dtype.newbyteorder("<"))
+        shape = decoded_shapes.get(name, array.shape) if encoding != "raw" else array.shape
+        descriptors.append([name, array.dtype.str, list(shape), encoding])
+        buffers.append(array)
+    header = {
+        "v": PROTOCOL_VERSION,
+        "stream": stream,
+        "seq": int(seq),
+        "t_capture_ns": int(t_capture_ns),
+        "t_device_ns": None if t_device_ns is None else int(t_device_ns),
+        "t_publish_ns": int(now_ns() if t_publish_ns is None else t_publish_ns),
+        "tracking": tracking,
+        "buffers": descriptors,
+        "meta": meta or {},
+    }
+    return [stream.encode("utf-8"), msgpack.packb(header, use_bin_type=True), *buffers]
+
+
+def _check_header(header: Any) -> None:
+    if not isinstance(header, dict):
+        raise BusProtocolError("header-type", f"header is {type(header).__name__}, expected a map")
+    version = header.get("v")
+    if version != PROTOCOL_VERSION:
+        raise BusProtocolError("version", f"protocol version {version!r}, this build speaks {PROTOCOL_VERSION}")
+    for key, kind in _REQUIRED.items():
+        if not isinstance(header.get(key), kind) or isinstance(header.get(key), bool) and kind is int:
+            raise BusProtocolError("header-field", f"field {key!r} missing or not {kind.__name__}")
+    if header["tracking"] not in TRACKING_STATES:
+        raise BusProtocolError("header-field", f"tracking {header['tracking']!r} not in {TRACKING_STATES}")
+    if header.get("t_device_ns") is not None and not isinstance(header["t_device_ns"], int):
+        raise BusProtocolError("header-field", "t_device_ns must be an integer or nil")
+    if not isinstance(header.get("meta", {}), dict):
+        raise BusProtocolError("header-field", "meta must be a map")
+    if header["seq"] < 0:
+        raise BusProtocolError("header-field", "seq must be >= 0")
+
+
+def decode_message(frames: list, t_receive_ns: int | None = None) -> Message:
+    """Decode ``[topic, header, *buffers]`` frames (bytes or zmq.Frame) into a ``Message``.
+
+    Raises ``BusProtocolError`` with a short ``reason`` for anything malformed,
+    truncated, oversized or of an unknown protocol version. Arrays are read-only
+    views on the received buffers (no copy).
+    """
+    if len(frames) < 2:
+        raise BusProtocolError("truncated", f"{len(frames)} frame(s), need at least topic and header")
+    raw = [memoryview(f.buffer if isinstance(f, zmq.Frame) else f).cast("B") for f in frames]
+    topic_bytes = bytes(raw[0])
+    if raw[1].nbytes > MAX_HEADER_BYTES:
+        raise BusProtocolError("oversized", f"header of {raw[1].nbytes} bytes exceeds {MAX_HEADER_BYTES}")
+    try:
+        header = msgpack.unpackb(raw[1], raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several types for garbage
+        raise BusProtocolError("header-decode", f"{type(exc).__name__}: {exc}") from None
+    _check_header(header)
+    try:
+        topic = topic_bytes.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BusProtocolError("topic", "topic is not UTF-8") from None
+    if topic != header["stream"]:
+        raise BusProtocolError("topic", f"topic {topic!r} differs from header stream {header['stream']!r}")
+    descriptors = header["buffers"]
+    if len(descriptors) > MAX_BUFFERS:
+        raise BusProtocolError("oversized", f"{len(descriptors)} buffers exceeds {MAX_BUFFERS}")
+    if len(descriptors) != len(raw) - 2:
+        raise BusProtocolError("truncated", f"header lists {len(descriptors)} buffers, message has {len(raw) - 2}")
+    arrays: dict[str, np.ndarray] = {}
+    encodings: dict[str, str] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
+    total = 0
+    for descriptor, buf in zip(descriptors, raw[2:]):
+        if not (isinstance(descriptor, list) and len(descriptor) == 4):
+            raise BusProtocolError("buffer-descriptor", f"descriptor {descriptor!r} is not [name, dtype, shape, encoding]")
+        name, dtype, shape, encoding = descriptor
+        if not isinstance(name, str) or dtype not in ALLOWED_DTYPES or encoding not in ENCODINGS:
+            raise BusProtocolError("buffer-descriptor", f"bad descriptor {descriptor!r}")
+        if not (isinstance(shape, list) and all(isinstance(n, int) and 0 <= n < 1 << 31 for n in shape)):
+            raise BusProtocolError("buffer-descriptor", f"bad shape {shape!r} for {name!r}")
+        nbytes = buf.nbytes
+        total += nbytes
+        if nbytes > MAX_BUFFER_BYTES:
+            raise BusProtocolError("oversized", f"buffer {name!r} of {nbytes} bytes exceeds {MAX_BUFFER_BYTES}")
+        if encoding == "raw":
+            expected = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+            if nbytes != expected:
+                raise BusProtocolError("truncated", f"buffer {name!r} has {nbytes} bytes, shape {shape} {dtype} needs {expected}")
+            arrays[name] = np.frombuffer(buf, dtype=dtype).reshape(shape)
+        else:
+            arrays[name] = np.frombuffer(buf, dtype=np.uint8)
+        encodings[name] = encoding
+        shapes[name] = tuple(shape)
+    return Message(
+        stream=header["stream"],
+        seq=header["seq"],
+        t_capture_ns=header["t_capture_ns"],
+        t_device_ns=header.get("t_device_ns"),
+        t_publish_ns=header["t_publish_ns"],
+        tracking=header["tracking"],
+        arrays=arrays,
+        encodings=encodings,
+        shapes=shapes,
+        meta=header.get("meta", {}),
+        t_receive_ns=now_ns() if t_receive_ns is None else t_receive_ns,
+        nbytes=total,
+    )
+
+
+class BusPublisher:
+    """One driver's publisher. Not thread-safe: use it from one thread only.
+
+    ``bind=False`` connects to the application's subscriber (in-process drivers);
+    ``bind=True`` binds the endpoint (a driver running as its own process).
+    """
+
+    def __init__(self, endpoint: str, *, bind: bool = False, context: zmq.Context | None = None):
+        self.endpoint = endpoint
+        self._context = context or zmq.Context.instance()
+        self._socket = self._context.socket(zmq.PUB)
+        self._socket.setsockopt(zmq.SNDHWM, HIGH_WATER_MARK)
+        self._socket.setsockopt(zmq.LINGER, 500)
+        if bind:
+            self._socket.bind(endpoint)
+        else:
+            self._socket.connect(endpoint)
+
+    def send_frames(self, frames: list) -> None:
+        """Send frames made by ``encode_message`` (zero-copy; never mutate sent arrays)."""
+        self._socket.send_multipart(frames, copy=False)
+
+    def publish(self, stream: str, seq: int, t_capture_ns: int, arrays: dict[str, np.ndarray], **kwargs) -> None:
+        """Encode and send one sample; see ``encode_message`` for the arguments."""
+        self.send_frames(encode_message(stream, seq, t_capture_ns, arrays, **kwargs))
+
+    def close(self) -> None:
+        self._socket.close()
+
+
+class BusSubscriber:
+    """Receives and decodes bus messages; malformed ones are counted and logged, never raised.
+
+    ``bind`` endpoints are bound (the in-process bus), ``connect`` endpoints are
+    connected (driver processes). Use from one thread only.
+    """
+
+    def __init__(
+        self,
+        bind: Iterable[str] = (),
+        connect: Iterable[str] = (),
+        *,
+        topics: Iterable[str] = ("",),
+        context: zmq.Context | None = None,
+    ):
+        self._context = context or zmq.Context.instance()
+        self._socket = self._context.socket(zmq.SUB)
+        self._socket.setsockopt(zmq.RCVHWM, HIGH_WATER_MARK)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        for topic in topics:
+            self._socket.setsockopt(zmq.SUBSCRIBE, topic.encode("utf-8"))
+        for endpoint in bind:
+            self._socket.bind(endpoint)
+        for endpoint in connect:
+            self._socket.connect(endpoint)
+        self.malformed: Counter[str] = Counter()
+        self.received = 0
+        self._lock = threading.Lock()
+        self._last_warning_ns = 0
+
+    def recv(self, timeout_ms: int = 100, stamp=None) -> Message | None:
+        """Next valid message, or None on timeout or when the message was malformed.
+
+        ``stamp`` (optional) is a callable returning the receive time in ns; the
+        default is the host monotonic clock at decode.
+        """
+        if not self._socket.poll(timeout_ms, zmq.POLLIN):
+            return None
+        frames = self._socket.recv_multipart(copy=False)
+        try:
+            message = decode_message(frames, t_receive_ns=stamp() if stamp else None)
+        except BusProtocolError as exc:
+            self._count_malformed(exc)
+            return None
+        self.received += 1
+        return message
+
+    def _count_malformed(self, exc: BusProtocolError) -> None:
+        with self._lock:
+            self.malformed[exc.reason] += 1
+        t = now_ns()
+        if t - self._last_warning_ns > 1_000_000_000:  # at most one warning a second
+            self._last_warning_ns = t
+            log.warning("%s (dropped; %d malformed so far). Check that every driver runs this "
+                        "version of capture-app (bus protocol v%d).", exc, sum(self.malformed.values()),
+                        PROTOCOL_VERSION)
+
+    def close(self) -> None:
+        self._socket.close()

@@ -1,0 +1,195 @@
+"""The rig config: which drivers run, their streams, rates and endpoints.
+
+A TOML file (``docs/rig-config.md``); the embedded default is the simulated rig
+(``capture_app/configs/sim_rig.toml``). Everything is validated on load and an error
+names the file, the field, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from capture_app.errors import ConfigError
+from capture_app.streams import STREAM_KINDS
+
+CONFIG_VERSION = 1
+DEFAULT_SIM_CONFIG = "sim_rig.toml"
+
+
+def _fail(where: str, name: str, value: Any, allowed: str) -> ConfigError:
+    return ConfigError(f"{where}: field {name!r} = {value!r} is invalid; allowed: {allowed}")
+
+
+def _check_positive(where: str, name: str, value: Any, *, allow_zero: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        raise _fail(where, name, value, "a number >= 0" if allow_zero else "a number > 0")
+
+
+@dataclass(frozen=True)
+class DriverConfig:
+    """One driver: ``type`` picks the class from the driver registry.
+
+    ``endpoint`` empty means the driver runs as a thread inside the app; otherwise the
+    app connects to that endpoint where ``capture-app driver NAME --publish`` binds.
+    ``options`` are the driver type's own settings, validated by that class.
+    """
+
+    name: str
+    type: str
+    stream: str
+    rate_hz: float
+    serial: str = ""
+    endpoint: str = ""
+    options: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        where = f"driver {self.name!r}"
+        if not isinstance(self.name, str) or not self.name.isidentifier():
+            raise _fail("driver", "name", self.name, "an identifier such as 'left_glove'")
+        if self.stream not in STREAM_KINDS:
+            raise _fail(where, "stream", self.stream, ", ".join(STREAM_KINDS))
+        _check_positive(where, "rate_hz", self.rate_hz)
+        if self.endpoint and not self.endpoint.startswith(("ipc://", "tcp://", "inproc://")):
+            raise _fail(where, "endpoint", self.endpoint, "'' (in-process), ipc://PATH or tcp://HOST:PORT")
+        if not isinstance(self.options, dict):
+            raise _fail(where, "options", self.options, "a table")
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    """Synchronizer settings; times in milliseconds."""
+
+    rate_hz: float = 20.0
+    delay_ms: float = 100.0
+    max_interpolation_gap_ms: float = 60.0
+    max_extrapolation_ms: float = 10.0
+    max_image_offset_ms: float = 40.0
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            _check_positive("[sync]", f.name, getattr(self, f.name), allow_zero=f.name == "max_extrapolation_ms")
+        if not 1 <= self.rate_hz <= 60:
+            raise _fail("[sync]", "rate_hz", self.rate_hz, "1 to 60")
+
+
+@dataclass(frozen=True)
+class WriterConfig:
+    """Episode writer settings."""
+
+    flush_interval_s: float = 0.5
+    queue_size: int = 4000
+    jpeg_quality: int = 90
+
+    def __post_init__(self):
+        _check_positive("[writer]", "flush_interval_s", self.flush_interval_s)
+        if self.flush_interval_s > 1.0:
+            raise _fail("[writer]", "flush_interval_s", self.flush_interval_s, "0 < value <= 1 (data must be on disk within a second)")
+        if not isinstance(self.queue_size, int) or self.queue_size < 10:
+            raise _fail("[writer]", "queue_size", self.queue_size, "an integer >= 10")
+        if not isinstance(self.jpeg_quality, int) or not 1 <= self.jpeg_quality <= 100:
+            raise _fail("[writer]", "jpeg_quality", self.jpeg_quality, "an integer 1..100")
+
+
+@dataclass(frozen=True)
+class RigConfig:
+    """A whole rig: drivers plus bus, sync and writer settings, and where it came from."""
+
+    name: str
+    drivers: tuple[DriverConfig, ...]
+    bus_endpoint: str = "inproc://capture-bus"
+    sync: SyncConfig = field(default_factory=SyncConfig)
+    writer: WriterConfig = field(default_factory=WriterConfig)
+    calibration_path: str = ""
+    sim_seed: int = 0
+    source_text: str = ""
+    source_path: str = "<embedded>"
+
+    def __post_init__(self):
+        names = [d.name for d in self.drivers]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"{self.source_path}: driver names must be unique, got {names}")
+        streams = [d.stream for d in self.drivers]
+        duplicates = sorted({s for s in streams if streams.count(s) > 1})
+        if duplicates:
+            raise ConfigError(f"{self.source_path}: stream(s) {duplicates} are produced by more than one driver")
+        if not self.drivers:
+            raise ConfigError(f"{self.source_path}: no [[drivers]] listed; a rig needs at least one")
+
+    @property
+    def is_simulated(self) -> bool:
+        return any(d.type.startswith("sim_") for d in self.drivers)
+
+    def driver(self, name: str) -> DriverConfig:
+        for d in self.drivers:
+            if d.name == name:
+                return d
+        raise ConfigError(f"{self.source_path}: no driver named {name!r}; configured: {[d.name for d in self.drivers]}")
+
+
+def _build(cls, table: Any, where: str):
+    if table is None:
+        return cls()
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table")
+    allowed = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {unknown}; allowed: {sorted(allowed)}")
+    return cls(**table)
+
+
+def parse_config(text: str, source_path: str = "<string>") -> RigConfig:
+    """Parse and validate rig-config TOML text. Raises ConfigError naming the field."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source_path}: not valid TOML ({exc}); fix the syntax at that line") from None
+    try:
+        version = data.get("version", CONFIG_VERSION)
+        if version != CONFIG_VERSION:
+            raise _fail(source_path, "version", version, str(CONFIG_VERSION))
+        drivers = []
+        for i, table in enumerate(data.get("drivers", [])):
+            where = f"{source_path}: [[drivers]] #{i + 1}"
+            missing = [k for k in ("name", "type", "stream", "rate_hz") if k not in table]
+            if missing:
+                raise ConfigError(f"{where}: missing field(s) {missing}")
+            drivers.append(_build(DriverConfig, table, where))
+        bus = data.get("bus", {})
+        sim = data.get("sim", {})
+        return RigConfig(
+            name=str(data.get("name", Path(source_path).stem)),
+            drivers=tuple(drivers),
+            bus_endpoint=str(bus.get("endpoint", "inproc://capture-bus")),
+            sync=_build(SyncConfig, data.get("sync"), f"{source_path}: [sync]"),
+            writer=_build(WriterConfig, data.get("writer"), f"{source_path}: [writer]"),
+            calibration_path=str(data.get("calibration", {}).get("path", "")),
+            sim_seed=int(sim.get("seed", 0)),
+            source_text=text,
+            source_path=source_path,
+        )
+    except ConfigError as exc:
+        if source_path in str(exc):
+            raise
+        raise ConfigError(f"{source_path}: {exc}") from None
+    except TypeError as exc:
+        raise ConfigError(f"{source_path}: {exc}") from None
+
+
+def load_config(path: str | Path | None = None) -> RigConfig:
+    """Load a rig config file; ``None`` gives the embedded simulated rig."""
+    if path is None:
+        text = resources.files("capture_app.configs").joinpath(DEFAULT_SIM_CONFIG).read_text()
+        return parse_config(text, f"<embedded {DEFAULT_SIM_CONFIG}>")
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read rig config {path}: {exc.strerror}; pass --config with an existing file") from None
+    return parse_config(text, str(path))

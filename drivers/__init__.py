@@ -1,0 +1,1 @@
+"""Device drivers: real SDKs, the simulated rig and replay, behind one interface."""

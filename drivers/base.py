@@ -1,0 +1,253 @@
+"""The driver base class: one named thread per device, publishing on the bus.
+
+A subclass implements three hooks:
+
+- ``open()``   connect to the device; raise a ``DeviceError`` saying what to do if it fails;
+- ``read()``   block (briefly, <= ~0.2 s) for the next sample; return a ``Sample`` or None;
+- ``close()``  release the device; must not raise.
+
+The base class runs them on its thread, reconnects with exponential back-off after
+any error, and publishes its health as a ``_status/<name>`` message twice a second,
+so every error reaches the consumer (the recorder, the monitor, a log) whether the
+driver runs in-process or in a process of its own. Nothing is swallowed silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import zmq
+
+from capture_app.bus import STATUS_PREFIX, BusPublisher, encode_message
+from capture_app.clock import NS_PER_S, now_ns
+from capture_app.config import DriverConfig
+from capture_app.errors import CaptureError, ConfigError, SDKMissingError
+
+log = logging.getLogger(__name__)
+
+STATUS_INTERVAL_NS = NS_PER_S // 2
+BACKOFF_START_S = 0.2
+BACKOFF_MAX_S = 5.0
+
+
+@dataclass
+class Sample:
+    """One sample as a driver produces it.
+
+    ``t_capture_ns``: host monotonic time of capture (best estimate the driver has).
+    ``seq``: the device's own sequence number if it has one (gaps = samples lost);
+    None lets the base class number samples consecutively.
+    """
+
+    t_capture_ns: int
+    arrays: dict[str, np.ndarray]
+    tracking: str = "ok"
+    t_device_ns: int | None = None
+    seq: int | None = None
+    encodings: dict[str, str] | None = None
+    decoded_shapes: dict[str, tuple[int, ...]] | None = None
+    meta: dict[str, Any] | None = None
+
+
+@dataclass
+class DriverHealth:
+    """A snapshot of a driver's health, as published in its status message."""
+
+    name: str
+    stream: str
+    state: str = "starting"  # starting | connecting | running | reconnecting | stopped | failed
+    expected_rate_hz: float = 0.0
+    rate_hz: float = 0.0
+    last_sample_age_s: float | None = None
+    samples: int = 0
+    lost: int = 0
+    errors: int = 0
+    last_error: str = ""
+    tracking: str = "ok"
+    device: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DriverHealth":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """For drivers without options of their own."""
+
+
+def parse_options(options_cls, config: DriverConfig):
+    """Build a driver's options dataclass from ``config.options``; errors name the field."""
+    known = {f.name for f in dataclasses.fields(options_cls)}
+    unknown = sorted(set(config.options) - known)
+    if unknown:
+        raise ConfigError(f"driver {config.name!r} ({config.type}): unknown option(s) {unknown}; allowed: {sorted(known)}")
+    try:
+        return options_cls(**config.options)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"driver {config.name!r} ({config.type}): {exc}") from None
+
+
+class Driver:
+    """Base class of every device driver (real, simulated, replay)."""
+
+    Options = NoOptions
+
+    def __init__(self, config: DriverConfig, bus_endpoint: str, *, bind: bool = False,
+                 context: zmq.Context | None = None):
+        self.config = config
+        self.options = parse_options(self.Options, config)
+        self._bus_endpoint = bus_endpoint
+        self._bind = bind
+        self._context = context
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._health = DriverHealth(name=config.name, stream=config.stream, expected_rate_hz=float(config.rate_hz))
+        self._recent_ns: deque[int] = deque(maxlen=2048)
+        self._last_seq: int | None = None
+        self._next_seq = 0
+        self._status_seq = 0
+        self.device_info: dict = {"serial": config.serial}
+
+    # --- hooks for subclasses -------------------------------------------------
+    def open(self) -> None:
+        """Connect to the device. Raise a DeviceError (with a fix) on failure."""
+
+    def read(self) -> Sample | None:
+        """Block briefly for the next sample; None when there is none yet."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the device. Must not raise."""
+
+    # --- lifecycle ------------------------------------------------------------
+    def start(self) -> "Driver":
+        """Start the driver thread (named ``driver-<name>``)."""
+        if self._thread is not None:
+            raise RuntimeError(f"driver {self.config.name} already started")
+        self._thread = threading.Thread(target=self._run, name=f"driver-{self.config.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ask the thread to stop and wait for it."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.error("driver %s did not stop within %.1f s", self.config.name, timeout)
+
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def __enter__(self) -> "Driver":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def health(self) -> DriverHealth:
+        """A consistent copy of the current health figures."""
+        with self._lock:
+            health = dataclasses.replace(self._health)
+            recent = list(self._recent_ns)
+        t = now_ns()
+        window = [x for x in recent if t - x <= NS_PER_S]
+        health.rate_hz = float(len(window))
+        health.device = dict(self.device_info)
+        return health
+
+    # --- the thread -----------------------------------------------------------
+    def _set(self, **changes) -> None:
+        with self._lock:
+            for key, value in changes.items():
+                setattr(self._health, key, value)
+
+    def _record_error(self, exc: BaseException) -> None:
+        text = str(exc) if isinstance(exc, CaptureError) else f"{type(exc).__name__}: {exc}"
+        with self._lock:
+            self._health.errors += 1
+            self._health.last_error = text
+        if isinstance(exc, CaptureError):
+            log.warning("driver %s: %s", self.config.name, text)
+        else:
+            log.exception("driver %s: unexpected error", self.config.name, exc_info=exc)
+
+    def _run(self) -> None:
+        publisher = BusPublisher(self._bus_endpoint, bind=self._bind, context=self._context)
+        backoff = BACKOFF_START_S
+        next_status_ns = 0
+        try:
+            while not self._stop.is_set():
+                self._set(state="connecting")
+                try:
+                    self.open()
+                    self._set(state="running")
+                    backoff = BACKOFF_START_S
+                    while not self._stop.is_set():
+                        sample = self.read()
+                        if sample is not None:
+                            self._publish(publisher, sample)
+                        if now_ns() >= next_status_ns:
+                            next_status_ns = now_ns() + STATUS_INTERVAL_NS
+                            self._publish_status(publisher)
+                except (SDKMissingError, ConfigError) as exc:
+                    self._record_error(exc)
+                    self._set(state="failed")
+                    self._publish_status(publisher)
+                    return
+                except Exception as exc:  # any device failure: report, back off, retry
+                    self._record_error(exc)
+                    self._set(state="reconnecting")
+                    self._publish_status(publisher)
+                finally:
+                    try:
+                        self.close()
+                    except Exception as exc:
+                        self._record_error(exc)
+                if not self._stop.wait(backoff):
+                    backoff = min(backoff * 2, BACKOFF_MAX_S)
+            self._set(state="stopped")
+            self._publish_status(publisher)
+        finally:
+            time.sleep(0.01)  # let the last status leave before the socket closes
+            publisher.close()
+
+    def _publish(self, publisher: BusPublisher, sample: Sample) -> None:
+        seq = sample.seq
+        if seq is None:
+            seq = self._next_seq
+        self._next_seq = seq + 1
+        lost = 0 if self._last_seq is None else max(0, seq - self._last_seq - 1)
+        self._last_seq = seq
+        publisher.publish(
+            self.config.stream, seq, sample.t_capture_ns, sample.arrays,
+            tracking=sample.tracking, t_device_ns=sample.t_device_ns, encodings=sample.encodings,
+            decoded_shapes=sample.decoded_shapes, meta=sample.meta,
+        )
+        with self._lock:
+            self._health.samples += 1
+            self._health.lost += lost
+            self._health.tracking = sample.tracking
+            self._health.last_sample_age_s = 0.0
+            self._recent_ns.append(now_ns())
+
+    def _publish_status(self, publisher: BusPublisher) -> None:
+        health = self.health()
+        if self._recent_ns:
+            health.last_sample_age_s = (now_ns() - self._recent_ns[-1]) / NS_PER_S
+        self._status_seq += 1
+        publisher.send_frames(encode_message(
+            STATUS_PREFIX + self.config.name, self._status_seq, now_ns(), {}, meta=health.to_dict()))

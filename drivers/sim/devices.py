@@ -1,0 +1,231 @@
+"""Simulated devices: gloves, trackers, ego and top cameras, and a ground-truth stream.
+
+Every device samples the one ``MotionModel`` at its own schedule. Per sample k:
+
+    t_true    = t_start + k / rate + U(-jitter, +jitter)     the physical instant
+    t_capture = t_true + latency                             what an SDK stamping on arrival reports
+    published at t_capture + U(0, delivery_jitter)           bus delay, not in any stamp
+
+The calibration's latency offset for the stream (the sim default: the true latency)
+makes ``t_capture - offset == t_true``. Drop-outs skip a sequence number (a gap the
+recorder counts); tracking-loss spells send the last pose with tracking "lost".
+All random draws come from generators seeded by (seed, stream), so a seed gives the
+same motion, jitter, drops and spells every run.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from capture_app.clock import NS_PER_S, now_ns, sleep_until_ns
+from capture_app.geometry import invert_transform, transform_to_pose
+from drivers.base import Driver, Sample
+from drivers.sim.calibration import EGO_INTRINSICS_720P, TOP_INTRINSICS_480P
+from drivers.sim.motion import MODEL_VERSION, MotionModel, true_rig_geometry
+from drivers.sim.render import SceneRenderer
+
+
+@dataclass(frozen=True)
+class SimOptions:
+    """Options of every simulated device (times in ms unless named _s; spells relative to driver start)."""
+
+    seed: int = 0
+    speed: float = 1.0
+    latency_ms: float = 0.0
+    jitter_ms: float = 0.0
+    delivery_jitter_ms: float = 0.0
+    drop_probability: float = 0.0
+    drop_spells_s: tuple = ()
+    tracking_loss_spells_s: tuple = ()
+    tracking_loss_every_s: float = 0.0
+    tracking_loss_duration_s: float = 0.5
+    device_clock_offset_s: float = 1000.0
+    device_clock_drift_ppm: float = 0.0
+    width: int = 0
+    height: int = 0
+
+    def __post_init__(self):
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name.endswith("spells_s"):
+                try:
+                    spells = tuple((float(a), float(b)) for a, b in value)
+                except (TypeError, ValueError):
+                    raise ValueError(f"option {f.name} = {value!r}: expected a list of [start_s, end_s] pairs") from None
+                if any(b <= a for a, b in spells):
+                    raise ValueError(f"option {f.name} = {value!r}: each spell needs end_s > start_s")
+                object.__setattr__(self, f.name, spells)
+            elif f.name not in ("seed", "device_clock_offset_s", "device_clock_drift_ppm") and (
+                    not isinstance(value, (int, float)) or value < 0):
+                raise ValueError(f"option {f.name} = {value!r}: expected a number >= 0")
+        if not self.drop_probability < 1.0:
+            raise ValueError(f"option drop_probability = {self.drop_probability!r}: expected 0 <= p < 1")
+        if self.speed <= 0:
+            raise ValueError(f"option speed = {self.speed!r}: expected > 0")
+
+
+def _in_spells(t_s: float, spells) -> bool:
+    return any(a <= t_s < b for a, b in spells)
+
+
+class SimDevice(Driver):
+    """Schedules samples and injects faults; subclasses say what a sample holds."""
+
+    Options = SimOptions
+    model_name = "simulated device"
+
+    def __init__(self, config, bus_endpoint, **kwargs):
+        super().__init__(config, bus_endpoint, **kwargs)
+        o = self.options
+        self.motion = MotionModel(o.seed, o.speed)
+        self.geometry = true_rig_geometry()
+        stream_key = zlib.crc32(config.stream.encode())
+        self._rng = np.random.default_rng([o.seed, stream_key])
+        self._loss_rng = np.random.default_rng([o.seed, stream_key, 1])
+        self._random_spells: list[tuple[float, float]] = []
+        self._period_ns = NS_PER_S / float(config.rate_hz)
+        self._k = 0
+        self._start_ns: int | None = None
+        self.device_info.update({"model": self.model_name, "simulated": True, "seed": o.seed})
+
+    def open(self) -> None:
+        if self._start_ns is None:
+            self._start_ns = now_ns()
+
+    def _tracking_lost(self, t_s: float) -> bool:
+        o = self.options
+        if _in_spells(t_s, o.tracking_loss_spells_s):
+            return True
+        if o.tracking_loss_every_s > 0:
+            while not self._random_spells or self._random_spells[-1][1] < t_s:
+                previous_end = self._random_spells[-1][1] if self._random_spells else 0.0
+                start = previous_end + self._loss_rng.exponential(o.tracking_loss_every_s)
+                self._random_spells.append((start, start + o.tracking_loss_duration_s))
+                self._random_spells = self._random_spells[-4:]
+            return _in_spells(t_s, self._random_spells)
+        return False
+
+    def read(self) -> Sample | None:
+        o = self.options
+        jitter, delivery, drop_draw = self._rng.uniform([-1.0, 0.0, 0.0], [1.0, 1.0, 1.0])
+        t_true_ns = int(self._start_ns + self._k * self._period_ns + jitter * o.jitter_ms * 1e6)
+        t_capture_ns = t_true_ns + int(o.latency_ms * 1e6)
+        if not sleep_until_ns(t_capture_ns + int(delivery * o.delivery_jitter_ms * 1e6), self._stop):
+            return None
+        k = self._k
+        self._k += 1
+        t_rel_s = (t_true_ns - self._start_ns) / NS_PER_S
+        if drop_draw < o.drop_probability or _in_spells(t_rel_s, o.drop_spells_s):
+            return None  # lost on purpose: sequence number k is never sent
+        lost = self._tracking_lost(t_rel_s)
+        t_s = t_true_ns / NS_PER_S
+        device_ns = int(t_true_ns * (1.0 + o.device_clock_drift_ppm * 1e-6) + o.device_clock_offset_s * NS_PER_S)
+        sample = self.make_sample(t_s, lost)
+        sample.seq, sample.t_capture_ns, sample.t_device_ns = k, t_capture_ns, device_ns
+        sample.tracking = "lost" if lost else sample.tracking
+        return sample
+
+    def make_sample(self, t_s: float, tracking_lost: bool) -> Sample:
+        """The sample's content at true time ``t_s`` (host clock, seconds)."""
+        raise NotImplementedError
+
+
+class SimTracker(SimDevice):
+    """A VIVE tracker: ``T_world_tracker`` as a pose vector; the last pose is repeated while lost."""
+
+    model_name = "simulated VIVE Tracker 3.0"
+
+    def __init__(self, config, bus_endpoint, **kwargs):
+        super().__init__(config, bus_endpoint, **kwargs)
+        g = self.geometry
+        if config.stream == "head_tracker":
+            T_cam_tracker = invert_transform(g["T_headtracker_cam"])
+            self._T_world_tracker = lambda t: self.motion.T_world_cam(t) @ T_cam_tracker
+        else:
+            hand = "left" if config.stream.startswith("left") else "right"
+            T_wrist_tracker = invert_transform(g[f"T_wristtracker_wrist_{hand}"])
+            self._T_world_tracker = lambda t: self.motion.T_world_wrist(t, hand) @ T_wrist_tracker
+        self._last_pose: np.ndarray | None = None
+
+    def make_sample(self, t_s, tracking_lost):
+        if tracking_lost and self._last_pose is not None:
+            pose = self._last_pose
+        else:
+            pose = transform_to_pose(self._T_world_tracker(t_s))
+            self._last_pose = pose
+        return Sample(0, {"pose": pose})
+
+
+class SimGlove(SimDevice):
+    """A Manus glove: 25 keypoints in the wrist frame (float32, metres)."""
+
+    model_name = "simulated Manus Quantum Metaglove"
+
+    def __init__(self, config, bus_endpoint, **kwargs):
+        super().__init__(config, bus_endpoint, **kwargs)
+        self.hand = "left" if config.stream.startswith("left") else "right"
+        self._last: np.ndarray | None = None
+
+    def make_sample(self, t_s, tracking_lost):
+        if tracking_lost and self._last is not None:
+            keypoints = self._last
+        else:
+            keypoints = self.motion.keypoints(t_s, self.hand).astype(np.float32)
+            self._last = keypoints
+        return Sample(0, {"keypoints": keypoints})
+
+
+class _SimCamera(SimDevice):
+    base_intrinsics = EGO_INTRINSICS_720P
+
+    def __init__(self, config, bus_endpoint, **kwargs):
+        super().__init__(config, bus_endpoint, **kwargs)
+        w = self.options.width or self.base_intrinsics.width
+        h = self.options.height or self.base_intrinsics.height
+        self.intrinsics = self.base_intrinsics.scaled(w, h)
+        self.renderer = SceneRenderer(self.intrinsics, self.motion, self.options.seed)
+        k = self.intrinsics
+        self.device_info.update({"width": w, "height": h, "intrinsics": [k.fx, k.fy, k.cx, k.cy]})
+
+
+class SimEgoCamera(_SimCamera):
+    """The head-mounted ZED Mini's left image (RGB), rendered through the true head calibration."""
+
+    model_name = "simulated ZED Mini (left image)"
+
+    def make_sample(self, t_s, tracking_lost):
+        return Sample(0, {"color": self.renderer.render(t_s, self.motion.T_world_cam(t_s))})
+
+
+class SimTopCamera(_SimCamera):
+    """The RealSense D435 over the table: RGB plus depth (uint16, millimetres)."""
+
+    model_name = "simulated RealSense D435"
+    base_intrinsics = TOP_INTRINSICS_480P
+
+    def make_sample(self, t_s, tracking_lost):
+        color, depth = self.renderer.render(t_s, self.geometry["T_world_topcam"], with_depth=True)
+        return Sample(0, {"color": color, "depth": depth}, meta={"depth_scale_m": 0.001})
+
+
+class SimGroundTruth(SimDevice):
+    """The truth at exact instants (no latency, jitter or loss): camera and wrist frames in the world, keypoints."""
+
+    model_name = "simulated ground truth"
+
+    def __init__(self, config, bus_endpoint, **kwargs):
+        super().__init__(config, bus_endpoint, **kwargs)
+        self.device_info.update({"model_version": MODEL_VERSION, "speed": self.options.speed})
+
+    def make_sample(self, t_s, tracking_lost):
+        m = self.motion
+        return Sample(0, {
+            "world_cam": transform_to_pose(m.T_world_cam(t_s)),
+            "world_left_wrist": transform_to_pose(m.T_world_wrist(t_s, "left")),
+            "world_right_wrist": transform_to_pose(m.T_world_wrist(t_s, "right")),
+            "left_keypoints": m.keypoints(t_s, "left"),
+            "right_keypoints": m.keypoints(t_s, "right"),
+        })
