@@ -270,6 +270,10 @@ class BusSubscriber:
         self._lock = threading.Lock()
         self._last_warning_ns = 0
 
+    def poll(self, timeout_ms: int) -> bool:
+        """True when a message is waiting."""
+        return bool(self._socket.poll(timeout_ms, zmq.POLLIN))
+
     def recv(self, timeout_ms: int = 100, stamp=None) -> Message | None:
         """Next valid message, or None on timeout or when the message was malformed.
 

@@ -107,10 +107,14 @@ class RigConfig:
     writer: WriterConfig = field(default_factory=WriterConfig)
     calibration_path: str = ""
     sim_seed: int = 0
+    drivers_in: str = "process"
     source_text: str = ""
     source_path: str = "<embedded>"
 
     def __post_init__(self):
+        if self.drivers_in not in ("process", "threads"):
+            raise _fail(f"{self.source_path}: [rig]", "drivers_in", self.drivers_in,
+                        "'process' (local drivers in a child process, the default) or 'threads'")
         names = [d.name for d in self.drivers]
         if len(set(names)) != len(names):
             raise ConfigError(f"{self.source_path}: driver names must be unique, got {names}")
@@ -163,6 +167,7 @@ def parse_config(text: str, source_path: str = "<string>") -> RigConfig:
             drivers.append(_build(DriverConfig, table, where))
         bus = data.get("bus", {})
         sim = data.get("sim", {})
+        rig = data.get("rig", {})
         return RigConfig(
             name=str(data.get("name", Path(source_path).stem)),
             drivers=tuple(drivers),
@@ -171,6 +176,7 @@ def parse_config(text: str, source_path: str = "<string>") -> RigConfig:
             writer=_build(WriterConfig, data.get("writer"), f"{source_path}: [writer]"),
             calibration_path=str(data.get("calibration", {}).get("path", "")),
             sim_seed=int(sim.get("seed", 0)),
+            drivers_in=str(rig.get("drivers_in", "process")),
             source_text=text,
             source_path=source_path,
         )

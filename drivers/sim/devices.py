@@ -16,6 +16,7 @@ same motion, jitter, drops and spells every run.
 from __future__ import annotations
 
 import zlib
+from collections import deque
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -89,6 +90,7 @@ class SimDevice(Driver):
         self._period_ns = NS_PER_S / float(config.rate_hz)
         self._k = 0
         self._start_ns: int | None = None
+        self._pending: deque = deque()
         self.device_info.update({"model": self.model_name, "simulated": True, "seed": o.seed})
 
     def open(self) -> None:
@@ -108,29 +110,55 @@ class SimDevice(Driver):
             return _in_spells(t_s, self._random_spells)
         return False
 
-    def read(self) -> Sample | None:
+    batch_seconds = 0.25  # samples are computed this far ahead in one vectorised call
+
+    def _generate(self) -> None:
+        """Compute the next batch of samples (vectorised: the GIL is held once per batch, not per sample)."""
         o = self.options
-        jitter, delivery, drop_draw = self._rng.uniform([-1.0, 0.0, 0.0], [1.0, 1.0, 1.0])
-        t_true_ns = int(self._start_ns + self._k * self._period_ns + jitter * o.jitter_ms * 1e6)
+        n = max(1, int(round(self.batch_seconds * self.config.rate_hz))) if self.batch_seconds else 1
+        ks = np.arange(self._k, self._k + n)
+        draws = self._rng.uniform(0.0, 1.0, size=(n, 3))
+        t_true_ns = (self._start_ns + ks * self._period_ns + (2 * draws[:, 0] - 1) * o.jitter_ms * 1e6).astype(np.int64)
         t_capture_ns = t_true_ns + int(o.latency_ms * 1e6)
-        if not sleep_until_ns(t_capture_ns + int(delivery * o.delivery_jitter_ms * 1e6), self._stop):
-            return None
-        k = self._k
-        self._k += 1
+        t_publish_ns = t_capture_ns + (draws[:, 1] * o.delivery_jitter_ms * 1e6).astype(np.int64)
         t_rel_s = (t_true_ns - self._start_ns) / NS_PER_S
-        if drop_draw < o.drop_probability or _in_spells(t_rel_s, o.drop_spells_s):
+        dropped = [d < o.drop_probability or _in_spells(t, o.drop_spells_s) for d, t in zip(draws[:, 2], t_rel_s)]
+        lost = np.array([self._tracking_lost(t) for t in t_rel_s], dtype=bool)
+        contents = self.make_samples(t_true_ns / NS_PER_S, lost)
+        device_ns = (t_true_ns * (1.0 + o.device_clock_drift_ppm * 1e-6) + o.device_clock_offset_s * NS_PER_S).astype(np.int64)
+        for i in range(n):
+            self._pending.append((int(ks[i]), int(t_capture_ns[i]), int(t_publish_ns[i]), int(device_ns[i]),
+                                  dropped[i], bool(lost[i]), contents[i]))
+        self._k += n
+
+    def read(self) -> Sample | None:
+        if not self._pending:
+            self._generate()
+        k, t_capture_ns, t_publish_ns, device_ns, dropped, lost, sample = self._pending[0]
+        if not sleep_until_ns(t_publish_ns, self._stop):
+            return None
+        self._pending.popleft()
+        if dropped:
             return None  # lost on purpose: sequence number k is never sent
-        lost = self._tracking_lost(t_rel_s)
-        t_s = t_true_ns / NS_PER_S
-        device_ns = int(t_true_ns * (1.0 + o.device_clock_drift_ppm * 1e-6) + o.device_clock_offset_s * NS_PER_S)
-        sample = self.make_sample(t_s, lost)
         sample.seq, sample.t_capture_ns, sample.t_device_ns = k, t_capture_ns, device_ns
-        sample.tracking = "lost" if lost else sample.tracking
+        if lost:
+            sample.tracking = "lost"
         return sample
 
-    def make_sample(self, t_s: float, tracking_lost: bool) -> Sample:
-        """The sample's content at true time ``t_s`` (host clock, seconds)."""
+    def make_samples(self, t_s: np.ndarray, tracking_lost: np.ndarray) -> list[Sample]:
+        """Samples at true times ``t_s`` (host clock, seconds, shape (n,)); ``tracking_lost`` (n,) bool."""
         raise NotImplementedError
+
+
+def _hold_last_valid(values: np.ndarray, lost: np.ndarray, last: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Replace values where ``lost`` by the last valid one before them (what a real device repeats)."""
+    values = values.copy()
+    for i in range(len(values)):
+        if lost[i] and last is not None:
+            values[i] = last
+        elif not lost[i]:
+            last = values[i]
+    return values, last
 
 
 class SimTracker(SimDevice):
@@ -150,13 +178,10 @@ class SimTracker(SimDevice):
             self._T_world_tracker = lambda t: self.motion.T_world_wrist(t, hand) @ T_wrist_tracker
         self._last_pose: np.ndarray | None = None
 
-    def make_sample(self, t_s, tracking_lost):
-        if tracking_lost and self._last_pose is not None:
-            pose = self._last_pose
-        else:
-            pose = transform_to_pose(self._T_world_tracker(t_s))
-            self._last_pose = pose
-        return Sample(0, {"pose": pose})
+    def make_samples(self, t_s, tracking_lost):
+        poses, self._last_pose = _hold_last_valid(transform_to_pose(self._T_world_tracker(t_s)), tracking_lost,
+                                                  self._last_pose)
+        return [Sample(0, {"pose": pose}) for pose in poses]
 
 
 class SimGlove(SimDevice):
@@ -169,17 +194,15 @@ class SimGlove(SimDevice):
         self.hand = "left" if config.stream.startswith("left") else "right"
         self._last: np.ndarray | None = None
 
-    def make_sample(self, t_s, tracking_lost):
-        if tracking_lost and self._last is not None:
-            keypoints = self._last
-        else:
-            keypoints = self.motion.keypoints(t_s, self.hand).astype(np.float32)
-            self._last = keypoints
-        return Sample(0, {"keypoints": keypoints})
+    def make_samples(self, t_s, tracking_lost):
+        keypoints, self._last = _hold_last_valid(self.motion.keypoints(t_s, self.hand).astype(np.float32),
+                                                 tracking_lost, self._last)
+        return [Sample(0, {"keypoints": k}) for k in keypoints]
 
 
 class _SimCamera(SimDevice):
     base_intrinsics = EGO_INTRINSICS_720P
+    batch_seconds = 0.0  # one frame at a time: rendering is per frame anyway
 
     def __init__(self, config, bus_endpoint, **kwargs):
         super().__init__(config, bus_endpoint, **kwargs)
@@ -196,8 +219,8 @@ class SimEgoCamera(_SimCamera):
 
     model_name = "simulated ZED Mini (left image)"
 
-    def make_sample(self, t_s, tracking_lost):
-        return Sample(0, {"color": self.renderer.render(t_s, self.motion.T_world_cam(t_s))})
+    def make_samples(self, t_s, tracking_lost):
+        return [Sample(0, {"color": self.renderer.render(t, self.motion.T_world_cam(t))}) for t in t_s]
 
 
 class SimTopCamera(_SimCamera):
@@ -206,9 +229,12 @@ class SimTopCamera(_SimCamera):
     model_name = "simulated RealSense D435"
     base_intrinsics = TOP_INTRINSICS_480P
 
-    def make_sample(self, t_s, tracking_lost):
-        color, depth = self.renderer.render(t_s, self.geometry["T_world_topcam"], with_depth=True)
-        return Sample(0, {"color": color, "depth": depth}, meta={"depth_scale_m": 0.001})
+    def make_samples(self, t_s, tracking_lost):
+        samples = []
+        for t in t_s:
+            color, depth = self.renderer.render(t, self.geometry["T_world_topcam"], with_depth=True)
+            samples.append(Sample(0, {"color": color, "depth": depth}, meta={"depth_scale_m": 0.001}))
+        return samples
 
 
 class SimGroundTruth(SimDevice):
@@ -220,12 +246,13 @@ class SimGroundTruth(SimDevice):
         super().__init__(config, bus_endpoint, **kwargs)
         self.device_info.update({"model_version": MODEL_VERSION, "speed": self.options.speed})
 
-    def make_sample(self, t_s, tracking_lost):
+    def make_samples(self, t_s, tracking_lost):
         m = self.motion
-        return Sample(0, {
+        columns = {
             "world_cam": transform_to_pose(m.T_world_cam(t_s)),
             "world_left_wrist": transform_to_pose(m.T_world_wrist(t_s, "left")),
             "world_right_wrist": transform_to_pose(m.T_world_wrist(t_s, "right")),
             "left_keypoints": m.keypoints(t_s, "left"),
             "right_keypoints": m.keypoints(t_s, "right"),
-        })
+        }
+        return [Sample(0, {name: values[i] for name, values in columns.items()}) for i in range(len(t_s))]

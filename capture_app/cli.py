@@ -1,0 +1,182 @@
+"""``capture-app``: record, inspect, run drivers (and, as they land, monitor, resync, calibrate, doctor).
+
+Exit statuses: 0 ok; 1 the command ran and found a problem (missing stream, layout
+violation); 2 bad input (config, calibration, arguments); 4 the writer failed (the
+partial file keeps what was flushed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from capture_app.clock import NS_PER_S, now_ns
+from capture_app.errors import CalibrationError, CaptureError, ConfigError, WriterError
+
+log = logging.getLogger("capture_app")
+
+
+def _load_rig(args):
+    from capture_app.config import load_config
+    return load_config(None if getattr(args, "sim", False) or not args.config else args.config)
+
+
+def _progress_line(session, elapsed: float) -> str:
+    status = session.stream_status()
+    parts = [f"{elapsed:6.1f} s"]
+    for name, st in status.items():
+        if name == "ground_truth":
+            continue
+        flag = "" if st.state == "ok" else f" {st.state.upper()}"
+        parts.append(f"{name.replace('_tracker', '').replace('_camera', '')} {st.rate_hz:.0f}Hz{flag}")
+    writer = session.writer
+    if writer is not None:
+        stats = writer.stats()
+        parts.append(f"gaps {sum(stats.seq_gaps.values())} overflow {sum(stats.overflow.values())} "
+                     f"backlog {stats.backlog_items}")
+    return " | ".join(parts)
+
+
+def cmd_record(args) -> int:
+    from capture_app.session import CaptureSession
+
+    config = _load_rig(args)
+    if args.seed is not None:
+        import dataclasses
+        config = dataclasses.replace(config, sim_seed=args.seed)
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with CaptureSession(config) as session:
+            missing = session.wait_for_streams(args.wait)
+            if missing:
+                health = {h.stream: h for h in session.driver_health().values()}
+                for stream in missing:
+                    h = health.get(stream)
+                    why = h.last_error if h and h.last_error else "no data arrived"
+                    print(f"error: stream {stream!r} is not delivering: {why}", file=sys.stderr)
+                if not args.allow_missing:
+                    print("Fix the devices above (try `capture-app doctor`) or pass --allow-missing.", file=sys.stderr)
+                    return 1
+            writer = session.start_episode(args.out, name=args.name, instruction=args.instruction, task=args.task,
+                                           operator=args.operator)
+            print(f"recording {writer.partial_path} (Ctrl-C to finish)", file=sys.stderr)
+            start = now_ns()
+            next_print = start
+            while not stop.is_set():
+                elapsed = (now_ns() - start) / NS_PER_S
+                if args.duration is not None and elapsed >= args.duration:
+                    break
+                if writer.error is not None:
+                    break
+                if now_ns() >= next_print:
+                    print(_progress_line(session, elapsed), file=sys.stderr, flush=True)
+                    next_print += NS_PER_S
+                stop.wait(0.05)
+            if writer.error is not None:
+                print(f"error: {writer.error}", file=sys.stderr)
+                session._detach_writer()
+                return 4
+            path = session.stop_episode()
+            print(str(path))
+            return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def cmd_inspect(args) -> int:
+    from capture_app.episode_format import format_summary, validate_and_summarize
+
+    status = 0
+    for path in args.files:
+        try:
+            summary = validate_and_summarize(path)
+        except (OSError, KeyError) as exc:
+            print(f"error: cannot read {path} as an episode: {exc}. If it is a .partial file from a crash, run "
+                  f"`capture-app recover {path}`.", file=sys.stderr)
+            status = 2
+            continue
+        print(format_summary(summary))
+        if summary.problems:
+            status = max(status, 1)
+    return status
+
+
+def cmd_driver(args) -> int:
+    from capture_app.driver_host import run_drivers
+
+    config = _load_rig(args)
+    names = [d.name for d in config.drivers if not d.endpoint] if args.all else args.names
+    if not names:
+        raise ConfigError("name at least one driver (or --all); configured: "
+                          + ", ".join(d.name for d in config.drivers))
+    for name in names:
+        config.driver(name)  # ConfigError naming the known drivers
+    endpoint = args.publish or args.connect
+    return run_drivers(config, names, endpoint, bind=bool(args.publish), parent_pid=args.parent_pid,
+                       duration_s=args.duration)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="capture-app", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    record = sub.add_parser("record", help="record one episode headless")
+    source = record.add_mutually_exclusive_group()
+    source.add_argument("--sim", action="store_true", help="use the embedded simulated rig (the default)")
+    source.add_argument("--config", help="rig config TOML file")
+    record.add_argument("--duration", type=float, help="seconds to record (default: until Ctrl-C)")
+    record.add_argument("--out", default="episodes", help="output directory (default: ./episodes)")
+    record.add_argument("--name", help="episode name (default: date-time and task)")
+    record.add_argument("--instruction", default="", help="language instruction for the whole episode")
+    record.add_argument("--task", default="", help="task name")
+    record.add_argument("--operator", default="", help="operator name")
+    record.add_argument("--seed", type=int, help="simulated rig seed")
+    record.add_argument("--wait", type=float, default=5.0, help="seconds to wait for every stream before recording")
+    record.add_argument("--allow-missing", action="store_true", help="record even if a stream is not delivering")
+    record.set_defaults(func=cmd_record)
+
+    inspect = sub.add_parser("inspect", help="summarise episodes and check their layout")
+    inspect.add_argument("files", nargs="+")
+    inspect.set_defaults(func=cmd_inspect)
+
+    driver = sub.add_parser("driver", help="run drivers in this process, publishing on the bus")
+    driver.add_argument("names", nargs="*", help="driver names from the rig config")
+    driver.add_argument("--all", action="store_true", help="every driver of the config without an endpoint")
+    driver.add_argument("--config", help="rig config TOML (default: the simulated rig)")
+    where = driver.add_mutually_exclusive_group(required=True)
+    where.add_argument("--publish", help="bind this endpoint (ipc://PATH or tcp://127.0.0.1:PORT)")
+    where.add_argument("--connect", help="connect to the app's bus endpoint")
+    driver.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
+    driver.add_argument("--duration", type=float, help="stop after this many seconds")
+    driver.set_defaults(func=cmd_driver)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (ConfigError, CalibrationError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except WriterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 4
+    except CaptureError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

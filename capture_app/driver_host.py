@@ -1,0 +1,134 @@
+"""Runs drivers in a process of their own, publishing on the bus.
+
+Used by ``capture-app driver`` (one driver, or all of a rig's local drivers) and by
+the session, which starts the simulated rig's drivers here so that their Python
+work never competes for the GIL with the synchronizer. The host exits when its
+parent process dies, so a killed app leaves no orphans.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+
+import zmq
+
+from capture_app.config import RigConfig
+from capture_app.errors import ConfigError
+from drivers.registry import create_driver
+
+log = logging.getLogger(__name__)
+
+
+def driver_config_with_seed(driver, seed: int):
+    """Sim drivers take the rig's [sim] seed unless their options name one."""
+    if driver.type.startswith("sim_") and "seed" not in driver.options:
+        import dataclasses
+        return dataclasses.replace(driver, options={**driver.options, "seed": seed})
+    return driver
+
+
+def run_drivers(config: RigConfig, names: list[str], endpoint: str, *, bind: bool, parent_pid: int | None = None,
+                stop: threading.Event | None = None, duration_s: float | None = None) -> int:
+    """Run the named drivers until SIGINT/SIGTERM, ``stop``, ``duration_s`` or the parent's death.
+
+    ``bind`` binds ``endpoint`` (a driver others connect to) instead of connecting to the app.
+    With ``bind`` only one driver can run (one socket per endpoint). Returns an exit status.
+    """
+    if bind and len(names) != 1:
+        raise ConfigError(f"--publish binds {endpoint}: run one driver per endpoint (got {names})")
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+    context = zmq.Context()
+    drivers = [create_driver(driver_config_with_seed(config.driver(n), config.sim_seed), endpoint, bind=bind,
+                             context=context) for n in names]
+    for d in drivers:
+        d.start()
+    waited = 0.0
+    try:
+        while not stop.wait(0.25):
+            waited += 0.25
+            if parent_pid is not None and os.getppid() != parent_pid:
+                log.warning("parent process %d is gone; stopping drivers", parent_pid)
+                break
+            if duration_s is not None and waited >= duration_s:
+                break
+            if all(d.health().state == "failed" for d in drivers):
+                return 3
+    finally:
+        for d in drivers:
+            d.stop()
+        context.term()
+    return 0
+
+
+class DriverHostProcess:
+    """A child process running some of a rig's drivers, restarted with back-off if it dies.
+
+    ``on_event(level, text)`` reports starts, exits and restarts (from a watchdog thread).
+    """
+
+    RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
+
+    def __init__(self, config: RigConfig, names: list[str], endpoint: str, workdir, on_event=None):
+        self.config = config
+        self.names = names
+        self.endpoint = endpoint
+        self.config_path = workdir / "rig.toml"
+        self.config_path.write_text(config.source_text)
+        self.on_event = on_event or (lambda level, text: None)
+        self.restarts = 0
+        self._process = None
+        self._stop = threading.Event()
+        self._watchdog: threading.Thread | None = None
+
+    def _spawn(self) -> None:
+        import subprocess
+        import sys
+        command = [sys.executable, "-m", "capture_app.cli", "driver", *self.names, "--config", str(self.config_path),
+                   "--connect", self.endpoint, "--parent-pid", str(os.getpid())]
+        self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+
+    def start(self) -> "DriverHostProcess":
+        self._spawn()
+        self._watchdog = threading.Thread(target=self._watch, name="driver-host-watchdog", daemon=True)
+        self._watchdog.start()
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def _watch(self) -> None:
+        failures = 0
+        while not self._stop.wait(0.2):
+            code = self._process.poll()
+            if code is None:
+                continue
+            if self._stop.is_set():
+                return
+            delay = self.RESTART_BACKOFF_S[min(failures, len(self.RESTART_BACKOFF_S) - 1)]
+            self.on_event("error", f"driver process for {', '.join(self.names)} exited with status {code}; "
+                                   f"restarting in {delay:.1f} s")
+            if self._stop.wait(delay):
+                return
+            failures += 1
+            self.restarts += 1
+            self._spawn()
+            self.on_event("info", f"driver process restarted (pid {self._process.pid})")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._watchdog is not None:
+            self._watchdog.join(2)
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM)
+            try:
+                self._process.wait(timeout)
+            except Exception:
+                self._process.kill()
+                self._process.wait()

@@ -1,0 +1,85 @@
+"""Per-stream health as the operator sees it: rate, age, gaps, tracking -> ok / degraded / lost."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass
+
+from capture_app.bus import Message
+from capture_app.clock import NS_PER_S, now_ns
+
+LOST_AFTER_S = 0.5        # no sample for this long: the stream is lost
+DEGRADED_RATE_RATIO = 0.8  # below this fraction of the expected rate: degraded
+
+
+@dataclass(frozen=True)
+class StreamStatus:
+    """One stream's health now. ``state`` is ok | degraded | lost | waiting; ``reason`` says why."""
+
+    stream: str
+    state: str
+    reason: str
+    rate_hz: float
+    expected_rate_hz: float
+    age_s: float | None
+    samples: int
+    seq_gaps: int
+    gaps_last_second: int
+    tracking: str
+
+
+class StreamMonitor:
+    """Counts what the dispatcher receives; ``snapshot`` classifies each stream. Thread-safe."""
+
+    def __init__(self, expected_rates_hz: dict[str, float]):
+        self.expected = dict(expected_rates_hz)
+        self._lock = threading.Lock()
+        self._recent = {s: deque(maxlen=4096) for s in self.expected}
+        self._gap_times = {s: deque(maxlen=4096) for s in self.expected}
+        self._last_seq: dict[str, int] = {}
+        self._samples = {s: 0 for s in self.expected}
+        self._gaps = {s: 0 for s in self.expected}
+        self._tracking = {s: "ok" for s in self.expected}
+
+    def observe(self, message: Message) -> None:
+        s = message.stream
+        if s not in self.expected:
+            return
+        with self._lock:
+            last = self._last_seq.get(s)
+            if last is not None and message.seq > last + 1:
+                self._gaps[s] += message.seq - last - 1
+                self._gap_times[s].append((message.t_receive_ns, message.seq - last - 1))
+            self._last_seq[s] = max(message.seq, last if last is not None else message.seq)
+            self._recent[s].append(message.t_receive_ns)
+            self._samples[s] += 1
+            self._tracking[s] = message.tracking
+
+    def snapshot(self, t_ns: int | None = None) -> dict[str, StreamStatus]:
+        t = now_ns() if t_ns is None else t_ns
+        out = {}
+        with self._lock:
+            for s, expected in self.expected.items():
+                recent = self._recent[s]
+                rate = float(sum(1 for x in recent if t - x <= NS_PER_S))
+                age = (t - recent[-1]) / NS_PER_S if recent else None
+                gaps_1s = sum(n for x, n in self._gap_times[s] if t - x <= NS_PER_S)
+                tracking = self._tracking[s]
+                if age is None:
+                    state, reason = "waiting", "no data yet"
+                elif age > LOST_AFTER_S:
+                    state, reason = "lost", f"no data for {age:.1f} s"
+                elif tracking == "lost":
+                    state, reason = "lost", "tracking lost"
+                elif expected and rate < DEGRADED_RATE_RATIO * expected:
+                    state, reason = "degraded", f"rate {rate:.0f} of {expected:.0f} Hz"
+                elif gaps_1s:
+                    state, reason = "degraded", f"{gaps_1s} sample(s) lost in the last second"
+                elif tracking == "degraded":
+                    state, reason = "degraded", "tracking degraded"
+                else:
+                    state, reason = "ok", ""
+                out[s] = StreamStatus(s, state, reason, rate, expected, age, self._samples[s], self._gaps[s],
+                                      gaps_1s, tracking)
+        return out

@@ -1,0 +1,274 @@
+"""A capture session: the rig's drivers, the bus dispatcher, the synchronizer and episodes.
+
+Threads (all named): ``driver-<name>`` per in-process driver, ``bus-dispatcher``
+(receives, stamps, feeds the synchronizer and the writer), ``synchronizer`` (ticks)
+and ``episode-writer`` while recording. The GUI and the CLI only call the methods
+here and read snapshots; they never wait on a device.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import re
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+
+import zmq
+
+from calibration.model import Calibration, load_calibration
+from capture_app.bus import STATUS_PREFIX, BusSubscriber, Message
+from capture_app.clock import now_ns
+from capture_app.config import RigConfig
+from capture_app.errors import CalibrationError, CaptureError
+from capture_app.health import StreamMonitor, StreamStatus
+from capture_app.synchronizer import SyncedTick, Synchronizer
+from capture_app.writer import EpisodeMetadata, EpisodeWriter
+from capture_app.driver_host import DriverHostProcess, driver_config_with_seed
+from drivers.base import DriverHealth
+from drivers.registry import create_driver
+
+log = logging.getLogger(__name__)
+
+
+def default_calibration(config: RigConfig) -> Calibration:
+    """The calibration a rig uses: its configured file, or the sim's truth for a simulated rig."""
+    if config.calibration_path:
+        return load_calibration(config.calibration_path)
+    if config.is_simulated:
+        from drivers.sim.calibration import sim_calibration
+        return sim_calibration(config)
+    raise CalibrationError(f"{config.source_path}: no [calibration] path for this real rig; set it to the file "
+                           f"written by `capture-app calibrate`")
+
+
+def episode_name(task: str = "") -> str:
+    """A sortable default name: ``YYYYmmdd-HHMMSS[_task]``."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", task).strip("-")[:40]
+    return f"{stamp}_{slug}" if slug else stamp
+
+
+class CaptureSession:
+    """Runs a rig and records episodes from it."""
+
+    def __init__(self, config: RigConfig, calibration: Calibration | None = None):
+        self.config = config
+        self.calibration = calibration or default_calibration(config)
+        self._context = zmq.Context()  # private: inproc endpoints of two sessions never collide
+        rates = {d.stream: float(d.rate_hz) for d in config.drivers}
+        self.expected_rates = rates
+        self.monitor = StreamMonitor(rates)
+        self.synchronizer = Synchronizer(config.sync, self.calibration, on_tick=self._on_tick, rates_hz=rates)
+        self.drivers = []
+        self._remote_endpoints = [d.endpoint for d in config.drivers if d.endpoint]
+        self._health: dict[str, DriverHealth] = {}
+        self._health_lock = threading.Lock()
+        self._writer: EpisodeWriter | None = None
+        self._latest_tick: SyncedTick | None = None
+        self._stop = threading.Event()
+        self._dispatcher: threading.Thread | None = None
+        self._subscriber: BusSubscriber | None = None
+        self._tracking_state: dict[str, str] = {}
+        self.episode_started_ns = 0
+        self._host: DriverHostProcess | None = None
+        self._tmpdir: Path | None = None
+        self._ipc_endpoint = ""
+
+    # --- lifecycle -----------------------------------------------------------------
+    def start(self) -> "CaptureSession":
+        """Bind the bus, start the dispatcher, the synchronizer and the rig's local drivers.
+
+        Local drivers (no ``endpoint`` in the config) run in a child process publishing
+        over ``ipc://`` (``[rig] drivers_in = "process"``, the default) or as threads here.
+        """
+        bind = [self.config.bus_endpoint]
+        local = [d.name for d in self.config.drivers if not d.endpoint]
+        if local and self.config.drivers_in == "process":
+            self._tmpdir = Path(tempfile.mkdtemp(prefix="capture-app-"))
+            self._ipc_endpoint = f"ipc://{self._tmpdir / 'bus.sock'}"
+            bind.append(self._ipc_endpoint)
+        self._subscriber = BusSubscriber(bind=bind, connect=self._remote_endpoints, context=self._context)
+        self._dispatcher = threading.Thread(target=self._dispatch, name="bus-dispatcher", daemon=True)
+        self._dispatcher.start()
+        if local and self.config.drivers_in == "process":
+            self._host = DriverHostProcess(self.config, local, self._ipc_endpoint, self._tmpdir,
+                                           on_event=self._host_event).start()
+        else:
+            for name in local:
+                driver = create_driver(driver_config_with_seed(self.config.driver(name), self.config.sim_seed),
+                                       self.config.bus_endpoint, context=self._context)
+                self.drivers.append(driver.start())
+        self.synchronizer.start()
+        return self
+
+    def _host_event(self, level: str, text: str) -> None:
+        log.log(logging.ERROR if level == "error" else logging.INFO, "%s", text)
+        writer = self._writer
+        if writer is not None:
+            writer.log_event(level, "driver-host", text)
+
+    def close(self) -> None:
+        """Finish any episode, stop drivers and threads, release the bus."""
+        if self._writer is not None:
+            try:
+                self.stop_episode()
+            except CaptureError as exc:
+                log.error("%s", exc)
+        for driver in self.drivers:
+            driver.stop()
+        if self._host is not None:
+            self._host.stop()
+        self.synchronizer.stop()
+        self._stop.set()
+        if self._dispatcher is not None:
+            self._dispatcher.join(5)
+        if self._subscriber is not None:
+            self._subscriber.close()
+        self._context.term()
+        if self._tmpdir is not None:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+
+    def __enter__(self) -> "CaptureSession":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def wait_for_streams(self, timeout_s: float = 5.0) -> list[str]:
+        """Wait until every configured stream delivered a sample; return the ones that did not."""
+        deadline = now_ns() + int(timeout_s * 1e9)
+        while True:
+            waiting = [s for s, st in self.monitor.snapshot().items() if st.state == "waiting"]
+            if not waiting or now_ns() > deadline or self._stop.wait(0.05):
+                break
+        if not waiting:  # let rates settle (they count the last second) for up to 1.5 s
+            settle = now_ns() + int(1.5e9)
+            while now_ns() < settle and any(st.state != "ok" for st in self.monitor.snapshot().values()):
+                self._stop.wait(0.05)
+        return waiting
+
+    # --- the dispatcher thread -----------------------------------------------------------
+    def _dispatch(self) -> None:
+        subscriber = self._subscriber
+        sync = self.synchronizer
+        while not self._stop.is_set():
+            try:
+                if not subscriber.poll(50):
+                    continue
+                with sync.lock:  # receive stamp, buffer insert and writer queue in one atomic step
+                    message = subscriber.recv(0)
+                    if message is None:
+                        continue
+                    if not message.is_status:
+                        sync.ingest(message)
+                        writer = self._writer
+                        if writer is not None:
+                            writer.submit(message)
+                if message.is_status:
+                    self._on_status(message)
+                else:
+                    self.monitor.observe(message)
+                    self._note_tracking(message)
+            except Exception:  # a bug in one message must not stop the bus
+                log.exception("bus dispatcher: message dropped")
+
+    def _on_status(self, message: Message) -> None:
+        name = message.stream[len(STATUS_PREFIX):]
+        health = DriverHealth.from_dict(message.meta)
+        with self._health_lock:
+            previous = self._health.get(name)
+            self._health[name] = health
+        writer = self._writer
+        if previous is None or writer is None:
+            return
+        if health.state != previous.state:
+            level = "info" if health.state == "running" else "warning"
+            writer.log_event(level, name, f"driver {name}: {previous.state} -> {health.state}")
+        if health.errors > previous.errors:
+            writer.log_event("error", name, f"driver {name}: {health.last_error}")
+        if health.device and health.device != previous.device:
+            writer.set_stream_attrs(health.stream, {"device": health.device})
+
+    def _note_tracking(self, message: Message) -> None:
+        previous = self._tracking_state.get(message.stream, "ok")
+        if message.tracking != previous:
+            self._tracking_state[message.stream] = message.tracking
+            writer = self._writer
+            if writer is not None:
+                writer.log_event("warning" if message.tracking == "lost" else "info", message.stream,
+                                 f"tracking {previous} -> {message.tracking}", t_ns=message.t_capture_ns)
+
+    def _on_tick(self, tick: SyncedTick) -> None:
+        self._latest_tick = tick
+        writer = self._writer
+        if writer is not None and tick.t_tick_ns >= self.episode_started_ns:
+            writer.submit_row("synced", tick.row())
+
+    # --- episodes --------------------------------------------------------------------------
+    @property
+    def recording(self) -> bool:
+        return self._writer is not None
+
+    @property
+    def writer(self) -> EpisodeWriter | None:
+        return self._writer
+
+    def start_episode(self, out_dir: str | Path, *, name: str | None = None, instruction: str = "",
+                      task: str = "", operator: str = "") -> EpisodeWriter:
+        """Open a new episode file and start writing every sample and tick into it."""
+        if self._writer is not None:
+            raise CaptureError("an episode is already recording; stop or discard it first")
+        with self._health_lock:
+            devices = {h.stream: h.device for h in self._health.values() if h.device}
+        serials = {d.stream: d.serial for d in self.config.drivers if d.serial}
+        serials.update({s: str(dev.get("serial")) for s, dev in devices.items() if dev.get("serial")})
+        metadata = EpisodeMetadata(
+            episode_name=name or episode_name(task), instruction=instruction, task=task, operator=operator,
+            rig_name=self.config.name, rig_config_text=self.config.source_text,
+            calibration_json=self.calibration.to_json(), calibration_id=self.calibration.calibration_id,
+            device_serials=serials, expected_rates_hz=self.expected_rates, simulated=self.config.is_simulated,
+            sim_seed=self.config.sim_seed)
+        writer = EpisodeWriter(out_dir, metadata, self.config.writer).start()
+        for stream, device in devices.items():
+            writer.set_stream_attrs(stream, {"device": device})
+        with self.synchronizer.lock:
+            self.episode_started_ns = now_ns()
+            self._writer = writer
+        writer.log_event("info", "session", "episode started")
+        return writer
+
+    def _detach_writer(self) -> EpisodeWriter:
+        with self.synchronizer.lock:
+            writer, self._writer = self._writer, None
+        if writer is None:
+            raise CaptureError("no episode is recording")
+        return writer
+
+    def stop_episode(self, attrs: dict | None = None) -> Path:
+        """Finish the episode (drain, close, rename) and return its path. Blocks until written."""
+        writer = self._detach_writer()
+        summary = {"synchronizer": {"rate_hz": self.config.sync.rate_hz, "delay_ms": self.config.sync.delay_ms}}
+        return writer.finish({**summary, **(attrs or {})})
+
+    def discard_episode(self) -> None:
+        """Throw the current episode away: no file is left."""
+        self._detach_writer().discard()
+
+    # --- snapshots for the UI and the progress line ------------------------------------------
+    def stream_status(self) -> dict[str, StreamStatus]:
+        return self.monitor.snapshot()
+
+    def driver_health(self) -> dict[str, DriverHealth]:
+        with self._health_lock:
+            return dict(self._health)
+
+    @property
+    def latest_tick(self) -> SyncedTick | None:
+        return self._latest_tick
+
+    @property
+    def malformed_messages(self) -> int:
+        return sum(self._subscriber.malformed.values()) if self._subscriber else 0

@@ -1,0 +1,414 @@
+"""The HDF5 episode writer: its own thread, a bounded queue, crash-safe by flushing.
+
+The file is written as ``<name>.h5.partial`` and renamed to ``<name>.h5`` on a clean
+finish. Buffered rows are appended and the file flushed every ``flush_interval_s``
+(<= 1 s), so a killed recorder leaves a readable file missing at most that much.
+Images are JPEG-encoded here (OpenCV releases the GIL), depth is stored lossless
+with Blosc-zstd + bitshuffle (hdf5plugin). The queue is bounded in messages and
+bytes: when it is full a sample is refused and counted (``writer_overflow``), never
+allowed to grow memory. Layout: ``capture_app.episode_format`` / docs/episode-format.md.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import queue
+import shutil
+import threading
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import h5py
+import hdf5plugin
+import numpy as np
+
+from capture_app import __version__
+from capture_app.bus import Message
+from capture_app.clock import NS_PER_S, now_ns, wall_clock_iso
+from capture_app.config import WriterConfig
+from capture_app.episode_format import (EPISODE_SUFFIX, FORMAT_NAME, FORMAT_VERSION, NO_DEVICE_TIME, PARTIAL_SUFFIX,
+                                        TRACKING_CODES)
+from capture_app.errors import WriterError
+from capture_app.streams import STREAM_KINDS
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_QUEUE_BYTES = 768 * 1024 * 1024
+_TIME_CHUNK = 1024
+_DEPTH_FILTER = hdf5plugin.Blosc(cname="zstd", clevel=1, shuffle=hdf5plugin.Blosc.BITSHUFFLE)
+_STOP = object()
+
+
+@dataclass
+class EpisodeMetadata:
+    """What the episode file says about itself (root attributes)."""
+
+    episode_name: str
+    instruction: str = ""
+    task: str = ""
+    operator: str = ""
+    rig_name: str = ""
+    rig_config_text: str = ""
+    calibration_json: str = "{}"
+    calibration_id: str = ""
+    device_serials: dict[str, str] = field(default_factory=dict)
+    expected_rates_hz: dict[str, float] = field(default_factory=dict)
+    simulated: bool = False
+    sim_seed: int = 0
+
+
+@dataclass
+class WriterStats:
+    """Counters for the progress line and the monitor."""
+
+    written: Counter
+    overflow: Counter
+    seq_gaps: Counter
+    backlog_items: int
+    backlog_bytes: int
+    error: str = ""
+
+
+class _Table:
+    """Appends rows of named columns to datasets in one group; columns are created on first use."""
+
+    def __init__(self, group: h5py.Group):
+        self.group = group
+        self._pending: dict[str, list] = defaultdict(list)
+        self._special: dict[str, str] = {}
+
+    def mark(self, column: str, kind: str) -> None:
+        """Declare ``column`` as 'jpeg' (variable-length bytes), 'depth' (Blosc image) or 'text'."""
+        self._special[column] = kind
+
+    def append(self, row: dict[str, Any]) -> None:
+        for name, value in row.items():
+            self._pending[name].append(value)
+
+    def _create(self, name: str, first: Any) -> h5py.Dataset:
+        kind = self._special.get(name)
+        if kind == "jpeg":
+            return self.group.create_dataset(name, (0,), maxshape=(None,), dtype=h5py.vlen_dtype(np.uint8), chunks=(64,))
+        if kind == "text":
+            return self.group.create_dataset(name, (0,), maxshape=(None,), dtype=h5py.string_dtype(), chunks=(256,))
+        first = np.asarray(first)
+        if kind == "depth":
+            return self.group.create_dataset(name, (0, *first.shape), maxshape=(None, *first.shape), dtype=first.dtype,
+                                             chunks=(1, *first.shape), **_DEPTH_FILTER)
+        rows_per_chunk = max(1, min(_TIME_CHUNK, (256 * 1024) // max(1, first.nbytes)))
+        return self.group.create_dataset(name, (0, *first.shape), maxshape=(None, *first.shape), dtype=first.dtype,
+                                         chunks=(rows_per_chunk, *first.shape))
+
+    def write(self) -> int:
+        """Append the pending rows to the file; returns how many rows were written."""
+        written = 0
+        for name, values in self._pending.items():
+            if not values:
+                continue
+            dataset = self.group[name] if name in self.group else self._create(name, values[0])
+            start = dataset.shape[0]
+            dataset.resize(start + len(values), axis=0)
+            if self._special.get(name) in ("jpeg", "text"):
+                for i, v in enumerate(values):  # one by one: h5py mis-broadcasts a 1-row object array
+                    dataset[start + i] = v
+            else:
+                dataset[start:] = np.stack([np.asarray(v) for v in values])
+            written = len(values)
+        self._pending.clear()
+        return written
+
+
+class EpisodeWriter:
+    """Writes one episode file from samples, synced rows and events submitted by other threads."""
+
+    def __init__(self, directory: str | Path, metadata: EpisodeMetadata, config: WriterConfig | None = None,
+                 max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES):
+        self.metadata = metadata
+        self.config = config or WriterConfig()
+        directory = Path(directory)
+        self.final_path = directory / f"{metadata.episode_name}{EPISODE_SUFFIX}"
+        self.partial_path = self.final_path.with_name(self.final_path.name + PARTIAL_SUFFIX)
+        self._queue: queue.Queue = queue.Queue(maxsize=self.config.queue_size)
+        self._max_queue_bytes = max_queue_bytes
+        self._queued_bytes = 0
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._file: h5py.File | None = None
+        self._streams: dict[str, _Table] = {}
+        self._tables: dict[str, _Table] = {}
+        self._last_seq: dict[str, int] = {}
+        self._last_t: dict[str, int] = {}
+        self._stream_attrs: dict[str, dict] = defaultdict(dict)
+        self._written: Counter = Counter()
+        self._overflow: Counter = Counter()
+        self._seq_gaps: Counter = Counter()
+        self._non_monotonic: Counter = Counter()
+        self._error: WriterError | None = None
+        self._finished = threading.Event()
+        self._end_ns = 0
+
+    # --- producer side (any thread) --------------------------------------------
+    def start(self) -> "EpisodeWriter":
+        """Create the .partial file with its metadata and start the writer thread."""
+        try:
+            self.final_path.parent.mkdir(parents=True, exist_ok=True)
+            if self.final_path.exists() or self.partial_path.exists():
+                raise WriterError(f"episode {self.final_path} already exists; choose another episode name")
+            self._file = h5py.File(self.partial_path, "w")
+            self._write_metadata()
+            self._file.flush()
+        except OSError as exc:
+            raise WriterError(f"cannot create episode file {self.partial_path}: {exc}; check that the output "
+                              f"directory exists, is writable and has free space") from None
+        self._thread = threading.Thread(target=self._run, name="episode-writer", daemon=True)
+        self._thread.start()
+        return self
+
+    def _enqueue(self, item: tuple, nbytes: int, stream: str) -> bool:
+        with self._lock:
+            if self._error is not None or self._finished.is_set():
+                return False
+            if self._queued_bytes + nbytes > self._max_queue_bytes:
+                self._overflow[stream] += 1
+                return False
+            try:
+                self._queue.put_nowait(item)
+            except queue.Full:
+                self._overflow[stream] += 1
+                return False
+            self._queued_bytes += nbytes
+            return True
+
+    def submit(self, message: Message) -> bool:
+        """Queue one sample; False (and counted as overflow) when the queue is full. Never blocks."""
+        return self._enqueue(("sample", message), message.nbytes, message.stream)
+
+    def submit_row(self, table: str, row: dict[str, Any]) -> bool:
+        """Queue one row of a table such as 'synced' (columns: name -> value)."""
+        return self._enqueue(("row", table, row), 0, table)
+
+    def log_event(self, level: str, source: str, message: str, t_ns: int | None = None) -> None:
+        """Record an event (error, warning, gap, operator action) in /events."""
+        self._enqueue(("event", now_ns() if t_ns is None else t_ns, level, source, message), 0, "_events")
+
+    def set_stream_attrs(self, stream: str, attrs: dict[str, Any]) -> None:
+        """Attributes for /streams/<stream> (device info, for example); JSON-encoded when not scalar."""
+        self._enqueue(("attrs", stream, attrs), 0, "_attrs")
+
+    def stats(self) -> WriterStats:
+        with self._lock:
+            return WriterStats(Counter(self._written), Counter(self._overflow), Counter(self._seq_gaps),
+                               self._queue.qsize(), self._queued_bytes, str(self._error or ""))
+
+    @property
+    def error(self) -> WriterError | None:
+        return self._error
+
+    def finish(self, attrs: dict[str, Any] | None = None, timeout: float = 60.0) -> Path:
+        """Drain the queue, write final attributes, close and rename to ``.h5``. Returns the final path.
+
+        On a writer error the file is kept as ``.partial`` (everything flushed so far is
+        readable) and the error is raised.
+        """
+        self._end_ns = now_ns()
+        self._queue.put(("final", attrs or {}))
+        self._queue.put(_STOP)
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                raise WriterError(f"episode writer did not finish within {timeout:.0f} s; {self.partial_path} "
+                                  f"holds what was flushed")
+        if self._error is not None:
+            raise self._error
+        self.partial_path.replace(self.final_path)
+        return self.final_path
+
+    def discard(self) -> None:
+        """Stop writing and delete the partial file (the operator threw the take away)."""
+        self._queue.put(_STOP)
+        if self._thread is not None:
+            self._thread.join(30)
+        self._close_file()
+        self.partial_path.unlink(missing_ok=True)
+
+    # --- the writer thread --------------------------------------------------------
+    def _write_metadata(self) -> None:
+        m = self.metadata
+        a = self._file.attrs
+        a["format"] = FORMAT_NAME
+        a["format_version"] = FORMAT_VERSION
+        a["status"] = "recording"
+        a["software_version"] = __version__
+        a["created_wall_time"] = wall_clock_iso()
+        a["start_monotonic_ns"] = now_ns()
+        a["episode_name"] = m.episode_name
+        a["instruction"] = m.instruction
+        a["task"] = m.task
+        a["operator"] = m.operator
+        a["rig_name"] = m.rig_name
+        a["rig_config"] = m.rig_config_text
+        a["device_serials"] = json.dumps(m.device_serials)
+        a["simulated"] = m.simulated
+        a["sim_seed"] = m.sim_seed
+        calibration = self._file.create_group("calibration")
+        calibration.attrs["json"] = m.calibration_json
+        calibration.attrs["calibration_id"] = m.calibration_id
+        self._file.create_group("streams")
+        events = self._file.create_group("events")
+        self._tables["events"] = table = _Table(events)
+        for column in ("level", "source", "message"):
+            table.mark(column, "text")
+
+    def _run(self) -> None:
+        interval_ns = int(self.config.flush_interval_s * NS_PER_S)
+        next_flush = now_ns() + interval_ns
+        try:
+            while True:
+                timeout = max(0.0, (next_flush - now_ns()) / NS_PER_S)
+                try:
+                    item = self._queue.get(timeout=timeout)
+                except queue.Empty:
+                    item = None
+                if item is _STOP:
+                    break
+                if item is not None:
+                    self._handle(item)
+                if now_ns() >= next_flush:
+                    self._flush()
+                    next_flush = now_ns() + interval_ns
+            self._flush()
+        except OSError as exc:
+            self._fail(exc)
+        except Exception as exc:  # a bug must not lose the file: report it, keep what was flushed
+            log.exception("episode writer crashed")
+            self._fail(exc)
+        finally:
+            self._finished.set()
+            self._close_file()
+
+    def _fail(self, exc: BaseException) -> None:
+        text = str(exc)
+        disk_full = getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in text or "errno = 28" in text
+        if disk_full:
+            free = shutil.disk_usage(self.partial_path.parent).free / 1e6
+            fix = f"The disk is full ({free:.0f} MB free): free space or record to another --out directory."
+        elif isinstance(exc, OSError):
+            fix = "Check the output directory's permissions and device."
+        else:
+            fix = "This is a bug in capture-app: please report it with the log above."
+        self._error = WriterError(
+            f"writing {self.partial_path} failed: {type(exc).__name__}: {text}. Recording stopped; everything "
+            f"flushed before this is kept in the .partial file. {fix}")
+        log.error("%s", self._error)
+
+    def _close_file(self) -> None:
+        if self._file is not None:
+            try:
+                self._file.close()
+            except Exception as exc:
+                log.error("closing %s failed: %s", self.partial_path, exc)
+            self._file = None
+
+    def _handle(self, item: tuple) -> None:
+        kind = item[0]
+        if kind == "sample":
+            message: Message = item[1]
+            with self._lock:
+                self._queued_bytes -= message.nbytes
+            self._append_sample(message)
+        elif kind == "row":
+            table = self._tables.get(item[1])
+            if table is None:
+                group = self._file.require_group(item[1])
+                table = self._tables[item[1]] = _Table(group)
+            table.append(item[2])
+        elif kind == "event":
+            _, t_ns, level, source, text = item
+            self._tables["events"].append({"t_ns": np.int64(t_ns), "level": level, "source": source, "message": text})
+        elif kind == "attrs":
+            self._stream_attrs[item[1]].update(item[2])
+        elif kind == "final":
+            self._finalize(item[1])
+
+    def _stream_table(self, message: Message) -> _Table:
+        table = self._streams.get(message.stream)
+        if table is None:
+            group = self._file["streams"].create_group(message.stream)
+            group.attrs["kind"] = STREAM_KINDS.get(message.stream, "unknown")
+            group.attrs["expected_rate_hz"] = float(self.metadata.expected_rates_hz.get(message.stream, 0.0))
+            table = self._streams[message.stream] = _Table(group)
+            for name, array in message.arrays.items():
+                encoding = message.encodings[name]
+                if encoding == "jpeg" or (array.dtype == np.uint8 and array.ndim == 3 and name == "color"):
+                    table.mark(name, "jpeg")
+                    group.attrs[f"{name}_encoding"] = "jpeg"
+                    group.attrs[f"{name}_shape"] = list(message.shapes[name])
+                elif name == "depth":
+                    table.mark(name, "depth")
+                    group.attrs["depth_scale_m"] = float(message.meta.get("depth_scale_m", 0.001))
+        return table
+
+    def _append_sample(self, message: Message) -> None:
+        stream = message.stream
+        last_seq = self._last_seq.get(stream)
+        last_t = self._last_t.get(stream)
+        if last_seq is not None and (message.seq <= last_seq or message.t_capture_ns <= last_t):
+            self._non_monotonic[stream] += 1
+            self._tables["events"].append({
+                "t_ns": np.int64(message.t_receive_ns), "level": "error", "source": stream,
+                "message": f"non-monotonic sample rejected: seq {message.seq} after {last_seq}, t_capture "
+                           f"{message.t_capture_ns} after {last_t} (check the driver's clock)"})
+            return
+        if last_seq is not None and message.seq > last_seq + 1:
+            with self._lock:
+                self._seq_gaps[stream] += message.seq - last_seq - 1
+        self._last_seq[stream] = message.seq
+        self._last_t[stream] = message.t_capture_ns
+        table = self._stream_table(message)
+        row = {
+            "seq": np.uint64(message.seq),
+            "t_capture_ns": np.int64(message.t_capture_ns),
+            "t_device_ns": np.int64(NO_DEVICE_TIME if message.t_device_ns is None else message.t_device_ns),
+            "t_publish_ns": np.int64(message.t_publish_ns),
+            "t_receive_ns": np.int64(message.t_receive_ns),
+            "tracking": np.uint8(TRACKING_CODES[message.tracking]),
+        }
+        for name, array in message.arrays.items():
+            if table._special.get(name) == "jpeg" and message.encodings[name] == "raw":
+                ok, blob = cv2.imencode(".jpg", cv2.cvtColor(array, cv2.COLOR_RGB2BGR),
+                                        [cv2.IMWRITE_JPEG_QUALITY, self.config.jpeg_quality])
+                if not ok:
+                    raise WriterError(f"JPEG encoding failed for {stream} seq {message.seq}")
+                row[name] = blob.reshape(-1)
+            else:
+                row[name] = array
+        table.append(row)
+        with self._lock:
+            self._written[stream] += 1
+
+    def _flush(self) -> None:
+        for table in list(self._streams.values()) + list(self._tables.values()):
+            table.write()
+        for stream, table in self._streams.items():
+            attrs = table.group.attrs
+            with self._lock:
+                attrs["seq_gaps"] = int(self._seq_gaps[stream])
+                attrs["writer_overflow"] = int(self._overflow[stream])
+            attrs["non_monotonic"] = int(self._non_monotonic[stream])
+            for key, value in self._stream_attrs.pop(stream, {}).items():
+                attrs[key] = value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
+        self._file.flush()
+
+    def _finalize(self, attrs: dict[str, Any]) -> None:
+        self._flush()
+        a = self._file.attrs
+        for key, value in attrs.items():
+            a[key] = value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
+        a["end_monotonic_ns"] = self._end_ns
+        a["status"] = "complete"
+        self._file.flush()
