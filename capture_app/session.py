@@ -234,6 +234,7 @@ class CaptureSession:
         writer = EpisodeWriter(out_dir, metadata, self.config.writer).start()
         for stream, device in devices.items():
             writer.set_stream_attrs(stream, {"device": device})
+        writer.set_attrs("synced", self.synchronizer.describe())
         with self.synchronizer.lock:
             self.episode_started_ns = now_ns()
             self._writer = writer

@@ -21,18 +21,19 @@ from typing import Callable
 import numpy as np
 
 from calibration.model import Calibration
-from capture_app.action_space import ACTION_DIM, camera_from_wrist, fingertip_state, wrist_state
+from capture_app.action_space import ACTION_DIM, ACTION_NAMES, camera_from_wrist, fingertip_state, wrist_state
 from capture_app.bus import Message
 from capture_app.clock import NS_PER_S, now_ns, sleep_until_ns
 from capture_app.config import SyncConfig
 from capture_app.episode_format import TRACKING_CODES
 from capture_app.geometry import pose_to_transform, transform_to_pose
 from capture_app.hand import NUM_KEYPOINTS
-from capture_app.interpolation import Evaluation, Limits, evaluate, nearest
+from capture_app.interpolation import STATUS_NAMES, Evaluation, Limits, evaluate, nearest
 from capture_app.streams import CAMERA_STREAMS, STREAM_KINDS, SYNCED_STREAMS
 
 log = logging.getLogger(__name__)
 
+SYNC_VERSION = 1
 BUFFER_SECONDS = 4.0
 VALIDITY_NAMES = ("left_wrist", "right_wrist", "left_fingers", "right_fingers")
 _VALUE_SHAPE = {"pose": (7,), "keypoints": (NUM_KEYPOINTS, 3)}
@@ -227,6 +228,23 @@ class Synchronizer:
                           keypoints["left"] is not None, keypoints["right"] is not None])
         return SyncedTick(t_tick, t_eval, now_ns(), evaluations, seqs, T_world_headtracker, T_world_cam,
                           T_world_wrist, T_cam_wrist, keypoints, action, valid, frames)
+
+    def describe(self) -> dict:
+        """Attributes of the /synced group: how its rows were computed."""
+        return {
+            "sync_version": SYNC_VERSION,
+            "rate_hz": float(self.config.rate_hz),
+            "delay_ns": self.delay_ns,
+            "max_interpolation_gap_ns": self.limits.max_interpolation_gap_ns,
+            "max_extrapolation_ns": self.limits.max_extrapolation_ns,
+            "max_image_offset_ns": self.limits.max_image_offset_ns,
+            "streams": list(SYNCED_STREAMS),
+            "status_names": {str(k): v for k, v in STATUS_NAMES.items()},
+            "action_names": list(ACTION_NAMES),
+            "action_valid_names": list(VALIDITY_NAMES),
+            "calibration_id": self.calibration.calibration_id,
+            "latency_offsets_ns": {s: self._offsets[s] for s in SYNCED_STREAMS},
+        }
 
     # --- the ticking thread ----------------------------------------------------------
     def start(self, t0_ns: int | None = None) -> "Synchronizer":

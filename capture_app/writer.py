@@ -34,7 +34,7 @@ from capture_app.config import WriterConfig
 from capture_app.episode_format import (EPISODE_SUFFIX, FORMAT_NAME, FORMAT_VERSION, NO_DEVICE_TIME, PARTIAL_SUFFIX,
                                         TRACKING_CODES)
 from capture_app.errors import WriterError
-from capture_app.streams import STREAM_KINDS
+from capture_app.streams import STREAM_KINDS, SYNCED_STREAMS
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,17 @@ class WriterStats:
     backlog_items: int
     backlog_bytes: int
     error: str = ""
+
+
+def _set_attrs(target, attrs: dict[str, Any]) -> None:
+    """Scalars and strings as they are, lists of numbers as arrays, anything else as JSON text."""
+    if isinstance(target, (h5py.Group, h5py.Dataset)):
+        target = target.attrs
+    for key, value in attrs.items():
+        if isinstance(value, (int, float, str, bool, np.integer, np.floating)):
+            target[key] = value
+        else:
+            target[key] = json.dumps(value)
 
 
 class _Table:
@@ -143,7 +154,8 @@ class EpisodeWriter:
         self._tables: dict[str, _Table] = {}
         self._last_seq: dict[str, int] = {}
         self._last_t: dict[str, int] = {}
-        self._stream_attrs: dict[str, dict] = defaultdict(dict)
+        self._pending_attrs: dict[str, dict] = defaultdict(dict)
+        self._row_of_seq: dict[str, dict[int, int]] = defaultdict(dict)
         self._written: Counter = Counter()
         self._overflow: Counter = Counter()
         self._seq_gaps: Counter = Counter()
@@ -198,7 +210,11 @@ class EpisodeWriter:
 
     def set_stream_attrs(self, stream: str, attrs: dict[str, Any]) -> None:
         """Attributes for /streams/<stream> (device info, for example); JSON-encoded when not scalar."""
-        self._enqueue(("attrs", stream, attrs), 0, "_attrs")
+        self.set_attrs(f"streams/{stream}", attrs)
+
+    def set_attrs(self, group: str, attrs: dict[str, Any]) -> None:
+        """Attributes for a group ('synced', 'streams/<stream>'), applied once the group exists."""
+        self._enqueue(("attrs", group, attrs), 0, "_attrs")
 
     def stats(self) -> WriterStats:
         with self._lock:
@@ -322,6 +338,8 @@ class EpisodeWriter:
                 self._queued_bytes -= message.nbytes
             self._append_sample(message)
         elif kind == "row":
+            if "stream_seq" in item[2]:
+                item[2]["stream_index"] = self._rows_of(item[2]["stream_seq"])
             table = self._tables.get(item[1])
             if table is None:
                 group = self._file.require_group(item[1])
@@ -331,7 +349,7 @@ class EpisodeWriter:
             _, t_ns, level, source, text = item
             self._tables["events"].append({"t_ns": np.int64(t_ns), "level": level, "source": source, "message": text})
         elif kind == "attrs":
-            self._stream_attrs[item[1]].update(item[2])
+            self._pending_attrs[item[1]].update(item[2])
         elif kind == "final":
             self._finalize(item[1])
 
@@ -388,8 +406,17 @@ class EpisodeWriter:
             else:
                 row[name] = array
         table.append(row)
+        rows = self._row_of_seq[stream]
+        rows[message.seq] = self._written[stream]
+        if len(rows) > 2048:
+            del rows[next(iter(rows))]
         with self._lock:
             self._written[stream] += 1
+
+    def _rows_of(self, stream_seq: np.ndarray) -> np.ndarray:
+        """Row indices in /streams/<s> of the samples a synced row used (-1: none, or not stored)."""
+        return np.array([self._row_of_seq[s].get(int(q), -1) if q >= 0 else -1
+                         for s, q in zip(SYNCED_STREAMS, stream_seq)], np.int64)
 
     def _flush(self) -> None:
         for table in list(self._streams.values()) + list(self._tables.values()):
@@ -400,15 +427,14 @@ class EpisodeWriter:
                 attrs["seq_gaps"] = int(self._seq_gaps[stream])
                 attrs["writer_overflow"] = int(self._overflow[stream])
             attrs["non_monotonic"] = int(self._non_monotonic[stream])
-            for key, value in self._stream_attrs.pop(stream, {}).items():
-                attrs[key] = value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
+        for path in [p for p in self._pending_attrs if p in self._file]:
+            _set_attrs(self._file[path], self._pending_attrs.pop(path))
         self._file.flush()
 
     def _finalize(self, attrs: dict[str, Any]) -> None:
         self._flush()
         a = self._file.attrs
-        for key, value in attrs.items():
-            a[key] = value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
+        _set_attrs(a, attrs)
         a["end_monotonic_ns"] = self._end_ns
         a["status"] = "complete"
         self._file.flush()

@@ -206,8 +206,10 @@ class Driver:
                 except (SDKMissingError, ConfigError) as exc:
                     self._record_error(exc)
                     self._set(state="failed")
-                    self._publish_status(publisher)
-                    return
+                    while True:  # retrying cannot help; keep telling consumers why until stopped
+                        self._publish_status(publisher)
+                        if self._stop.wait(STATUS_INTERVAL_NS / NS_PER_S):
+                            return
                 except Exception as exc:  # any device failure: report, back off, retry
                     self._record_error(exc)
                     self._set(state="reconnecting")

@@ -1,0 +1,169 @@
+"""Driver lifecycle: start, stop, reconnect with back-off, errors reaching the consumer; config validation."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import zmq
+
+from capture_app.bus import BusSubscriber
+from capture_app.config import DriverConfig, parse_config
+from capture_app.errors import ConfigError, DeviceDisconnectedError, DeviceNotFoundError, SDKMissingError
+from drivers import base
+from drivers.base import Driver, Sample
+from drivers.registry import create_driver, driver_class, register
+
+
+@dataclass(frozen=True)
+class FlakyOptions:
+    fail_opens: int = 0
+    fail_after_samples: int = -1
+
+
+@register("test_flaky")
+class FlakyDriver(Driver):
+    """Fails to open ``fail_opens`` times, then streams; loses its device once after N samples."""
+
+    Options = FlakyOptions
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.opens = 0
+        self.closes = 0
+        self.sent = 0
+        self.failed_once = False
+
+    def open(self):
+        self.opens += 1
+        if self.opens <= self.options.fail_opens:
+            raise DeviceNotFoundError(f"flaky device {self.config.serial} not found (attempt {self.opens}); plug it in")
+
+    def read(self):
+        time.sleep(0.005)
+        if self.sent == self.options.fail_after_samples and not self.failed_once:
+            self.failed_once = True
+            raise DeviceDisconnectedError("flaky device unplugged; reconnect the cable")
+        self.sent += 1
+        return Sample(time.monotonic_ns(), {"pose": np.zeros(7)})
+
+    def close(self):
+        self.closes += 1
+
+
+@register("test_no_sdk")
+class NoSdkDriver(Driver):
+    def open(self):
+        raise SDKMissingError("the test SDK is not installed; pip install test-sdk")
+
+
+def _config(type_name="test_flaky", **options):
+    return DriverConfig(name="flaky", type=type_name, stream="head_tracker", rate_hz=200, serial="F1", options=options)
+
+
+@pytest.fixture
+def bus():
+    context = zmq.Context()
+    subscriber = BusSubscriber(bind=["inproc://drivers"], context=context)
+    yield context, subscriber
+    subscriber.close()
+    context.term()
+
+
+def _collect(subscriber, seconds):
+    out = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        message = subscriber.recv(50)
+        if message is not None:
+            out.append(message)
+    return out
+
+
+@pytest.fixture(autouse=True)
+def fast_backoff(monkeypatch):
+    monkeypatch.setattr(base, "BACKOFF_START_S", 0.02)
+
+
+def test_start_stream_and_stop(bus):
+    context, subscriber = bus
+    driver = create_driver(_config(), "inproc://drivers", context=context)
+    with driver:
+        subscriber.poll(100)
+        messages = _collect(subscriber, 0.6)
+        assert driver.is_alive()
+    assert not driver.is_alive()
+    data = [m for m in messages if m.stream == "head_tracker"]
+    assert len(data) > 20
+    seqs = [m.seq for m in data]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    assert driver.health().state == "stopped" and driver.closes >= 1
+
+
+def test_failed_opens_are_retried_with_backoff_and_reported(bus):
+    context, subscriber = bus
+    driver = create_driver(_config(fail_opens=3), "inproc://drivers", context=context)
+    with driver:
+        subscriber.poll(100)
+        messages = _collect(subscriber, 1.0)
+    assert driver.opens >= 4
+    statuses = [m.meta for m in messages if m.is_status]
+    assert any(s["state"] == "reconnecting" and "not found (attempt" in s["last_error"] for s in statuses)
+    assert any(m.stream == "head_tracker" for m in messages), "the driver never recovered"
+    assert driver.health().errors == 3
+
+
+def test_error_inside_a_running_driver_reaches_the_consumer_and_it_resumes(bus):
+    context, subscriber = bus
+    driver = create_driver(_config(fail_after_samples=20), "inproc://drivers", context=context)
+    with driver:
+        subscriber.poll(100)
+        messages = _collect(subscriber, 1.0)
+    errors = [m.meta for m in messages if m.is_status and m.meta["errors"]]
+    assert errors and errors[0]["last_error"] == "flaky device unplugged; reconnect the cable"
+    data = [m for m in messages if not m.is_status]
+    assert data[-1].seq > 20, "streaming did not resume after the reconnect"
+    assert driver.opens == 2
+
+
+def test_missing_sdk_fails_once_without_retrying(bus):
+    context, subscriber = bus
+    driver = create_driver(_config("test_no_sdk"), "inproc://drivers", context=context)
+    driver.start()
+    subscriber.poll(100)
+    messages = _collect(subscriber, 0.5)
+    driver.stop()
+    assert driver.health().state == "failed"
+    assert any(m.is_status and "pip install test-sdk" in m.meta["last_error"] for m in messages)
+
+
+def test_unknown_driver_type_lists_the_known_ones():
+    with pytest.raises(ConfigError, match="unknown driver type 'nope'.*sim_glove"):
+        driver_class("nope")
+
+
+def test_unknown_or_bad_driver_option_is_refused_naming_it():
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) \['colour'\]"):
+        create_driver(DriverConfig("cam", "sim_ego_camera", "ego_camera", 30, options={"colour": 1}), "inproc://x")
+    with pytest.raises(ConfigError, match="drop_probability"):
+        create_driver(DriverConfig("g", "sim_glove", "left_glove", 120, options={"drop_probability": 2.0}), "inproc://x")
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ('version = 1\n[[drivers]]\nname = "a"\ntype = "sim_glove"\nstream = "elbow"\nrate_hz = 1', "field 'stream'"),
+    ('version = 1\n[[drivers]]\nname = "a"\ntype = "sim_glove"\nstream = "left_glove"\nrate_hz = -3', "'rate_hz'"),
+    ('version = 1\n[[drivers]]\nname = "a"\ntype = "sim_glove"\nstream = "left_glove"', "missing field(s) ['rate_hz']"),
+    ('version = 2', "field 'version'"),
+    ('version = 1\n[sync]\nrate_hz = 200\n[[drivers]]\nname="a"\ntype="x"\nstream="left_glove"\nrate_hz=1', "1 to 60"),
+    ('version = 1\n[sync]\nbogus = 1\n[[drivers]]\nname="a"\ntype="x"\nstream="left_glove"\nrate_hz=1', "bogus"),
+    ('version = 1\n[writer]\nflush_interval_s = 5\n[[drivers]]\nname="a"\ntype="x"\nstream="left_glove"\nrate_hz=1',
+     "within a second"),
+    ('version = 1', "no [[drivers]]"),
+    ('version = [', "not valid TOML"),
+])
+def test_invalid_rig_config_is_refused_naming_the_field(text, fragment):
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "rig.toml")
+    assert fragment in str(info.value) and "rig.toml" in str(info.value)

@@ -1,0 +1,130 @@
+"""The episode writer: layout, round trip of every kind of data, rename, discard, overflow, errors."""
+
+from __future__ import annotations
+
+import errno
+import json
+
+import cv2
+import h5py
+import numpy as np
+import pytest
+
+from capture_app.bus import decode_message, encode_message
+from capture_app.config import WriterConfig
+from capture_app.episode_format import NO_DEVICE_TIME, validate_and_summarize
+from capture_app.errors import WriterError
+from capture_app.writer import EpisodeMetadata, EpisodeWriter, _Table
+
+
+def _message(stream, seq, t, arrays, **kwargs):
+    return decode_message(encode_message(stream, seq, t, arrays, **kwargs), t_receive_ns=t + 500)
+
+
+def _metadata(name="ep"):
+    return EpisodeMetadata(episode_name=name, instruction="pour the juice", task="pour", operator="ana",
+                           rig_name="test", rig_config_text="version = 1", calibration_json=json.dumps({"a": 1}),
+                           calibration_id="cal-1", device_serials={"head_tracker": "LHR-1"},
+                           expected_rates_hz={"head_tracker": 250.0, "ego_camera": 30.0})
+
+
+def _image(seed, h=48, w=64):
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 255, size=(h // 8, w // 8, 3), dtype=np.uint8)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+
+
+def test_layout_and_round_trip(tmp_path):
+    writer = EpisodeWriter(tmp_path, _metadata(), WriterConfig(flush_interval_s=0.1)).start()
+    poses = np.random.default_rng(0).random((10, 7))
+    depth = np.random.default_rng(1).integers(0, 5000, size=(10, 48, 64), dtype=np.uint16)
+    for i in range(10):
+        seq = i if i < 5 else i + 2  # two samples lost between 4 and 7
+        writer.submit(_message("head_tracker", seq, 1_000 + i * 4_000_000, {"pose": poses[i]}, t_device_ns=77 + i,
+                               tracking="lost" if i == 3 else "ok"))
+        writer.submit(_message("top_camera", i, 2_000 + i * 33_000_000, {"color": _image(i), "depth": depth[i]},
+                               meta={"depth_scale_m": 0.001}))
+        writer.submit_row("synced", {"t_tick_ns": np.int64(i), "action": np.full(48, float(i))})
+    writer.log_event("warning", "test", "something happened", t_ns=5)
+    writer.set_stream_attrs("head_tracker", {"device": {"serial": "LHR-1"}})
+    path = writer.finish({"note": "done"})
+    assert path == tmp_path / "ep.h5" and path.exists() and not writer.partial_path.exists()
+
+    summary = validate_and_summarize(path)
+    assert summary.problems == []
+    with h5py.File(path, "r") as f:
+        assert f.attrs["status"] == "complete" and f.attrs["instruction"] == "pour the juice"
+        assert f.attrs["note"] == "done" and json.loads(f.attrs["device_serials"]) == {"head_tracker": "LHR-1"}
+        assert json.loads(f["calibration"].attrs["json"]) == {"a": 1}
+        head = f["streams/head_tracker"]
+        np.testing.assert_array_equal(head["pose"][:], poses)
+        np.testing.assert_array_equal(head["t_device_ns"][:], 77 + np.arange(10))
+        assert head.attrs["seq_gaps"] == 2 and head.attrs["expected_rate_hz"] == 250.0
+        assert list(head["tracking"][:]).count(2) == 1
+        assert json.loads(head.attrs["device"]) == {"serial": "LHR-1"}
+        top = f["streams/top_camera"]
+        np.testing.assert_array_equal(top["depth"][:], depth)  # lossless
+        assert top["t_device_ns"][0] == NO_DEVICE_TIME
+        for i, blob in enumerate(top["color"][:]):
+            decoded = cv2.cvtColor(cv2.imdecode(blob, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+            assert decoded.shape == (48, 64, 3)
+            assert np.abs(decoded.astype(int) - _image(i)).mean() < 6  # JPEG q90
+        assert "32001" in top["depth"]._filters  # Blosc (hdf5plugin)
+        np.testing.assert_array_equal(f["synced/action"][:, 0], np.arange(10))
+        assert [m.decode() for m in f["events/message"][:]][-1] == "something happened"
+
+
+def test_discard_leaves_no_file(tmp_path):
+    writer = EpisodeWriter(tmp_path, _metadata(), WriterConfig()).start()
+    writer.submit(_message("head_tracker", 0, 1, {"pose": np.zeros(7)}))
+    writer.discard()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_episode_is_never_overwritten(tmp_path):
+    (tmp_path / "ep.h5").write_bytes(b"precious")
+    with pytest.raises(WriterError, match="already exists"):
+        EpisodeWriter(tmp_path, _metadata(), WriterConfig()).start()
+    assert (tmp_path / "ep.h5").read_bytes() == b"precious"
+
+
+def test_full_queue_refuses_and_counts_instead_of_growing(tmp_path):
+    writer = EpisodeWriter(tmp_path, _metadata(), WriterConfig(), max_queue_bytes=3 * 48 * 64 * 3)
+    writer._thread = None  # not started: nothing drains the queue
+    writer._file = h5py.File(writer.partial_path, "w")
+    writer._write_metadata()
+    accepted = [writer.submit(_message("ego_camera", i, i + 1, {"color": _image(i)})) for i in range(10)]
+    assert accepted == [True] * 3 + [False] * 7
+    assert writer.stats().overflow["ego_camera"] == 7
+    writer._file.close()
+
+
+def test_non_monotonic_samples_are_rejected_and_reported(tmp_path):
+    writer = EpisodeWriter(tmp_path, _metadata(), WriterConfig()).start()
+    for seq, t in ((0, 100), (1, 200), (2, 150), (1, 300), (3, 400)):  # time backwards, then seq backwards
+        writer.submit(_message("head_tracker", seq, t, {"pose": np.zeros(7)}))
+    path = writer.finish()
+    with h5py.File(path, "r") as f:
+        assert list(f["streams/head_tracker/t_capture_ns"][:]) == [100, 200, 400]
+        assert f["streams/head_tracker"].attrs["non_monotonic"] == 2
+        assert f["streams/head_tracker"].attrs["seq_gaps"] == 1
+        assert any("non-monotonic" in m.decode() for m in f["events/message"][:])
+    assert validate_and_summarize(path).problems == []
+
+
+def test_disk_full_stops_cleanly_keeps_flushed_data_and_says_so(tmp_path, monkeypatch):
+    writer = EpisodeWriter(tmp_path, _metadata(), WriterConfig(flush_interval_s=0.05)).start()
+    writer.submit(_message("head_tracker", 0, 100, {"pose": np.ones(7)}))
+    import time
+    time.sleep(0.3)  # flushed
+
+    def full(self):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(_Table, "write", full)
+    writer.submit(_message("head_tracker", 1, 200, {"pose": np.ones(7)}))
+    with pytest.raises(WriterError, match="disk is full") as info:
+        writer.finish()
+    assert "partial" in str(info.value)
+    assert writer.submit(_message("head_tracker", 2, 300, {"pose": np.ones(7)})) is False
+    with h5py.File(writer.partial_path, "r") as f:
+        assert list(f["streams/head_tracker/seq"][:]) == [0]
