@@ -123,6 +123,18 @@ def cmd_driver(args) -> int:
                        duration_s=args.duration)
 
 
+def cmd_resync(args) -> int:
+    from calibration.model import load_calibration
+    from capture_app.resync import resync_episode
+
+    calibration = load_calibration(args.calibration) if args.calibration else None
+    for path in args.files:
+        version = resync_episode(path, calibration)
+        which = calibration.calibration_id if calibration else "the episode's own calibration"
+        print(f"{path}: /synced version {version} computed with {which}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="capture-app", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -146,6 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = sub.add_parser("inspect", help="summarise episodes and check their layout")
     inspect.add_argument("files", nargs="+")
     inspect.set_defaults(func=cmd_inspect)
+
+    resync = sub.add_parser("resync", help="recompute the 20 Hz synced table of recorded episodes")
+    resync.add_argument("files", nargs="+")
+    resync.add_argument("--calibration", help="calibration JSON to use (default: the one embedded in each episode)")
+    resync.set_defaults(func=cmd_resync)
 
     driver = sub.add_parser("driver", help="run drivers in this process, publishing on the bus")
     driver.add_argument("names", nargs="*", help="driver names from the rig config")
@@ -176,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     except CaptureError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # a file that is missing, locked or not HDF5
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -234,16 +234,18 @@ class CaptureSession:
         writer = EpisodeWriter(out_dir, metadata, self.config.writer).start()
         for stream, device in devices.items():
             writer.set_stream_attrs(stream, {"device": device})
-        writer.set_attrs("synced", self.synchronizer.describe())
         with self.synchronizer.lock:
             self.episode_started_ns = now_ns()
+            self.synchronizer.receive_floor_ns = self.episode_started_ns + 1
             self._writer = writer
+        writer.set_attrs("synced", self.synchronizer.describe())
         writer.log_event("info", "session", "episode started")
         return writer
 
     def _detach_writer(self) -> EpisodeWriter:
         with self.synchronizer.lock:
             writer, self._writer = self._writer, None
+            self.synchronizer.receive_floor_ns = 0
         if writer is None:
             raise CaptureError("no episode is recording")
         return writer

@@ -62,8 +62,8 @@ class StreamBuffer:
 
     def append(self, t_ns: int, receive_ns: int, seq: int, tracking: int, value: np.ndarray | None,
                frame: Message | None = None) -> bool:
-        """Add a sample; False (and counted) when its time does not increase."""
-        if self.end > self.start and t_ns <= self.times[self.end - 1]:
+        """Add a sample; False (and counted) when its time or seq does not increase (as the writer rejects it)."""
+        if self.end > self.start and (t_ns <= self.times[self.end - 1] or seq <= self.seq[self.end - 1]):
             self.rejected += 1
             return False
         if self.end == len(self.times):  # compact: keep the newest `capacity` samples at the front
@@ -85,10 +85,12 @@ class StreamBuffer:
             self.start = self.end - self.capacity
         return True
 
-    def visible(self, receive_cutoff_ns: int) -> slice:
-        """The slice of samples received at or before the cutoff."""
-        cut = int(np.searchsorted(self.receive[self.start:self.end], receive_cutoff_ns, side="right"))
-        return slice(self.start, self.start + cut)
+    def visible(self, receive_cutoff_ns: int, receive_floor_ns: int = 0) -> slice:
+        """The slice of samples received in [floor, cutoff]."""
+        received = self.receive[self.start:self.end]
+        first = int(np.searchsorted(received, receive_floor_ns, side="left"))
+        cut = int(np.searchsorted(received, receive_cutoff_ns, side="right"))
+        return slice(self.start + first, self.start + max(first, cut))
 
 
 @dataclass
@@ -159,6 +161,9 @@ class Synchronizer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.t0_ns = 0
+        # While recording, only samples received since the episode began count, so that the
+        # episode's rows depend on the episode's data alone (and offline resync matches live).
+        self.receive_floor_ns = 0
         self.ticks = 0
         self.lateness_ns: list[int] = []
 
@@ -187,7 +192,7 @@ class Synchronizer:
         seqs: dict[str, int] = {}
         frames: dict[str, Message | None] = {}
         for stream, buffer in self.buffers.items():
-            visible = buffer.visible(t_tick_ns)
+            visible = buffer.visible(t_tick_ns, self.receive_floor_ns)
             times = buffer.times[visible]
             if buffer.kind in ("pose", "keypoints"):
                 result = evaluate("pose" if buffer.kind == "pose" else "points", times, buffer.values[visible],
@@ -243,6 +248,7 @@ class Synchronizer:
             "action_names": list(ACTION_NAMES),
             "action_valid_names": list(VALIDITY_NAMES),
             "calibration_id": self.calibration.calibration_id,
+            "receive_floor_ns": self.receive_floor_ns,
             "latency_offsets_ns": {s: self._offsets[s] for s in SYNCED_STREAMS},
         }
 
