@@ -270,6 +270,21 @@ class BusSubscriber:
         self._lock = threading.Lock()
         self._last_warning_ns = 0
 
+    def recv_waiting(self, stamp=None) -> Message | None | bool:
+        """The next message already waiting, without polling: a Message, None if it was
+        malformed (counted), or False when nothing is waiting."""
+        try:
+            frames = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return False
+        try:
+            message = decode_message(frames, t_receive_ns=stamp() if stamp else None)
+        except BusProtocolError as exc:
+            self._count_malformed(exc)
+            return None
+        self.received += 1
+        return message
+
     def poll(self, timeout_ms: int) -> bool:
         """True when a message is waiting."""
         return bool(self._socket.poll(timeout_ms, zmq.POLLIN))

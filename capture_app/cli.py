@@ -47,8 +47,8 @@ def cmd_record(args) -> int:
 
     config = _load_rig(args)
     if args.seed is not None:
-        import dataclasses
-        config = dataclasses.replace(config, sim_seed=args.seed)
+        from capture_app.config import with_changes
+        config = with_changes(config, sim_seed=args.seed)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -199,3 +199,48 @@ def load_config(path: str | Path | None = None) -> RigConfig:
     except OSError as exc:
         raise ConfigError(f"cannot read rig config {path}: {exc.strerror}; pass --config with an existing file") from None
     return parse_config(text, str(path))
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def to_toml(config: RigConfig) -> str:
+    """The rig config as TOML text that ``parse_config`` reads back to an equal config."""
+    lines = [f"version = {CONFIG_VERSION}", f"name = {_toml_value(config.name)}", "",
+             "[rig]", f"drivers_in = {_toml_value(config.drivers_in)}", "",
+             "[bus]", f"endpoint = {_toml_value(config.bus_endpoint)}", ""]
+    for section, obj in (("sync", config.sync), ("writer", config.writer)):
+        lines.append(f"[{section}]")
+        lines += [f"{f.name} = {_toml_value(getattr(obj, f.name))}" for f in dataclasses.fields(obj)]
+        lines.append("")
+    lines += ["[calibration]", f"path = {_toml_value(config.calibration_path)}", "",
+              "[sim]", f"seed = {config.sim_seed}", ""]
+    for d in config.drivers:
+        lines.append("[[drivers]]")
+        lines += [f"{f.name} = {_toml_value(getattr(d, f.name))}" for f in dataclasses.fields(d)]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def with_changes(config: RigConfig, driver_options: dict[str, dict] | None = None, **changes) -> RigConfig:
+    """A copy of ``config`` with fields changed and options merged into drivers (by name or "*" for all),
+    its ``source_text`` regenerated so that driver processes see the same config."""
+    drivers = []
+    for d in config.drivers:
+        extra = {**(driver_options or {}).get("*", {}), **(driver_options or {}).get(d.name, {})}
+        if d.stream == "ground_truth":
+            extra = {k: v for k, v in extra.items() if k in ("seed", "speed")}
+        drivers.append(dataclasses.replace(d, options={**d.options, **extra}) if extra else d)
+    changed = dataclasses.replace(config, drivers=tuple(drivers), **changes)
+    return dataclasses.replace(changed, source_text=to_toml(changed))

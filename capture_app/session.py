@@ -155,25 +155,30 @@ class CaptureSession:
         subscriber = self._subscriber
         sync = self.synchronizer
         while not self._stop.is_set():
-            try:
-                if not subscriber.poll(50):
-                    continue
-                with sync.lock:  # receive stamp, buffer insert and writer queue in one atomic step
-                    message = subscriber.recv(0)
-                    if message is None:
-                        continue
-                    if not message.is_status:
-                        sync.ingest(message)
-                        writer = self._writer
-                        if writer is not None:
-                            writer.submit(message)
-                if message.is_status:
-                    self._on_status(message)
-                else:
-                    self.monitor.observe(message)
-                    self._note_tracking(message)
-            except Exception:  # a bug in one message must not stop the bus
-                log.exception("bus dispatcher: message dropped")
+            if subscriber.poll(50):
+                while self._dispatch_one(subscriber, sync):  # drain what is waiting, no poll per message
+                    pass
+
+    def _dispatch_one(self, subscriber: BusSubscriber, sync: Synchronizer) -> bool:
+        """Handle one waiting message; False when none is waiting."""
+        try:
+            with sync.lock:  # receive stamp, buffer insert and writer queue in one atomic step
+                message = subscriber.recv_waiting()
+                if not message:  # False: nothing waiting; None: malformed (counted)
+                    return message is None
+                if not message.is_status:
+                    sync.ingest(message)
+                    writer = self._writer
+                    if writer is not None:
+                        writer.submit(message)
+            if message.is_status:
+                self._on_status(message)
+            else:
+                self.monitor.observe(message)
+                self._note_tracking(message)
+        except Exception:  # a bug in one message must not stop the bus
+            log.exception("bus dispatcher: message dropped")
+        return True
 
     def _on_status(self, message: Message) -> None:
         name = message.stream[len(STATUS_PREFIX):]
@@ -205,7 +210,7 @@ class CaptureSession:
         self._latest_tick = tick
         writer = self._writer
         if writer is not None and tick.t_tick_ns >= self.episode_started_ns:
-            writer.submit_row("synced", tick.row())
+            writer.submit_row("synced", tick)  # the writer thread builds the row
 
     # --- episodes --------------------------------------------------------------------------
     @property

@@ -21,12 +21,12 @@ from typing import Callable
 import numpy as np
 
 from calibration.model import Calibration
-from capture_app.action_space import ACTION_DIM, ACTION_NAMES, camera_from_wrist, fingertip_state, wrist_state
+from capture_app.action_space import ACTION_DIM, ACTION_NAMES, fingertip_state, wrist_state
 from capture_app.bus import Message
 from capture_app.clock import NS_PER_S, now_ns, sleep_until_ns
 from capture_app.config import SyncConfig
 from capture_app.episode_format import TRACKING_CODES
-from capture_app.geometry import pose_to_transform, transform_to_pose
+from capture_app.geometry import invert_transform, pose_to_transform, transform_to_pose
 from capture_app.hand import NUM_KEYPOINTS
 from capture_app.interpolation import STATUS_NAMES, Evaluation, Limits, evaluate, nearest
 from capture_app.streams import CAMERA_STREAMS, STREAM_KINDS, SYNCED_STREAMS
@@ -165,7 +165,8 @@ class Synchronizer:
         # episode's rows depend on the episode's data alone (and offline resync matches live).
         self.receive_floor_ns = 0
         self.ticks = 0
-        self.lateness_ns: list[int] = []
+        self.lateness_ns: list[int] = []       # tick time -> its row is ready
+        self.wake_lateness_ns: list[int] = []  # tick time -> the thread woke up
 
     # --- input ----------------------------------------------------------------------
     def ingest(self, message: Message) -> bool:
@@ -210,14 +211,15 @@ class Synchronizer:
         head = evaluations["head_tracker"]
         T_world_headtracker = pose_to_transform(head.value) if head.valid else None
         T_world_cam = T_world_headtracker @ cal.T_headtracker_cam if T_world_headtracker is not None else None
+        T_cam_world = invert_transform(T_world_cam) if T_world_cam is not None else None
         T_world_wrist, T_cam_wrist, keypoints = {}, {}, {}
         for hand in ("left", "right"):
             tracker = evaluations[f"{hand}_wrist_tracker"]
+            # T_cam_wrist = inv(T_world_headtracker @ T_headtracker_cam) @ T_world_wristtracker @ T_wristtracker_wrist
             T_world_wrist[hand] = (pose_to_transform(tracker.value) @ cal.T_wristtracker_wrist[hand]
                                    if tracker.valid else None)
-            T_cam_wrist[hand] = (camera_from_wrist(T_world_headtracker, cal.T_headtracker_cam,
-                                                   pose_to_transform(tracker.value), cal.T_wristtracker_wrist[hand])
-                                 if tracker.valid and T_world_cam is not None else None)
+            T_cam_wrist[hand] = (T_cam_world @ T_world_wrist[hand]
+                                 if T_world_wrist[hand] is not None and T_cam_world is not None else None)
             glove = evaluations[f"{hand}_glove"]
             keypoints[hand] = np.asarray(glove.value).reshape(NUM_KEYPOINTS, 3) if glove.valid else None
         nan_T = np.full((4, 4), np.nan)
@@ -272,6 +274,7 @@ class Synchronizer:
             t_tick = self.t0_ns + k * self.period_ns
             if not sleep_until_ns(t_tick, self._stop):
                 break
+            self.wake_lateness_ns.append(now_ns() - t_tick)
             try:
                 with self.lock:
                     tick = self.compute_tick(t_tick)
@@ -279,6 +282,7 @@ class Synchronizer:
                 self.lateness_ns.append(tick.lateness_ns)
                 if len(self.lateness_ns) > 100_000:
                     del self.lateness_ns[:50_000]
+                    del self.wake_lateness_ns[:50_000]
                 if self.on_tick is not None:
                     self.on_tick(tick)
             except Exception:  # keep ticking; the error is logged with its traceback

@@ -167,3 +167,15 @@ def test_invalid_rig_config_is_refused_naming_the_field(text, fragment):
     with pytest.raises(ConfigError) as info:
         parse_config(text, "rig.toml")
     assert fragment in str(info.value) and "rig.toml" in str(info.value)
+
+
+def test_config_written_as_toml_reads_back_equal():
+    from capture_app.config import load_config, to_toml, with_changes
+    config = with_changes(load_config(), {"*": {"speed": 1.5}, "head_tracker": {"drop_spells_s": [[1.0, 2.0]]}},
+                          sim_seed=7, name='lab "2"')
+    again = parse_config(to_toml(config))
+    assert again.drivers == config.drivers and again.sync == config.sync and again.writer == config.writer
+    assert (again.sim_seed, again.name, again.drivers_in) == (7, 'lab "2"', "process")
+    assert again.driver("head_tracker").options["drop_spells_s"] == [[1.0, 2.0]]
+    assert "speed" in again.driver("ground_truth").options and "latency_ms" not in again.driver("ground_truth").options
+    assert parse_config(config.source_text).sim_seed == 7

@@ -45,7 +45,7 @@ class SceneRenderer:
         texture = rng.normal(0, 4, size=(h // 8 + 1, w // 8 + 1, 1)).astype(np.float32)
         texture = cv2.resize(texture, (w, h), interpolation=cv2.INTER_LINEAR)[..., None]
         self._background = np.clip(gradient + texture + [0, 5, 10], 0, 255).astype(np.uint8)
-        self._depth_cache: tuple[bytes, np.ndarray] | None = None
+        self._scene_cache: tuple[bytes, np.ndarray, np.ndarray | None] | None = None
 
     def _px(self, points_cam: np.ndarray) -> np.ndarray:
         return self.intrinsics.project(points_cam)
@@ -56,27 +56,47 @@ class SceneRenderer:
                 for hand in ("left", "right")}
 
     def render(self, t: float, T_world_cam: np.ndarray, with_depth: bool = False):
-        """RGB image (H, W, 3) uint8, and depth (H, W) uint16 in mm when ``with_depth``."""
+        """RGB image (H, W, 3) uint8, and depth (H, W) uint16 in mm when ``with_depth``.
+
+        All points of a frame are projected in one call; the table is drawn once per
+        camera pose (a fixed camera reuses it).
+        """
         T_cam_world = invert_transform(T_world_cam)
-        image = self._background.copy()
-        depth = None
-        if with_depth:
-            key = T_cam_world.tobytes()
-            if self._depth_cache is None or self._depth_cache[0] != key:  # a fixed camera renders it once
-                self._depth_cache = (key, self._table_depth(T_cam_world))
-            depth = self._depth_cache[1].copy()
-        table = transform_points(T_cam_world, _TABLE.reshape(-1, 3)).reshape(-1, 2, 3)
-        for a, b in table:
-            self._line(image, a, b, (150, 150, 140), 1)
+        key = T_cam_world.tobytes()
+        if self._scene_cache is None or self._scene_cache[0] != key:
+            self._scene_cache = (key, self._draw_table(T_cam_world), self._table_depth(T_cam_world) if with_depth else None)
+        image = self._scene_cache[1].copy()
+        depth = self._scene_cache[2].copy() if with_depth else None
         for hand, points in self.world_keypoints(t).items():
             cam = transform_points(T_cam_world, points)
+            px = np.round(self._px(cam) * _SCALE)
+            ok = np.all(np.isfinite(px), axis=1)
+            px = px.astype(np.int64, copy=False) if ok.all() else np.where(ok[:, None], px, 0).astype(np.int64)
+            mm = (cam[:, 2] * 1000).astype(int)
+            colour = HAND_COLOURS[hand]
             for i, parent in enumerate(KEYPOINT_PARENTS):
-                if parent >= 0:
-                    self._line(image, cam[parent], cam[i], HAND_COLOURS[hand], 3, depth)
-            self._disc(image, cam[0], 9, HAND_COLOURS[hand], depth)
-            for i in FINGERTIP_INDICES:
-                self._disc(image, cam[i], 5, TIP_COLOUR, depth)
+                if parent >= 0 and ok[i] and ok[parent]:
+                    a, b = (int(px[parent, 0]), int(px[parent, 1])), (int(px[i, 0]), int(px[i, 1]))
+                    cv2.line(image, a, b, colour, 3, cv2.LINE_AA, _SHIFT)
+                    if depth is not None:
+                        cv2.line(depth, a, b, int((mm[parent] + mm[i]) // 2), 7, cv2.LINE_8, _SHIFT)
+            for i, radius, c in [(0, 9, colour)] + [(j, 5, TIP_COLOUR) for j in FINGERTIP_INDICES]:
+                if ok[i]:
+                    centre = (int(px[i, 0]), int(px[i, 1]))
+                    cv2.circle(image, centre, radius * _SCALE, c, -1, cv2.LINE_AA, _SHIFT)
+                    if depth is not None:
+                        cv2.circle(depth, centre, (radius + 2) * _SCALE, int(mm[i]), -1, cv2.LINE_8, _SHIFT)
         return (image, depth) if with_depth else image
+
+    def _draw_table(self, T_cam_world: np.ndarray) -> np.ndarray:
+        image = self._background.copy()
+        ends = transform_points(T_cam_world, _TABLE.reshape(-1, 3))
+        px = self._px(ends).reshape(-1, 2, 2)
+        for a, b in px:
+            if np.all(np.isfinite(a)) and np.all(np.isfinite(b)):
+                cv2.line(image, tuple(int(v) for v in np.round(a * _SCALE)), tuple(int(v) for v in np.round(b * _SCALE)),
+                         (150, 150, 140), 1, cv2.LINE_AA, _SHIFT)
+        return image
 
     def _table_depth(self, T_cam_world: np.ndarray) -> np.ndarray:
         """Depth (mm) of the table plane seen by this camera: ray/plane intersection per pixel."""
@@ -90,23 +110,3 @@ class SceneRenderer:
             z = np.where(np.abs(denom) > 1e-6, plane_offset / denom, 0.0)
         z = np.where((z > 0.1) & (z < 6.0), z, 0.0)
         return (z * 1000.0).astype(np.uint16)
-
-    def _line(self, image, a, b, colour, thickness, depth=None):
-        pa, pb = self._px(np.stack([a, b]))
-        if not (np.all(np.isfinite(pa)) and np.all(np.isfinite(pb))):
-            return
-        pa_i = tuple(int(v) for v in np.round(pa * _SCALE))
-        pb_i = tuple(int(v) for v in np.round(pb * _SCALE))
-        cv2.line(image, pa_i, pb_i, colour, thickness, cv2.LINE_AA, _SHIFT)
-        if depth is not None:
-            mm = int(1000 * 0.5 * (a[2] + b[2]))
-            cv2.line(depth, pa_i, pb_i, mm, thickness + 4, cv2.LINE_8, _SHIFT)
-
-    def _disc(self, image, p, radius, colour, depth=None):
-        (px,) = self._px(p[None])
-        if not np.all(np.isfinite(px)):
-            return
-        centre = tuple(int(v) for v in np.round(px * _SCALE))
-        cv2.circle(image, centre, radius * _SCALE, colour, -1, cv2.LINE_AA, _SHIFT)
-        if depth is not None:
-            cv2.circle(depth, centre, (radius + 2) * _SCALE, int(1000 * p[2]), -1, cv2.LINE_8, _SHIFT)

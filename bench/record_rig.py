@@ -1,0 +1,81 @@
+"""Record the full simulated rig (720p ego, 640x480 colour + depth, 3 trackers at 250 Hz,
+2 gloves at 120 Hz) and report CPU per tick, writer back-log, losses and tick lateness.
+
+    python bench/record_rig.py [--seconds 60] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._util import machine, pct, process_cpu_seconds, rss_mb  # noqa: E402
+from capture_app.config import load_config  # noqa: E402
+from capture_app.episode_format import validate_and_summarize  # noqa: E402
+from capture_app.session import CaptureSession  # noqa: E402
+
+
+def main() -> None:
+    if os.environ.get("SWITCH"):
+        sys.setswitchinterval(float(os.environ["SWITCH"]))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    out = Path(args.out or tempfile.mkdtemp(prefix="bench-record-"))
+    config = load_config()
+    print(f"machine: {machine()}")
+    with CaptureSession(config) as session:
+        missing = session.wait_for_streams(10)
+        assert not missing, missing
+        child = session._host.pid
+        writer = session.start_episode(out, name="bench")
+        sync = session.synchronizer
+        ticks0 = sync.ticks
+        lateness_start = len(sync.lateness_ns)
+        cpu_app0, cpu_child0 = process_cpu_seconds(os.getpid()), process_cpu_seconds(child)
+        backlog_items, backlog_mb, rss = [], [], []
+        t_end = time.monotonic() + args.seconds
+        while time.monotonic() < t_end:
+            stats = writer.stats()
+            backlog_items.append(stats.backlog_items)
+            backlog_mb.append(stats.backlog_bytes / 1e6)
+            rss.append(rss_mb(os.getpid()))
+            time.sleep(0.5)
+        cpu_app = process_cpu_seconds(os.getpid()) - cpu_app0
+        cpu_child = process_cpu_seconds(child) - cpu_child0
+        ticks = sync.ticks - ticks0
+        lateness = np.array(sync.lateness_ns[lateness_start:]) / 1e6
+        wake = np.array(sync.wake_lateness_ns[lateness_start:]) / 1e6
+        stats = writer.stats()
+        path = session.stop_episode()
+    summary = validate_and_summarize(path)
+    period_ms = 1000 / config.sync.rate_hz
+    print(f"recorded {args.seconds:.0f} s -> {path} ({summary.size_bytes / 1e6:.0f} MB, "
+          f"{summary.size_bytes / 1e6 / args.seconds:.1f} MB/s)")
+    print(f"ticks: {ticks}; CPU per 50 ms tick: app process {1000 * cpu_app / ticks:.1f} ms, "
+          f"driver process (the simulator) {1000 * cpu_child / ticks:.1f} ms")
+    print(f"tick lateness: median {np.median(lateness):.2f} ms, p99 {pct(lateness, 99):.2f} ms, "
+          f"max {lateness.max():.2f} ms, late by a whole period: {(lateness >= period_ms).sum()}; "
+          f"wake-up alone: median {np.median(wake):.2f} p99 {pct(wake, 99):.2f} ms")
+    print(f"writer back-log: median {np.median(backlog_items):.0f} items, max {max(backlog_items)} items / "
+          f"{max(backlog_mb):.1f} MB")
+    print(f"app RSS: start {rss[0]:.0f} MB, end {rss[-1]:.0f} MB, max {max(rss):.0f} MB")
+    print(f"losses: seq gaps {sum(stats.seq_gaps.values())}, writer overflow {sum(stats.overflow.values())}")
+    for s in summary.streams:
+        print(f"  {s.name:<22} {s.samples:>7} samples {s.rate_hz:8.2f} Hz (expected {s.expected_rate_hz:.0f}) "
+              f"gaps {s.seq_gaps} overflow {s.writer_overflow}")
+    if args.out is None:
+        path.unlink()
+
+
+if __name__ == "__main__":
+    main()
