@@ -24,8 +24,6 @@ from capture_app.session import CaptureSession  # noqa: E402
 
 
 def main() -> None:
-    if os.environ.get("SWITCH"):
-        sys.setswitchinterval(float(os.environ["SWITCH"]))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--out", default=None)

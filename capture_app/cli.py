@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -119,8 +120,17 @@ def cmd_driver(args) -> int:
     for name in names:
         config.driver(name)  # ConfigError naming the known drivers
     endpoint = args.publish or args.connect
+    if args.nice:
+        os.nice(args.nice)
     return run_drivers(config, names, endpoint, bind=bool(args.publish), parent_pid=args.parent_pid,
                        duration_s=args.duration)
+
+
+def cmd_monitor(args) -> int:
+    from capture_app.monitor.app import run_monitor
+
+    return run_monitor(_load_rig(args), out_dir=args.out, tasks_path=args.tasks, operator=args.operator,
+                       screenshot=args.screenshot, after_s=args.after, review=args.review)
 
 
 def cmd_resync(args) -> int:
@@ -138,7 +148,7 @@ def cmd_resync(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="capture-app", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command")
 
     record = sub.add_parser("record", help="record one episode headless")
     source = record.add_mutually_exclusive_group()
@@ -154,6 +164,18 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_argument("--wait", type=float, default=5.0, help="seconds to wait for every stream before recording")
     record.add_argument("--allow-missing", action="store_true", help="record even if a stream is not delivering")
     record.set_defaults(func=cmd_record)
+
+    monitor = sub.add_parser("monitor", help="the live monitor window (the default command)")
+    source = monitor.add_mutually_exclusive_group()
+    source.add_argument("--sim", action="store_true", help="use the embedded simulated rig (the default)")
+    source.add_argument("--config", help="rig config TOML file")
+    monitor.add_argument("--out", default="episodes", help="where episodes are saved (default: ./episodes)")
+    monitor.add_argument("--tasks", help="task templates YAML (default: the embedded examples)")
+    monitor.add_argument("--operator", default="", help="operator name")
+    monitor.add_argument("--review", help="open this episode for review")
+    monitor.add_argument("--screenshot", help="render offscreen, save a PNG here and exit")
+    monitor.add_argument("--after", type=float, default=3.0, help="seconds before the screenshot")
+    monitor.set_defaults(func=cmd_monitor)
 
     inspect = sub.add_parser("inspect", help="summarise episodes and check their layout")
     inspect.add_argument("files", nargs="+")
@@ -173,12 +195,16 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--connect", help="connect to the app's bus endpoint")
     driver.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
     driver.add_argument("--duration", type=float, help="stop after this many seconds")
+    driver.add_argument("--nice", type=int, default=0, help="raise this process's niceness (lower CPU priority)")
     driver.set_defaults(func=cmd_driver)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in parser._subparsers._group_actions[0].choices and argv[0] not in ("-h", "--help"):
+        argv = ["monitor", *[a for a in argv if a not in ("-v", "--verbose")]]  # `capture-app [--sim]` = the monitor
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -21,6 +21,8 @@ from drivers.registry import create_driver
 
 log = logging.getLogger(__name__)
 
+SIM_NICENESS = 5
+
 
 def driver_config_with_seed(driver, seed: int):
     """Sim drivers take the rig's [sim] seed unless their options name one."""
@@ -91,6 +93,10 @@ class DriverHostProcess:
         import sys
         command = [sys.executable, "-m", "capture_app.cli", "driver", *self.names, "--config", str(self.config_path),
                    "--connect", self.endpoint, "--parent-pid", str(os.getpid())]
+        if all(self.config.driver(n).type.startswith("sim_") for n in self.names):
+            # Simulated devices stamp samples from their schedule, not from when their thread runs,
+            # so they can yield the CPU to the app's synchronizer without losing any accuracy.
+            command += ["--nice", str(SIM_NICENESS)]
         self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
 
     def start(self) -> "DriverHostProcess":

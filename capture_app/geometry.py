@@ -80,7 +80,7 @@ def transform_points(T_a_b: np.ndarray, points_b: np.ndarray) -> np.ndarray:
 def quat_normalize(q: np.ndarray) -> np.ndarray:
     """Unit quaternions (..., 4)."""
     q = np.asarray(q, dtype=float)
-    return q / np.maximum(np.linalg.norm(q, axis=-1, keepdims=True), _EPS)
+    return q / np.maximum(np.sqrt(np.sum(q * q, axis=-1, keepdims=True)), _EPS)
 
 
 def quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -35,8 +35,8 @@ class StreamMonitor:
     def __init__(self, expected_rates_hz: dict[str, float]):
         self.expected = dict(expected_rates_hz)
         self._lock = threading.Lock()
-        self._recent = {s: deque(maxlen=4096) for s in self.expected}
-        self._gap_times = {s: deque(maxlen=4096) for s in self.expected}
+        self._recent = {s: deque() for s in self.expected}      # receive times within the last second
+        self._gap_times = {s: deque() for s in self.expected}   # (receive time, samples missing)
         self._last_seq: dict[str, int] = {}
         self._samples = {s: 0 for s in self.expected}
         self._gaps = {s: 0 for s in self.expected}
@@ -52,7 +52,13 @@ class StreamMonitor:
                 self._gaps[s] += message.seq - last - 1
                 self._gap_times[s].append((message.t_receive_ns, message.seq - last - 1))
             self._last_seq[s] = max(message.seq, last if last is not None else message.seq)
-            self._recent[s].append(message.t_receive_ns)
+            recent, gaps = self._recent[s], self._gap_times[s]
+            recent.append(message.t_receive_ns)
+            horizon = message.t_receive_ns - NS_PER_S  # keep one second: snapshots stay O(streams)
+            while recent[0] < horizon:
+                recent.popleft()
+            while gaps and gaps[0][0] < horizon:
+                gaps.popleft()
             self._samples[s] += 1
             self._tracking[s] = message.tracking
 
@@ -62,8 +68,10 @@ class StreamMonitor:
         with self._lock:
             for s, expected in self.expected.items():
                 recent = self._recent[s]
-                rate = float(sum(1 for x in recent if t - x <= NS_PER_S))
                 age = (t - recent[-1]) / NS_PER_S if recent else None
+                # the deque holds the last second up to the newest sample; older than that now means fewer
+                rate = float(len(recent)) if age is not None and age <= 0.05 else \
+                    float(sum(1 for x in recent if t - x <= NS_PER_S))
                 gaps_1s = sum(n for x, n in self._gap_times[s] if t - x <= NS_PER_S)
                 tracking = self._tracking[s]
                 if age is None:

@@ -29,6 +29,7 @@ import hdf5plugin
 import numpy as np
 
 from capture_app import __version__
+from capture_app.annotations import write_segments
 from capture_app.bus import Message
 from capture_app.clock import NS_PER_S, now_ns, wall_clock_iso
 from capture_app.config import WriterConfig
@@ -166,6 +167,7 @@ class EpisodeWriter:
         self._error: WriterError | None = None
         self._finished = threading.Event()
         self._end_ns = 0
+        self._annotations: list | None = None
 
     # --- producer side (any thread) --------------------------------------------
     def start(self) -> "EpisodeWriter":
@@ -219,6 +221,10 @@ class EpisodeWriter:
     def set_attrs(self, group: str, attrs: dict[str, Any]) -> None:
         """Attributes for a group ('synced', 'streams/<stream>'), applied once the group exists."""
         self._enqueue(("attrs", group, attrs), 0, "_attrs")
+
+    def set_annotations(self, segments: list) -> None:
+        """Subtask segments (capture_app.annotations.Segment) to store in /annotations/subtasks at finish."""
+        self._enqueue(("annotations", list(segments)), 0, "_annotations")
 
     def stats(self) -> WriterStats:
         with self._lock:
@@ -359,6 +365,8 @@ class EpisodeWriter:
             self._tables["events"].append({"t_ns": np.int64(t_ns), "level": level, "source": source, "message": text})
         elif kind == "attrs":
             self._pending_attrs[item[1]].update(item[2])
+        elif kind == "annotations":
+            self._annotations = item[1]
         elif kind == "final":
             self._finalize(item[1])
 
@@ -445,5 +453,7 @@ class EpisodeWriter:
         a = self._file.attrs
         _set_attrs(a, attrs)
         a["end_monotonic_ns"] = self._end_ns
+        if self._annotations is not None:
+            write_segments(self._file, self._annotations)
         a["status"] = "complete"
         self._file.flush()

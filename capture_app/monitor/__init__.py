@@ -1,0 +1,1 @@
+"""The live monitor and review window (PySide6 + pyqtgraph)."""

@@ -1,0 +1,99 @@
+"""What the monitor draws, computed without Qt: overlay pixels and per-view data.
+
+``ViewState`` is built from a live ``SyncedTick`` or from a row of a recorded episode,
+so live and review use the same views. Pure functions, testable without a screen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from calibration.model import CameraIntrinsics
+from capture_app.geometry import make_transform, rotation_from_6d, transform_points
+from capture_app.hand import FINGERTIP_INDICES
+
+AXIS_LENGTH_M = 0.04
+HANDS = ("left", "right")
+
+
+@dataclass
+class ViewState:
+    """Everything the views show for one instant. Poses 4x4 (None if invalid); images RGB uint8."""
+
+    t_ns: int = 0
+    ego_image: np.ndarray | None = None
+    top_image: np.ndarray | None = None
+    top_depth: np.ndarray | None = None
+    T_cam_wrist: dict[str, np.ndarray | None] = field(default_factory=lambda: {h: None for h in HANDS})
+    keypoints: dict[str, np.ndarray | None] = field(default_factory=lambda: {h: None for h in HANDS})
+    T_world_cam: np.ndarray | None = None
+    T_world_wrist: dict[str, np.ndarray | None] = field(default_factory=lambda: {h: None for h in HANDS})
+    stream_status: dict[str, int] = field(default_factory=dict)
+
+
+def image_from(message) -> np.ndarray | None:
+    """The RGB image of a camera message (raw, or JPEG decoded)."""
+    if message is None:
+        return None
+    color = message.arrays["color"]
+    if message.encodings.get("color") == "jpeg":
+        return decode_jpeg(color)
+    return color
+
+
+def decode_jpeg(blob: np.ndarray) -> np.ndarray:
+    """JPEG bytes -> RGB image."""
+    return cv2.cvtColor(cv2.imdecode(np.asarray(blob, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def state_from_tick(tick) -> ViewState:
+    """A live tick's view state."""
+    top = tick.frames.get("top_camera")
+    return ViewState(
+        t_ns=tick.t_eval_ns,
+        ego_image=image_from(tick.frames.get("ego_camera")),
+        top_image=image_from(top),
+        top_depth=top.arrays.get("depth") if top is not None else None,
+        T_cam_wrist=dict(tick.T_cam_wrist), keypoints=dict(tick.keypoints),
+        T_world_cam=tick.T_world_cam, T_world_wrist=dict(tick.T_world_wrist),
+        stream_status={s: e.status for s, e in tick.evaluations.items()})
+
+
+def wrist_transform_from_action(action: np.ndarray, hand: str) -> np.ndarray | None:
+    """``T_cam_wrist`` from the 48-D action (None when NaN)."""
+    h = HANDS.index(hand)
+    w = action[9 * h: 9 * h + 9]
+    if np.isnan(w).any():
+        return None
+    return make_transform(rotation_from_6d(w[3:]), w[:3])
+
+
+def intrinsics_for(intrinsics: CameraIntrinsics, image: np.ndarray) -> CameraIntrinsics:
+    """The calibration's intrinsics at the resolution of ``image``."""
+    h, w = image.shape[:2]
+    return intrinsics if (w, h) == (intrinsics.width, intrinsics.height) else intrinsics.scaled(w, h)
+
+
+def fingertip_pixels(state: ViewState, intrinsics: CameraIntrinsics) -> dict[str, np.ndarray]:
+    """Per hand, the 5 fingertips' pixel positions (5, 2) where the calibration projects them (NaN if unknown)."""
+    out = {}
+    for hand in HANDS:
+        T, k = state.T_cam_wrist[hand], state.keypoints[hand]
+        if T is None or k is None:
+            out[hand] = np.full((5, 2), np.nan)
+        else:
+            out[hand] = intrinsics.project(transform_points(T, np.asarray(k)[list(FINGERTIP_INDICES)]))
+    return out
+
+
+def wrist_axes_pixels(state: ViewState, intrinsics: CameraIntrinsics) -> dict[str, np.ndarray]:
+    """Per hand, pixels (4, 2) of the wrist origin and the ends of its x, y, z axes (NaN if unknown)."""
+    points = np.vstack([np.zeros(3), np.eye(3) * AXIS_LENGTH_M])
+    out = {}
+    for hand in HANDS:
+        T = state.T_cam_wrist[hand]
+        out[hand] = np.full((4, 2), np.nan) if T is None else intrinsics.project(transform_points(T, points))
+    return out

@@ -1,0 +1,72 @@
+"""Reading a recorded episode for review: per-tick view states and its subtask segments."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from capture_app.annotations import Segment, read_segments, write_segments
+from capture_app.geometry import pose_to_transform
+from capture_app.monitor.overlay import HANDS, ViewState, decode_jpeg, wrist_transform_from_action
+
+
+def _pose(row: np.ndarray) -> np.ndarray | None:
+    return None if np.isnan(row).any() else pose_to_transform(row)
+
+
+class EpisodeReview:
+    """A read-only view of one episode, by synced tick; ``save_segments`` rewrites its annotations."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._open()
+
+    def _open(self) -> None:
+        self.file = h5py.File(self.path, "r")
+        synced = self.file["synced"]
+        self.ticks = len(synced["t_tick_ns"])
+        self.streams = json.loads(synced.attrs["streams"])
+        self.t_eval = synced["t_eval_ns"][:]
+        self.t0_ns = int(self.file.attrs.get("start_monotonic_ns", self.t_eval[0] if self.ticks else 0))
+        self.t_end_ns = int(self.file.attrs.get("end_monotonic_ns", self.t_eval[-1] if self.ticks else 0))
+        self.segments: list[Segment] = read_segments(self.file)
+
+    def close(self) -> None:
+        self.file.close()
+
+    def _frame(self, stream: str, row: int, column: str):
+        if row < 0 or f"streams/{stream}/{column}" not in self.file:
+            return None
+        data = self.file[f"streams/{stream}/{column}"][row]
+        return decode_jpeg(data) if column == "color" else data
+
+    def state(self, i: int) -> ViewState:
+        """The view state of synced row ``i``."""
+        s = self.file["synced"]
+        action = s["action"][i]
+        keypoints = s["keypoints"][i]
+        index = s["stream_index"][i] if "stream_index" in s else np.full(len(self.streams), -1)
+        ego_row = int(index[self.streams.index("ego_camera")])
+        top_row = int(index[self.streams.index("top_camera")])
+        return ViewState(
+            t_ns=int(self.t_eval[i]),
+            ego_image=self._frame("ego_camera", ego_row, "color"),
+            top_image=self._frame("top_camera", top_row, "color"),
+            top_depth=self._frame("top_camera", top_row, "depth"),
+            T_cam_wrist={h: wrist_transform_from_action(action, h) for h in HANDS},
+            keypoints={h: None if np.isnan(keypoints[j]).any() else keypoints[j] for j, h in enumerate(HANDS)},
+            T_world_cam=_pose(s["T_world_cam"][i]),
+            T_world_wrist={h: _pose(s[f"T_world_{h}_wrist"][i]) for h in HANDS},
+            stream_status={name: int(v) for name, v in zip(self.streams, s["stream_status"][i])})
+
+    def save_segments(self, segments: list[Segment]) -> None:
+        """Write edited segments back into the episode file."""
+        self.file.close()
+        try:
+            with h5py.File(self.path, "a") as f:
+                write_segments(f, segments)
+        finally:
+            self._open()

@@ -1,0 +1,246 @@
+"""The monitor's views (pyqtgraph, 2-D only: GL views do not work offscreen).
+
+Each view has ``update_state(state)`` called from the GUI timer with a ``ViewState``;
+none of them touches the session or a thread.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from calibration.model import CameraIntrinsics
+from capture_app.hand import KEYPOINT_PARENTS
+from capture_app.monitor.overlay import HANDS, ViewState, fingertip_pixels, intrinsics_for, wrist_axes_pixels
+
+TIP_BRUSH = (255, 0, 255)  # magenta: not a colour the cameras' scenes use
+HAND_PENS = {"left": (80, 160, 255), "right": (255, 140, 60)}
+AXIS_PENS = ((255, 40, 40), (40, 220, 40), (60, 120, 255))  # x, y, z
+STATE_COLOURS = {"ok": "#2e7d32", "degraded": "#f9a825", "lost": "#c62828", "waiting": "#757575", "failed": "#c62828"}
+_BONES = np.array([(p, i) for i, p in enumerate(KEYPOINT_PARENTS) if p >= 0]).ravel()
+
+
+def _image_box(title: str):
+    widget = pg.GraphicsLayoutWidget()
+    widget.setBackground("k")
+    box = widget.addViewBox(lockAspect=True, invertY=True, enableMenu=False)
+    box.setMouseEnabled(False, False)
+    image = pg.ImageItem(axisOrder="row-major")
+    box.addItem(image)
+    label = pg.TextItem(title, color="w", anchor=(0, 0))
+    box.addItem(label, ignoreBounds=True)
+    return widget, box, image, label
+
+
+class EgoView(QtWidgets.QWidget):
+    """The ego image with the wrist frames and fingertips projected through the calibration."""
+
+    def __init__(self, intrinsics: CameraIntrinsics, display_scale: int = 2):
+        super().__init__()
+        self.intrinsics = intrinsics
+        self.display_scale = display_scale  # show every n-th pixel: a 720p image costs 4x less to draw
+        self.widget, self.box, self.image, self.label = _image_box("ego camera")
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.widget)
+        self.tips = pg.ScatterPlotItem(size=11, brush=pg.mkBrush(*TIP_BRUSH), pen=pg.mkPen("w", width=1))
+        self.axes = [pg.PlotCurveItem(pen=pg.mkPen(c, width=3), connect="pairs") for c in AXIS_PENS]
+        for item in (*self.axes, self.tips):
+            self.box.addItem(item)
+        self.last_tip_pixels: dict[str, np.ndarray] = {}
+
+    def update_state(self, state: ViewState) -> None:
+        if state.ego_image is None:
+            return
+        s = self.display_scale
+        shown = state.ego_image[::s, ::s]
+        self.image.setImage(shown, autoLevels=False, levels=(0, 255))
+        k = intrinsics_for(self.intrinsics, state.ego_image)
+        tips = fingertip_pixels(state, k)
+        self.last_tip_pixels = tips
+        points = np.vstack([tips[h] for h in HANDS]) / s
+        points = points[np.isfinite(points).all(axis=1)]
+        self.tips.setData(pos=points)
+        axes = wrist_axes_pixels(state, k)
+        for a, item in enumerate(self.axes):
+            segments = np.vstack([np.vstack([axes[h][0], axes[h][a + 1]]) for h in HANDS]) / s
+            segments = segments.reshape(-1, 2, 2)[np.isfinite(segments.reshape(-1, 4)).all(axis=1)].reshape(-1, 2)
+            item.setData(segments[:, 0], segments[:, 1], skipFiniteCheck=True) if len(segments) else item.setData([], [])
+        self.box.setRange(xRange=(0, shown.shape[1]), yRange=(0, shown.shape[0]), padding=0)
+
+    def image_to_widget(self, uv: np.ndarray) -> QtCore.QPoint:
+        """Widget pixel of a full-resolution image pixel (for tests and tooltips)."""
+        scene = self.box.mapViewToScene(QtCore.QPointF(uv[0] / self.display_scale, uv[1] / self.display_scale))
+        return self.widget.mapFromScene(scene)
+
+
+class TopView(QtWidgets.QWidget):
+    """The top camera: colour, or depth (toggle)."""
+
+    def __init__(self):
+        super().__init__()
+        self.widget, self.box, self.image, self.label = _image_box("top camera")
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.widget)
+        self.show_depth = False
+        self._lut = pg.colormap.get("viridis").getLookupTable(0.0, 1.0, 256)
+
+    def toggle_depth(self) -> None:
+        self.show_depth = not self.show_depth
+        self.label.setText("top camera: depth" if self.show_depth else "top camera")
+
+    def update_state(self, state: ViewState) -> None:
+        if self.show_depth and state.top_depth is not None:
+            depth = state.top_depth
+            valid = depth[depth > 0]
+            lo, hi = (np.percentile(valid, [2, 98]) if len(valid) else (0, 1))
+            self.image.setImage(depth, lut=self._lut, levels=(lo, max(hi, lo + 1)))
+        elif state.top_image is not None:
+            self.image.setImage(state.top_image, lut=None, autoLevels=False, levels=(0, 255))
+
+
+class HandView(QtWidgets.QWidget):
+    """One hand's 25 keypoints in its wrist frame: top (x-z) and side (x-y) projections, millimetres."""
+
+    def __init__(self, hand: str):
+        super().__init__()
+        self.hand = hand
+        layout = QtWidgets.QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.plots, self.skeletons, self.points = [], [], []
+        for title, axes in (("x-z", (0, 2)), ("x-y", (0, 1))):
+            plot = pg.PlotWidget(title=f"{hand} hand {title} (wrist frame, mm)")
+            plot.setAspectLocked(True)
+            plot.setXRange(-200, 200) if hand == "right" else plot.setXRange(-50, 200)
+            plot.setYRange(-120, 120)
+            plot.hideButtons()
+            skeleton = pg.PlotCurveItem(pen=pg.mkPen(HAND_PENS[hand], width=2), connect="pairs")
+            plot.addItem(skeleton)
+            points = pg.ScatterPlotItem(size=6, brush=pg.mkBrush(*TIP_BRUSH))
+            plot.addItem(points)
+            layout.addWidget(plot)
+            self.plots.append((plot, axes))
+            self.skeletons.append(skeleton)
+            self.points.append(points)
+
+    def update_state(self, state: ViewState) -> None:
+        k = state.keypoints[self.hand]
+        for (plot, (a, b)), skeleton, points in zip(self.plots, self.skeletons, self.points):
+            if k is None:
+                skeleton.setData([], [])
+                points.setData([])
+                continue
+            mm = np.asarray(k) * 1000.0
+            bones = mm[_BONES]
+            skeleton.setData(bones[:, a], bones[:, b], skipFiniteCheck=True)
+            points.setData(mm[:, a], mm[:, b])
+
+
+class WorldView(pg.PlotWidget):
+    """Top-down view of the head (ego camera) and both wrists in the world (x right, z toward the operator)."""
+
+    TRAIL = 40
+
+    def __init__(self):
+        super().__init__(title="world, top-down (m)")
+        self.setAspectLocked(True)
+        self.hideButtons()
+        self.invertY(False)
+        self.setXRange(-0.6, 0.6)
+        self.setYRange(-0.9, 0.3)
+        self.head = pg.ScatterPlotItem(size=14, symbol="t", brush=pg.mkBrush("w"))
+        self.addItem(self.head)
+        self.wrists = {h: pg.ScatterPlotItem(size=11, brush=pg.mkBrush(*HAND_PENS[h])) for h in HANDS}
+        self.trails = {h: self.plot(pen=pg.mkPen(HAND_PENS[h], width=1)) for h in HANDS}
+        for item in self.wrists.values():
+            self.addItem(item)
+        self._history = {h: [] for h in HANDS}
+
+    def update_state(self, state: ViewState) -> None:
+        if state.T_world_cam is not None:
+            p = state.T_world_cam[:3, 3]
+            self.head.setData([p[0]], [p[2]])
+        for h in HANDS:
+            T = state.T_world_wrist[h]
+            if T is None:
+                self.wrists[h].setData([])
+                continue
+            self.wrists[h].setData([T[0, 3]], [T[2, 3]])
+            history = self._history[h]
+            history.append((T[0, 3], T[2, 3]))
+            del history[:-self.TRAIL]
+            xs, zs = zip(*history)
+            self.trails[h].setData(xs, zs)
+
+
+class HealthTable(QtWidgets.QTableWidget):
+    """Per stream: state (colour-coded), rate against expected, age of the last sample, gaps, tracking, reason."""
+
+    COLUMNS = ("stream", "state", "rate / expected", "age", "gaps", "tracking", "reason")
+
+    def __init__(self, streams: list[str]):
+        super().__init__(len(streams), len(self.COLUMNS))
+        self.streams = streams
+        self.setHorizontalHeaderLabels(self.COLUMNS)
+        self.verticalHeader().setVisible(False)
+        self.setEditTriggers(QtWidgets.QAbstractItemView.NoEditTriggers)
+        self.setFocusPolicy(QtCore.Qt.NoFocus)
+        self.horizontalHeader().setStretchLastSection(True)
+        for row, stream in enumerate(streams):
+            for col in range(len(self.COLUMNS)):
+                self.setItem(row, col, QtWidgets.QTableWidgetItem(stream if col == 0 else ""))
+        self.resizeColumnsToContents()
+        self.states: dict[str, str] = {}
+
+    def update_status(self, status: dict, health: dict) -> None:
+        driver_for = {h.stream: h for h in health.values()}
+        for row, stream in enumerate(self.streams):
+            st = status.get(stream)
+            if st is None:
+                continue
+            driver = driver_for.get(stream)
+            state, reason = st.state, st.reason
+            if driver is not None and driver.state in ("failed", "reconnecting") and driver.last_error:
+                state, reason = ("failed" if driver.state == "failed" else "lost"), driver.last_error
+            self.states[stream] = state
+            age = "-" if st.age_s is None else f"{st.age_s * 1000:.0f} ms"
+            values = (stream, state, f"{st.rate_hz:.0f} / {st.expected_rate_hz:.0f} Hz", age, str(st.seq_gaps),
+                      st.tracking, reason)
+            for col, text in enumerate(values):
+                item = self.item(row, col)
+                if item.text() != text:
+                    item.setText(text)
+            self.item(row, 1).setBackground(QtGui.QColor(STATE_COLOURS.get(state, "#757575")))
+
+
+class Timeline(pg.PlotWidget):
+    """The episode's subtask segments as coloured bars over time (seconds since the start)."""
+
+    def __init__(self):
+        super().__init__(title="subtasks")
+        self.setMaximumHeight(110)
+        self.hideButtons()
+        self.getPlotItem().hideAxis("left")
+        self.setYRange(0, 1)
+        self._items: list = []
+
+    def show_segments(self, segments, t0_ns: int, t_now_ns: int) -> None:
+        for item in self._items:
+            self.removeItem(item)
+        self._items = []
+        palette = pg.colormap.get("CET-C6").getLookupTable(0, 1, 9)
+        labels = sorted({s.label for s in segments})
+        for s in segments:
+            start = (s.start_ns - t0_ns) / 1e9
+            end = ((s.end_ns if s.end_ns >= 0 else t_now_ns) - t0_ns) / 1e9
+            colour = palette[labels.index(s.label) % len(palette)]
+            bar = pg.LinearRegionItem((start, max(end, start + 0.01)), movable=False,
+                                      brush=pg.mkBrush(*colour[:3], 120))
+            text = pg.TextItem(s.label + (" ..." if s.end_ns < 0 else ""), color="w", anchor=(0, 0.5))
+            text.setPos(start, 0.5)
+            for item in (bar, text):
+                self.addItem(item)
+                self._items.append(item)
+        self.setXRange(0, max(5.0, (t_now_ns - t0_ns) / 1e9))
