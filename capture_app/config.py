@@ -46,7 +46,13 @@ class DriverConfig:
     rate_hz: float
     serial: str = ""
     endpoint: str = ""
+    extra_streams: tuple = ()
     options: dict = field(default_factory=dict)
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        """Every stream this driver publishes (a Manus session delivers both gloves)."""
+        return (self.stream, *self.extra_streams)
 
     def __post_init__(self):
         where = f"driver {self.name!r}"
@@ -54,6 +60,10 @@ class DriverConfig:
             raise _fail("driver", "name", self.name, "an identifier such as 'left_glove'")
         if self.stream not in STREAM_KINDS:
             raise _fail(where, "stream", self.stream, ", ".join(STREAM_KINDS))
+        object.__setattr__(self, "extra_streams", tuple(self.extra_streams))
+        for extra in self.extra_streams:
+            if extra not in STREAM_KINDS or extra == self.stream:
+                raise _fail(where, "extra_streams", list(self.extra_streams), "other stream names: " + ", ".join(STREAM_KINDS))
         _check_positive(where, "rate_hz", self.rate_hz)
         if self.endpoint and not self.endpoint.startswith(("ipc://", "tcp://", "inproc://")):
             raise _fail(where, "endpoint", self.endpoint, "'' (in-process), ipc://PATH or tcp://HOST:PORT")
@@ -118,7 +128,7 @@ class RigConfig:
         names = [d.name for d in self.drivers]
         if len(set(names)) != len(names):
             raise ConfigError(f"{self.source_path}: driver names must be unique, got {names}")
-        streams = [d.stream for d in self.drivers]
+        streams = [s for d in self.drivers for s in d.streams]
         duplicates = sorted({s for s in streams if streams.count(s) > 1})
         if duplicates:
             raise ConfigError(f"{self.source_path}: stream(s) {duplicates} are produced by more than one driver")
@@ -228,7 +238,8 @@ def to_toml(config: RigConfig) -> str:
               "[sim]", f"seed = {config.sim_seed}", ""]
     for d in config.drivers:
         lines.append("[[drivers]]")
-        lines += [f"{f.name} = {_toml_value(getattr(d, f.name))}" for f in dataclasses.fields(d)]
+        lines += [f"{f.name} = {_toml_value(list(v) if isinstance(v := getattr(d, f.name), tuple) else v)}"
+                  for f in dataclasses.fields(d)]
         lines.append("")
     return "\n".join(lines)
 

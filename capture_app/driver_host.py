@@ -80,7 +80,7 @@ class DriverHostProcess:
         self.config = config
         self.names = names
         self.endpoint = endpoint
-        self.config_path = workdir / "rig.toml"
+        self.config_path = workdir / "rig.toml"  # the same text for every host of a session
         self.config_path.write_text(config.source_text)
         self.on_event = on_event or (lambda level, text: None)
         self.restarts = 0

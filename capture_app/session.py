@@ -29,7 +29,7 @@ from capture_app.synchronizer import SyncedTick, Synchronizer
 from capture_app.writer import EpisodeMetadata, EpisodeWriter
 from capture_app.driver_host import DriverHostProcess, driver_config_with_seed
 from drivers.base import DriverHealth
-from drivers.registry import create_driver
+from drivers.registry import create_driver, driver_class
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class CaptureSession:
         self.config = config
         self.calibration = calibration or default_calibration(config)
         self._context = zmq.Context()  # private: inproc endpoints of two sessions never collide
-        rates = {d.stream: float(d.rate_hz) for d in config.drivers}
+        rates = {s: float(d.rate_hz) for d in config.drivers for s in d.streams}
         self.expected_rates = rates
         self.monitor = StreamMonitor(rates)
         self.synchronizer = Synchronizer(config.sync, self.calibration, on_tick=self._on_tick, rates_hz=rates)
@@ -74,7 +74,7 @@ class CaptureSession:
         self._subscriber: BusSubscriber | None = None
         self._tracking_state: dict[str, str] = {}
         self.episode_started_ns = 0
-        self._host: DriverHostProcess | None = None
+        self._hosts: list[DriverHostProcess] = []
         self._tmpdir: Path | None = None
         self._ipc_endpoint = ""
 
@@ -87,18 +87,22 @@ class CaptureSession:
         """
         bind = [self.config.bus_endpoint]
         local = [d.name for d in self.config.drivers if not d.endpoint]
-        if local and self.config.drivers_in == "process":
+        isolated = [n for n in local if driver_class(self.config.driver(n).type).isolated]
+        shared = [n for n in local if n not in isolated]
+        in_process = isolated + (shared if self.config.drivers_in == "process" else [])
+        if in_process:
             self._tmpdir = Path(tempfile.mkdtemp(prefix="capture-app-"))
             self._ipc_endpoint = f"ipc://{self._tmpdir / 'bus.sock'}"
             bind.append(self._ipc_endpoint)
         self._subscriber = BusSubscriber(bind=bind, connect=self._remote_endpoints, context=self._context)
         self._dispatcher = threading.Thread(target=self._dispatch, name="bus-dispatcher", daemon=True)
         self._dispatcher.start()
-        if local and self.config.drivers_in == "process":
-            self._host = DriverHostProcess(self.config, local, self._ipc_endpoint, self._tmpdir,
-                                           on_event=self._host_event).start()
-        else:
-            for name in local:
+        groups = [[n] for n in isolated] + ([shared] if shared and self.config.drivers_in == "process" else [])
+        for group in groups:
+            self._hosts.append(DriverHostProcess(self.config, group, self._ipc_endpoint, self._tmpdir,
+                                                 on_event=self._host_event).start())
+        if self.config.drivers_in == "threads":
+            for name in shared:
                 driver = create_driver(driver_config_with_seed(self.config.driver(name), self.config.sim_seed),
                                        self.config.bus_endpoint, context=self._context)
                 self.drivers.append(driver.start())
@@ -123,8 +127,8 @@ class CaptureSession:
                 log.error("%s", exc)
         for driver in self.drivers:
             driver.stop()
-        if self._host is not None:
-            self._host.stop()
+        for host in self._hosts:
+            host.stop()
         self.synchronizer.stop()
         self._stop.set()
         if self._dispatcher is not None:

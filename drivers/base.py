@@ -49,6 +49,7 @@ class Sample:
     t_capture_ns: int
     arrays: dict[str, np.ndarray]
     tracking: str = "ok"
+    stream: str | None = None  # None: the driver's main stream; else one of its extra_streams
     t_device_ns: int | None = None
     seq: int | None = None
     encodings: dict[str, str] | None = None
@@ -103,6 +104,7 @@ class Driver:
     """Base class of every device driver (real, simulated, replay)."""
 
     Options = NoOptions
+    isolated = False  # True: always run in a process of its own (an SDK crash must not take the app down)
 
     def __init__(self, config: DriverConfig, bus_endpoint: str, *, bind: bool = False,
                  context: zmq.Context | None = None):
@@ -116,8 +118,8 @@ class Driver:
         self._lock = threading.Lock()
         self._health = DriverHealth(name=config.name, stream=config.stream, expected_rate_hz=float(config.rate_hz))
         self._recent_ns: deque[int] = deque(maxlen=2048)
-        self._last_seq: int | None = None
-        self._next_seq = 0
+        self._last_seq: dict[str, int] = {}
+        self._next_seq: dict[str, int] = {}
         self._status_seq = 0
         self.device_info: dict = {"serial": config.serial}
 
@@ -228,14 +230,16 @@ class Driver:
             publisher.close()
 
     def _publish(self, publisher: BusPublisher, sample: Sample) -> None:
+        stream = sample.stream or self.config.stream
         seq = sample.seq
         if seq is None:
-            seq = self._next_seq
-        self._next_seq = seq + 1
-        lost = 0 if self._last_seq is None else max(0, seq - self._last_seq - 1)
-        self._last_seq = seq
+            seq = self._next_seq.get(stream, 0)
+        self._next_seq[stream] = seq + 1
+        last = self._last_seq.get(stream)
+        lost = 0 if last is None else max(0, seq - last - 1)
+        self._last_seq[stream] = seq
         publisher.publish(
-            self.config.stream, seq, sample.t_capture_ns, sample.arrays,
+            stream, seq, sample.t_capture_ns, sample.arrays,
             tracking=sample.tracking, t_device_ns=sample.t_device_ns, encodings=sample.encodings,
             decoded_shapes=sample.decoded_shapes, meta=sample.meta,
         )

@@ -19,6 +19,10 @@ _BUILTIN: dict[str, str] = {
     "sim_top_camera": "drivers.sim.devices:SimTopCamera",
     "sim_ground_truth": "drivers.sim.devices:SimGroundTruth",
     "replay": "drivers.replay:ReplayDriver",
+    "realsense": "drivers.realsense:RealSenseCamera",
+    "openvr_tracker": "drivers.vive:OpenVRTracker",
+    "zed": "drivers.zed:ZedCamera",
+    "manus": "drivers.manus.driver:ManusGloves",
 }
 _REGISTERED: dict[str, type] = {}
 
