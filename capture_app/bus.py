@@ -68,6 +68,7 @@ class Message:
     meta: dict[str, Any] = field(default_factory=dict)
     t_receive_ns: int = 0
     nbytes: int = 0
+    sender: int = 0  # random id of the publishing driver instance: seq counts restart with a new sender
 
     @property
     def is_status(self) -> bool:
@@ -86,6 +87,7 @@ def encode_message(
     decoded_shapes: dict[str, tuple[int, ...]] | None = None,
     meta: dict[str, Any] | None = None,
     t_publish_ns: int | None = None,
+    sender: int = 0,
 ) -> list:
     """Serialize one sample into the frames of a bus message.
 
@@ -117,6 +119,7 @@ def encode_message(
         "tracking": tracking,
         "buffers": descriptors,
         "meta": meta or {},
+        "sender": int(sender),
     }
     return [stream.encode("utf-8"), msgpack.packb(header, use_bin_type=True), *buffers]
 
@@ -138,6 +141,8 @@ def _check_header(header: Any) -> None:
         raise BusProtocolError("header-field", "meta must be a map")
     if header["seq"] < 0:
         raise BusProtocolError("header-field", "seq must be >= 0")
+    if not isinstance(header.get("sender", 0), int) or isinstance(header.get("sender", 0), bool):
+        raise BusProtocolError("header-field", "sender must be an integer")
 
 
 def decode_message(frames: list, t_receive_ns: int | None = None) -> Message:
@@ -207,6 +212,7 @@ def decode_message(frames: list, t_receive_ns: int | None = None) -> Message:
         meta=header.get("meta", {}),
         t_receive_ns=now_ns() if t_receive_ns is None else t_receive_ns,
         nbytes=total,
+        sender=header.get("sender", 0),
     )
 
 

@@ -248,7 +248,7 @@ def with_changes(config: RigConfig, driver_options: dict[str, dict] | None = Non
     """A copy of ``config`` with fields changed and options merged into drivers (by name or "*" for all),
     its ``source_text`` regenerated so that driver processes see the same config."""
     drivers = []
-    for d in config.drivers:
+    for d in changes.pop("drivers", config.drivers):
         extra = {**(driver_options or {}).get("*", {}), **(driver_options or {}).get(d.name, {})}
         if d.stream == "ground_truth":
             extra = {k: v for k, v in extra.items() if k in ("seed", "speed")}

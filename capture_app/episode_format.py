@@ -31,7 +31,7 @@ PARTIAL_SUFFIX = ".partial"
 EPISODE_SUFFIX = ".h5"
 NO_DEVICE_TIME = np.iinfo(np.int64).min  # t_device_ns when the device has no clock of its own
 TRACKING_CODES = {"ok": 0, "degraded": 1, "lost": 2}
-TIME_COLUMNS = ("seq", "t_capture_ns", "t_device_ns", "t_publish_ns", "t_receive_ns", "tracking")
+TIME_COLUMNS = ("seq", "t_capture_ns", "t_device_ns", "t_publish_ns", "t_receive_ns", "tracking", "sender_epoch")
 REQUIRED_ROOT_ATTRS = ("format", "format_version", "status", "software_version", "created_wall_time",
                        "start_monotonic_ns", "instruction", "operator", "rig_config", "device_serials")
 STATUSES = ("recording", "complete", "recovered", "failed")
@@ -126,8 +126,14 @@ def validate_and_summarize(path: str | Path) -> EpisodeSummary:
             t = group["t_capture_ns"][:] if "t_capture_ns" in group else np.zeros(0, np.int64)
             if n > 1 and np.any(np.diff(t) <= 0):
                 problems.append(f"/streams/{name}/t_capture_ns is not strictly increasing")
-            if "seq" in group and n > 1 and np.any(np.diff(group["seq"][:].astype(np.int64)) <= 0):
-                problems.append(f"/streams/{name}/seq is not strictly increasing")
+            if "seq" in group and "sender_epoch" in group and n > 1:
+                epoch = group["sender_epoch"][:].astype(np.int64)
+                seq = group["seq"][:].astype(np.int64)
+                if np.any(np.diff(epoch) < 0):
+                    problems.append(f"/streams/{name}/sender_epoch decreases")
+                same = np.diff(epoch) == 0
+                if np.any(np.diff(seq)[same] <= 0):
+                    problems.append(f"/streams/{name}/seq is not strictly increasing within a sender epoch")
             duration = (t[-1] - t[0]) / 1e9 if n > 1 else 0.0
             if n:
                 starts.append(t[0])

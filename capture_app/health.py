@@ -38,6 +38,7 @@ class StreamMonitor:
         self._recent = {s: deque() for s in self.expected}      # receive times within the last second
         self._gap_times = {s: deque() for s in self.expected}   # (receive time, samples missing)
         self._last_seq: dict[str, int] = {}
+        self._sender: dict[str, int] = {}
         self._samples = {s: 0 for s in self.expected}
         self._gaps = {s: 0 for s in self.expected}
         self._tracking = {s: "ok" for s in self.expected}
@@ -47,6 +48,9 @@ class StreamMonitor:
         if s not in self.expected:
             return
         with self._lock:
+            if self._sender.get(s, message.sender) != message.sender:
+                self._last_seq.pop(s, None)  # a restarted driver counts from 0 again
+            self._sender[s] = message.sender
             last = self._last_seq.get(s)
             if last is not None and message.seq > last + 1:
                 self._gaps[s] += message.seq - last - 1

@@ -51,11 +51,13 @@ def _load_buffers(sync: Synchronizer, f: h5py.File) -> None:
         t_capture = group["t_capture_ns"][:]
         t_receive = group["t_receive_ns"][:]
         tracking = group["tracking"][:]
+        epochs = group["sender_epoch"][:] if "sender_epoch" in group else np.zeros(n, np.uint16)
         column = {"pose": "pose", "keypoints": "keypoints"}.get(buffer.kind)
         values = group[column][:] if column else None
         for i in range(n):
             message = Message(stream, int(seq[i]), int(t_capture[i]), None, 0, _TRACKING_NAMES[int(tracking[i])],
-                              {column: values[i]} if column else {}, {}, {}, t_receive_ns=int(t_receive[i]))
+                              {column: values[i]} if column else {}, {}, {}, t_receive_ns=int(t_receive[i]),
+                              sender=int(epochs[i]))
             sync.ingest(message)
 
 
@@ -69,21 +71,26 @@ def compute_rows(f: h5py.File, calibration: Calibration, tick_times_ns: np.ndarr
     columns = {name: np.stack([r[name] for r in rows]) for name in rows[0]} if rows else {}
     if columns:
         columns["lateness_ns"][:] = 0
-        columns["stream_index"] = _row_indices(f, columns["stream_seq"])
+        columns["stream_index"] = _row_indices(f, columns["stream_seq"], columns["t_tick_ns"])
     return columns
 
 
-def _row_indices(f: h5py.File, stream_seq: np.ndarray) -> np.ndarray:
+def _row_indices(f: h5py.File, stream_seq: np.ndarray, tick_ns: np.ndarray) -> np.ndarray:
+    """Per tick and stream, the row of the sample used: the last row with that seq received by the
+    tick (seq numbers restart when a driver restarts, so seq alone is not unique)."""
     index = np.full(stream_seq.shape, -1, np.int64)
     for j, stream in enumerate(SYNCED_STREAMS):
-        path = f"streams/{stream}/seq"
-        if path not in f:
+        if f"streams/{stream}/seq" not in f:
             continue
-        seqs = f[path][:].astype(np.int64)
-        wanted = stream_seq[:, j]
-        pos = np.searchsorted(seqs, wanted)
-        found = (wanted >= 0) & (pos < len(seqs)) & (seqs[np.minimum(pos, len(seqs) - 1)] == wanted)
-        index[found, j] = pos[found]
+        seqs = f[f"streams/{stream}/seq"][:].astype(np.int64)
+        received = f[f"streams/{stream}/t_receive_ns"][:]
+        rows_of: dict[int, list[int]] = {}
+        for row, seq in enumerate(seqs):
+            rows_of.setdefault(int(seq), []).append(row)
+        for i, wanted in enumerate(stream_seq[:, j]):
+            rows = [r for r in rows_of.get(int(wanted), ()) if received[r] <= tick_ns[i]]
+            if wanted >= 0 and rows:
+                index[i, j] = rows[-1]
     return index
 
 

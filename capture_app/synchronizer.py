@@ -56,14 +56,19 @@ class StreamBuffer:
         self.start = 0
         self.end = 0
         self.rejected = 0
+        self.sender: int | None = None
 
     def __len__(self) -> int:
         return self.end - self.start
 
     def append(self, t_ns: int, receive_ns: int, seq: int, tracking: int, value: np.ndarray | None,
-               frame: Message | None = None) -> bool:
-        """Add a sample; False (and counted) when its time or seq does not increase (as the writer rejects it)."""
-        if self.end > self.start and (t_ns <= self.times[self.end - 1] or seq <= self.seq[self.end - 1]):
+               frame: Message | None = None, sender: int = 0) -> bool:
+        """Add a sample; False (and counted) when its time, or its seq from the same sender, does not
+        increase (the writer rejects the same samples)."""
+        same_sender = sender == self.sender
+        self.sender = sender
+        if self.end > self.start and (t_ns <= self.times[self.end - 1] or
+                                      (same_sender and seq <= self.seq[self.end - 1])):
             self.rejected += 1
             return False
         if self.end == len(self.times):  # compact: keep the newest `capacity` samples at the front
@@ -176,11 +181,9 @@ class Synchronizer:
             return False
         t = message.t_capture_ns - self._offsets[message.stream]
         tracking = TRACKING_CODES[message.tracking]
-        if buffer.kind == "pose":
-            return buffer.append(t, message.t_receive_ns, message.seq, tracking, message.arrays["pose"])
-        if buffer.kind == "keypoints":
-            return buffer.append(t, message.t_receive_ns, message.seq, tracking, message.arrays["keypoints"])
-        return buffer.append(t, message.t_receive_ns, message.seq, tracking, None, frame=message)
+        value = message.arrays.get({"pose": "pose", "keypoints": "keypoints"}.get(buffer.kind, ""))
+        frame = message if buffer.kind in ("image", "rgbd") else None
+        return buffer.append(t, message.t_receive_ns, message.seq, tracking, value, frame=frame, sender=message.sender)
 
     # --- one tick -------------------------------------------------------------------------
     def compute_tick(self, t_tick_ns: int) -> SyncedTick:

@@ -158,6 +158,8 @@ class EpisodeWriter:
         self._tables: dict[str, _Table] = {}
         self._last_seq: dict[str, int] = {}
         self._last_t: dict[str, int] = {}
+        self._sender: dict[str, int] = {}
+        self._epoch: Counter = Counter()
         self._pending_attrs: dict[str, dict] = defaultdict(dict)
         self._row_of_seq: dict[str, dict[int, int]] = defaultdict(dict)
         self._written: Counter = Counter()
@@ -390,6 +392,15 @@ class EpisodeWriter:
 
     def _append_sample(self, message: Message) -> None:
         stream = message.stream
+        if stream in self._sender and message.sender != self._sender[stream]:
+            # a new sender (the driver process was restarted): its seq starts afresh; the gap in time stays visible
+            self._epoch[stream] += 1
+            self._last_seq.pop(stream, None)
+            self._tables["events"].append({
+                "t_ns": np.int64(message.t_receive_ns), "level": "warning", "source": stream,
+                "message": f"new sender on {stream} (driver restarted): sender epoch {self._epoch[stream]}; samples "
+                           f"between the last one of the old sender and this one were not captured"})
+        self._sender[stream] = message.sender
         last_seq = self._last_seq.get(stream)
         last_t = self._last_t.get(stream)
         if last_seq is not None and (message.seq <= last_seq or message.t_capture_ns <= last_t):
@@ -412,6 +423,7 @@ class EpisodeWriter:
             "t_publish_ns": np.int64(message.t_publish_ns),
             "t_receive_ns": np.int64(message.t_receive_ns),
             "tracking": np.uint8(TRACKING_CODES[message.tracking]),
+            "sender_epoch": np.uint16(self._epoch[stream]),
         }
         for name, array in message.arrays.items():
             if table._special.get(name) == "jpeg" and message.encodings[name] == "raw":

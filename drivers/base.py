@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -121,6 +122,7 @@ class Driver:
         self._last_seq: dict[str, int] = {}
         self._next_seq: dict[str, int] = {}
         self._status_seq = 0
+        self.sender = int.from_bytes(os.urandom(6), "big")  # this instance's id on the bus
         self.device_info: dict = {"serial": config.serial}
 
     # --- hooks for subclasses -------------------------------------------------
@@ -241,7 +243,7 @@ class Driver:
         publisher.publish(
             stream, seq, sample.t_capture_ns, sample.arrays,
             tracking=sample.tracking, t_device_ns=sample.t_device_ns, encodings=sample.encodings,
-            decoded_shapes=sample.decoded_shapes, meta=sample.meta,
+            decoded_shapes=sample.decoded_shapes, meta=sample.meta, sender=self.sender,
         )
         with self._lock:
             self._health.samples += 1

@@ -1,0 +1,1 @@
+"""MANUS Quantum Metagloves through the MANUS SDK's C API (ctypes)."""

@@ -1,0 +1,159 @@
+"""ZED Mini (head-mounted ego camera): Stereolabs ``pyzed.sl`` when the ZED SDK is installed,
+otherwise the camera as a plain UVC device through OpenCV.
+
+UVC: the ZED Mini delivers one side-by-side stereo frame; we publish its left half. The
+intrinsics then come from the calibration file. ``uvc_device`` may also be a video
+file (played at the configured rate), which is how the path is tested without a camera.
+Never install the PyPI package named ``pyzed``: it is unrelated and shadows ``pyzed.sl``.
+ZED SDK image timestamps mark USB arrival, not exposure: the calibrated latency offset
+of ``ego_camera`` accounts for the difference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from capture_app.clock import NS_PER_S, now_ns, sleep_until_ns
+from capture_app.clock_mapping import ClockMapper
+from capture_app.errors import DeviceDisconnectedError, DeviceNotFoundError, SDKMissingError
+from drivers.base import Driver, Sample
+
+SDK_HINT = ("pyzed.sl comes only with the Stereolabs ZED SDK installer (needs CUDA); do not pip install 'pyzed' "
+            "(an unrelated package). Without the SDK use backend = 'uvc'.")
+
+
+def import_zed_sdk():
+    """``pyzed.sl`` or SDKMissingError."""
+    try:
+        import pyzed.sl as sl
+    except ImportError as exc:
+        raise SDKMissingError(f"pyzed.sl cannot be imported ({exc}); {SDK_HINT}") from None
+    return sl
+
+
+@dataclass(frozen=True)
+class ZedOptions:
+    backend: str = "auto"          # auto: the SDK if importable, else UVC
+    uvc_device: int | str = 0      # /dev/video index, device path, or a video file
+    width: int = 1280              # of the left image
+    height: int = 720
+
+    def __post_init__(self):
+        if self.backend not in ("auto", "sdk", "uvc"):
+            raise ValueError(f"option backend = {self.backend!r}: expected auto, sdk or uvc")
+
+
+class ZedCamera(Driver):
+    """The ego camera; type ``zed``."""
+
+    Options = ZedOptions
+
+    def __init__(self, config, bus_endpoint, **kwargs):
+        super().__init__(config, bus_endpoint, **kwargs)
+        self._sl = None
+        self._camera = None
+        self._capture = None
+        self._mat = None
+        self._clock = ClockMapper()
+        self._is_file = False
+        self._next_ns = 0
+        self.playback_finished = False
+        self.backend = ""
+
+    # --- open ---------------------------------------------------------------------------
+    def open(self) -> None:
+        backend = self.options.backend
+        if backend in ("auto", "sdk"):
+            try:
+                self._sl = import_zed_sdk()
+            except SDKMissingError:
+                if backend == "sdk":
+                    raise
+            if self._sl is not None:
+                return self._open_sdk()
+        self._open_uvc()
+
+    def _open_sdk(self) -> None:
+        sl = self._sl
+        camera = sl.Camera()
+        init = sl.InitParameters()
+        init.camera_resolution = sl.RESOLUTION.HD720 if self.options.height <= 720 else sl.RESOLUTION.HD1080
+        init.camera_fps = int(round(self.config.rate_hz))
+        init.depth_mode = sl.DEPTH_MODE.NONE
+        if self.config.serial:
+            init.set_from_serial_number(int(self.config.serial))
+        status = camera.open(init)
+        if status != sl.ERROR_CODE.SUCCESS:
+            raise DeviceNotFoundError(f"ZED {self.config.serial or '(any)'} for {self.config.stream} could not be "
+                                      f"opened: {status}. Plug it into a USB 3 port and run `capture-app doctor`.")
+        self._camera, self._mat, self.backend = camera, sl.Mat(), "sdk"
+        left = camera.get_camera_information().camera_configuration.calibration_parameters.left_cam
+        self.device_info.update({"model": "ZED Mini (ZED SDK)", "backend": "sdk",
+                                 "intrinsics": {"fx": left.fx, "fy": left.fy, "cx": left.cx, "cy": left.cy,
+                                                "distortion": list(left.disto)}})
+
+    def _open_uvc(self) -> None:
+        device = self.options.uvc_device
+        self._is_file = isinstance(device, str) and not device.startswith("/dev/")
+        capture = cv2.VideoCapture(device)
+        if not capture.isOpened():
+            capture.release()
+            raise DeviceNotFoundError(
+                f"no video device {device!r} for {self.config.stream} (ZED Mini over UVC): plug the camera in, "
+                f"check `ls /dev/video*` and options.uvc_device, or install the ZED SDK. ({SDK_HINT})")
+        if not self._is_file:
+            capture.set(cv2.CAP_PROP_FRAME_WIDTH, 2 * self.options.width)
+            capture.set(cv2.CAP_PROP_FRAME_HEIGHT, self.options.height)
+            capture.set(cv2.CAP_PROP_FPS, self.config.rate_hz)
+        self._capture, self.backend = capture, "uvc"
+        self._next_ns = now_ns()
+        self.device_info.update({"model": "ZED Mini (UVC, left half of the side-by-side frame)", "backend": "uvc",
+                                 "intrinsics": "from the calibration file"})
+
+    # --- read -----------------------------------------------------------------------------
+    def read(self) -> Sample | None:
+        return self._read_sdk() if self.backend == "sdk" else self._read_uvc()
+
+    def _read_sdk(self) -> Sample | None:
+        sl = self._sl
+        status = self._camera.grab(sl.RuntimeParameters())
+        arrival = now_ns()
+        if status != sl.ERROR_CODE.SUCCESS:
+            raise DeviceDisconnectedError(f"ZED grab failed ({status}): check the USB cable; reconnecting")
+        self._camera.retrieve_image(self._mat, sl.VIEW.LEFT)
+        bgra = self._mat.get_data()
+        t_device = int(self._camera.get_timestamp(sl.TIME_REFERENCE.IMAGE).get_nanoseconds())
+        self._clock.add(t_device, arrival)
+        self.device_info["clock"] = self._clock.describe()
+        rgb = cv2.cvtColor(np.asarray(bgra), cv2.COLOR_BGRA2RGB)
+        return Sample(self._clock.to_host(t_device), {"color": rgb}, t_device_ns=t_device)
+
+    def _read_uvc(self) -> Sample | None:
+        if self.playback_finished:
+            self._stop.wait(0.2)
+            return None
+        if self._is_file:  # a file plays at the configured rate
+            if not sleep_until_ns(self._next_ns, self._stop):
+                return None
+            self._next_ns += int(NS_PER_S / self.config.rate_hz)
+        ok, frame = self._capture.read()
+        t_capture = now_ns()
+        if not ok:
+            if self._is_file:
+                self.playback_finished = True
+                return None
+            raise DeviceDisconnectedError(f"ZED Mini (UVC {self.options.uvc_device}) stopped delivering frames; "
+                                          f"check the cable; reconnecting")
+        left = frame[:, : frame.shape[1] // 2]
+        return Sample(t_capture, {"color": cv2.cvtColor(left, cv2.COLOR_BGR2RGB)})
+
+    def close(self) -> None:
+        if self._camera is not None:
+            self._camera.close()
+            self._camera = None
+        if self._capture is not None:
+            self._capture.release()
+            self._capture = None
