@@ -107,7 +107,7 @@ def encode_message(
         if array.dtype.byteorder == ">":
             array = array.astype(array.dtype.newbyteorder("<"))
         shape = decoded_shapes.get(name, array.shape) if encoding != "raw" else array.shape
-        descriptors.append([name, array.dtype.str, list(shape), encoding])
+        descriptors.append([name, array.dtype.str, [int(n) for n in shape], encoding])
         buffers.append(array)
     header = {
         "v": PROTOCOL_VERSION,

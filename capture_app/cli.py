@@ -56,10 +56,7 @@ def cmd_record(args) -> int:
         with CaptureSession(config) as session:
             missing = session.wait_for_streams(args.wait)
             if missing:
-                health = {h.stream: h for h in session.driver_health().values()}
-                for stream in missing:
-                    h = health.get(stream)
-                    why = h.last_error if h and h.last_error else "no data arrived"
+                for stream, why in session.missing_stream_reasons(missing).items():
                     print(f"error: stream {stream!r} is not delivering: {why}", file=sys.stderr)
                 if not args.allow_missing:
                     print("Fix the devices above (try `capture-app doctor`) or pass --allow-missing.", file=sys.stderr)
@@ -133,6 +130,18 @@ def cmd_monitor(args) -> int:
                        screenshot=args.screenshot, after_s=args.after, review=args.review)
 
 
+def cmd_doctor(args) -> int:
+    from capture_app.doctor import format_checks, run_doctor
+
+    config = _load_rig(args)
+    checks, all_present = run_doctor(config)
+    print(f"rig {config.name} ({config.source_path})")
+    print(format_checks(checks))
+    if not all_present:
+        print("Some configured devices are not usable: see FAIL above.", file=sys.stderr)
+    return 0 if all_present else 1
+
+
 def cmd_resync(args) -> int:
     from calibration.model import load_calibration
     from capture_app.resync import resync_episode
@@ -180,6 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = sub.add_parser("inspect", help="summarise episodes and check their layout")
     inspect.add_argument("files", nargs="+")
     inspect.set_defaults(func=cmd_inspect)
+
+    doctor = sub.add_parser("doctor", help="check SDKs, devices, udev rules and permissions of a rig")
+    doctor.add_argument("--config", help="rig config TOML (default: the simulated rig)")
+    doctor.set_defaults(func=cmd_doctor)
 
     resync = sub.add_parser("resync", help="recompute the 20 Hz synced table of recorded episodes")
     resync.add_argument("files", nargs="+")

@@ -59,8 +59,8 @@ def run_drivers(config: RigConfig, names: list[str], endpoint: str, *, bind: boo
                 break
             if duration_s is not None and waited >= duration_s:
                 break
-            if all(d.health().state == "failed" for d in drivers):
-                return 3
+            if parent_pid is None and all(d.health().state == "failed" for d in drivers):
+                return 3  # by hand: nothing will work, say so; under the app, keep reporting the status
     finally:
         for d in drivers:
             d.stop()

@@ -41,6 +41,16 @@ def default_calibration(config: RigConfig) -> Calibration:
     if config.is_simulated:
         from drivers.sim.calibration import sim_calibration
         return sim_calibration(config)
+    replays = [d.options.get("episode") for d in config.drivers if d.type == "replay" and d.options.get("episode")]
+    if replays:  # replaying an episode: use the calibration it was recorded with
+        import h5py
+
+        from calibration.model import calibration_from_json
+        try:
+            with h5py.File(replays[0], "r") as f:
+                return calibration_from_json(str(f["calibration"].attrs["json"]), f"{replays[0]}:/calibration")
+        except (OSError, KeyError) as exc:
+            raise CalibrationError(f"cannot read the calibration of replayed episode {replays[0]}: {exc}") from None
     raise CalibrationError(f"{config.source_path}: no [calibration] path for this real rig; set it to the file "
                            f"written by `capture-app calibrate`")
 
@@ -280,6 +290,16 @@ class CaptureSession:
     def driver_health(self) -> dict[str, DriverHealth]:
         with self._health_lock:
             return dict(self._health)
+
+    def missing_stream_reasons(self, streams: list[str]) -> dict[str, str]:
+        """Why each of ``streams`` delivers nothing: its driver's last error, or that nothing arrived."""
+        by_stream = {s: h for h in self.driver_health().values() for s in (h.streams or [h.stream])}
+        reasons = {}
+        for stream in streams:
+            h = by_stream.get(stream)
+            reasons[stream] = h.last_error if h and h.last_error else (
+                f"driver {h.name} is {h.state}, no data arrived" if h else "no data arrived and no driver status")
+        return reasons
 
     @property
     def latest_tick(self) -> SyncedTick | None:

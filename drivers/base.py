@@ -64,6 +64,7 @@ class DriverHealth:
 
     name: str
     stream: str
+    streams: list = field(default_factory=list)  # every stream the driver publishes
     state: str = "starting"  # starting | connecting | running | reconnecting | stopped | failed
     expected_rate_hz: float = 0.0
     rate_hz: float = 0.0
@@ -117,7 +118,8 @@ class Driver:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._health = DriverHealth(name=config.name, stream=config.stream, expected_rate_hz=float(config.rate_hz))
+        self._health = DriverHealth(name=config.name, stream=config.stream, streams=list(config.streams),
+                                    expected_rate_hz=float(config.rate_hz))
         self._recent_ns: deque[int] = deque(maxlen=2048)
         self._last_seq: dict[str, int] = {}
         self._next_seq: dict[str, int] = {}

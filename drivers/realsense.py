@@ -82,7 +82,7 @@ class RealSenseCamera(Driver):
                 found = ", ".join(serials) if serials else "none"
                 raise DeviceNotFoundError(
                     f"RealSense {wanted or '(any)'} for {self.config.stream} not connected (found: {found}). Plug it "
-                    f"into a USB 3 port, install the udev rules (udev/README) and run `capture-app doctor`.")
+                    f"into a USB 3 port, install the udev rules (README: 'udev rules') and run `capture-app doctor`.")
             if wanted:
                 config.enable_device(wanted)
             fps = int(round(self.config.rate_hz))

@@ -29,9 +29,7 @@ def run_monitor(config, *, out_dir: str, tasks_path: str | None = None, operator
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
     with CaptureSession(config) as session:
         missing = session.wait_for_streams(5)
-        for stream in missing:
-            driver = {h.stream: h for h in session.driver_health().values()}.get(stream)
-            why = driver.last_error if driver and driver.last_error else "no data arrived"
+        for stream, why in session.missing_stream_reasons(missing).items():
             print(f"warning: stream {stream!r} is not delivering: {why}", file=sys.stderr)
         window = MainWindow(session, tasks, out_dir, operator=operator)
         if review:

@@ -195,7 +195,7 @@ class HealthTable(QtWidgets.QTableWidget):
         self.states: dict[str, str] = {}
 
     def update_status(self, status: dict, health: dict) -> None:
-        driver_for = {h.stream: h for h in health.values()}
+        driver_for = {s: h for h in health.values() for s in (h.streams or [h.stream])}
         for row, stream in enumerate(self.streams):
             st = status.get(stream)
             if st is None:
