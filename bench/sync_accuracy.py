@@ -28,7 +28,6 @@ from calibration.model import calibration_from_json  # noqa: E402
 from capture_app.action_space import fingertip_state, wrist_state  # noqa: E402
 from capture_app.config import load_config, with_changes  # noqa: E402
 from capture_app.geometry import invert_transform, pose_to_transform, rotation_angle, rotation_from_6d  # noqa: E402
-from capture_app.hand import FINGERTIP_INDICES  # noqa: E402
 from capture_app.session import CaptureSession  # noqa: E402
 from drivers.sim.motion import MotionModel  # noqa: E402
 

@@ -303,14 +303,8 @@ class BusSubscriber:
         """
         if not self._socket.poll(timeout_ms, zmq.POLLIN):
             return None
-        frames = self._socket.recv_multipart(copy=False)
-        try:
-            message = decode_message(frames, t_receive_ns=stamp() if stamp else None)
-        except BusProtocolError as exc:
-            self._count_malformed(exc)
-            return None
-        self.received += 1
-        return message
+        message = self.recv_waiting(stamp)
+        return message or None
 
     def _count_malformed(self, exc: BusProtocolError) -> None:
         with self._lock:

@@ -13,8 +13,6 @@ import os
 import signal
 import sys
 import threading
-import time
-from pathlib import Path
 
 from capture_app.clock import NS_PER_S, now_ns
 from capture_app.errors import CalibrationError, CaptureError, ConfigError, WriterError

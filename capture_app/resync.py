@@ -9,7 +9,6 @@ calibration it used, and /synced attribute ``version`` counts the versions.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import h5py

@@ -15,6 +15,7 @@ driver runs in-process or in a process of its own. Nothing is swallowed silently
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import logging
 import os
 import threading
@@ -88,6 +89,14 @@ class DriverHealth:
 @dataclass(frozen=True)
 class NoOptions:
     """For drivers without options of their own."""
+
+
+def import_sdk(module: str, how_to_install: str):
+    """Import a device SDK module, or raise SDKMissingError saying how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise SDKMissingError(f"{module} cannot be imported ({exc}); {how_to_install}") from None
 
 
 def parse_options(options_cls, config: DriverConfig):

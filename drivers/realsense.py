@@ -16,19 +16,15 @@ import numpy as np
 
 from capture_app.clock import now_ns
 from capture_app.clock_mapping import ClockMapper
-from capture_app.errors import DeviceNotFoundError, DeviceTimeoutError, SDKMissingError
-from drivers.base import Driver, Sample
+from capture_app.errors import DeviceNotFoundError, DeviceTimeoutError
+from drivers.base import Driver, Sample, import_sdk
 
 INSTALL_HINT = "apt-get install -y libusb-1.0-0 && pip install pyrealsense2 (or: pip install 'capture-app[realsense]')"
 
 
 def import_realsense():
     """The pyrealsense2 module, or SDKMissingError saying how to install it."""
-    try:
-        import pyrealsense2 as rs
-    except ImportError as exc:
-        raise SDKMissingError(f"pyrealsense2 cannot be imported ({exc}); {INSTALL_HINT}") from None
-    return rs
+    return import_sdk("pyrealsense2", INSTALL_HINT)
 
 
 @dataclass(frozen=True)

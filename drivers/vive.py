@@ -18,21 +18,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from capture_app.clock import NS_PER_S, now_ns, sleep_until_ns
-from capture_app.errors import DeviceDisconnectedError, DeviceNotFoundError, SDKMissingError
+from capture_app.errors import DeviceDisconnectedError, DeviceNotFoundError
 from capture_app.geometry import matrix_to_quat
-from drivers.base import Driver, Sample
+from drivers.base import Driver, Sample, import_sdk
 
 STEAMVR_HINT = ("install SteamVR and run it; without a headset enable the null HMD driver "
                 "(README: 'VIVE trackers without a headset')")
 
 
 def import_openvr():
-    try:
-        import openvr
-    except ImportError as exc:
-        raise SDKMissingError(f"openvr cannot be imported ({exc}); pip install openvr "
-                              f"(or: pip install 'capture-app[vive]')") from None
-    return openvr
+    """The openvr module, or SDKMissingError saying how to install it."""
+    return import_sdk("openvr", "pip install openvr (or: pip install 'capture-app[vive]')")
 
 
 class _Session:

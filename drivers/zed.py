@@ -19,7 +19,7 @@ import numpy as np
 from capture_app.clock import NS_PER_S, now_ns, sleep_until_ns
 from capture_app.clock_mapping import ClockMapper
 from capture_app.errors import DeviceDisconnectedError, DeviceNotFoundError, SDKMissingError
-from drivers.base import Driver, Sample
+from drivers.base import Driver, Sample, import_sdk
 
 SDK_HINT = ("pyzed.sl comes only with the Stereolabs ZED SDK installer (needs CUDA); do not pip install 'pyzed' "
             "(an unrelated package). Without the SDK use backend = 'uvc'.")
@@ -27,11 +27,7 @@ SDK_HINT = ("pyzed.sl comes only with the Stereolabs ZED SDK installer (needs CU
 
 def import_zed_sdk():
     """``pyzed.sl`` or SDKMissingError."""
-    try:
-        import pyzed.sl as sl
-    except ImportError as exc:
-        raise SDKMissingError(f"pyzed.sl cannot be imported ({exc}); {SDK_HINT}") from None
-    return sl
+    return import_sdk("pyzed.sl", SDK_HINT)
 
 
 @dataclass(frozen=True)

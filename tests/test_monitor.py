@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 import h5py
 import numpy as np
@@ -15,6 +14,7 @@ from PySide6 import QtCore, QtGui  # noqa: E402
 
 from capture_app.annotations import read_segments  # noqa: E402
 from capture_app.config import parse_config  # noqa: E402
+from capture_app.monitor.overlay import state_from_tick  # noqa: E402
 from capture_app.monitor.views import TIP_BRUSH  # noqa: E402
 from capture_app.monitor.window import SHORTCUTS, MainWindow  # noqa: E402
 from capture_app.session import CaptureSession  # noqa: E402
@@ -97,8 +97,10 @@ def test_every_view_shows_content_and_fingertips_land_where_the_calibration_proj
     window.resize(1600, 1000)
     qtbot.wait(300)
     window.timer.stop()  # freeze what is shown
+    qtbot.waitUntil(lambda: session.latest_tick.frames.get("ego_camera") is not None
+                    and all(session.latest_tick.action_valid), timeout=5000)
     tick = session.latest_tick
-    window.show_state(__import__("capture_app.monitor.overlay", fromlist=["x"]).state_from_tick(tick))
+    window.show_state(state_from_tick(tick))
     qtbot.wait(50)
     for view in (window.ego.widget, window.top.widget, window.world, *[p for h in window.hands.values()
                                                                         for p, _ in h.plots]):
@@ -120,8 +122,10 @@ def test_every_view_shows_content_and_fingertips_land_where_the_calibration_proj
             if not (0 <= u < frame.shape[1] and 0 <= v < frame.shape[0]):
                 continue
             where = window.ego.image_to_widget(np.array([u, v]))
-            colour = QtGui.QColor(shot.pixel(int(where.x() * ratio), int(where.y() * ratio)))
-            assert (colour.red(), colour.green(), colour.blue()) == TIP_BRUSH, (hand, tip, u, v, colour.name())
+            x, y = int(where.x() * ratio), int(where.y() * ratio)
+            # within 2 px: a neighbouring tip's marker outline may cross this one's centre
+            near = {QtGui.QColor(shot.pixel(x + dx, y + dy)).getRgb()[:3] for dx in range(-2, 3) for dy in range(-2, 3)}
+            assert TIP_BRUSH in near, (hand, tip, u, v, near)
             checked += 1
     assert checked >= 6
 

@@ -43,11 +43,9 @@ def run_monitor(config, *, out_dir: str, tasks_path: str | None = None, operator
             QtCore.QTimer.singleShot(int(after_s * 1000), shoot)
         code = app.exec()
         window.close()
-        # Tear Qt down in a fixed order while Python is still fully alive: left to interpreter
-        # finalization, PySide6 6.12 frees some wrappers twice ("deallocating True or False").
+        # Tear the window down while Python and Qt are both fully alive, not during interpreter exit.
         window.timer.stop()
         window.deleteLater()
-        del window
         QtCore.QCoreApplication.sendPostedEvents(None, QtCore.QEvent.DeferredDelete)
         gc.collect()
     return code
