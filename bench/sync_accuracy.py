@@ -26,15 +26,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._util import machine, pct  # noqa: E402
 from calibration.model import calibration_from_json  # noqa: E402
 from capture_app.action_space import fingertip_state, wrist_state  # noqa: E402
-from capture_app.config import load_config, with_changes  # noqa: E402
+from capture_app.config import load_config, parse_config, sim_epoch_ns, with_changes  # noqa: E402
 from capture_app.geometry import invert_transform, pose_to_transform, rotation_angle, rotation_from_6d  # noqa: E402
 from capture_app.session import CaptureSession  # noqa: E402
 from drivers.sim.motion import MotionModel  # noqa: E402
 
 
-def truth_action(model: MotionModel, t_ns: np.ndarray) -> np.ndarray:
-    """The true 48-D action at host times ``t_ns``."""
-    t = t_ns / 1e9
+def truth_action(model: MotionModel, t_ns: np.ndarray, epoch_ns: int) -> np.ndarray:
+    """The true 48-D action at host times ``t_ns`` (the simulation's motion time is t - epoch)."""
+    t = (t_ns - epoch_ns) / 1e9
     T_cam_world = invert_transform(model.T_world_cam(t))
     return np.concatenate([
         wrist_state(T_cam_world @ model.T_world_wrist(t, "left"), T_cam_world @ model.T_world_wrist(t, "right")),
@@ -105,14 +105,15 @@ def main() -> int:
         calibration = calibration_from_json(f["calibration"].attrs["json"])
         naive = naive_actions(f, calibration, t_tick)
         gaps = {name: int(g.attrs["seq_gaps"]) for name, g in f["streams"].items()}
+        epoch = sim_epoch_ns(parse_config(str(f.attrs["rig_config"])))
     model = MotionModel(config.sim_seed, args.speed)
     # peak hand speed, for context
-    t = np.arange(t_eval[0], t_eval[-1], 1_000_000) / 1e9
+    t = (np.arange(t_eval[0], t_eval[-1], 1_000_000) - epoch) / 1e9
     speed = np.linalg.norm(np.diff(model.T_world_wrist(t, "left")[:, :3, 3], axis=0), axis=1) / 1e-3
     print(f"{len(t_tick)} ticks over {args.seconds:.0f} s, {valid.all(axis=1).mean():.1%} fully valid; "
           f"hand speed p99 {pct(speed, 99):.2f} m/s; seq gaps {sum(gaps.values())}")
-    ours = report("live synchronizer (this project)", errors(action, truth_action(model, t_eval)))
-    base = report("naive latest-sample baseline", errors(naive, truth_action(model, t_tick)))
+    ours = report("live synchronizer (this project)", errors(action, truth_action(model, t_eval, epoch)))
+    base = report("naive latest-sample baseline", errors(naive, truth_action(model, t_tick, epoch)))
     ratios = {k: base[k] / ours[k] for k in ours}
     print("  baseline / ours at p99: " + ", ".join(f"{k} {v:.0f}x" for k, v in ratios.items()))
     period = 1000 / config.sync.rate_hz

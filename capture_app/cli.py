@@ -141,10 +141,10 @@ def cmd_doctor(args) -> int:
 
 
 def cmd_resync(args) -> int:
-    from calibration.model import load_calibration
+    from calibration.store import CalibrationStore
     from capture_app.resync import resync_episode
 
-    calibration = load_calibration(args.calibration) if args.calibration else None
+    calibration = CalibrationStore(args.calibration_dir).get(args.calibration) if args.calibration else None
     for path in args.files:
         version = resync_episode(path, calibration)
         which = calibration.calibration_id if calibration else "the episode's own calibration"
@@ -194,7 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     resync = sub.add_parser("resync", help="recompute the 20 Hz synced table of recorded episodes")
     resync.add_argument("files", nargs="+")
-    resync.add_argument("--calibration", help="calibration JSON to use (default: the one embedded in each episode)")
+    resync.add_argument("--calibration", help="a calibration JSON file, or a version id (or 'current') from "
+                                              "--calibration-dir; default: the one embedded in each episode")
+    resync.add_argument("--calibration-dir", default="rig-calibration", help="calibration versions (for a version id)")
     resync.set_defaults(func=cmd_resync)
 
     driver = sub.add_parser("driver", help="run drivers in this process, publishing on the bus")
@@ -208,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     driver.add_argument("--duration", type=float, help="stop after this many seconds")
     driver.add_argument("--nice", type=int, default=0, help="raise this process's niceness (lower CPU priority)")
     driver.set_defaults(func=cmd_driver)
+    from calibration.commands import add_parser as add_calibrate
+    add_calibrate(sub)
     return parser
 
 

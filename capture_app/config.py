@@ -244,6 +244,11 @@ def to_toml(config: RigConfig) -> str:
     return "\n".join(lines)
 
 
+def sim_epoch_ns(config: RigConfig) -> int:
+    """The simulated rig's motion epoch (host ns): its motion at host time t is the model's at t - epoch."""
+    return int(next((d.options.get("epoch_ns", 0) for d in config.drivers if d.type.startswith("sim_")), 0))
+
+
 def with_changes(config: RigConfig, driver_options: dict[str, dict] | None = None, **changes) -> RigConfig:
     """A copy of ``config`` with fields changed and options merged into drivers (by name or "*" for all),
     its ``source_text`` regenerated so that driver processes see the same config."""
@@ -251,7 +256,7 @@ def with_changes(config: RigConfig, driver_options: dict[str, dict] | None = Non
     for d in changes.pop("drivers", config.drivers):
         extra = {**(driver_options or {}).get("*", {}), **(driver_options or {}).get(d.name, {})}
         if d.stream == "ground_truth":
-            extra = {k: v for k, v in extra.items() if k in ("seed", "speed")}
+            extra = {k: v for k, v in extra.items() if k in ("seed", "speed", "head_motion", "board_motion", "epoch_ns")}
         drivers.append(dataclasses.replace(d, options={**d.options, **extra}) if extra else d)
     changed = dataclasses.replace(config, drivers=tuple(drivers), **changes)
     return dataclasses.replace(changed, source_text=to_toml(changed))

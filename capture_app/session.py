@@ -22,7 +22,7 @@ import zmq
 from calibration.model import Calibration, load_calibration
 from capture_app.bus import STATUS_PREFIX, BusSubscriber, Message
 from capture_app.clock import now_ns
-from capture_app.config import RigConfig
+from capture_app.config import RigConfig, sim_epoch_ns, with_changes
 from capture_app.errors import CalibrationError, CaptureError
 from capture_app.health import StreamMonitor, StreamStatus
 from capture_app.synchronizer import SyncedTick, Synchronizer
@@ -66,6 +66,10 @@ class CaptureSession:
     """Runs a rig and records episodes from it."""
 
     def __init__(self, config: RigConfig, calibration: Calibration | None = None):
+        if config.is_simulated and not sim_epoch_ns(config):
+            # one motion epoch for every simulated device: the same seed gives the same motion every run
+            sim = [d.name for d in config.drivers if d.type.startswith("sim_")]
+            config = with_changes(config, {name: {"epoch_ns": now_ns()} for name in sim})
         self.config = config
         self.calibration = calibration or default_calibration(config)
         self._context = zmq.Context()  # private: inproc endpoints of two sessions never collide

@@ -22,7 +22,8 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from capture_app.clock import NS_PER_S, now_ns, sleep_until_ns
-from capture_app.geometry import invert_transform, transform_to_pose
+from calibration.board import BoardConfig
+from capture_app.geometry import axis_angle_to_matrix, invert_transform, transform_to_pose
 from drivers.base import Driver, Sample
 from drivers.sim.calibration import EGO_INTRINSICS_720P, TOP_INTRINSICS_480P
 from drivers.sim.motion import MODEL_VERSION, MotionModel, true_rig_geometry
@@ -43,15 +44,23 @@ class SimOptions:
     tracking_loss_spells_s: tuple = ()
     tracking_loss_every_s: float = 0.0
     tracking_loss_duration_s: float = 0.5
+    epoch_ns: int = 0                   # motion time = (host time - epoch): the session sets it at start
     device_clock_offset_s: float = 1000.0
     device_clock_drift_ppm: float = 0.0
     width: int = 0
     height: int = 0
+    head_motion: str = "work"           # "survey": circle the table looking at it (calibration)
+    board_motion: str = "static"        # "handheld": the board is held and tilted above the table
+    board: bool = False                 # cameras: draw the calibration board on the table
+    mount: str = ""                     # trackers: "board" = fixed on the board's tracker mount
+    move_only_s: tuple = ()             # trackers: still except in these [start_s, end_s] spells
+    position_noise_mm: float = 0.0      # trackers: Gaussian measurement noise (std)
+    rotation_noise_deg: float = 0.0
 
     def __post_init__(self):
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name.endswith("spells_s"):
+            if f.name.endswith("spells_s") or f.name == "move_only_s":
                 try:
                     spells = tuple((float(a), float(b)) for a, b in value)
                 except (TypeError, ValueError):
@@ -59,13 +68,19 @@ class SimOptions:
                 if any(b <= a for a, b in spells):
                     raise ValueError(f"option {f.name} = {value!r}: each spell needs end_s > start_s")
                 object.__setattr__(self, f.name, spells)
-            elif f.name not in ("seed", "device_clock_offset_s", "device_clock_drift_ppm") and (
+            elif f.name in ("head_motion", "board_motion", "board", "mount"):
+                continue
+            elif f.name not in ("seed", "epoch_ns", "device_clock_offset_s", "device_clock_drift_ppm") and (
                     not isinstance(value, (int, float)) or value < 0):
                 raise ValueError(f"option {f.name} = {value!r}: expected a number >= 0")
         if not self.drop_probability < 1.0:
             raise ValueError(f"option drop_probability = {self.drop_probability!r}: expected 0 <= p < 1")
         if self.speed <= 0:
             raise ValueError(f"option speed = {self.speed!r}: expected > 0")
+        if self.head_motion not in ("work", "survey"):
+            raise ValueError(f"option head_motion = {self.head_motion!r}: expected work or survey")
+        if self.mount not in ("", "board"):
+            raise ValueError(f"option mount = {self.mount!r}: expected '' or 'board'")
 
 
 def _in_spells(t_s: float, spells) -> bool:
@@ -81,7 +96,7 @@ class SimDevice(Driver):
     def __init__(self, config, bus_endpoint, **kwargs):
         super().__init__(config, bus_endpoint, **kwargs)
         o = self.options
-        self.motion = MotionModel(o.seed, o.speed)
+        self.motion = MotionModel(o.seed, o.speed, o.head_motion, o.board_motion)
         self.geometry = true_rig_geometry()
         stream_key = zlib.crc32(config.stream.encode())
         self._rng = np.random.default_rng([o.seed, stream_key])
@@ -124,7 +139,7 @@ class SimDevice(Driver):
         t_rel_s = (t_true_ns - self._start_ns) / NS_PER_S
         dropped = [d < o.drop_probability or _in_spells(t, o.drop_spells_s) for d, t in zip(draws[:, 2], t_rel_s)]
         lost = np.array([self._tracking_lost(t) for t in t_rel_s], dtype=bool)
-        contents = self.make_samples(t_true_ns / NS_PER_S, lost)
+        contents = self.make_samples((t_true_ns - o.epoch_ns) / NS_PER_S, lost)
         device_ns = (t_true_ns * (1.0 + o.device_clock_drift_ppm * 1e-6) + o.device_clock_offset_s * NS_PER_S).astype(np.int64)
         for i in range(n):
             self._pending.append((int(ks[i]), int(t_capture_ns[i]), int(t_publish_ns[i]), int(device_ns[i]),
@@ -169,7 +184,11 @@ class SimTracker(SimDevice):
     def __init__(self, config, bus_endpoint, **kwargs):
         super().__init__(config, bus_endpoint, **kwargs)
         g = self.geometry
-        if config.stream == "head_tracker":
+        if self.options.mount == "board":  # on the calibration board's tracker mount
+            board = BoardConfig()
+            T_board_tracker = invert_transform(np.array(board.T_tracker_board))
+            self._T_world_tracker = lambda t: self.motion.T_world_board(t, board.width_m, board.height_m) @ T_board_tracker
+        elif config.stream == "head_tracker":
             T_cam_tracker = invert_transform(g["T_headtracker_cam"])
             self._T_world_tracker = lambda t: self.motion.T_world_cam(t) @ T_cam_tracker
         else:
@@ -177,10 +196,20 @@ class SimTracker(SimDevice):
             T_wrist_tracker = invert_transform(g[f"T_wristtracker_wrist_{hand}"])
             self._T_world_tracker = lambda t: self.motion.T_world_wrist(t, hand) @ T_wrist_tracker
         self._last_pose: np.ndarray | None = None
+        self._noise_rng = np.random.default_rng([self.options.seed, zlib.crc32(config.stream.encode()), 2])
 
     def make_samples(self, t_s, tracking_lost):
-        poses, self._last_pose = _hold_last_valid(transform_to_pose(self._T_world_tracker(t_s)), tracking_lost,
-                                                  self._last_pose)
+        if self.options.move_only_s:  # motion time advances only inside the spells
+            start = (self._start_ns - self.options.epoch_ns) / NS_PER_S
+            rel = np.asarray(t_s) - start
+            t_s = start + sum(np.clip(rel, a, b) - a for a, b in self.options.move_only_s)
+        T = np.array(self._T_world_tracker(t_s))
+        o = self.options
+        if o.position_noise_mm or o.rotation_noise_deg:
+            noise = self._noise_rng.normal(size=(len(t_s), 6))
+            T[..., :3, 3] += noise[:, :3] * o.position_noise_mm / 1000.0
+            T[..., :3, :3] = T[..., :3, :3] @ axis_angle_to_matrix(noise[:, 3:] * np.radians(o.rotation_noise_deg))
+        poses, self._last_pose = _hold_last_valid(transform_to_pose(T), tracking_lost, self._last_pose)
         return [Sample(0, {"pose": pose}) for pose in poses]
 
 
@@ -209,7 +238,8 @@ class _SimCamera(SimDevice):
         w = self.options.width or self.base_intrinsics.width
         h = self.options.height or self.base_intrinsics.height
         self.intrinsics = self.base_intrinsics.scaled(w, h)
-        self.renderer = SceneRenderer(self.intrinsics, self.motion, self.options.seed)
+        self.renderer = SceneRenderer(self.intrinsics, self.motion, self.options.seed,
+                                      board=BoardConfig() if self.options.board else None)
         k = self.intrinsics
         self.device_info.update({"width": w, "height": h, "intrinsics": [k.fx, k.fy, k.cx, k.cy]})
 

@@ -60,9 +60,15 @@ class MotionModel:
     ``speed`` scales how fast the cycle runs (1.0: a 4.5 s cycle, ~0.7 m/s peaks).
     """
 
-    def __init__(self, seed: int = 0, speed: float = 1.0):
+    def __init__(self, seed: int = 0, speed: float = 1.0, head_motion: str = "work", board_motion: str = "static"):
+        if head_motion not in ("work", "survey"):
+            raise ValueError(f"head_motion {head_motion!r}: expected work or survey")
+        if board_motion not in ("static", "handheld"):
+            raise ValueError(f"board_motion {board_motion!r}: expected static or handheld")
+        self.board_motion = board_motion
         self.seed = int(seed)
         self.speed = float(speed)
+        self.head_motion = head_motion
         rng = np.random.default_rng([self.seed, 0x51D])
         self._head_phase = rng.uniform(0, 2 * np.pi, size=6)
         self._finger_phase = rng.uniform(0, 2 * np.pi, size=(2, 5))
@@ -92,6 +98,8 @@ class MotionModel:
     # --- head -----------------------------------------------------------------
     def T_world_cam(self, t) -> np.ndarray:
         """True ego-camera pose (..., 4, 4): camera frame (+z forward, +y down) to world."""
+        if self.head_motion == "survey":
+            return self._survey(np.asarray(t, dtype=float))
         t = np.asarray(t, dtype=float)
         p = self._head_phase
         w = 2 * np.pi * self.speed
@@ -108,6 +116,46 @@ class MotionModel:
              @ axis_angle_to_matrix(np.stack([np.pi - pitch, np.zeros_like(t), np.zeros_like(t)], -1))
              @ axis_angle_to_matrix(np.stack([np.zeros_like(t), np.zeros_like(t), roll], -1)))
         return make_transform(R, position)
+
+    def _survey(self, t: np.ndarray) -> np.ndarray:
+        """Calibration motion: the head circles the table centre, looking at it, rolling its head."""
+        p = self._head_phase
+        w = 2 * np.pi * self.speed
+        azimuth = 1.1 * np.sin(w * 0.09 * t + p[0])
+        elevation = 0.95 + 0.4 * np.sin(w * 0.13 * t + p[1])
+        radius = 0.62 + 0.2 * np.sin(w * 0.07 * t + p[2])  # closer and farther: separates mount rotation
+        roll = 0.6 * np.sin(w * 0.11 * t + p[3])            # from mount translation
+        target = TABLE_CENTRE + np.stack([0.08 * np.sin(w * 0.17 * t + p[4]), np.zeros_like(t),
+                                          0.06 * np.sin(w * 0.19 * t + p[5])], -1)
+        offset = np.stack([np.cos(elevation) * np.sin(azimuth), np.sin(elevation), np.cos(elevation) * np.cos(azimuth)], -1)
+        position = target + radius[..., None] * offset
+        z = target - position
+        z /= np.linalg.norm(z, axis=-1, keepdims=True)
+        x = np.cross(z, np.array([0.0, 1.0, 0.0]))
+        x /= np.linalg.norm(x, axis=-1, keepdims=True)
+        y = np.cross(z, x)
+        R = np.stack([x, y, z], axis=-1) @ axis_angle_to_matrix(np.stack([np.zeros_like(t), np.zeros_like(t), roll], -1))
+        return make_transform(R, position)
+
+    def T_world_board(self, t, width_m: float, height_m: float) -> np.ndarray:
+        """The calibration board (..., 4, 4): lying on the table, or held and tilted above it ("handheld")."""
+        t = np.asarray(t, dtype=float)
+        rest = np.broadcast_to(T_world_board(width_m, height_m), t.shape + (4, 4))
+        if self.board_motion == "static":
+            return rest
+        w = 2 * np.pi * self.speed
+        p = self._head_phase
+        centre = np.array([width_m / 2, height_m / 2, 0.0])
+        tilt = axis_angle_to_matrix(np.stack([0.45 * np.sin(w * 0.21 * t + p[1]), 0.45 * np.sin(w * 0.16 * t + p[2]),
+                                              0.3 * np.sin(w * 0.12 * t + p[3])], -1))
+        lift = np.stack([0.06 * np.sin(w * 0.1 * t + p[4]), -0.12 - 0.06 * np.sin(w * 0.13 * t + p[5]),
+                         0.05 * np.sin(w * 0.09 * t + p[0])], -1)  # board frame: -z is up from the table
+        # rotate about the board centre, then lift: T = rest @ Trans(centre + lift) @ tilt @ Trans(-centre)
+        T = np.zeros(t.shape + (4, 4))
+        T[..., :3, :3] = tilt
+        T[..., :3, 3] = centre + lift - np.einsum("...ij,j->...i", tilt, centre)
+        T[..., 3, 3] = 1.0
+        return rest @ T
 
     # --- hands ----------------------------------------------------------------
     def _hand_state(self, t, hand: str) -> np.ndarray:
@@ -198,3 +246,13 @@ def true_rig_geometry() -> dict[str, np.ndarray]:
     T_world_topcam = make_transform(rot_x(np.pi / 2) @ rot_y(0.02), TABLE_CENTRE + [0.0, 0.85, 0.0])
     return {"T_headtracker_cam": T_headtracker_cam, "T_wristtracker_wrist_left": T_wt_left,
             "T_wristtracker_wrist_right": T_wt_right, "T_world_topcam": T_world_topcam}
+
+
+def T_world_board(width_m: float, height_m: float) -> np.ndarray:
+    """Where the simulated calibration board lies: on the table, centred, printed side up.
+
+    Board frame: +x world +x, +y toward the operator (world +z), +z into the table (world -y).
+    """
+    R = np.column_stack([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
+    origin = TABLE_CENTRE + [-width_m / 2, 0.001, -height_m / 2]
+    return make_transform(R, origin)

@@ -36,7 +36,7 @@ _TABLE = np.array(_table_lines())  # (L, 2, 3)
 class SceneRenderer:
     """Draws the scene seen from a camera with ``intrinsics``; depth optional (uint16 mm)."""
 
-    def __init__(self, intrinsics: CameraIntrinsics, motion: MotionModel, seed: int = 0):
+    def __init__(self, intrinsics: CameraIntrinsics, motion: MotionModel, seed: int = 0, board=None):
         self.intrinsics = intrinsics
         self.motion = motion
         h, w = intrinsics.height, intrinsics.width
@@ -46,6 +46,9 @@ class SceneRenderer:
         texture = cv2.resize(texture, (w, h), interpolation=cv2.INTER_LINEAR)[..., None]
         self._background = np.clip(gradient + texture + [0, 5, 10], 0, 255).astype(np.uint8)
         self._scene_cache: tuple[bytes, np.ndarray, np.ndarray | None] | None = None
+        self.board = board  # a calibration BoardConfig to draw on the table, or None
+        if board is not None:
+            self._board_image = cv2.cvtColor(board.image(60), cv2.COLOR_GRAY2RGB)
 
     def _px(self, points_cam: np.ndarray) -> np.ndarray:
         return self.intrinsics.project(points_cam)
@@ -66,6 +69,8 @@ class SceneRenderer:
         if self._scene_cache is None or self._scene_cache[0] != key:
             self._scene_cache = (key, self._draw_table(T_cam_world), self._table_depth(T_cam_world) if with_depth else None)
         image = self._scene_cache[1].copy()
+        if self.board is not None:
+            self._draw_board(image, T_cam_world @ self.motion.T_world_board(t, self.board.width_m, self.board.height_m))
         depth = self._scene_cache[2].copy() if with_depth else None
         for hand, points in self.world_keypoints(t).items():
             cam = transform_points(T_cam_world, points)
@@ -97,6 +102,18 @@ class SceneRenderer:
                 cv2.line(image, tuple(int(v) for v in np.round(a * _SCALE)), tuple(int(v) for v in np.round(b * _SCALE)),
                          (150, 150, 140), 1, cv2.LINE_AA, _SHIFT)
         return image
+
+    def _draw_board(self, image: np.ndarray, T_cam_board: np.ndarray) -> None:
+        """Warp the board image into this camera's image (a plane: one homography)."""
+        if T_cam_board[2, 3] <= 0.05:
+            return
+        metres_per_pixel = self.board.square_m / 60.0
+        H = self.intrinsics.K @ np.column_stack([T_cam_board[:3, 0] * metres_per_pixel,
+                                                 T_cam_board[:3, 1] * metres_per_pixel, T_cam_board[:3, 3]])
+        size = (image.shape[1], image.shape[0])
+        warped = cv2.warpPerspective(self._board_image, H, size, flags=cv2.INTER_LINEAR)
+        mask = cv2.warpPerspective(np.full(self._board_image.shape[:2], 255, np.uint8), H, size, flags=cv2.INTER_NEAREST)
+        np.copyto(image, warped, where=mask[..., None] > 0)
 
     def _table_depth(self, T_cam_world: np.ndarray) -> np.ndarray:
         """Depth (mm) of the table plane seen by this camera: ray/plane intersection per pixel."""

@@ -1,0 +1,336 @@
+"""``capture-app calibrate ...``: the engineers' calibration procedures.
+
+Each procedure records a short calibration episode from the rig (or reads one given with
+``--episode``), solves, prints its residuals, and writes a new calibration version (the
+current one with the solved fields replaced) into the calibration directory. A failed
+calibration says why and writes nothing. ``--sim`` runs on the simulated rig with the
+board on the table, the head surveying it and realistic tracker noise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from calibration.board import BoardConfig, BoardDetector, write_printable
+from calibration.data import angular_speed, board_pairs, corrected_times
+from calibration.handeye import CalibrationFailed, rotation_spread, select_views, solve_fixed_camera, solve_head_camera
+from calibration.model import Calibration, CameraIntrinsics
+from calibration.store import CalibrationStore, changes, describe, new_version_id, now_iso
+from calibration.timing import assign_roles, estimate_lag_ns
+from capture_app.config import RigConfig, load_config, with_changes
+from capture_app.errors import CalibrationError
+from capture_app.geometry import make_transform, rotation_angle
+
+TRACKER_NOISE = {"position_noise_mm": 0.3, "rotation_noise_deg": 0.05}
+SIM_TRACKERS = ("head_tracker", "left_wrist_tracker", "right_wrist_tracker")
+
+
+def sim_calibration_rig(board_on: tuple[str, ...] = ("ego_camera", "top_camera"), **tracker_options) -> RigConfig:
+    """The simulated rig set up for calibration: board on the table, head surveying it, noisy trackers."""
+    options = {"*": {"head_motion": "survey"}}
+    options.update({camera: {"board": True} for camera in board_on})
+    options.update({t: {**TRACKER_NOISE, **tracker_options.get(t, {})} for t in SIM_TRACKERS})
+    return with_changes(load_config(), options)
+
+
+def base_calibration(store: CalibrationStore, config: RigConfig) -> Calibration:
+    """The calibration a new version starts from: the store's current, else the rig's default."""
+    current = store.current()
+    if current is not None:
+        return current
+    from capture_app.session import default_calibration
+    return default_calibration(config)
+
+
+def record_calibration_episode(config: RigConfig, seconds: float, out_dir: Path, guide=None) -> Path:
+    """Record ``seconds`` of the rig; ``guide(session)`` is called about once a second to print guidance."""
+    from capture_app.session import CaptureSession
+    with CaptureSession(config) as session:
+        missing = session.wait_for_streams(8)
+        if missing:
+            raise CalibrationFailed(f"streams not delivering: {session.missing_stream_reasons(missing)}")
+        session.start_episode(out_dir, name=f"calibration-{new_version_id('rec')}")
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            time.sleep(min(1.0, max(0.0, end - time.monotonic())))
+            if guide is not None:
+                guide(session)
+        return session.stop_episode()
+
+
+class HeadCameraGuide:
+    """Live guidance while the engineer moves the head around the board: views seen, rotation coverage."""
+
+    def __init__(self, board: BoardConfig, intrinsics: CameraIntrinsics, out=sys.stderr):
+        self.detector = BoardDetector(board)
+        self.intrinsics = intrinsics
+        self.rotations: list[np.ndarray] = []
+        self.out = out
+
+    def __call__(self, session) -> None:
+        from capture_app.monitor.overlay import image_from
+        tick = session.latest_tick
+        if tick is None or tick.T_world_headtracker is None or tick.frames.get("ego_camera") is None:
+            return
+        image = image_from(tick.frames["ego_camera"])
+        k = self.intrinsics if image.shape[1] == self.intrinsics.width else self.intrinsics.scaled(image.shape[1], image.shape[0])
+        if self.detector.detect(image, k) is not None:
+            self.rotations.append(tick.T_world_headtracker[:3, :3])
+        spread = rotation_spread(self.rotations) if len(self.rotations) >= 3 else np.zeros(3)
+        hint = "" if spread[1] > 15 else " - turn, nod and tilt the head; come closer and go farther"
+        print(f"board seen in {len(self.rotations)} checks; rotation coverage {spread[0]:.0f}/{spread[1]:.0f}/"
+              f"{spread[2]:.0f} deg{hint}", file=self.out, flush=True)
+
+
+def _episode(args, config: RigConfig, store: CalibrationStore, guide=None) -> Path:
+    if args.episode:
+        return Path(args.episode)
+    out = store.directory / "episodes"
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"recording {args.duration:.0f} s of calibration data...", file=sys.stderr)
+    return record_calibration_episode(config, args.duration, out, guide)
+
+
+def _save(store: CalibrationStore, old: Calibration, new: Calibration) -> int:
+    path = store.save(new)
+    print(describe(new))
+    print("changes: " + "; ".join(changes(old, new)))
+    print(f"saved {path} (now current: {store.current_path})")
+    return 0
+
+
+def _ego_intrinsics_for(path: Path, calibration: Calibration, camera: str) -> CameraIntrinsics:
+    import h5py
+    with h5py.File(path, "r") as f:
+        height, width = list(f[f"streams/{camera}"].attrs["color_shape"])[:2]
+    k = calibration.ego_intrinsics if camera == "ego_camera" else calibration.top_intrinsics
+    return k if (k.width, k.height) == (width, height) else k.scaled(width, height)
+
+
+def _smooth(values: np.ndarray, n: int) -> np.ndarray:
+    """Centred moving average over ``n`` samples (same length)."""
+    return np.convolve(values, np.ones(n) / n, mode="same") if len(values) > n else values
+
+
+# --- the procedures -------------------------------------------------------------------------
+def cmd_board(args) -> int:
+    board = BoardConfig()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    png, pdf = out / "charuco_board.png", out / "charuco_board.pdf"
+    write_printable(board, str(png), str(pdf))
+    print(f"{png}\n{pdf}\nprint at 100% scale, glue flat; check that a square measures {board.square_m * 1000:.0f} mm")
+    return 0
+
+
+def cmd_head_camera(args, config: RigConfig, store: CalibrationStore) -> int:
+    old = base_calibration(store, config)
+    board = BoardConfig()
+    path = _episode(args, config, store, HeadCameraGuide(board, old.ego_intrinsics))
+    intrinsics = _ego_intrinsics_for(path, old, "ego_camera")
+    pairs, rejected = board_pairs(str(path), old, "ego_camera", "head_tracker", intrinsics, BoardDetector(board))
+    print(f"{len(pairs)} usable views; rejected: {rejected}", file=sys.stderr)
+    chosen = select_views([p.T_world_tracker for p in pairs], args.max_views)
+    result = solve_head_camera([pairs[i].T_world_tracker for i in chosen], [pairs[i].view for i in chosen], intrinsics)
+    for name, (deg, mm) in result.methods.items():
+        print(f"  OpenCV {name:<10} differs from the refined result by {deg:.3f} deg, {mm:.2f} mm")
+    new = dataclasses.replace(old, T_headtracker_cam=result.T_headtracker_cam,
+                              calibration_id=new_version_id("head-camera"), created=now_iso(),
+                              method="hand-eye (OpenCV PARK start, least-squares refinement on reprojection)",
+                              operator=args.operator, residuals={"head_camera": result.residuals(),
+                                                                 "episode": str(path), "rejected": rejected})
+    return _save(store, old, new)
+
+
+def cmd_top_camera(args, config: RigConfig, store: CalibrationStore) -> int:
+    old = base_calibration(store, config)
+    board = BoardConfig()
+    path = _episode(args, config, store)
+    intrinsics = _ego_intrinsics_for(path, old, "top_camera")
+    pairs, rejected = board_pairs(str(path), old, "top_camera", args.board_tracker, intrinsics, BoardDetector(board),
+                                  every=3)
+    T_tracker_board = np.array(board.T_tracker_board)
+    T_world_topcam, residuals = solve_fixed_camera([p.T_world_tracker @ T_tracker_board for p in pairs],
+                                                   [p.view for p in pairs], intrinsics)
+    new = dataclasses.replace(old, T_world_topcam=T_world_topcam, calibration_id=new_version_id("top-camera"),
+                              created=now_iso(), method=f"board with {args.board_tracker} on its mount",
+                              operator=args.operator, residuals={"top_camera": residuals, "episode": str(path),
+                                                                 "rejected": rejected})
+    return _save(store, old, new)
+
+
+def cmd_latency(args, config: RigConfig, store: CalibrationStore) -> int:
+    """The ego camera's latency offset relative to the head tracker, from the rotation both see."""
+    import h5py
+    old = base_calibration(store, config)
+    board = BoardConfig()
+    path = _episode(args, config, store)
+    intrinsics = _ego_intrinsics_for(path, old, "ego_camera")
+    raw = dataclasses.replace(old, latency_offsets_ms={})  # correlate on raw stamps
+    pairs, _ = board_pairs(str(path), raw, "ego_camera", "head_tracker", intrinsics, BoardDetector(board), every=1,
+                           max_speed=None)  # fast motion is what carries the timing here
+    if len(pairs) < 60:
+        raise CalibrationFailed(f"the board was seen in only {len(pairs)} frames (need 60): keep it in view while "
+                                f"turning the head back and forth")
+    times = np.array([p.t_ns for p in pairs], dtype=float)
+    R_cam = [p.view.T_cam_board[:3, :3] for p in pairs]
+    # the camera's angular speed from consecutive board poses (only consecutive frames, 1/30 s apart)
+    dt = np.diff(times) / 1e9
+    speed = np.array([rotation_angle(R_cam[i], R_cam[i + 1]) for i in range(len(R_cam) - 1)]) / dt
+    ok = dt < 0.05
+    t_cam, cam_speed = (times[1:] + times[:-1])[ok] / 2, speed[ok]
+    with h5py.File(path, "r") as f:
+        t_trk, trk_speed = angular_speed(f, "head_tracker", raw, baseline_s=float(np.median(dt)))
+    lag_ns, score = estimate_lag_ns(t_cam, _smooth(cam_speed, 3), t_trk, _smooth(trk_speed, 25))
+    if score < 0.5:
+        raise CalibrationFailed(f"the camera's and the head tracker's motion correlate poorly ({score:.2f}); turn the "
+                                f"head briskly back and forth while the board stays in view")
+    offsets = dict(old.latency_offsets_ms)
+    offsets["ego_camera"] = offsets.get("head_tracker", 0.0) + lag_ns / 1e6
+    print(f"ego camera stamps lag the head tracker's by {lag_ns / 1e6:.2f} ms (correlation {score:.3f})")
+    new = dataclasses.replace(old, latency_offsets_ms=offsets, calibration_id=new_version_id("latency"),
+                              created=now_iso(), method="cross-correlation of angular speed (ego camera vs head tracker)",
+                              operator=args.operator, residuals={"latency": {"ego_camera_vs_head_tracker_ms":
+                                                                             round(lag_ns / 1e6, 3),
+                                                                             "correlation": round(score, 4)}})
+    return _save(store, old, new)
+
+
+def cmd_roles(args, config: RigConfig, store: CalibrationStore) -> int:
+    """Ask the engineer to move each tracker in turn; assign serials to head / left / right by motion."""
+    import h5py
+    old = base_calibration(store, config)
+    roles = ("head", "left_wrist", "right_wrist")
+    streams = [d for d in config.drivers if d.stream in SIM_TRACKERS]
+    if len(streams) < 3:
+        raise CalibrationFailed("the rig config lists fewer than three trackers")
+    out = store.directory / "episodes"
+    out.mkdir(parents=True, exist_ok=True)
+    from capture_app.session import CaptureSession
+    windows = []
+    t0 = time.monotonic_ns()  # prompts are scheduled from here (the simulated trackers' spells too)
+    with CaptureSession(config) as session:
+        if session.wait_for_streams(8):
+            raise CalibrationFailed("trackers not delivering; run `capture-app doctor`")
+        session.start_episode(out, name=f"calibration-{new_version_id('roles')}")
+        for k, role in enumerate(roles):
+            start = t0 + int((args.settle + k * args.window) * 1e9)
+            time.sleep(max(0.0, (start - time.monotonic_ns()) / 1e9))
+            print(f"move the {role.replace('_', ' ').upper()} tracker now ({args.window:.0f} s); keep the others still",
+                  file=sys.stderr, flush=True)
+            time.sleep(args.window)
+            windows.append((role, start, start + int(args.window * 1e9)))
+        path = session.stop_episode()
+    motion = {}
+    with h5py.File(path, "r") as f:
+        for d in streams:
+            t, speed = angular_speed(f, d.stream, dataclasses.replace(old, latency_offsets_ms={}), baseline_s=0.1)
+            motion[d.serial or d.stream] = (t, speed)
+    assigned = assign_roles(motion, windows)
+    print("roles: " + ", ".join(f"{r} = {s}" for r, s in assigned.items()))
+    new = dataclasses.replace(old, tracker_serials=assigned, calibration_id=new_version_id("roles"), created=now_iso(),
+                              method="roles by motion", operator=args.operator, residuals={"roles": assigned})
+    return _save(store, old, new)
+
+
+def cmd_wrist(args, config: RigConfig, store: CalibrationStore) -> int:
+    """T_wristtracker_wrist from the mount's CAD values: translation (mm) and rotation (deg, xyz)."""
+    from scipy.spatial.transform import Rotation
+    old = base_calibration(store, config)
+    mounts = dict(old.T_wristtracker_wrist)
+    if args.left is None and args.right is None:
+        raise CalibrationFailed("give --left and/or --right TX TY TZ RX RY RZ (mm, degrees) from the mount drawing")
+    for hand in ("left", "right"):
+        values = getattr(args, hand)
+        if values is not None:
+            tx, ty, tz, rx, ry, rz = values
+            R = Rotation.from_euler("xyz", [rx, ry, rz], degrees=True).as_matrix()
+            mounts[hand] = make_transform(R, np.array([tx, ty, tz]) / 1000.0)
+    new = dataclasses.replace(old, T_wristtracker_wrist=mounts, calibration_id=new_version_id("wrist"),
+                              created=now_iso(), method="wrist mount CAD values", operator=args.operator)
+    return _save(store, old, new)
+
+
+def cmd_show(args, store: CalibrationStore) -> int:
+    current = store.current()
+    if current is None:
+        print(f"no calibration in {store.directory} yet; run `capture-app calibrate ...`")
+        return 1
+    print(describe(current))
+    versions = store.versions()
+    if len(versions) >= 2:
+        previous = store.get(versions[-2].stem)
+        print(f"changes since {previous.calibration_id}: " + "; ".join(changes(previous, current)))
+    print(f"history: {len(versions)} version(s) in {store.history_dir}")
+    return 0
+
+
+def run(args) -> int:
+    """Dispatch ``capture-app calibrate WHAT``."""
+    if args.what == "board":
+        return cmd_board(args)
+    store = CalibrationStore(args.calibration_dir)
+    if args.what == "show":
+        return cmd_show(args, store)
+    if getattr(args, "sim", False) or not getattr(args, "config", None):
+        config = sim_calibration_rig(**({"left_wrist_tracker": {"mount": "board"}} if args.what == "top-camera" else {}))
+        if args.what == "top-camera":
+            config = with_changes(config, {"*": {"board_motion": "handheld"}})
+        if args.what == "roles":
+            spells = {"head_tracker": [[args.settle, args.settle + args.window]],
+                      "left_wrist_tracker": [[args.settle + args.window, args.settle + 2 * args.window]],
+                      "right_wrist_tracker": [[args.settle + 2 * args.window, args.settle + 3 * args.window]]}
+            config = with_changes(config, {t: {"move_only_s": s} for t, s in spells.items()}, drivers_in="threads")
+    else:
+        config = load_config(args.config)
+    procedures = {"head-camera": cmd_head_camera, "top-camera": cmd_top_camera, "latency": cmd_latency,
+                  "roles": cmd_roles, "wrist": cmd_wrist}
+    try:
+        return procedures[args.what](args, config, store)
+    except CalibrationError as exc:  # CalibrationFailed and every other reason
+        print(f"calibration failed, nothing written: {exc}", file=sys.stderr)
+        return 1
+
+
+def add_parser(sub) -> None:
+    calibrate = sub.add_parser("calibrate", help="calibration procedures for engineers (see README)")
+    what = calibrate.add_subparsers(dest="what", required=True)
+    board = what.add_parser("board", help="write a printable ChArUco board (PNG and PDF)")
+    board.add_argument("--out", default=".", help="directory for charuco_board.png / .pdf")
+    for name, help_text in (("head-camera", "hand-eye calibration of the ego camera on the head tracker"),
+                            ("top-camera", "the top camera's pose from the board with a tracker on its mount"),
+                            ("latency", "the ego camera's latency offset from motion it shares with the head tracker"),
+                            ("roles", "assign tracker serials to head / left / right by moving each in turn"),
+                            ("wrist", "the wrist mounts from their CAD values"),
+                            ("show", "print the current calibration and what changed")):
+        p = what.add_parser(name, help=help_text)
+        p.add_argument("--calibration-dir", default="rig-calibration", help="versions live here (default: ./rig-calibration)")
+        if name in ("show",):
+            continue
+        source = p.add_mutually_exclusive_group()
+        source.add_argument("--sim", action="store_true", help="the simulated rig (the default)")
+        source.add_argument("--config", help="rig config TOML")
+        p.add_argument("--operator", default="", help="who calibrated")
+        if name in ("head-camera", "top-camera", "latency"):
+            p.add_argument("--episode", help="solve from this recorded calibration episode instead of recording")
+            p.add_argument("--duration", type=float, default=20.0, help="seconds to record")
+        if name == "head-camera":
+            p.add_argument("--max-views", type=int, default=30, help="views used by the solver (spread over rotations)")
+        if name == "top-camera":
+            p.add_argument("--board-tracker", default="left_wrist_tracker", help="the tracker fixed on the board's mount")
+        if name == "roles":
+            p.add_argument("--window", type=float, default=3.0, help="seconds to move each tracker")
+            p.add_argument("--settle", type=float, default=3.0, help="seconds from start to the first prompt")
+        if name == "wrist":
+            p.add_argument("--left", nargs=6, type=float, metavar=("TX", "TY", "TZ", "RX", "RY", "RZ"))
+            p.add_argument("--right", nargs=6, type=float, metavar=("TX", "TY", "TZ", "RX", "RY", "RZ"))
+    calibrate.set_defaults(func=run)
+
+
+__all__ = ["add_parser", "run", "sim_calibration_rig", "CalibrationError"]

@@ -1,0 +1,41 @@
+"""Pure calibration math: latency by cross-correlation, roles by motion, hand-eye against truth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from calibration.timing import assign_roles, estimate_lag_ns
+from capture_app.errors import CalibrationError
+
+
+def _motion(t):
+    return np.abs(np.sin(2 * np.pi * 0.7 * t) + 0.5 * np.sin(2 * np.pi * 1.9 * t + 1) + 0.3 * np.sin(2 * np.pi * 3.1 * t))
+
+
+@pytest.mark.parametrize("lag_ms", [-37.0, 0.0, 12.5, 41.3])
+def test_lag_between_a_30fps_and_a_250hz_signal_is_found_within_a_millisecond(lag_ms):
+    rng = np.random.default_rng(2)
+    t_b = np.arange(0, 20, 1 / 250)
+    t_a = np.arange(0, 20, 1 / 30) + rng.uniform(-0.002, 0.002, 600)
+    a = _motion(t_a) + rng.normal(0, 0.02, len(t_a))
+    b = _motion(t_b) + rng.normal(0, 0.02, len(t_b))
+    lag, score = estimate_lag_ns((t_a + lag_ms / 1000) * 1e9, a, t_b * 1e9, b)
+    assert lag / 1e6 == pytest.approx(lag_ms, abs=1.0) and score > 0.9
+
+
+def test_too_short_overlap_is_refused():
+    t = np.arange(0, 1, 0.01) * 1e9
+    with pytest.raises(CalibrationError, match="overlap too briefly"):
+        estimate_lag_ns(t, np.ones_like(t), t, np.ones_like(t))
+
+
+def test_roles_by_motion_and_ambiguity():
+    t = np.arange(0, 9, 0.01) * 1e9
+    window = lambda a, b: ((t >= a * 1e9) & (t < b * 1e9)).astype(float)  # noqa: E731
+    motion = {"A": (t, 0.01 + window(3, 6)), "B": (t, 0.01 + window(0, 3)), "C": (t, 0.01 + window(6, 9))}
+    windows = [("head", 0, 3e9), ("left_wrist", 3e9, 6e9), ("right_wrist", 6e9, 9e9)]
+    assert assign_roles(motion, windows) == {"head": "B", "left_wrist": "A", "right_wrist": "C"}
+    motion["C"] = (t, 0.01 + window(0, 3) + window(6, 9))
+    with pytest.raises(CalibrationError, match="ambiguous head: .* move only the head tracker"):
+        assign_roles(motion, windows)
