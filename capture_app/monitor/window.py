@@ -47,6 +47,16 @@ SHORTCUTS = [
 ]
 
 
+def calibration_readout(calibration) -> str:
+    """The calibration check line under the ego view: which calibration, and how good it was."""
+    text = f"calibration {calibration.calibration_id}"
+    head = calibration.residuals.get("head_camera") if isinstance(calibration.residuals, dict) else None
+    if head:
+        text += (f": head camera reprojection {head['reprojection_rms_px']} px, consistency "
+                 f"{head['translation_consistency_mm']} mm / {head['rotation_consistency_deg']} deg")
+    return text + ". Magenta fingertips and wrist axes must sit on the hands."
+
+
 class _Signals(QtCore.QObject):
     """Low-rate events from worker threads, delivered on the GUI thread."""
 
@@ -93,10 +103,17 @@ class MainWindow(QtWidgets.QMainWindow):
         self.warning.setVisible(False)
         grid.addWidget(self.warning, 0, 0, 1, 3)
         self.ego = EgoView(calibration.ego_intrinsics)
+        self.calibration_label = QtWidgets.QLabel(calibration_readout(calibration))
+        self.calibration_label.setWordWrap(True)
         self.top = TopView()
         self.world = WorldView()
         self.hands = {h: HandView(h) for h in HANDS}
-        grid.addWidget(self.ego, 1, 0, 2, 2)
+        ego_box = QtWidgets.QWidget()
+        ego_layout = QtWidgets.QVBoxLayout(ego_box)
+        ego_layout.setContentsMargins(0, 0, 0, 0)
+        ego_layout.addWidget(self.ego, 1)
+        ego_layout.addWidget(self.calibration_label)
+        grid.addWidget(ego_box, 1, 0, 2, 2)
         grid.addWidget(self.top, 1, 2)
         grid.addWidget(self.world, 2, 2)
         grid.addWidget(self.hands["left"], 3, 0)
