@@ -104,6 +104,15 @@ def cmd_inspect(args) -> int:
     return status
 
 
+def cmd_recover(args) -> int:
+    from capture_app.recover import recover
+
+    for path in args.files:
+        target, trimmed = recover(path)
+        print(f"{target}: recovered" + (f", trimmed incomplete rows {trimmed}" if trimmed else ""))
+    return 0
+
+
 def cmd_driver(args) -> int:
     from capture_app.driver_host import run_drivers
 
@@ -171,6 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_argument("--wait", type=float, default=5.0, help="seconds to wait for every stream before recording")
     record.add_argument("--allow-missing", action="store_true", help="record even if a stream is not delivering")
     record.set_defaults(func=cmd_record)
+
+    recover = sub.add_parser("recover", help="make an episode left as .partial by a crash readable again")
+    recover.add_argument("files", nargs="+")
+    recover.set_defaults(func=cmd_recover)
 
     monitor = sub.add_parser("monitor", help="the live monitor window (the default command)")
     source = monitor.add_mutually_exclusive_group()

@@ -160,8 +160,9 @@ def validate_and_summarize(path: str | Path) -> EpisodeSummary:
 
 def format_summary(s: EpisodeSummary) -> str:
     """Human-readable summary, as printed by ``capture-app inspect``."""
+    recovered = "  (RECOVERED after an interrupted recording)" if s.status == "recovered" else ""
     lines = [
-        f"{s.path}",
+        f"{s.path}{recovered}",
         f"  status {s.status}, format {s.format_version}, {s.duration_s:.2f} s, {s.size_bytes / 1e6:.1f} MB",
         f"  instruction: {s.instruction!r}   operator: {s.operator!r}",
         f"  {'stream':<22}{'kind':<11}{'samples':>8}{'rate Hz':>10}{'expected':>10}{'gaps':>6}{'overflow':>9}"

@@ -17,6 +17,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+import numpy as np
 import zmq
 
 from calibration.model import Calibration, load_calibration
@@ -88,6 +89,8 @@ class CaptureSession:
         self._subscriber: BusSubscriber | None = None
         self._tracking_state: dict[str, str] = {}
         self.episode_started_ns = 0
+        self.unexpected_messages = 0
+        self.non_finite_messages = 0
         self._hosts: list[DriverHostProcess] = []
         self._tmpdir: Path | None = None
         self._ipc_endpoint = ""
@@ -189,6 +192,11 @@ class CaptureSession:
                 if not message:  # False: nothing waiting; None: malformed (counted)
                     return message is None
                 if not message.is_status:
+                    if message.stream not in self.expected_rates:
+                        self._count_unexpected(message)
+                        return True
+                    if not all(np.isfinite(a).all() for n, a in message.arrays.items() if n in ("pose", "keypoints")):
+                        self._flag_non_finite(message)
                     sync.ingest(message)
                     writer = self._writer
                     if writer is not None:
@@ -201,6 +209,22 @@ class CaptureSession:
         except Exception:  # a bug in one message must not stop the bus
             log.exception("bus dispatcher: message dropped")
         return True
+
+    def _count_unexpected(self, message: Message) -> None:
+        self.unexpected_messages += 1
+        if self.unexpected_messages in (1, 100, 10_000):
+            log.warning("dropped %d message(s) on stream %r, which this rig does not configure (last from sender %x)",
+                        self.unexpected_messages, message.stream, message.sender)
+
+    def _flag_non_finite(self, message: Message) -> None:
+        """A pose or keypoints with NaN/inf: store it as received, but never use it as valid."""
+        message.tracking = "lost"
+        self.non_finite_messages += 1
+        writer = self._writer
+        if writer is not None and self.non_finite_messages % 1000 == 1:
+            writer.log_event("error", message.stream, f"non-finite values in {message.stream} seq {message.seq}: "
+                                                      f"treated as tracking lost ({self.non_finite_messages} so far)",
+                             t_ns=message.t_receive_ns)
 
     def _on_status(self, message: Message) -> None:
         name = message.stream[len(STATUS_PREFIX):]

@@ -1,0 +1,136 @@
+"""Faults injected through the rig and the bus: bad values, backwards clocks, floods, foreign streams."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import h5py
+import numpy as np
+import pytest
+import zmq
+
+from capture_app.bus import BusPublisher
+from capture_app.config import DriverConfig, parse_config, with_changes
+from capture_app.episode_format import validate_and_summarize
+from capture_app.session import CaptureSession
+from drivers.base import Driver, Sample
+from drivers.registry import register
+from tests.conftest import small_sim_text
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass(frozen=True)
+class FaultOptions:
+    nan_from_s: float = 1e9
+    nan_until_s: float = 1e9
+    jump_back_at_s: float = 1e9
+    jump_back_ms: float = 0.0
+    flood_at_s: float = 1e9
+    flood_count: int = 0
+
+
+@register("test_faulty_tracker")
+class FaultyTracker(Driver):
+    """A 250 Hz tracker that sends NaN poses, jumps its clock back, or floods, on schedule."""
+
+    Options = FaultOptions
+
+    def open(self):
+        self.start_ns = time.monotonic_ns()
+        self.k = 0
+        self.flooded = False
+        self.jumped = False
+
+    def read(self):
+        o = self.options
+        t = self.start_ns + int(self.k * 4e6)
+        time.sleep(max(0.0, (t - time.monotonic_ns()) / 1e9))
+        self.k += 1
+        elapsed = (t - self.start_ns) / 1e9
+        if elapsed >= o.flood_at_s and not self.flooded:
+            self.flooded = True
+            return [Sample(t + i, {"pose": np.array([0, 1, 0, 1, 0, 0, 0.0])}) for i in range(o.flood_count)]
+        if elapsed >= o.jump_back_at_s and not self.jumped:
+            self.jumped = True
+            self.start_ns -= int(o.jump_back_ms * 1e6)
+        pose = np.array([0.1, 1.5, 0.0, 1.0, 0.0, 0.0, 0.0])
+        if o.nan_from_s <= elapsed < o.nan_until_s:
+            pose[0] = np.nan
+        return Sample(self.start_ns + int((self.k - 1) * 4e6), {"pose": pose})
+
+    def _publish(self, publisher, sample):  # a list means a burst
+        for s in sample if isinstance(sample, list) else [sample]:
+            super()._publish(publisher, s)
+
+
+def _session(tmp_path, **options):
+    base = parse_config(small_sim_text(), "<faults>")
+    faulty = DriverConfig("head_tracker", "test_faulty_tracker", "head_tracker", 250, options=options)
+    return CaptureSession(with_changes(base, drivers=tuple([d for d in base.drivers if d.stream != "head_tracker"]
+                                                           + [faulty])))
+
+
+def _record(session, tmp_path, seconds):
+    assert session.wait_for_streams(5) == []
+    session.start_episode(tmp_path, name="faults")
+    time.sleep(seconds)
+    return session.stop_episode()
+
+
+def test_nan_poses_are_kept_flagged_and_never_used(tmp_path):
+    with _session(tmp_path, nan_from_s=2.2, nan_until_s=2.6) as session:
+        path = _record(session, tmp_path, 2.5)
+        assert session.non_finite_messages >= 90
+    with h5py.File(path, "r") as f:
+        head = f["streams/head_tracker"]
+        nan_rows = np.isnan(head["pose"][:, 0])
+        assert nan_rows.sum() >= 90 and np.all(head["tracking"][:][nan_rows] == 2)  # stored, flagged lost
+        valid = f["synced/action_valid"][:, :2]
+        assert not np.isnan(f["synced/action"][:][valid[:, 0], :9]).any()  # never a NaN marked valid
+        assert (~valid[:, 0]).sum() >= 6
+        assert any("non-finite values in head_tracker" in m.decode() for m in f["events/message"][:])
+    assert validate_and_summarize(path).problems == []
+
+
+def test_a_clock_jumping_back_is_reported_and_the_rest_kept(tmp_path):
+    with _session(tmp_path, jump_back_at_s=2.3, jump_back_ms=200) as session:
+        path = _record(session, tmp_path, 2.0)
+    with h5py.File(path, "r") as f:
+        head = f["streams/head_tracker"]
+        assert head.attrs["non_monotonic"] >= 40
+        assert np.all(np.diff(head["t_capture_ns"][:]) > 0)
+        assert any("non-monotonic sample rejected" in m.decode() for m in f["events/message"][:])
+        assert f["streams/left_glove"].attrs["seq_gaps"] == 0  # other streams unaffected
+    assert validate_and_summarize(path).problems == []
+
+
+def test_a_flooding_publisher_is_survived_and_counted(tmp_path):
+    with _session(tmp_path, flood_at_s=2.2, flood_count=8_000) as session:  # 8,000 messages in one burst
+        path = _record(session, tmp_path, 4.0)
+        assert session.stream_status()["left_glove"].state == "ok"  # the rest goes on
+    summary = validate_and_summarize(path)
+    assert summary.problems == []
+    head = next(s for s in summary.streams if s.name == "head_tracker")
+    glove = next(s for s in summary.streams if s.name == "left_glove")
+    assert head.samples + head.seq_gaps >= 8_000  # every burst sample is either stored or counted lost
+    assert glove.seq_gaps == 0
+
+
+def test_a_foreign_stream_on_the_bus_is_dropped_and_counted(tmp_path):
+    config = parse_config(small_sim_text(), "<foreign>")
+    with CaptureSession(config) as session:
+        assert session.wait_for_streams(5) == []
+        session.start_episode(tmp_path, name="foreign")
+        publisher = BusPublisher(config.bus_endpoint, context=session._context)
+        time.sleep(0.2)
+        for seq in range(50):
+            publisher.publish("elbow_tracker", seq, time.monotonic_ns(), {"pose": np.zeros(7)})
+        time.sleep(0.3)
+        publisher.close()
+        path = session.stop_episode()
+        assert session.unexpected_messages >= 45  # the first may go before the subscription arrives
+    with h5py.File(path, "r") as f:
+        assert "elbow_tracker" not in f["streams"]
+    assert validate_and_summarize(path).problems == []
