@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from calibration.board import BoardConfig, BoardDetector, write_printable
@@ -25,7 +25,7 @@ from calibration.store import CalibrationStore, changes, describe, new_version_i
 from calibration.timing import assign_roles, estimate_lag_ns
 from capture_app.config import RigConfig, load_config, with_changes
 from capture_app.errors import CalibrationError
-from capture_app.geometry import make_transform, rotation_angle
+from capture_app.geometry import make_transform, quat_to_matrix
 
 TRACKER_NOISE = {"position_noise_mm": 0.3, "rotation_noise_deg": 0.05}
 SIM_TRACKERS = ("head_tracker", "left_wrist_tracker", "right_wrist_tracker")
@@ -114,8 +114,13 @@ def _ego_intrinsics_for(path: Path, calibration: Calibration, camera: str) -> Ca
 
 
 def _smooth(values: np.ndarray, n: int) -> np.ndarray:
-    """Centred moving average over ``n`` samples (same length)."""
-    return np.convolve(values, np.ones(n) / n, mode="same") if len(values) > n else values
+    """Centred moving average over ``n`` samples (same length), per column."""
+    if len(values) <= n:
+        return values
+    kernel = np.ones(n) / n
+    if values.ndim == 1:
+        return np.convolve(values, kernel, mode="same")
+    return np.stack([np.convolve(values[:, c], kernel, mode="same") for c in range(values.shape[1])], axis=1)
 
 
 # --- the procedures -------------------------------------------------------------------------
@@ -179,15 +184,22 @@ def cmd_latency(args, config: RigConfig, store: CalibrationStore) -> int:
         raise CalibrationFailed(f"the board was seen in only {len(pairs)} frames (need 60): keep it in view while "
                                 f"turning the head back and forth")
     times = np.array([p.t_ns for p in pairs], dtype=float)
-    R_cam = [p.view.T_cam_board[:3, :3] for p in pairs]
-    # the camera's angular speed from consecutive board poses (only consecutive frames, 1/30 s apart)
+    # the camera's angular velocity (camera frame) from consecutive board poses: rotvec(R_k+1 R_k^T) / dt
+    R = [p.view.T_cam_board[:3, :3] for p in pairs]
     dt = np.diff(times) / 1e9
-    speed = np.array([rotation_angle(R_cam[i], R_cam[i + 1]) for i in range(len(R_cam) - 1)]) / dt
+    cam_w = np.array([cv2.Rodrigues(R[i + 1] @ R[i].T)[0].ravel() for i in range(len(R) - 1)]) / dt[:, None]
     ok = dt < 0.05
-    t_cam, cam_speed = (times[1:] + times[:-1])[ok] / 2, speed[ok]
+    t_cam, cam_w = (times[1:] + times[:-1])[ok] / 2, cam_w[ok]
+    # the same quantity from the head tracker, through the mount (only roughly needed here)
     with h5py.File(path, "r") as f:
-        t_trk, trk_speed = angular_speed(f, "head_tracker", raw, baseline_s=float(np.median(dt)))
-    lag_ns, score = estimate_lag_ns(t_cam, _smooth(cam_speed, 3), t_trk, _smooth(trk_speed, 25))
+        t_trk = corrected_times(f, "head_tracker", raw)
+        R_world_cam = quat_to_matrix(f["streams/head_tracker/pose"][:, 3:7]) @ old.T_headtracker_cam[:3, :3]
+    step = max(1, int(round(np.median(dt) / (np.median(np.diff(t_trk)) / 1e9))))
+    trk_dt = (t_trk[step:] - t_trk[:-step]) / 1e9
+    relative = np.swapaxes(R_world_cam[step:], -1, -2) @ R_world_cam[:-step]
+    trk_w = np.array([cv2.Rodrigues(M)[0].ravel() for M in relative]) / trk_dt[:, None]
+    t_trk_mid = (t_trk[step:] + t_trk[:-step]) / 2
+    lag_ns, score = estimate_lag_ns(t_cam, _smooth(cam_w, 3), t_trk_mid, _smooth(trk_w, 9))
     if score < 0.5:
         raise CalibrationFailed(f"the camera's and the head tracker's motion correlate poorly ({score:.2f}); turn the "
                                 f"head briskly back and forth while the board stays in view")
@@ -282,6 +294,8 @@ def run(args) -> int:
         config = sim_calibration_rig(**({"left_wrist_tracker": {"mount": "board"}} if args.what == "top-camera" else {}))
         if args.what == "top-camera":
             config = with_changes(config, {"*": {"board_motion": "handheld"}})
+        if args.what == "latency":
+            config = with_changes(config, {"*": {"head_motion": "shake"}})
         if args.what == "roles":
             spells = {"head_tracker": [[args.settle, args.settle + args.window]],
                       "left_wrist_tracker": [[args.settle + args.window, args.settle + 2 * args.window]],

@@ -9,11 +9,25 @@ from capture_app.errors import CalibrationError
 GRID_HZ = 1000.0
 
 
+def _high_pass(x: np.ndarray, window_s: float = 0.5) -> np.ndarray:
+    """Remove slow trends (a moving average over ``window_s``): the timing is in the fast changes."""
+    n = int(window_s * GRID_HZ)
+    if len(x) <= 2 * n:
+        return x - x.mean()
+    return x - np.convolve(x, np.ones(n) / n, mode="same")
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    x, y = x - x.mean(), y - y.mean()
+    return float(np.sum(x * y) / (np.sqrt(np.sum(x * x) * np.sum(y * y)) + 1e-12))
+
+
 def estimate_lag_ns(t_a: np.ndarray, a: np.ndarray, t_b: np.ndarray, b: np.ndarray,
                     max_lag_ms: float = 200.0) -> tuple[float, float]:
     """How much later (ns) signal ``a``'s stamps are than ``b``'s for the same events.
 
-    Both are resampled on a 1 kHz grid over their overlap, normalised, and cross-correlated
+    Signals are (n,) or (n, d) (e.g. angular velocity vectors: components correlated and summed).
+    Both are resampled on a 1 kHz grid over their overlap, high-passed, and correlated (Pearson per lag)
     over +-``max_lag_ms``; the peak is refined with a parabola. Returns (lag ns, peak correlation).
     A positive lag: ``a`` stamps an event later than ``b`` (subtract it from a's stamps).
     """
@@ -21,13 +35,16 @@ def estimate_lag_ns(t_a: np.ndarray, a: np.ndarray, t_b: np.ndarray, b: np.ndarr
     if (t1 - t0) / 1e9 < 3 * max_lag_ms / 1000 + 2:
         raise CalibrationError("the two streams overlap too briefly to estimate a latency; record longer")
     grid = np.arange(t0, t1, 1e9 / GRID_HZ)
-    x = np.interp(grid, t_a, a)
-    y = np.interp(grid, t_b, b)
-    x, y = (x - x.mean()) / (x.std() + 1e-12), (y - y.mean()) / (y.std() + 1e-12)
+    a2, b2 = np.asarray(a, dtype=float).reshape(len(t_a), -1), np.asarray(b, dtype=float).reshape(len(t_b), -1)
     max_lag = int(max_lag_ms * GRID_HZ / 1000)
     lags = np.arange(-max_lag, max_lag + 1)
     n = len(grid)
-    scores = np.array([np.mean(x[max(0, k):n + min(0, k)] * y[max(0, -k):n - max(0, k)]) for k in lags])
+    scores = np.zeros(len(lags))
+    for column in range(a2.shape[1]):  # vector signals: the correlation summed over components
+        x = _high_pass(np.interp(grid, t_a, a2[:, column]))
+        y = _high_pass(np.interp(grid, t_b, b2[:, column]))
+        scores += np.array([_pearson(x[max(0, k):n + min(0, k)], y[max(0, -k):n - max(0, k)]) for k in lags])
+    scores /= a2.shape[1]
     i = int(np.argmax(scores))
     offset = 0.0
     if 0 < i < len(scores) - 1:

@@ -40,6 +40,10 @@ MAX_HEADER_BYTES = 64 * 1024
 MAX_BUFFERS = 16
 MAX_BUFFER_BYTES = 64 * 1024 * 1024
 HIGH_WATER_MARK = 4000  # messages queued per socket before ZeroMQ drops (seen as sequence gaps)
+# inproc PUB/SUB pipes that once reach their high-water mark never deliver again (libzmq 4.3.5, seen
+# with a reader slower than a burst): a stream would die silently. inproc pipes are therefore
+# unbounded; the episode writer's queue is the bound on what is kept.
+INPROC_HIGH_WATER_MARK = 0
 
 _REQUIRED = {"v": int, "stream": str, "seq": int, "t_capture_ns": int, "t_publish_ns": int,
              "tracking": str, "buffers": list}
@@ -227,7 +231,7 @@ class BusPublisher:
         self.endpoint = endpoint
         self._context = context or zmq.Context.instance()
         self._socket = self._context.socket(zmq.PUB)
-        self._socket.setsockopt(zmq.SNDHWM, HIGH_WATER_MARK)
+        self._socket.setsockopt(zmq.SNDHWM, INPROC_HIGH_WATER_MARK if endpoint.startswith("inproc://") else HIGH_WATER_MARK)
         self._socket.setsockopt(zmq.LINGER, 500)
         if bind:
             self._socket.bind(endpoint)
@@ -263,7 +267,9 @@ class BusSubscriber:
     ):
         self._context = context or zmq.Context.instance()
         self._socket = self._context.socket(zmq.SUB)
-        self._socket.setsockopt(zmq.RCVHWM, HIGH_WATER_MARK)
+        bind, connect = list(bind), list(connect)
+        inproc = any(e.startswith("inproc://") for e in bind + connect)
+        self._socket.setsockopt(zmq.RCVHWM, INPROC_HIGH_WATER_MARK if inproc else HIGH_WATER_MARK)
         self._socket.setsockopt(zmq.LINGER, 0)
         for topic in topics:
             self._socket.setsockopt(zmq.SUBSCRIBE, topic.encode("utf-8"))

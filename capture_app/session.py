@@ -34,6 +34,8 @@ from drivers.registry import create_driver, driver_class
 
 log = logging.getLogger(__name__)
 
+STOP_DRAIN_S = 3.0
+
 
 def default_calibration(config: RigConfig) -> Calibration:
     """The calibration a rig uses: its configured file, or the sim's truth for a simulated rig."""
@@ -69,8 +71,8 @@ class CaptureSession:
     def __init__(self, config: RigConfig, calibration: Calibration | None = None):
         if config.is_simulated and not sim_epoch_ns(config):
             # one motion epoch for every simulated device: the same seed gives the same motion every run
-            sim = [d.name for d in config.drivers if d.type.startswith("sim_")]
-            config = with_changes(config, {name: {"epoch_ns": now_ns()} for name in sim})
+            epoch = now_ns()
+            config = with_changes(config, {d.name: {"epoch_ns": epoch} for d in config.drivers if d.type.startswith("sim_")})
         self.config = config
         self.calibration = calibration or default_calibration(config)
         self._context = zmq.Context()  # private: inproc endpoints of two sessions never collide
@@ -91,6 +93,8 @@ class CaptureSession:
         self.episode_started_ns = 0
         self.unexpected_messages = 0
         self.non_finite_messages = 0
+        self._last_publish_ns: dict[str, int] = {}
+        self._idle_since_ns = 0
         self._hosts: list[DriverHostProcess] = []
         self._tmpdir: Path | None = None
         self._ipc_endpoint = ""
@@ -183,6 +187,7 @@ class CaptureSession:
             if subscriber.poll(50):
                 while self._dispatch_one(subscriber, sync):  # drain what is waiting, no poll per message
                     pass
+            self._idle_since_ns = now_ns()  # nothing was waiting at this instant
 
     def _dispatch_one(self, subscriber: BusSubscriber, sync: Synchronizer) -> bool:
         """Handle one waiting message; False when none is waiting."""
@@ -204,6 +209,7 @@ class CaptureSession:
             if message.is_status:
                 self._on_status(message)
             else:
+                self._last_publish_ns[message.stream] = message.t_publish_ns
                 self.monitor.observe(message)
                 self._note_tracking(message)
         except Exception:  # a bug in one message must not stop the bus
@@ -301,8 +307,21 @@ class CaptureSession:
             raise CaptureError("no episode is recording")
         return writer
 
+    def _drain_bus(self, timeout_s: float = STOP_DRAIN_S) -> None:
+        """Before detaching the writer, let the dispatcher catch up to the stop instant: until every stream
+        has delivered a message published after it, or nothing is waiting (a burst can queue seconds)."""
+        t_stop = now_ns()
+        deadline = t_stop + int(timeout_s * 1e9)
+        while now_ns() < deadline:
+            caught_up = all(t >= t_stop for t in self._last_publish_ns.values())
+            if caught_up or (self._idle_since_ns > t_stop):
+                return
+            self._stop.wait(0.01)
+        log.warning("stopping with the bus still busy after %.1f s: the last messages may be missing", timeout_s)
+
     def stop_episode(self, attrs: dict | None = None) -> Path:
         """Finish the episode (drain, close, rename) and return its path. Blocks until written."""
+        self._drain_bus()
         writer = self._detach_writer()
         summary = {"synchronizer": {"rate_hz": self.config.sync.rate_hz, "delay_ms": self.config.sync.delay_ms}}
         return writer.finish({**summary, **(attrs or {})})

@@ -77,7 +77,8 @@ def test_top_camera_from_a_tracker_on_the_board(tmp_path):
 
 
 def test_latency_is_estimated_within_2_ms_of_the_injected_offset(tmp_path):
-    config = with_changes(commands.sim_calibration_rig(), {"ego_camera": {"latency_ms": 57.0}})
+    config = with_changes(commands.sim_calibration_rig(), {"*": {"head_motion": "shake"},
+                                                            "ego_camera": {"latency_ms": 57.0}})
     store = CalibrationStore(tmp_path)
     assert commands.cmd_latency(_args(duration=14.0), config, store) == 0
     offsets = store.current().latency_offsets_ms

@@ -77,8 +77,8 @@ class SimOptions:
             raise ValueError(f"option drop_probability = {self.drop_probability!r}: expected 0 <= p < 1")
         if self.speed <= 0:
             raise ValueError(f"option speed = {self.speed!r}: expected > 0")
-        if self.head_motion not in ("work", "survey"):
-            raise ValueError(f"option head_motion = {self.head_motion!r}: expected work or survey")
+        if self.head_motion not in ("work", "survey", "shake"):
+            raise ValueError(f"option head_motion = {self.head_motion!r}: expected work, survey or shake")
         if self.mount not in ("", "board"):
             raise ValueError(f"option mount = {self.mount!r}: expected '' or 'board'")
 

@@ -61,8 +61,8 @@ class MotionModel:
     """
 
     def __init__(self, seed: int = 0, speed: float = 1.0, head_motion: str = "work", board_motion: str = "static"):
-        if head_motion not in ("work", "survey"):
-            raise ValueError(f"head_motion {head_motion!r}: expected work or survey")
+        if head_motion not in ("work", "survey", "shake"):
+            raise ValueError(f"head_motion {head_motion!r}: expected work, survey or shake")
         if board_motion not in ("static", "handheld"):
             raise ValueError(f"board_motion {board_motion!r}: expected static or handheld")
         self.board_motion = board_motion
@@ -98,8 +98,8 @@ class MotionModel:
     # --- head -----------------------------------------------------------------
     def T_world_cam(self, t) -> np.ndarray:
         """True ego-camera pose (..., 4, 4): camera frame (+z forward, +y down) to world."""
-        if self.head_motion == "survey":
-            return self._survey(np.asarray(t, dtype=float))
+        if self.head_motion in ("survey", "shake"):
+            return self._survey(np.asarray(t, dtype=float), shake=self.head_motion == "shake")
         t = np.asarray(t, dtype=float)
         p = self._head_phase
         w = 2 * np.pi * self.speed
@@ -117,14 +117,19 @@ class MotionModel:
              @ axis_angle_to_matrix(np.stack([np.zeros_like(t), np.zeros_like(t), roll], -1)))
         return make_transform(R, position)
 
-    def _survey(self, t: np.ndarray) -> np.ndarray:
-        """Calibration motion: the head circles the table centre, looking at it, rolling its head."""
+    def _survey(self, t: np.ndarray, shake: bool = False) -> np.ndarray:
+        """Calibration motion: the head circles the table centre, looking at it, rolling its head.
+        ``shake`` adds brisk head turns, nods and tilts (1-2 Hz) for latency calibration."""
         p = self._head_phase
         w = 2 * np.pi * self.speed
         azimuth = 1.1 * np.sin(w * 0.09 * t + p[0])
         elevation = 0.95 + 0.4 * np.sin(w * 0.13 * t + p[1])
         radius = 0.62 + 0.2 * np.sin(w * 0.07 * t + p[2])  # closer and farther: separates mount rotation
         roll = 0.6 * np.sin(w * 0.11 * t + p[3])            # from mount translation
+        if shake:
+            azimuth = 0.3 * np.sin(w * 0.09 * t + p[0]) + 0.22 * np.sin(w * 1.3 * t)
+            elevation = 0.95 + 0.15 * np.sin(w * 0.13 * t + p[1]) + 0.1 * np.sin(w * 0.9 * t + 1.0)
+            roll = 0.2 * np.sin(w * 0.11 * t + p[3]) + 0.15 * np.sin(w * 1.7 * t + 2.0)
         target = TABLE_CENTRE + np.stack([0.08 * np.sin(w * 0.17 * t + p[4]), np.zeros_like(t),
                                           0.06 * np.sin(w * 0.19 * t + p[5])], -1)
         offset = np.stack([np.cos(elevation) * np.sin(azimuth), np.sin(elevation), np.cos(elevation) * np.cos(azimuth)], -1)
