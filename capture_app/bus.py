@@ -73,6 +73,7 @@ class Message:
     t_receive_ns: int = 0
     nbytes: int = 0
     sender: int = 0  # random id of the publishing driver instance: seq counts restart with a new sender
+    clock_offset_ns: int = 0  # subtracted from a remote host's t_capture_ns to put it on this host's clock
 
     @property
     def is_status(self) -> bool:
@@ -227,10 +228,13 @@ class BusPublisher:
     ``bind=True`` binds the endpoint (a driver running as its own process).
     """
 
-    def __init__(self, endpoint: str, *, bind: bool = False, context: zmq.Context | None = None):
+    def __init__(self, endpoint: str, *, bind: bool = False, context: zmq.Context | None = None, curve=None):
         self.endpoint = endpoint
         self._context = context or zmq.Context.instance()
         self._socket = self._context.socket(zmq.PUB)
+        if curve is not None:  # capture_app.remote.CurveKeys: this side is the CurveZMQ server
+            from capture_app.remote import secure_server
+            secure_server(self._socket, curve)
         self._socket.setsockopt(zmq.SNDHWM, INPROC_HIGH_WATER_MARK if endpoint.startswith("inproc://") else HIGH_WATER_MARK)
         self._socket.setsockopt(zmq.LINGER, 500)
         if bind:
@@ -264,9 +268,13 @@ class BusSubscriber:
         *,
         topics: Iterable[str] = ("",),
         context: zmq.Context | None = None,
+        curve=None,
     ):
         self._context = context or zmq.Context.instance()
         self._socket = self._context.socket(zmq.SUB)
+        if curve is not None:  # capture_app.remote.CurveKeys: connect as a CurveZMQ client
+            from capture_app.remote import secure_client
+            secure_client(self._socket, curve)
         bind, connect = list(bind), list(connect)
         inproc = any(e.startswith("inproc://") for e in bind + connect)
         self._socket.setsockopt(zmq.RCVHWM, INPROC_HIGH_WATER_MARK if inproc else HIGH_WATER_MARK)
@@ -296,6 +304,10 @@ class BusSubscriber:
             return None
         self.received += 1
         return message
+
+    @property
+    def socket(self) -> zmq.Socket:
+        return self._socket
 
     def poll(self, timeout_ms: int) -> bool:
         """True when a message is waiting."""

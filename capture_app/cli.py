@@ -127,7 +127,17 @@ def cmd_driver(args) -> int:
     if args.nice:
         os.nice(args.nice)
     return run_drivers(config, names, endpoint, bind=bool(args.publish), parent_pid=args.parent_pid,
-                       duration_s=args.duration)
+                       duration_s=args.duration, keys_dir=args.keys)
+
+
+def cmd_keys(args) -> int:
+    from capture_app.remote import generate_keys
+
+    for name, path in generate_keys(args.directory).items():
+        print(f"{name}: {path}")
+    print(f"Copy {args.directory} to the driver host; run `capture-app driver NAME --publish tcp://0.0.0.0:PORT "
+          f"--keys {args.directory}` there and set [bus] keys = \"{args.directory}\" in the app's rig config.")
+    return 0
 
 
 def cmd_monitor(args) -> int:
@@ -222,6 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     driver.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
     driver.add_argument("--duration", type=float, help="stop after this many seconds")
     driver.add_argument("--nice", type=int, default=0, help="raise this process's niceness (lower CPU priority)")
+    driver.add_argument("--keys", help="CurveZMQ key directory (from `capture-app keys`); required off loopback")
+
+    keys = sub.add_parser("keys", help="create CurveZMQ keys for drivers on other hosts")
+    keys.add_argument("directory")
+    keys.set_defaults(func=cmd_keys)
     driver.set_defaults(func=cmd_driver)
     from calibration.commands import add_parser as add_calibrate
     add_calibrate(sub)

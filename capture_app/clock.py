@@ -7,6 +7,7 @@ processes), in integer nanoseconds. Wall-clock time is only used for metadata.
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import time
 
 NS_PER_S = 1_000_000_000
@@ -33,3 +34,9 @@ def sleep_until_ns(deadline_ns: int, stop_event=None) -> bool:
                 return False
         else:
             time.sleep(remaining / NS_PER_S)
+
+
+def stamp_skew_ns() -> int:
+    """Test hook: ``CAPTURE_APP_TEST_CLOCK_SKEW_NS`` shifts the stamps (and clock service) of simulated
+    drivers in this process, as if they ran on a host whose clock differs. Never set in production."""
+    return int(os.environ.get("CAPTURE_APP_TEST_CLOCK_SKEW_NS", "0"))

@@ -113,6 +113,7 @@ class RigConfig:
     name: str
     drivers: tuple[DriverConfig, ...]
     bus_endpoint: str = "inproc://capture-bus"
+    bus_keys_dir: str = ""
     sync: SyncConfig = field(default_factory=SyncConfig)
     writer: WriterConfig = field(default_factory=WriterConfig)
     calibration_path: str = ""
@@ -182,6 +183,7 @@ def parse_config(text: str, source_path: str = "<string>") -> RigConfig:
             name=str(data.get("name", Path(source_path).stem)),
             drivers=tuple(drivers),
             bus_endpoint=str(bus.get("endpoint", "inproc://capture-bus")),
+            bus_keys_dir=str(bus.get("keys", "")),
             sync=_build(SyncConfig, data.get("sync"), f"{source_path}: [sync]"),
             writer=_build(WriterConfig, data.get("writer"), f"{source_path}: [writer]"),
             calibration_path=str(data.get("calibration", {}).get("path", "")),
@@ -229,7 +231,7 @@ def to_toml(config: RigConfig) -> str:
     """The rig config as TOML text that ``parse_config`` reads back to an equal config."""
     lines = [f"version = {CONFIG_VERSION}", f"name = {_toml_value(config.name)}", "",
              "[rig]", f"drivers_in = {_toml_value(config.drivers_in)}", "",
-             "[bus]", f"endpoint = {_toml_value(config.bus_endpoint)}", ""]
+             "[bus]", f"endpoint = {_toml_value(config.bus_endpoint)}", f"keys = {_toml_value(config.bus_keys_dir)}", ""]
     for section, obj in (("sync", config.sync), ("writer", config.writer)):
         lines.append(f"[{section}]")
         lines += [f"{f.name} = {_toml_value(getattr(obj, f.name))}" for f in dataclasses.fields(obj)]

@@ -33,7 +33,7 @@ def driver_config_with_seed(driver, seed: int):
 
 
 def run_drivers(config: RigConfig, names: list[str], endpoint: str, *, bind: bool, parent_pid: int | None = None,
-                stop: threading.Event | None = None, duration_s: float | None = None) -> int:
+                stop: threading.Event | None = None, duration_s: float | None = None, keys_dir: str | None = None) -> int:
     """Run the named drivers until SIGINT/SIGTERM, ``stop``, ``duration_s`` or the parent's death.
 
     ``bind`` binds ``endpoint`` (a driver others connect to) instead of connecting to the app.
@@ -41,13 +41,23 @@ def run_drivers(config: RigConfig, names: list[str], endpoint: str, *, bind: boo
     """
     if bind and len(names) != 1:
         raise ConfigError(f"--publish binds {endpoint}: run one driver per endpoint (got {names})")
+    from capture_app.remote import ClockServer, clock_endpoint, is_loopback, load_keys, start_authenticator
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
+    if bind and keys_dir is None and not is_loopback(endpoint):
+        raise ConfigError(f"{endpoint} is reachable from other hosts: give --keys DIR (from `capture-app keys`) "
+                          f"so that only the app can connect")
     context = zmq.Context()
+    keys = auth = clock = None
+    if bind and keys_dir is not None:
+        keys = load_keys(f"{keys_dir}/driver.key_secret")
+        auth = start_authenticator(context, str(keys_dir))  # app.key in the same directory is allowed
+    if bind:
+        clock = ClockServer(clock_endpoint(endpoint), context, keys)
     drivers = [create_driver(driver_config_with_seed(config.driver(n), config.sim_seed), endpoint, bind=bind,
-                             context=context) for n in names]
+                             context=context, curve=keys) for n in names]
     for d in drivers:
         d.start()
     waited = 0.0
@@ -64,6 +74,10 @@ def run_drivers(config: RigConfig, names: list[str], endpoint: str, *, bind: boo
     finally:
         for d in drivers:
             d.stop()
+        if clock is not None:
+            clock.close()
+        if auth is not None:
+            auth.stop()
         context.term()
     return 0
 

@@ -31,7 +31,8 @@ PARTIAL_SUFFIX = ".partial"
 EPISODE_SUFFIX = ".h5"
 NO_DEVICE_TIME = np.iinfo(np.int64).min  # t_device_ns when the device has no clock of its own
 TRACKING_CODES = {"ok": 0, "degraded": 1, "lost": 2}
-TIME_COLUMNS = ("seq", "t_capture_ns", "t_device_ns", "t_publish_ns", "t_receive_ns", "tracking", "sender_epoch")
+TIME_COLUMNS = ("seq", "t_capture_ns", "t_device_ns", "t_publish_ns", "t_receive_ns", "tracking", "sender_epoch",
+                "clock_offset_ns")
 REQUIRED_ROOT_ATTRS = ("format", "format_version", "status", "software_version", "created_wall_time",
                        "start_monotonic_ns", "instruction", "operator", "rig_config", "device_serials")
 STATUSES = ("recording", "complete", "recovered", "failed")

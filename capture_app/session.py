@@ -24,7 +24,7 @@ from calibration.model import Calibration, load_calibration
 from capture_app.bus import STATUS_PREFIX, BusSubscriber, Message
 from capture_app.clock import now_ns
 from capture_app.config import RigConfig, sim_epoch_ns, with_changes
-from capture_app.errors import CalibrationError, CaptureError
+from capture_app.errors import CalibrationError, CaptureError, ConfigError
 from capture_app.health import StreamMonitor, StreamStatus
 from capture_app.synchronizer import SyncedTick, Synchronizer
 from capture_app.writer import EpisodeMetadata, EpisodeWriter
@@ -95,6 +95,11 @@ class CaptureSession:
         self.non_finite_messages = 0
         self._last_publish_ns: dict[str, int] = {}
         self._idle_since_ns = 0
+        self._keys = None
+        self._subscribers: list[BusSubscriber] = []
+        self.clock_clients: dict = {}
+        self._clock_of_stream: dict = {}
+        self.unsynchronised_messages = 0
         self._hosts: list[DriverHostProcess] = []
         self._tmpdir: Path | None = None
         self._ipc_endpoint = ""
@@ -115,7 +120,13 @@ class CaptureSession:
             self._tmpdir = Path(tempfile.mkdtemp(prefix="capture-app-"))
             self._ipc_endpoint = f"ipc://{self._tmpdir / 'bus.sock'}"
             bind.append(self._ipc_endpoint)
-        self._subscriber = BusSubscriber(bind=bind, connect=self._remote_endpoints, context=self._context)
+        self._start_remote()
+        plain = [e for e in self._remote_endpoints if not (e.startswith("tcp://") and self._keys)]
+        self._subscriber = BusSubscriber(bind=bind, connect=plain, context=self._context)
+        self._subscribers = [self._subscriber]
+        secure = [e for e in self._remote_endpoints if e not in plain]
+        if secure:
+            self._subscribers.append(BusSubscriber(connect=secure, context=self._context, curve=self._keys))
         self._dispatcher = threading.Thread(target=self._dispatch, name="bus-dispatcher", daemon=True)
         self._dispatcher.start()
         groups = [[n] for n in isolated] + ([shared] if shared and self.config.drivers_in == "process" else [])
@@ -132,6 +143,23 @@ class CaptureSession:
         gc.freeze()
         self.synchronizer.start()
         return self
+
+    def _start_remote(self) -> None:
+        """Keys and clock synchronisation for drivers that run elsewhere (rig config ``endpoint``)."""
+        from capture_app.remote import ClockClient, clock_endpoint, is_loopback, load_keys
+        remote = [d for d in self.config.drivers if d.endpoint]
+        if self.config.bus_keys_dir:
+            keys_dir = self.config.bus_keys_dir
+            self._keys = load_keys(f"{keys_dir}/app.key_secret", f"{keys_dir}/driver.key")
+        for d in remote:
+            if d.endpoint.startswith("tcp://") and not is_loopback(d.endpoint) and self._keys is None:
+                raise ConfigError(f"driver {d.name!r} at {d.endpoint} is on another host: set [bus] keys to the "
+                                  f"directory from `capture-app keys`")
+            curve = self._keys if d.endpoint.startswith("tcp://") else None
+            client = ClockClient(d.name, clock_endpoint(d.endpoint), self._context, curve)
+            self.clock_clients[d.name] = client
+            for stream in d.streams:
+                self._clock_of_stream[stream] = client
 
     def _host_event(self, level: str, text: str) -> None:
         log.log(logging.ERROR if level == "error" else logging.INFO, "%s", text)
@@ -154,8 +182,10 @@ class CaptureSession:
         self._stop.set()
         if self._dispatcher is not None:
             self._dispatcher.join(5)
-        if self._subscriber is not None:
-            self._subscriber.close()
+        for client in self.clock_clients.values():
+            client.close()
+        for subscriber in self._subscribers:
+            subscriber.close()
         self._context.term()
         if self._tmpdir is not None:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
@@ -181,12 +211,15 @@ class CaptureSession:
 
     # --- the dispatcher thread -----------------------------------------------------------
     def _dispatch(self) -> None:
-        subscriber = self._subscriber
         sync = self.synchronizer
+        poller = zmq.Poller()
+        for subscriber in self._subscribers:
+            poller.register(subscriber.socket, zmq.POLLIN)
         while not self._stop.is_set():
-            if subscriber.poll(50):
-                while self._dispatch_one(subscriber, sync):  # drain what is waiting, no poll per message
-                    pass
+            if poller.poll(50):
+                for subscriber in self._subscribers:
+                    while self._dispatch_one(subscriber, sync):  # drain what is waiting, no poll per message
+                        pass
             self._idle_since_ns = now_ns()  # nothing was waiting at this instant
 
     def _dispatch_one(self, subscriber: BusSubscriber, sync: Synchronizer) -> bool:
@@ -199,6 +232,9 @@ class CaptureSession:
                 if not message.is_status:
                     if message.stream not in self.expected_rates:
                         self._count_unexpected(message)
+                        return True
+                    clock = self._clock_of_stream.get(message.stream)
+                    if clock is not None and not self._to_local_clock(message, clock):
                         return True
                     if not all(np.isfinite(a).all() for n, a in message.arrays.items() if n in ("pose", "keypoints")):
                         self._flag_non_finite(message)
@@ -214,6 +250,17 @@ class CaptureSession:
                 self._note_tracking(message)
         except Exception:  # a bug in one message must not stop the bus
             log.exception("bus dispatcher: message dropped")
+        return True
+
+    def _to_local_clock(self, message: Message, clock) -> bool:
+        """Put a remote host's stamps on this host's clock; False (dropped, counted) before the first sync."""
+        offset = clock.estimator.offset_at(message.t_receive_ns)
+        if offset is None:
+            self.unsynchronised_messages += 1
+            return False
+        message.clock_offset_ns = offset
+        message.t_capture_ns -= offset
+        message.t_publish_ns -= offset
         return True
 
     def _count_unexpected(self, message: Message) -> None:
@@ -322,6 +369,12 @@ class CaptureSession:
     def stop_episode(self, attrs: dict | None = None) -> Path:
         """Finish the episode (drain, close, rename) and return its path. Blocks until written."""
         self._drain_bus()
+        for name, client in self.clock_clients.items():  # the clock measurements, beside the raw stamps
+            for m in list(client.estimator.measurements):
+                if m.t_local_ns >= self.episode_started_ns and self._writer is not None:
+                    self._writer.submit_row(f"clock_sync/{name}", {"t_local_ns": np.int64(m.t_local_ns),
+                                                                   "offset_ns": np.int64(m.offset_ns),
+                                                                   "rtt_ns": np.int64(m.rtt_ns)})
         writer = self._detach_writer()
         summary = {"synchronizer": {"rate_hz": self.config.sync.rate_hz, "delay_ms": self.config.sync.delay_ms}}
         return writer.finish({**summary, **(attrs or {})})

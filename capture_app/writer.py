@@ -424,6 +424,7 @@ class EpisodeWriter:
             "t_receive_ns": np.int64(message.t_receive_ns),
             "tracking": np.uint8(TRACKING_CODES[message.tracking]),
             "sender_epoch": np.uint16(self._epoch[stream]),
+            "clock_offset_ns": np.int64(message.clock_offset_ns),
         }
         for name, array in message.arrays.items():
             if table._special.get(name) == "jpeg" and message.encodings[name] == "raw":

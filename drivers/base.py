@@ -118,12 +118,13 @@ class Driver:
     isolated = False  # True: always run in a process of its own (an SDK crash must not take the app down)
 
     def __init__(self, config: DriverConfig, bus_endpoint: str, *, bind: bool = False,
-                 context: zmq.Context | None = None):
+                 context: zmq.Context | None = None, curve=None):
         self.config = config
         self.options = parse_options(self.Options, config)
         self._bus_endpoint = bus_endpoint
         self._bind = bind
         self._context = context
+        self._curve = curve
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -201,7 +202,7 @@ class Driver:
             log.exception("driver %s: unexpected error", self.config.name, exc_info=exc)
 
     def _run(self) -> None:
-        publisher = BusPublisher(self._bus_endpoint, bind=self._bind, context=self._context)
+        publisher = BusPublisher(self._bus_endpoint, bind=self._bind, context=self._context, curve=self._curve)
         backoff = BACKOFF_START_S
         next_status_ns = 0
         try:

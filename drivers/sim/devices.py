@@ -21,7 +21,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from capture_app.clock import NS_PER_S, now_ns, sleep_until_ns
+from capture_app.clock import NS_PER_S, now_ns, sleep_until_ns, stamp_skew_ns
 from calibration.board import BoardConfig
 from capture_app.geometry import axis_angle_to_matrix, invert_transform, transform_to_pose
 from drivers.base import Driver, Sample
@@ -155,7 +155,7 @@ class SimDevice(Driver):
         self._pending.popleft()
         if dropped:
             return None  # lost on purpose: sequence number k is never sent
-        sample.seq, sample.t_capture_ns, sample.t_device_ns = k, t_capture_ns, device_ns
+        sample.seq, sample.t_capture_ns, sample.t_device_ns = k, t_capture_ns + stamp_skew_ns(), device_ns
         if lost:
             sample.tracking = "lost"
         return sample
