@@ -8,7 +8,6 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 import pytest
-import zmq
 
 from capture_app.bus import BusPublisher
 from capture_app.config import DriverConfig, parse_config, with_changes
