@@ -23,7 +23,7 @@ from calibration.handeye import CalibrationFailed, rotation_spread, select_views
 from calibration.model import Calibration, CameraIntrinsics
 from calibration.store import CalibrationStore, changes, describe, new_version_id, now_iso
 from calibration.timing import assign_roles, estimate_lag_ns
-from capture_app.config import RigConfig, load_config, with_changes
+from capture_app.config import RigConfig, load_config, sim_epoch_ns, with_changes
 from capture_app.errors import CalibrationError
 from capture_app.geometry import make_transform, quat_to_matrix
 
@@ -97,6 +97,12 @@ def _episode(args, config: RigConfig, store: CalibrationStore, guide=None) -> Pa
     return record_calibration_episode(config, args.duration, out, guide)
 
 
+def _new_version(old: Calibration, kind: str, method: str, args, residuals: dict | None = None, **fields) -> Calibration:
+    """``old`` with the solved ``fields`` replaced, stamped as a new version of ``kind``."""
+    return dataclasses.replace(old, calibration_id=new_version_id(kind), created=now_iso(), method=method,
+                               operator=args.operator, residuals=residuals or {}, **fields)
+
+
 def _save(store: CalibrationStore, old: Calibration, new: Calibration) -> int:
     path = store.save(new)
     print(describe(new))
@@ -145,11 +151,9 @@ def cmd_head_camera(args, config: RigConfig, store: CalibrationStore) -> int:
     result = solve_head_camera([pairs[i].T_world_tracker for i in chosen], [pairs[i].view for i in chosen], intrinsics)
     for name, (deg, mm) in result.methods.items():
         print(f"  OpenCV {name:<10} differs from the refined result by {deg:.3f} deg, {mm:.2f} mm")
-    new = dataclasses.replace(old, T_headtracker_cam=result.T_headtracker_cam,
-                              calibration_id=new_version_id("head-camera"), created=now_iso(),
-                              method="hand-eye (OpenCV PARK start, least-squares refinement on reprojection)",
-                              operator=args.operator, residuals={"head_camera": result.residuals(),
-                                                                 "episode": str(path), "rejected": rejected})
+    new = _new_version(old, "head-camera", "hand-eye (OpenCV PARK start, least-squares refinement on reprojection)",
+                       args, {"head_camera": result.residuals(), "episode": str(path), "rejected": rejected},
+                       T_headtracker_cam=result.T_headtracker_cam)
     return _save(store, old, new)
 
 
@@ -163,10 +167,9 @@ def cmd_top_camera(args, config: RigConfig, store: CalibrationStore) -> int:
     T_tracker_board = np.array(board.T_tracker_board)
     T_world_topcam, residuals = solve_fixed_camera([p.T_world_tracker @ T_tracker_board for p in pairs],
                                                    [p.view for p in pairs], intrinsics)
-    new = dataclasses.replace(old, T_world_topcam=T_world_topcam, calibration_id=new_version_id("top-camera"),
-                              created=now_iso(), method=f"board with {args.board_tracker} on its mount",
-                              operator=args.operator, residuals={"top_camera": residuals, "episode": str(path),
-                                                                 "rejected": rejected})
+    new = _new_version(old, "top-camera", f"board with {args.board_tracker} on its mount", args,
+                       {"top_camera": residuals, "episode": str(path), "rejected": rejected},
+                       T_world_topcam=T_world_topcam)
     return _save(store, old, new)
 
 
@@ -206,11 +209,9 @@ def cmd_latency(args, config: RigConfig, store: CalibrationStore) -> int:
     offsets = dict(old.latency_offsets_ms)
     offsets["ego_camera"] = offsets.get("head_tracker", 0.0) + lag_ns / 1e6
     print(f"ego camera stamps lag the head tracker's by {lag_ns / 1e6:.2f} ms (correlation {score:.3f})")
-    new = dataclasses.replace(old, latency_offsets_ms=offsets, calibration_id=new_version_id("latency"),
-                              created=now_iso(), method="cross-correlation of angular speed (ego camera vs head tracker)",
-                              operator=args.operator, residuals={"latency": {"ego_camera_vs_head_tracker_ms":
-                                                                             round(lag_ns / 1e6, 3),
-                                                                             "correlation": round(score, 4)}})
+    new = _new_version(old, "latency", "cross-correlation of angular velocity (ego camera vs head tracker)", args,
+                       {"latency": {"ego_camera_vs_head_tracker_ms": round(lag_ns / 1e6, 3),
+                                    "correlation": round(score, 4)}}, latency_offsets_ms=offsets)
     return _save(store, old, new)
 
 
@@ -226,8 +227,9 @@ def cmd_roles(args, config: RigConfig, store: CalibrationStore) -> int:
     out.mkdir(parents=True, exist_ok=True)
     from capture_app.session import CaptureSession
     windows = []
-    t0 = time.monotonic_ns()  # prompts are scheduled from here (the simulated trackers' spells too)
+    t0 = time.monotonic_ns()
     with CaptureSession(config) as session:
+        t0 = sim_epoch_ns(session.config) or t0  # prompts from the simulation's epoch, like its motion spells
         if session.wait_for_streams(8):
             raise CalibrationFailed("trackers not delivering; run `capture-app doctor`")
         session.start_episode(out, name=f"calibration-{new_version_id('roles')}")
@@ -246,8 +248,7 @@ def cmd_roles(args, config: RigConfig, store: CalibrationStore) -> int:
             motion[d.serial or d.stream] = (t, speed)
     assigned = assign_roles(motion, windows)
     print("roles: " + ", ".join(f"{r} = {s}" for r, s in assigned.items()))
-    new = dataclasses.replace(old, tracker_serials=assigned, calibration_id=new_version_id("roles"), created=now_iso(),
-                              method="roles by motion", operator=args.operator, residuals={"roles": assigned})
+    new = _new_version(old, "roles", "roles by motion", args, {"roles": assigned}, tracker_serials=assigned)
     return _save(store, old, new)
 
 
@@ -264,8 +265,7 @@ def cmd_wrist(args, config: RigConfig, store: CalibrationStore) -> int:
             tx, ty, tz, rx, ry, rz = values
             R = Rotation.from_euler("xyz", [rx, ry, rz], degrees=True).as_matrix()
             mounts[hand] = make_transform(R, np.array([tx, ty, tz]) / 1000.0)
-    new = dataclasses.replace(old, T_wristtracker_wrist=mounts, calibration_id=new_version_id("wrist"),
-                              created=now_iso(), method="wrist mount CAD values", operator=args.operator)
+    new = _new_version(old, "wrist", "wrist mount CAD values", args, T_wristtracker_wrist=mounts)
     return _save(store, old, new)
 
 

@@ -53,7 +53,7 @@ class SimOptions:
     board_motion: str = "static"        # "handheld": the board is held and tilted above the table
     board: bool = False                 # cameras: draw the calibration board on the table
     mount: str = ""                     # trackers: "board" = fixed on the board's tracker mount
-    move_only_s: tuple = ()             # trackers: still except in these [start_s, end_s] spells
+    move_only_s: tuple = ()             # trackers: still except in these [start_s, end_s] after the epoch
     position_noise_mm: float = 0.0      # trackers: Gaussian measurement noise (std)
     rotation_noise_deg: float = 0.0
 
@@ -199,10 +199,8 @@ class SimTracker(SimDevice):
         self._noise_rng = np.random.default_rng([self.options.seed, zlib.crc32(config.stream.encode()), 2])
 
     def make_samples(self, t_s, tracking_lost):
-        if self.options.move_only_s:  # motion time advances only inside the spells
-            start = (self._start_ns - self.options.epoch_ns) / NS_PER_S
-            rel = np.asarray(t_s) - start
-            t_s = start + sum(np.clip(rel, a, b) - a for a, b in self.options.move_only_s)
+        if self.options.move_only_s:  # motion time advances only inside the spells (seconds after the epoch)
+            t_s = sum(np.clip(np.asarray(t_s), a, b) - a for a, b in self.options.move_only_s)
         T = np.array(self._T_world_tracker(t_s))
         o = self.options
         if o.position_noise_mm or o.rotation_noise_deg:
