@@ -25,7 +25,7 @@ from calibration.store import CalibrationStore, changes, describe, new_version_i
 from calibration.timing import assign_roles, estimate_lag_ns
 from capture_app.config import RigConfig, load_config, sim_epoch_ns, with_changes
 from capture_app.errors import CalibrationError
-from capture_app.geometry import make_transform, quat_to_matrix
+from capture_app.geometry import make_transform, quat_angle, quat_to_matrix
 
 TRACKER_NOISE = {"position_noise_mm": 0.3, "rotation_noise_deg": 0.05}
 SIM_TRACKERS = ("head_tracker", "left_wrist_tracker", "right_wrist_tracker")
@@ -119,6 +119,24 @@ def _ego_intrinsics_for(path: Path, calibration: Calibration, camera: str) -> Ca
     return k if (k.width, k.height) == (width, height) else k.scaled(width, height)
 
 
+def _glove_lag_ns(f, hand: str, raw: Calibration) -> tuple[float, float] | None:
+    """How much later the glove stamps the hand's rotation than its wrist tracker does (the angular speed of
+    the glove's IMU orientation against the tracker's; independent of how the two are mounted)."""
+    glove, tracker = f"{hand}_glove", f"{hand}_wrist_tracker"
+    if f"streams/{glove}/wrist_quat" not in f or f"streams/{tracker}" not in f:
+        return None
+    t_g = corrected_times(f, glove, raw)
+    q_g = f[f"streams/{glove}/wrist_quat"][:]
+    step = 4  # ~33 ms at 120 Hz, like the tracker's baseline below
+    speed_g = quat_angle(q_g[step:], q_g[:-step]) / ((t_g[step:] - t_g[:-step]) / 1e9)
+    t_t, speed_t = angular_speed(f, tracker, raw, baseline_s=step / 120.0)
+    lag, score = estimate_lag_ns((t_g[step:] + t_g[:-step]) / 2, speed_g, t_t, speed_t)
+    if score < 0.5:
+        raise CalibrationFailed(f"the {hand} glove's and wrist tracker's rotations correlate poorly ({score:.2f}); "
+                                f"rotate the {hand} wrist briskly back and forth")
+    return lag, score
+
+
 def _smooth(values: np.ndarray, n: int) -> np.ndarray:
     """Centred moving average over ``n`` samples (same length), per column."""
     if len(values) <= n:
@@ -209,9 +227,20 @@ def cmd_latency(args, config: RigConfig, store: CalibrationStore) -> int:
     offsets = dict(old.latency_offsets_ms)
     offsets["ego_camera"] = offsets.get("head_tracker", 0.0) + lag_ns / 1e6
     print(f"ego camera stamps lag the head tracker's by {lag_ns / 1e6:.2f} ms (correlation {score:.3f})")
-    new = _new_version(old, "latency", "cross-correlation of angular velocity (ego camera vs head tracker)", args,
-                       {"latency": {"ego_camera_vs_head_tracker_ms": round(lag_ns / 1e6, 3),
-                                    "correlation": round(score, 4)}}, latency_offsets_ms=offsets)
+    residuals = {"ego_camera_vs_head_tracker_ms": round(lag_ns / 1e6, 3), "correlation": round(score, 4)}
+    with h5py.File(path, "r") as f:
+        for hand in ("left", "right"):
+            glove_lag = _glove_lag_ns(f, hand, raw)
+            if glove_lag is None:
+                print(f"{hand} glove: no wrist orientation in its stream; latency not estimated", file=sys.stderr)
+                continue
+            lag, glove_score = glove_lag
+            offsets[f"{hand}_glove"] = offsets.get(f"{hand}_wrist_tracker", 0.0) + lag / 1e6
+            residuals[f"{hand}_glove_vs_wrist_tracker_ms"] = round(lag / 1e6, 3)
+            residuals[f"{hand}_glove_correlation"] = round(glove_score, 4)
+            print(f"{hand} glove stamps lag its wrist tracker's by {lag / 1e6:.2f} ms (correlation {glove_score:.3f})")
+    new = _new_version(old, "latency", "cross-correlation of angular velocity (ego camera vs head tracker, glove IMU "
+                       "vs wrist tracker)", args, {"latency": residuals}, latency_offsets_ms=offsets)
     return _save(store, old, new)
 
 

@@ -77,11 +77,14 @@ def test_top_camera_from_a_tracker_on_the_board(tmp_path):
 
 def test_latency_is_estimated_within_2_ms_of_the_injected_offset(tmp_path):
     config = with_changes(commands.sim_calibration_rig(), {"*": {"head_motion": "shake"},
-                                                            "ego_camera": {"latency_ms": 57.0}})
+                                                            "ego_camera": {"latency_ms": 57.0},
+                                                            "left_glove": {"latency_ms": 23.0}})
     store = CalibrationStore(tmp_path)
-    assert commands.cmd_latency(_args(duration=14.0), config, store) == 0
+    assert commands.cmd_latency(_args(duration=20.0), config, store) == 0
     offsets = store.current().latency_offsets_ms
     assert offsets["ego_camera"] == pytest.approx(57.0, abs=2.0)
+    assert offsets["left_glove"] == pytest.approx(23.0, abs=2.0)   # glove IMU against the wrist tracker
+    assert offsets["right_glove"] == pytest.approx(15.0, abs=2.0)
 
 
 def test_roles_are_assigned_by_motion(tmp_path, capsys):

@@ -75,8 +75,10 @@ class ManusGloves(Driver):
                 info, nodes = self._sdk.raw_skeleton(i)
                 positions = np.array([(n.transform.position.x, n.transform.position.y, n.transform.position.z)
                                       for n in nodes], dtype=np.float64)
+                rotations = np.array([(n.transform.rotation.w, n.transform.rotation.x, n.transform.rotation.y,
+                                       n.transform.rotation.z) for n in nodes], dtype=np.float64)
                 try:
-                    self._queue.put_nowait((t_capture, info.gloveId, int(info.publishTime.time), positions))
+                    self._queue.put_nowait((t_capture, info.gloveId, int(info.publishTime.time), positions, rotations))
                 except queue.Full:
                     self.dropped_in_callback += 1
         except BaseException as exc:  # kept for read(); raising into C would abort the process
@@ -87,7 +89,7 @@ class ManusGloves(Driver):
             error, self._callback_error = self._callback_error, None
             raise DeviceError(f"MANUS raw skeleton callback failed: {error}")
         try:
-            t_capture, glove_id, publish_time, positions = self._queue.get(timeout=0.2)
+            t_capture, glove_id, publish_time, positions, rotations = self._queue.get(timeout=0.2)
         except queue.Empty:
             return None
         if glove_id not in self._topology:
@@ -97,7 +99,9 @@ class ManusGloves(Driver):
         side, order = self._topology[glove_id]
         R = self.options.R_wrist_sdk_left if side == "left" else self.options.R_wrist_sdk_right
         keypoints = wrist_frame_keypoints(positions, order, R).astype(np.float32)
-        return Sample(t_capture, {"keypoints": keypoints}, stream=self._streams[side], t_device_ns=publish_time)
+        wrist_quat = rotations[order[0]]  # the hand root's orientation from the glove's IMU
+        return Sample(t_capture, {"keypoints": keypoints, "wrist_quat": wrist_quat}, stream=self._streams[side],
+                      t_device_ns=publish_time)
 
     def close(self) -> None:
         if self._sdk is not None:

@@ -23,7 +23,7 @@ import numpy as np
 
 from capture_app.clock import NS_PER_S, now_ns, sleep_until_ns, stamp_skew_ns
 from calibration.board import BoardConfig
-from capture_app.geometry import axis_angle_to_matrix, invert_transform, transform_to_pose
+from capture_app.geometry import axis_angle_to_matrix, invert_transform, matrix_to_quat, transform_to_pose
 from drivers.base import Driver, Sample
 from drivers.sim.calibration import EGO_INTRINSICS_720P, TOP_INTRINSICS_480P
 from drivers.sim.motion import MODEL_VERSION, MotionModel, true_rig_geometry
@@ -224,7 +224,9 @@ class SimGlove(SimDevice):
     def make_samples(self, t_s, tracking_lost):
         keypoints, self._last = _hold_last_valid(self.motion.keypoints(t_s, self.hand).astype(np.float32),
                                                  tracking_lost, self._last)
-        return [Sample(0, {"keypoints": k}) for k in keypoints]
+        # the glove's own IMU orientation of the hand (here: the world rotation of the wrist frame)
+        imu = matrix_to_quat(self.motion.T_world_wrist(t_s, self.hand)[..., :3, :3])
+        return [Sample(0, {"keypoints": k, "wrist_quat": q}) for k, q in zip(keypoints, imu)]
 
 
 class _SimCamera(SimDevice):
