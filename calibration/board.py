@@ -129,3 +129,18 @@ def write_printable(board: BoardConfig, png_path: str, pdf_path: str | None = No
                          f"ChArUco {board.columns}x{board.rows}, square {board.square_m * 1000:.1f} mm, marker "
                          f"{board.marker_m * 1000:.1f} mm, {board.dictionary}. Print at 100%; measure a square.")
         painter.end()
+
+
+def T_board_wrist_mark(hand: str) -> np.ndarray:
+    """Where a hand lies for the wrist-mount procedure, in the board frame (metres).
+
+    Palm down on the board, the wrist centre 15 mm above the printed mark (left at (60, 80) mm,
+    right at (60, 220) mm from the board's origin corner), the middle finger along the board's +x.
+    Left wrist frame: +x (to the fingertips) = board +x; right: +x (to the elbow) = board -x;
+    both: +y (palm -> back) = board -z (up from the board).
+    """
+    up = np.array([0.0, 0.0, -1.0])
+    x = np.array([1.0, 0.0, 0.0]) if hand == "left" else np.array([-1.0, 0.0, 0.0])
+    R = np.column_stack([x, up, np.cross(x, up)])
+    position = [0.06, 0.08, -0.015] if hand == "left" else [0.06, 0.22, -0.015]
+    return make_transform(R, position)

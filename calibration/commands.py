@@ -282,9 +282,12 @@ def cmd_roles(args, config: RigConfig, store: CalibrationStore) -> int:
 
 
 def cmd_wrist(args, config: RigConfig, store: CalibrationStore) -> int:
-    """T_wristtracker_wrist from the mount's CAD values: translation (mm) and rotation (deg, xyz)."""
+    """T_wristtracker_wrist from the mount's CAD values: translation (mm) and rotation (deg, xyz),
+    or (``--procedure``) from the hands resting on the board's wrist marks under the top camera."""
     from scipy.spatial.transform import Rotation
     old = base_calibration(store, config)
+    if args.procedure:
+        return _wrist_procedure(args, config, store, old)
     mounts = dict(old.T_wristtracker_wrist)
     if args.left is None and args.right is None:
         raise CalibrationFailed("give --left and/or --right TX TY TZ RX RY RZ (mm, degrees) from the mount drawing")
@@ -295,6 +298,48 @@ def cmd_wrist(args, config: RigConfig, store: CalibrationStore) -> int:
             R = Rotation.from_euler("xyz", [rx, ry, rz], degrees=True).as_matrix()
             mounts[hand] = make_transform(R, np.array([tx, ty, tz]) / 1000.0)
     new = _new_version(old, "wrist", "wrist mount CAD values", args, T_wristtracker_wrist=mounts)
+    return _save(store, old, new)
+
+
+def _wrist_procedure(args, config: RigConfig, store: CalibrationStore, old: Calibration) -> int:
+    """Board on the table in the (calibrated) top camera's view; both hands palm down on its wrist marks,
+    middle fingers along the board's +x, still. The board's world pose comes from the top camera, each
+    wrist's from the mark; the mount is inv(T_world_wristtracker) @ T_world_wrist, averaged."""
+    import h5py
+    from calibration.board import T_board_wrist_mark
+    from calibration.data import tracker_pose_at
+    from calibration.handeye import _mean_transform
+    from capture_app.geometry import invert_transform
+    board = BoardConfig()
+    path = _episode(args, config, store)
+    intrinsics = _ego_intrinsics_for(path, old, "top_camera")
+    detector = BoardDetector(board)
+    boards, times = [], []
+    with h5py.File(path, "r") as f:
+        frame_times = corrected_times(f, "top_camera", old)
+        for row in range(0, len(frame_times), 3):
+            image = cv2.cvtColor(cv2.imdecode(f["streams/top_camera/color"][row], cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+            view = detector.detect(image, intrinsics)
+            if view is not None:
+                boards.append(old.T_world_topcam @ view.T_cam_board)
+                times.append(frame_times[row])
+        if len(boards) < 5:
+            raise CalibrationFailed(f"the top camera saw the board in only {len(boards)} frames: put the board in its "
+                                    f"view (and calibrate the top camera first)")
+        T_world_board = _mean_transform(boards)
+        mounts, residuals = dict(old.T_wristtracker_wrist), {}
+        for hand in ("left", "right"):
+            poses = [T for T in tracker_pose_at(f, f"{hand}_wrist_tracker", old, np.array(times)) if T is not None]
+            if len(poses) < 5:
+                raise CalibrationFailed(f"the {hand} wrist tracker was not tracked while the hand lay on the board")
+            spread = max(np.linalg.norm(T[:3, 3] - poses[0][:3, 3]) for T in poses) * 1000
+            if spread > 5:
+                raise CalibrationFailed(f"the {hand} hand moved {spread:.1f} mm during the procedure; keep it still")
+            T_world_wrist = T_world_board @ T_board_wrist_mark(hand)
+            mounts[hand] = _mean_transform([invert_transform(T) @ T_world_wrist for T in poses])
+            residuals[hand] = {"samples": len(poses), "tracker_spread_mm": round(spread, 2)}
+    new = _new_version(old, "wrist", "hands on the board's wrist marks under the top camera", args,
+                       {"wrist": residuals, "episode": str(path)}, T_wristtracker_wrist=mounts)
     return _save(store, old, new)
 
 
@@ -325,6 +370,8 @@ def run(args) -> int:
             config = with_changes(config, {"*": {"board_motion": "handheld"}})
         if args.what == "latency":
             config = with_changes(config, {"*": {"head_motion": "shake"}})
+        if args.what == "wrist" and args.procedure:
+            config = with_changes(config, {"*": {"hand_motion": "on_board"}})
         if args.what == "roles":
             spells = {"head_tracker": [[args.settle, args.settle + args.window]],
                       "left_wrist_tracker": [[args.settle + args.window, args.settle + 2 * args.window]],
@@ -360,9 +407,10 @@ def add_parser(sub) -> None:
         source.add_argument("--sim", action="store_true", help="the simulated rig (the default)")
         source.add_argument("--config", help="rig config TOML")
         p.add_argument("--operator", default="", help="who calibrated")
-        if name in ("head-camera", "top-camera", "latency"):
+        if name in ("head-camera", "top-camera", "latency", "wrist"):
             p.add_argument("--episode", help="solve from this recorded calibration episode instead of recording")
-            p.add_argument("--duration", type=float, default=20.0, help="seconds to record")
+            p.add_argument("--duration", type=float, default=20.0 if name != "wrist" else 3.0,
+                           help="seconds to record")
         if name == "head-camera":
             p.add_argument("--max-views", type=int, default=30, help="views used by the solver (spread over rotations)")
         if name == "top-camera":
@@ -373,6 +421,8 @@ def add_parser(sub) -> None:
         if name == "wrist":
             p.add_argument("--left", nargs=6, type=float, metavar=("TX", "TY", "TZ", "RX", "RY", "RZ"))
             p.add_argument("--right", nargs=6, type=float, metavar=("TX", "TY", "TZ", "RX", "RY", "RZ"))
+            p.add_argument("--procedure", action="store_true",
+                           help="measure instead: hands palm down on the board's wrist marks (README)")
     calibrate.set_defaults(func=run)
 
 

@@ -258,7 +258,7 @@ def with_changes(config: RigConfig, driver_options: dict[str, dict] | None = Non
     for d in changes.pop("drivers", config.drivers):
         extra = {**(driver_options or {}).get("*", {}), **(driver_options or {}).get(d.name, {})}
         if d.stream == "ground_truth":
-            extra = {k: v for k, v in extra.items() if k in ("seed", "speed", "head_motion", "board_motion", "epoch_ns")}
+            extra = {k: v for k, v in extra.items() if k in ("seed", "speed", "head_motion", "board_motion", "hand_motion", "epoch_ns")}
         drivers.append(dataclasses.replace(d, options={**d.options, **extra}) if extra else d)
     changed = dataclasses.replace(config, drivers=tuple(drivers), **changes)
     return dataclasses.replace(changed, source_text=to_toml(changed))

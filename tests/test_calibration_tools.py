@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 def _args(**kw):
     defaults = dict(operator="test", episode=None, duration=14.0, max_views=30, board_tracker="left_wrist_tracker",
-                    window=2.0, settle=3.0)
+                    window=2.0, settle=3.0, procedure=False, left=None, right=None)
     return argparse.Namespace(**{**defaults, **kw})
 
 
@@ -111,3 +111,13 @@ def test_board_images_are_written(tmp_path):
     from calibration.board import BoardConfig, BoardDetector
     assert BoardDetector(BoardConfig()).corners(image) is not None  # the printed board is detectable
     assert (tmp_path / "charuco_board.pdf").read_bytes()[:4] == b"%PDF"
+
+
+def test_wrist_mounts_from_the_hands_on_the_board(tmp_path):
+    assert main(["calibrate", "wrist", "--sim", "--procedure", "--duration", "3", "--calibration-dir", str(tmp_path)]) == 0
+    truth = true_rig_geometry()
+    for hand in ("left", "right"):
+        result = CalibrationStore(tmp_path).current().T_wristtracker_wrist[hand]
+        expected = truth[f"T_wristtracker_wrist_{hand}"]
+        assert np.linalg.norm(result[:3, 3] - expected[:3, 3]) < 0.003
+        assert np.degrees(rotation_angle(result[:3, :3], expected[:3, :3])) < 0.5

@@ -51,6 +51,7 @@ class SimOptions:
     height: int = 0
     head_motion: str = "work"           # "survey": circle the table looking at it (calibration)
     board_motion: str = "static"        # "handheld": the board is held and tilted above the table
+    hand_motion: str = "work"           # "on_board": hands resting on the board's wrist marks
     board: bool = False                 # cameras: draw the calibration board on the table
     mount: str = ""                     # trackers: "board" = fixed on the board's tracker mount
     move_only_s: tuple = ()             # trackers: still except in these [start_s, end_s] after the epoch
@@ -68,7 +69,7 @@ class SimOptions:
                 if any(b <= a for a, b in spells):
                     raise ValueError(f"option {f.name} = {value!r}: each spell needs end_s > start_s")
                 object.__setattr__(self, f.name, spells)
-            elif f.name in ("head_motion", "board_motion", "board", "mount"):
+            elif f.name in ("head_motion", "board_motion", "hand_motion", "board", "mount"):
                 continue
             elif f.name not in ("seed", "epoch_ns", "device_clock_offset_s", "device_clock_drift_ppm") and (
                     not isinstance(value, (int, float)) or value < 0):
@@ -96,7 +97,7 @@ class SimDevice(Driver):
     def __init__(self, config, bus_endpoint, **kwargs):
         super().__init__(config, bus_endpoint, **kwargs)
         o = self.options
-        self.motion = MotionModel(o.seed, o.speed, o.head_motion, o.board_motion)
+        self.motion = MotionModel(o.seed, o.speed, o.head_motion, o.board_motion, o.hand_motion)
         self.geometry = true_rig_geometry()
         stream_key = zlib.crc32(config.stream.encode())
         self._rng = np.random.default_rng([o.seed, stream_key])

@@ -60,12 +60,16 @@ class MotionModel:
     ``speed`` scales how fast the cycle runs (1.0: a 4.5 s cycle, ~0.7 m/s peaks).
     """
 
-    def __init__(self, seed: int = 0, speed: float = 1.0, head_motion: str = "work", board_motion: str = "static"):
+    def __init__(self, seed: int = 0, speed: float = 1.0, head_motion: str = "work", board_motion: str = "static",
+                 hand_motion: str = "work"):
         if head_motion not in ("work", "survey", "shake"):
             raise ValueError(f"head_motion {head_motion!r}: expected work, survey or shake")
         if board_motion not in ("static", "handheld"):
             raise ValueError(f"board_motion {board_motion!r}: expected static or handheld")
         self.board_motion = board_motion
+        if hand_motion not in ("work", "on_board"):
+            raise ValueError(f"hand_motion {hand_motion!r}: expected work or on_board")
+        self.hand_motion = hand_motion
         self.seed = int(seed)
         self.speed = float(speed)
         self.head_motion = head_motion
@@ -169,6 +173,10 @@ class MotionModel:
 
     def T_world_wrist(self, t, hand: str) -> np.ndarray:
         """True wrist-frame pose (..., 4, 4) of ``hand`` ('left'/'right') in the world."""
+        if self.hand_motion == "on_board":  # resting on the board's wrist mark (calibration procedure)
+            from calibration.board import BoardConfig, T_board_wrist_mark
+            board = BoardConfig()
+            return self.T_world_board(t, board.width_m, board.height_m) @ T_board_wrist_mark(hand)
         state = self._hand_state(t, hand)
         rest = R_WORLD_LEFT_WRIST_REST if hand == "left" else R_WORLD_RIGHT_WRIST_REST
         zeros = np.zeros_like(state[..., 3])
