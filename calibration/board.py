@@ -91,7 +91,10 @@ class BoardDetector:
         found = self.corners(image)
         if found is None:
             return None
-        object_points, image_points = found
+        return self.pose(*found, intrinsics)
+
+    def pose(self, object_points: np.ndarray, image_points: np.ndarray, intrinsics: CameraIntrinsics) -> BoardView | None:
+        """PnP of detected corners with ``intrinsics``."""
         K, dist = intrinsics.K, np.asarray(intrinsics.distortion, dtype=float)
         ok, rvec, tvec = cv2.solvePnP(object_points, image_points, K, dist, flags=cv2.SOLVEPNP_ITERATIVE)
         if not ok:

@@ -119,6 +119,23 @@ def _ego_intrinsics_for(path: Path, calibration: Calibration, camera: str) -> Ca
     return k if (k.width, k.height) == (width, height) else k.scaled(width, height)
 
 
+def calibrate_intrinsics(pairs, guess: CameraIntrinsics, max_views: int = 40) -> tuple[CameraIntrinsics, float]:
+    """Pinhole intrinsics and distortion from the board corners of (up to ``max_views``) views."""
+    views = [p.view for p in pairs][:: max(1, len(pairs) // max_views)]
+    if len(views) < 8:
+        raise CalibrationFailed(f"only {len(views)} board views to calibrate the camera's intrinsics (need 8)")
+    objects = [v.object_points.astype(np.float32) for v in views]
+    images = [v.image_points.astype(np.float32) for v in views]
+    rms, K, dist, _, _ = cv2.calibrateCamera(objects, images, (guess.width, guess.height), guess.K.copy(),
+                                             np.zeros(5), flags=cv2.CALIB_USE_INTRINSIC_GUESS)
+    if rms > 1.0:
+        raise CalibrationFailed(f"camera intrinsics reproject with {rms:.2f} px (limit 1): more views, closer, "
+                                f"with the board in the image corners too")
+    k = CameraIntrinsics(guess.width, guess.height, float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2]),
+                         tuple(float(x) for x in dist.ravel()[:5]))
+    return k, float(rms)
+
+
 def _glove_lag_ns(f, hand: str, raw: Calibration) -> tuple[float, float] | None:
     """How much later the glove stamps the hand's rotation than its wrist tracker does (the angular speed of
     the glove's IMU orientation against the tracker's; independent of how the two are mounted)."""
@@ -163,15 +180,26 @@ def cmd_head_camera(args, config: RigConfig, store: CalibrationStore) -> int:
     board = BoardConfig()
     path = _episode(args, config, store, HeadCameraGuide(board, old.ego_intrinsics))
     intrinsics = _ego_intrinsics_for(path, old, "ego_camera")
-    pairs, rejected = board_pairs(str(path), old, "ego_camera", "head_tracker", intrinsics, BoardDetector(board))
+    detector = BoardDetector(board)
+    pairs, rejected = board_pairs(str(path), old, "ego_camera", "head_tracker", intrinsics, detector,
+                                  max_pnp_error_px=None if args.intrinsics else 1.0)
     print(f"{len(pairs)} usable views; rejected: {rejected}", file=sys.stderr)
+    fields = {}
+    if args.intrinsics:  # the camera gives none (UVC): calibrate them from the same board corners
+        intrinsics, rms = calibrate_intrinsics(pairs, intrinsics)
+        pairs = [dataclasses.replace(p, view=detector.pose(p.view.object_points, p.view.image_points, intrinsics))
+                 for p in pairs]
+        pairs = [p for p in pairs if p.view is not None and p.view.reprojection_px <= 1.0]
+        fields["ego_intrinsics"] = intrinsics
+        print(f"ego intrinsics: fx {intrinsics.fx:.1f} fy {intrinsics.fy:.1f} cx {intrinsics.cx:.1f} "
+              f"cy {intrinsics.cy:.1f}, reprojection {rms:.3f} px", file=sys.stderr)
     chosen = select_views([p.T_world_tracker for p in pairs], args.max_views)
     result = solve_head_camera([pairs[i].T_world_tracker for i in chosen], [pairs[i].view for i in chosen], intrinsics)
     for name, (deg, mm) in result.methods.items():
         print(f"  OpenCV {name:<10} differs from the refined result by {deg:.3f} deg, {mm:.2f} mm")
     new = _new_version(old, "head-camera", "hand-eye (OpenCV PARK start, least-squares refinement on reprojection)",
                        args, {"head_camera": result.residuals(), "episode": str(path), "rejected": rejected},
-                       T_headtracker_cam=result.T_headtracker_cam)
+                       T_headtracker_cam=result.T_headtracker_cam, **fields)
     return _save(store, old, new)
 
 
@@ -413,6 +441,8 @@ def add_parser(sub) -> None:
                            help="seconds to record")
         if name == "head-camera":
             p.add_argument("--max-views", type=int, default=30, help="views used by the solver (spread over rotations)")
+            p.add_argument("--intrinsics", action="store_true",
+                           help="also calibrate the ego camera's intrinsics (for a camera that gives none, e.g. UVC)")
         if name == "top-camera":
             p.add_argument("--board-tracker", default="left_wrist_tracker", help="the tracker fixed on the board's mount")
         if name == "roles":

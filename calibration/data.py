@@ -54,8 +54,8 @@ def angular_speed(f: h5py.File, stream: str, calibration: Calibration,
 
 
 def board_pairs(path: str, calibration: Calibration, camera: str, tracker: str, intrinsics: CameraIntrinsics,
-                detector: BoardDetector, every: int = 2,
-                max_speed: float | None = MAX_ANGULAR_SPEED_RAD_S) -> tuple[list[Pair], dict]:
+                detector: BoardDetector, every: int = 2, max_speed: float | None = MAX_ANGULAR_SPEED_RAD_S,
+                max_pnp_error_px: float | None = 1.0) -> tuple[list[Pair], dict]:
     """Every ``every``-th frame of ``camera`` with the board detected, paired with ``tracker``'s pose
     at the frame's corrected capture time. Returns the pairs and counts of rejected frames by reason."""
     rejected = {"board not seen": 0, "tracker invalid": 0, "moving too fast": 0}
@@ -75,7 +75,7 @@ def board_pairs(path: str, calibration: Calibration, camera: str, tracker: str, 
                 continue
             image = cv2.cvtColor(cv2.imdecode(f[f"streams/{camera}/color"][row], cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
             view = detector.detect(image, intrinsics)
-            if view is None or view.reprojection_px > 1.0:
+            if view is None or (max_pnp_error_px is not None and view.reprojection_px > max_pnp_error_px):
                 rejected["board not seen"] += 1
                 continue
             pairs.append(Pair(int(frame_times[row]), T, view))

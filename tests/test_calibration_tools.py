@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 def _args(**kw):
     defaults = dict(operator="test", episode=None, duration=14.0, max_views=30, board_tracker="left_wrist_tracker",
-                    window=2.0, settle=3.0, procedure=False, left=None, right=None)
+                    window=2.0, settle=3.0, procedure=False, left=None, right=None, intrinsics=False)
     return argparse.Namespace(**{**defaults, **kw})
 
 
@@ -121,3 +121,21 @@ def test_wrist_mounts_from_the_hands_on_the_board(tmp_path):
         expected = truth[f"T_wristtracker_wrist_{hand}"]
         assert np.linalg.norm(result[:3, 3] - expected[:3, 3]) < 0.003
         assert np.degrees(rotation_angle(result[:3, :3], expected[:3, :3])) < 0.5
+
+
+def test_head_camera_also_calibrates_intrinsics_when_the_camera_gives_none(tmp_path):
+    """Start from wrong intrinsics (as a UVC camera has none): --intrinsics recovers them and the mount."""
+    import dataclasses
+    store = CalibrationStore(tmp_path)
+    config = commands.sim_calibration_rig()
+    true_k = commands.base_calibration(store, config).ego_intrinsics
+    wrong = dataclasses.replace(commands.base_calibration(store, config), calibration_id="wrong-intrinsics",
+                                ego_intrinsics=dataclasses.replace(true_k, fx=true_k.fx * 0.93, fy=true_k.fy * 0.93,
+                                                                   cx=true_k.cx + 15))
+    store.save(wrong)
+    assert commands.cmd_head_camera(_args(duration=16.0, intrinsics=True), config, store) == 0
+    k = store.current().ego_intrinsics
+    assert k.fx == pytest.approx(true_k.fx, rel=0.01) and k.fy == pytest.approx(true_k.fy, rel=0.01)
+    assert k.cx == pytest.approx(true_k.cx, abs=3) and k.cy == pytest.approx(true_k.cy, abs=3)
+    truth = true_rig_geometry()["T_headtracker_cam"]
+    assert np.linalg.norm(store.current().T_headtracker_cam[:3, 3] - truth[:3, 3]) < 0.004
