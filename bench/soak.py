@@ -56,8 +56,11 @@ def main() -> None:
         cpu, cpu_child = process_cpu_seconds(os.getpid()) - cpu0, process_cpu_seconds(child) - child0
     late = np.array(lateness) / 1e6
     growth = (rss[-1] - rss[0]) / rss[0] * 100 if len(rss) > 1 else 0.0
+    warm = rss[3] if len(rss) > 4 else rss[0]  # allocators and HDF5 caches settle over the first episodes
+    growth_after_warmup = (rss[-1] - warm) / warm * 100
     print(f"{k} episodes, {args.minutes:.0f} min, {samples} samples: lost {lost}, layout problems {problems}")
-    print(f"app RSS after episode 1: {rss[0]:.0f} MB, after the last: {rss[-1]:.0f} MB, growth {growth:.1f}%")
+    print(f"app RSS after episode 1: {rss[0]:.0f} MB, after the last: {rss[-1]:.0f} MB, growth {growth:.1f}%; "
+          f"after the warm-up (episode 4: {warm:.0f} MB): {growth_after_warmup:.1f}%")
     print(f"tick lateness: median {np.median(late):.2f} ms, p99 {pct(late, 99):.2f} ms, max {late.max():.2f} ms, "
           f"late by a whole period: {(late >= 50).sum()} of {len(late)}")
     print(f"CPU per 50 ms tick: app {1000 * cpu / ticks:.1f} ms, simulator process {1000 * cpu_child / ticks:.1f} ms")
