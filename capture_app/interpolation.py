@@ -111,10 +111,3 @@ def nearest(times_ns: np.ndarray, t_ns: int, limits: Limits) -> Evaluation:
     if dt > limits.max_image_offset_ns:
         return Evaluation(None, MISSING, dt, j)
     return Evaluation(None, NEAREST, dt, j)
-
-
-def latest(times_ns: np.ndarray, values: np.ndarray, tracking: np.ndarray) -> Evaluation:
-    """The naive baseline peers use: the newest sample, whatever its age (for benchmarks only)."""
-    if len(times_ns) == 0:
-        return _NONE
-    return Evaluation(np.array(values[-1], dtype=float), INTERPOLATED, 0, len(times_ns) - 1)

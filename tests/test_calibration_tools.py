@@ -12,6 +12,7 @@ from calibration.store import CalibrationStore
 from capture_app.cli import main
 from capture_app.config import with_changes
 from capture_app.geometry import rotation_angle
+from drivers.sim.calibration import EGO_INTRINSICS_720P
 from drivers.sim.motion import true_rig_geometry
 
 pytestmark = pytest.mark.slow
@@ -61,8 +62,7 @@ def test_degenerate_motion_is_refused(tmp_path):
         c, s = np.cos(0.1 * i), np.sin(0.1 * i)
         T[:3, :3] = [[c, -s, 0], [s, c, 0], [0, 0, 1]]  # about one axis only
     with pytest.raises(CalibrationFailed, match="degenerate motion"):
-        solve_head_camera(spin, views, commands.sim_calibration_rig and __import__(
-            "drivers.sim.calibration", fromlist=["x"]).EGO_INTRINSICS_720P)
+        solve_head_camera(spin, views, EGO_INTRINSICS_720P)
 
 
 def test_top_camera_from_a_tracker_on_the_board(tmp_path):
