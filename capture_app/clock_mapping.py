@@ -27,6 +27,11 @@ class ClockEstimate:
 
 
 class ClockMapper:
+    """Maps one device clock onto the host clock; ``describe()`` gives the fit and its residual
+    (arrival minus mapped time: the transport delay above its minimum, i.e. the arrival jitter)."""
+
+    resets = 0  # times the device clock jumped back and the fit started again
+
     def __init__(self, window_ns: int = 1_000_000_000, history: int = 60):
         self.window_ns = int(window_ns)
         self._minima: deque[tuple[int, int]] = deque(maxlen=history)  # (device_ns, arrival - device)
@@ -34,6 +39,7 @@ class ClockMapper:
         self._window_min: tuple[int, int] | None = None
         self._reference: int | None = None
         self.estimate: ClockEstimate | None = None
+        self._residuals: deque[int] = deque(maxlen=300)  # arrival - mapped time: transport delay + jitter
 
     def add(self, device_ns: int, arrival_ns: int) -> None:
         """Feed one (device time, host arrival time) pair, both in ns."""
@@ -43,6 +49,7 @@ class ClockMapper:
             self._window_start = device_ns
         if device_ns < self._window_start:  # device clock jumped back: start again
             self.__init__(self.window_ns, self._minima.maxlen)
+            self.resets += 1
             return self.add(device_ns, arrival_ns)
         difference = arrival_ns - device_ns
         if self._window_min is None or difference < self._window_min[1]:
@@ -51,6 +58,7 @@ class ClockMapper:
             self._minima.append(self._window_min)
             self._window_start, self._window_min = device_ns, None
         self._fit(device_ns, difference)
+        self._residuals.append(arrival_ns - self.to_host(device_ns))
 
     def _fit(self, device_ns: int, difference: int) -> None:
         points = list(self._minima)  # completed windows only: an open one's minimum is not an envelope yet
@@ -75,4 +83,7 @@ class ClockMapper:
         e = self.estimate
         if e is None:
             return {}
-        return {"offset_ns": round(e.offset_ns), "drift_ppm": round(e.drift_ppm, 3), "windows": e.windows}
+        residual = np.array(self._residuals, dtype=float) / 1e6
+        return {"offset_ns": round(e.offset_ns), "drift_ppm": round(e.drift_ppm, 3), "windows": e.windows,
+                "residual_median_ms": round(float(np.median(residual)), 3),
+                "residual_p95_ms": round(float(np.percentile(residual, 95)), 3), "resets": self.resets}

@@ -35,13 +35,21 @@ class Check:
     next_step: str = ""
 
 
+def sdk_version(kind: str, module) -> str:
+    """An SDK's version as the SDK itself reports it (pyzed.sl has no __version__)."""
+    if kind == "zed":
+        from drivers.zed import sdk_version as zed_sdk_version
+        return zed_sdk_version(module)
+    return str(getattr(module, "__version__", "unknown"))
+
+
 def sdk_versions(config: RigConfig) -> list[Check]:
     checks = []
     for kind in sorted({d.type for d in config.drivers} & set(SDK_MODULES)):
         module, install = SDK_MODULES[kind]
         try:
             m = importlib.import_module(module)
-            checks.append(Check(f"SDK {module}", True, f"version {getattr(m, '__version__', 'unknown')}"))
+            checks.append(Check(f"SDK {module}", True, f"version {sdk_version(kind, m)}"))
         except Exception as exc:  # an SDK can fail to import in several ways (missing .so, ...)
             optional = kind == "zed"
             detail = f"not installed (optional: the UVC fallback is used) ({exc})" if optional else f"not importable: {exc}"

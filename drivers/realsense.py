@@ -1,25 +1,44 @@
 """RealSense D435 (top camera) through pyrealsense2: colour + depth, or a recording played back.
 
-A live camera is chosen by serial (rig config ``serial``). ``playback_file`` plays a
-``.bag`` / ``.db3`` recording through the same SDK pipeline instead. Each colour frame is
-published once, with the depth frame of the same timestamp (aligned to colour by
-default). The frame's hardware/global timestamp is mapped onto the host clock; the
-intrinsics, depth scale and depth-to-colour extrinsics are published as device info.
+A live camera is chosen by serial (rig config ``serial``); ``playback_file`` plays a
+``.bag`` / ``.db3`` recording through the same SDK device API instead. Both sensors are
+started with a callback that copies each frame out at once (stamping the host arrival
+time), so no SDK frame is held and none is dropped by a queue of the SDK's; each colour
+frame is then paired with the depth frame nearest in device time (``rgbd_pairing``) and
+published once, with the colour frame number as ``seq`` (a dropped frame is a gap).
+
+Depth is published as the sensor gives it (not aligned to colour: alignment resamples and
+zeroes 3-5 % of the pixels); the depth and colour intrinsics, the depth-to-colour
+extrinsics and the depth scale are device info, so any tool can align it exactly later.
+
+Time: ``get_timestamp()`` is in milliseconds, in the domain ``get_frame_timestamp_domain()``
+names (hardware_clock, system_time or global_time), stored as device info. Device times are
+mapped onto the host clock (``ClockMapper``), whose fit and residual are device info too.
+
+Playback: the recording is read as fast as it is consumed (``set_real_time(False)``) and,
+with ``real_time = true``, paced by the frames' own timestamps, so a recording fed faster
+than real time still plays at its recorded pace.
 """
 
 from __future__ import annotations
 
 import os
+import threading
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
 
-from capture_app.clock import now_ns
+from capture_app.clock import NS_PER_S, now_ns, sleep_until_ns
 from capture_app.clock_mapping import ClockMapper
 from capture_app.errors import DeviceNotFoundError, DeviceTimeoutError
 from drivers.base import Driver, Sample, import_sdk
+from drivers.rgbd_pairing import Frame, FramePairer
 
 INSTALL_HINT = "apt-get install -y libusb-1.0-0 && pip install pyrealsense2 (or: pip install 'capture-app[realsense]')"
+SILENCE_LIMIT_NS = 3 * NS_PER_S
+PLAYBACK_BUFFER = 8   # frames copied ahead of the consumer when playing a file (the SDK waits for us)
+LIVE_BUFFER = 64      # frames buffered from a live camera before new ones are dropped (and counted)
 
 
 def import_realsense():
@@ -32,9 +51,8 @@ class RealSenseOptions:
     width: int = 640
     height: int = 480
     depth: bool = True
-    align_depth_to_color: bool = True
     playback_file: str = ""
-    real_time: bool = True
+    real_time: bool = True      # playback: pace by the recorded timestamps (false: as fast as consumed)
     timeout_ms: int = 1000
 
 
@@ -51,64 +69,111 @@ class RealSenseCamera(Driver):
 
     def __init__(self, config, bus_endpoint, **kwargs):
         super().__init__(config, bus_endpoint, **kwargs)
-        self._pipeline = None
-        self._align = None
-        self._last_color_number = None
+        self._rs = None
+        self._sensors = []
+        self._playback = None
+        self._frames: deque[tuple[str, Frame]] = deque()
+        self._frames_cond = threading.Condition()
+        self._closing = False
+        self._pairer = FramePairer(config.rate_hz)
+        self._ready: deque = deque()
         self._clock = ClockMapper()
         self._silent_since = None
+        self._seq_offset: int | None = None
+        self._last_frame_seq: int | None = None
+        self._pace_origin: tuple[int, float] | None = None
         self.playback_finished = False
         self.depth_scale_m = 0.001
+        self.dropped_frames = 0      # frames a live camera delivered faster than we could take them
+        self.unpaired_colors = 0     # colour frames published without a depth frame (depth dropped)
 
+    # --- open -------------------------------------------------------------------------
     def open(self) -> None:
-        rs = import_realsense()
+        rs = self._rs = import_realsense()
         o = self.options
         context = rs.context()
-        config = rs.config()
-        where = ""
         if o.playback_file:
             if not os.path.exists(o.playback_file):
                 raise DeviceNotFoundError(f"RealSense recording {o.playback_file} not found; fix options.playback_file "
                                           f"of driver {self.config.name!r}")
-            config.enable_device_from_file(o.playback_file, repeat_playback=False)
+            try:
+                device = context.load_device(o.playback_file)
+            except RuntimeError as exc:
+                raise DeviceNotFoundError(f"RealSense recording {o.playback_file} cannot be played: {exc}; record it "
+                                          f"again or fix options.playback_file") from None
+            self._playback = device.as_playback()
+            self._playback.set_real_time(False)  # we pace by the frames' own timestamps
             where = f"recording {o.playback_file}"
         else:
-            serials = [d.get_info(rs.camera_info.serial_number) for d in context.query_devices()]
-            wanted = self.config.serial
-            if not serials or (wanted and wanted not in serials):
-                found = ", ".join(serials) if serials else "none"
-                raise DeviceNotFoundError(
-                    f"RealSense {wanted or '(any)'} for {self.config.stream} not connected (found: {found}). Plug it "
-                    f"into a USB 3 port, install the udev rules (README: 'udev rules') and run `capture-app doctor`.")
-            if wanted:
-                config.enable_device(wanted)
-            fps = int(round(self.config.rate_hz))
-            config.enable_stream(rs.stream.color, o.width, o.height, rs.format.rgb8, fps)
-            if o.depth:
-                config.enable_stream(rs.stream.depth, o.width, o.height, rs.format.z16, fps)
-            where = f"camera {wanted}"
-        pipeline = rs.pipeline(context)
+            device = self._find_camera(rs, context)
+            where = f"camera {self.config.serial or '(any)'}"
+        profiles = self._choose_profiles(rs, device)
+        self._closing = False
+        self._frames.clear()
+        self._pace_origin = None
+        self._seq_offset = None
         try:
-            profile = pipeline.start(config)
+            for sensor, profile in profiles:
+                sensor.open(profile)
+                self._sensors.append(sensor)
+            for sensor in self._sensors:
+                sensor.start(self._on_frame)
         except RuntimeError as exc:
             raise DeviceNotFoundError(f"RealSense {where} could not start: {exc}. Check the cable, that no other "
                                       f"program uses the camera, and the configured resolution/fps.") from None
-        device = profile.get_device()
-        if o.playback_file:
-            playback = device.as_playback()
-            playback.set_real_time(o.real_time)
-        self._pipeline = pipeline
-        self._align = rs.align(rs.stream.color) if o.depth and o.align_depth_to_color else None
         self._silent_since = None
+        self._describe(rs, device, where, dict((p.stream_type(), p) for _, p in profiles))
+
+    def _find_camera(self, rs, context):
+        devices = {d.get_info(rs.camera_info.serial_number): d for d in context.query_devices()}
+        wanted = self.config.serial
+        if not devices or (wanted and wanted not in devices):
+            found = ", ".join(devices) if devices else "none"
+            raise DeviceNotFoundError(
+                f"RealSense {wanted or '(any)'} for {self.config.stream} not connected (found: {found}). Plug it "
+                f"into a USB 3 port, install the udev rules (README: 'udev rules') and run `capture-app doctor`.")
+        return devices[wanted] if wanted else next(iter(devices.values()))
+
+    def _choose_profiles(self, rs, device) -> list:
+        """(sensor, profile) for colour (rgb8) and, if wanted, depth (z16) at the configured size and rate;
+        a recording's own profiles when playing one."""
+        o = self.options
+        wanted = {rs.stream.color: rs.format.rgb8}
+        if o.depth:
+            wanted[rs.stream.depth] = rs.format.z16
+        chosen = {}
+        for sensor in device.query_sensors():
+            for profile in sensor.get_stream_profiles():
+                kind = profile.stream_type()
+                if kind not in wanted or kind in chosen:
+                    continue
+                video = profile.as_video_stream_profile()
+                if self._playback is None and (profile.format() != wanted[kind] or video.width() != o.width or
+                                               video.height() != o.height or
+                                               profile.fps() != int(round(self.config.rate_hz))):
+                    continue
+                chosen[kind] = (sensor, profile)
+        missing = [str(k) for k in wanted if k not in chosen]
+        if missing:
+            raise DeviceNotFoundError(
+                f"RealSense for {self.config.stream} offers no {', '.join(missing)} profile at {o.width}x{o.height} "
+                f"{self.config.rate_hz:g} Hz; fix width/height/rate_hz of driver {self.config.name!r}")
+        return list(chosen.values())
+
+    def _describe(self, rs, device, where: str, profiles: dict) -> None:
         info = {"serial": device.get_info(rs.camera_info.serial_number), "source": where}
         if device.supports(rs.camera_info.name):
             info["model"] = device.get_info(rs.camera_info.name)
-        streams = {s.stream_type(): s for s in profile.get_streams()}
-        if rs.stream.color in streams:
-            info["color_intrinsics"] = _intrinsics(streams[rs.stream.color])
-        if rs.stream.depth in streams:
-            info["depth_intrinsics"] = _intrinsics(streams[rs.stream.depth])
-            if rs.stream.color in streams:
-                e = streams[rs.stream.depth].get_extrinsics_to(streams[rs.stream.color])
+        if device.supports(rs.camera_info.firmware_version):
+            info["firmware"] = device.get_info(rs.camera_info.firmware_version)
+        if rs.stream.color in profiles:
+            info["color_intrinsics"] = _intrinsics(profiles[rs.stream.color])
+        if rs.stream.depth in profiles:
+            info["depth_intrinsics"] = _intrinsics(profiles[rs.stream.depth])
+            info["depth_aligned_to_color"] = False
+            if rs.stream.color in profiles:
+                e = profiles[rs.stream.depth].get_extrinsics_to(profiles[rs.stream.color])
+                # librealsense rs2_extrinsics.rotation is column-major
                 info["T_color_depth"] = {"rotation_colmajor": list(e.rotation), "translation_m": list(e.translation)}
             for sensor in device.query_sensors():
                 if sensor.is_depth_sensor():
@@ -116,68 +181,119 @@ class RealSenseCamera(Driver):
             info["depth_scale_m"] = self.depth_scale_m
         self.device_info.update(info)
 
-    def _next_frameset(self, timeout_ms: int):
-        ok, frames = self._pipeline.try_wait_for_frames(timeout_ms)
-        return frames if ok else None
+    # --- the SDK's thread -----------------------------------------------------------------
+    def _on_frame(self, frame) -> None:
+        """SDK callback: copy the frame out, stamp its arrival, queue it. Never raises."""
+        try:
+            arrival = now_ns()
+            kind = "color" if frame.get_profile().stream_type() == self._rs.stream.color else "depth"
+            copied = Frame(frame.get_frame_number(), frame.get_timestamp(), arrival,
+                           np.asanyarray(frame.get_data()).copy(), frame.get_frame_timestamp_domain().name)
+            with self._frames_cond:
+                if self._playback is not None:  # a file waits for us: back-pressure, nothing dropped
+                    while len(self._frames) >= PLAYBACK_BUFFER and not self._closing:
+                        self._frames_cond.wait(0.1)
+                elif len(self._frames) >= LIVE_BUFFER:
+                    self.dropped_frames += 1
+                    return
+                self._frames.append((kind, copied))
+                self._frames_cond.notify_all()
+        except Exception as exc:  # kept for the health status; raising into the SDK would abort it
+            self.device_info["callback_error"] = f"{type(exc).__name__}: {exc}"
 
+    # --- read -----------------------------------------------------------------------------
     def read(self) -> Sample | None:
         if self.playback_finished:
             self._stop.wait(0.2)
             return None
-        frames = self._next_frameset(200)
-        arrival = now_ns()
-        if frames is None:
-            return self._on_silence(arrival)
+        if not self._ready:
+            self._collect(wait_s=0.2)
+        if not self._ready:
+            return self._on_silence(now_ns())
         self._silent_since = None
-        color = frames.get_color_frame()
-        if not color or color.get_frame_number() == self._last_color_number:
-            return None  # a frameset repeating a colour frame already published
-        if self.options.depth:
-            frames = self._matching_depth(frames, color)
-        self._last_color_number = color.get_frame_number()
-        t_device = int(round(color.get_timestamp() * 1e6))
-        self._clock.add(t_device, arrival)
-        arrays = {"color": np.asanyarray(color.get_data()).copy()}
-        meta = {}
-        if self.options.depth:
-            aligned = self._align.process(frames) if self._align is not None else frames
-            depth = aligned.get_depth_frame()
-            if depth:
-                arrays["depth"] = np.asanyarray(depth.get_data()).copy()
-                meta = {"depth_scale_m": self.depth_scale_m,
-                        "depth_dt_ms": float(depth.get_timestamp() - color.get_timestamp())}
-        self.device_info["clock"] = self._clock.describe()
-        return Sample(self._clock.to_host(t_device), arrays, t_device_ns=t_device, meta=meta)
+        return self._sample(*self._ready.popleft())
 
-    def _matching_depth(self, frames, color):
-        """Framesets pair each new frame with the other stream's latest: wait briefly for the depth
-        frame with the colour frame's timestamp, else keep the nearest."""
-        best = frames
-        for _ in range(2):
-            depth = best.get_depth_frame()
-            if depth and abs(depth.get_timestamp() - color.get_timestamp()) < 1e-3:
-                return best
-            following = self._next_frameset(50)
-            if following is None or following.get_color_frame().get_frame_number() != color.get_frame_number():
-                return best
-            best = following
-        return best
-
-    def _on_silence(self, arrival: int) -> None:
-        if self.options.playback_file:
+    def _collect(self, wait_s: float) -> None:
+        with self._frames_cond:
+            if not self._frames:
+                self._frames_cond.wait(wait_s)
+            frames = list(self._frames)
+            self._frames.clear()
+            self._frames_cond.notify_all()
+        for kind, frame in frames:
+            (self._pairer.add_color if kind == "color" else self._pairer.add_depth)(frame)
+        ended = self._playback is not None and not frames and self._playback_stopped()
+        self._ready.extend(self._pairer.ready(now_ns(), flush=ended))
+        if ended and not self._ready:
             self.playback_finished = True
             self.device_info["playback"] = "finished"
+
+    def _playback_stopped(self) -> bool:
+        return self._playback.current_status() == self._rs.playback_status.stopped
+
+    def _sample(self, color: Frame, depth: Frame | None) -> Sample:
+        arrival = self._pace(color) if self._playback is not None and self.options.real_time else color.arrival_ns
+        t_device = int(round(color.device_ms * 1e6))
+        self._clock.add(t_device, arrival)
+        self.device_info["clock"] = self._clock.describe()
+        self.device_info["timestamp_domain"] = f"realsense:{color.domain}"
+        arrays = {"color": color.data}
+        tracking, meta = "ok", {}
+        if self.options.depth:
+            if depth is None:  # the depth frame was dropped: 0 is the SDK's "no depth" value
+                self.unpaired_colors += 1
+                self.device_info["unpaired_colors"] = self.unpaired_colors
+                arrays["depth"] = np.zeros(color.data.shape[:2], np.uint16)
+                tracking, meta = "degraded", {"depth_missing": True}
+            else:
+                arrays["depth"] = depth.data
+                meta = {"depth_dt_ms": float(depth.device_ms - color.device_ms)}
+            meta["depth_scale_m"] = self.depth_scale_m
+        if self.dropped_frames:
+            self.device_info["dropped_frames"] = self.dropped_frames
+        return Sample(self._clock.to_host(t_device), arrays, t_device_ns=t_device, seq=self._seq(color.number),
+                      tracking=tracking, meta=meta)
+
+    def _seq(self, frame_number: int) -> int:
+        """The colour frame number, continued across reconnects (which restart the camera's count)."""
+        if self._seq_offset is None:
+            self._seq_offset = 0 if self._last_frame_seq is None else self._last_frame_seq + 1 - frame_number
+        self._last_frame_seq = max(self._last_frame_seq if self._last_frame_seq is not None else -1, frame_number + self._seq_offset)
+        return frame_number + self._seq_offset
+
+    def _pace(self, color: Frame) -> int:
+        """Wait until this recorded frame's time comes, relative to the first frame; its host time."""
+        if self._pace_origin is None:
+            self._pace_origin = (now_ns(), color.device_ms)
+        start_ns, start_ms = self._pace_origin
+        due = start_ns + int((color.device_ms - start_ms) * 1e6)
+        sleep_until_ns(due, self._stop)
+        return now_ns()
+
+    def _on_silence(self, t: int) -> None:
+        if self._playback is not None:
             return None
-        self._silent_since = self._silent_since or arrival
-        if arrival - self._silent_since > 3_000_000_000:
+        self._silent_since = self._silent_since or t
+        if t - self._silent_since > SILENCE_LIMIT_NS:
             raise DeviceTimeoutError(f"RealSense {self.config.serial} for {self.config.stream} delivered no frame for "
                                      f"3 s; check the USB 3 cable and power, then it reconnects by itself")
         return None
 
     def close(self) -> None:
-        if self._pipeline is not None:
+        with self._frames_cond:
+            self._closing = True
+            self._frames_cond.notify_all()
+        for sensor in self._sensors:
             try:
-                self._pipeline.stop()
+                sensor.stop()
             except RuntimeError:
                 pass
-            self._pipeline = None
+        for sensor in self._sensors:
+            try:
+                sensor.close()
+            except RuntimeError:
+                pass
+        self._sensors = []
+        self._playback = None
+        self._pairer = FramePairer(self.config.rate_hz)
+        self._ready.clear()

@@ -101,6 +101,7 @@ class OpenVRTracker(Driver):
         self._index = None
         self._period_ns = int(NS_PER_S / config.rate_hz)
         self._next_ns = 0
+        self._poses = None  # the TrackedDevicePose_t array OpenVR fills (pyopenvr returns None for a None array)
 
     def open(self) -> None:
         openvr = self._openvr = import_openvr()
@@ -119,6 +120,9 @@ class OpenVRTracker(Driver):
                 f"trackers SteamVR sees: {', '.join(found) or 'none'}. Turn it on and pair it, or fix its serial "
                 f"(`capture-app calibrate roles` assigns serials by motion).")
         self.device_info.update({"model": "VIVE Tracker (OpenVR)", "openvr_index": self._index})
+        # pyopenvr 1.26/2.12 IVRSystem.getDeviceToAbsoluteTrackingPose: a None array is sent as NULL with
+        # count 0 and None comes back; it fills (and returns) an array of TrackedDevicePose_t we give it.
+        self._poses = (openvr.TrackedDevicePose_t * openvr.k_unMaxTrackedDeviceCount)()
         self._next_ns = now_ns()
 
     def read(self) -> Sample | None:
@@ -130,9 +134,9 @@ class OpenVRTracker(Driver):
         openvr = self._openvr
         universe = {"standing": openvr.TrackingUniverseStanding, "seated": openvr.TrackingUniverseSeated,
                     "raw": openvr.TrackingUniverseRawAndUncalibrated}[self.options.universe]
-        poses = self._system.getDeviceToAbsoluteTrackingPose(universe, 0, None)
-        t_capture = now_ns()
-        pose = poses[self._index]
+        self._system.getDeviceToAbsoluteTrackingPose(universe, 0, self._poses)
+        t_capture = now_ns()  # OpenVR has no per-pose device clock: the pose is "now" (0 s prediction)
+        pose = self._poses[self._index]
         if not pose.bDeviceIsConnected:
             raise DeviceDisconnectedError(
                 f"VIVE tracker {self.config.serial} ({self.config.stream}) disconnected: battery, dongle or "

@@ -7,6 +7,12 @@ file (played at the configured rate), which is how the path is tested without a 
 Never install the PyPI package named ``pyzed``: it is unrelated and shadows ``pyzed.sl``.
 ZED SDK image timestamps mark USB arrival, not exposure: the calibrated latency offset
 of ``ego_camera`` accounts for the difference.
+
+ZED SDK return codes (``sl.ERROR_CODE``, pyzed 5.x ``src/pyzed/sl.pyx`` and ``sl_c.pxd``): the
+warnings (SENSOR_CONFIGURATION_CHANGED, POTENTIAL_CALIBRATION_ISSUE, CONFIGURATION_FALLBACK,
+SENSORS_DATA_REQUIRED, CORRUPTED_FRAME, CAMERA_REBOOTING) are ordered *below* SUCCESS and the
+errors above it, and the enum supports ``<``/``>``. As in Stereolabs' tutorials, ``open() > SUCCESS``
+is a failure and ``grab() <= SUCCESS`` means a new image is available.
 """
 
 from __future__ import annotations
@@ -42,6 +48,17 @@ class ZedOptions:
             raise ValueError(f"option backend = {self.backend!r}: expected auto, sdk or uvc")
 
 
+def _timestamp_clock(sl) -> str:
+    """The clock the SDK stamps images with (SDK 5.x: ``Camera.get_timestamp_clock()``; older: system clock)."""
+    getter = getattr(sl.Camera, "get_timestamp_clock", None)
+    return f"zed:{getter()}" if getter else "zed:system_clock"
+
+
+def sdk_version(sl) -> str:
+    """The ZED SDK version (``pyzed.sl`` has no ``__version__``; ``Camera.get_sdk_version()`` is static)."""
+    return str(sl.Camera.get_sdk_version())
+
+
 class ZedCamera(Driver):
     """The ego camera; type ``zed``."""
 
@@ -58,6 +75,8 @@ class ZedCamera(Driver):
         self._next_ns = 0
         self.playback_finished = False
         self.backend = ""
+        self._runtime = None
+        self.grab_warnings: dict[str, int] = {}
 
     # --- open ---------------------------------------------------------------------------
     def open(self) -> None:
@@ -82,12 +101,17 @@ class ZedCamera(Driver):
         if self.config.serial:
             init.set_from_serial_number(int(self.config.serial))
         status = camera.open(init)
-        if status != sl.ERROR_CODE.SUCCESS:
+        if status > sl.ERROR_CODE.SUCCESS:
             raise DeviceNotFoundError(f"ZED {self.config.serial or '(any)'} for {self.config.stream} could not be "
                                       f"opened: {status}. Plug it into a USB 3 port and run `capture-app doctor`.")
-        self._camera, self._mat, self.backend = camera, sl.Mat(), "sdk"
-        left = camera.get_camera_information().camera_configuration.calibration_parameters.left_cam
-        self.device_info.update({"model": "ZED Mini (ZED SDK)", "backend": "sdk",
+        if status < sl.ERROR_CODE.SUCCESS:  # opened, with a warning the engineer must see (e.g. a fallback)
+            self.device_info["open_warning"] = str(status)
+        self._camera, self._mat, self._runtime, self.backend = camera, sl.Mat(), sl.RuntimeParameters(), "sdk"
+        information = camera.get_camera_information()
+        left = information.camera_configuration.calibration_parameters.left_cam
+        self.device_info.update({"model": f"{information.camera_model} (ZED SDK {sdk_version(sl)})",
+                                 "serial": str(information.serial_number), "backend": "sdk",
+                                 "timestamp_domain": _timestamp_clock(sl),
                                  "intrinsics": {"fx": left.fx, "fy": left.fy, "cx": left.cx, "cy": left.cy,
                                                 "distortion": list(left.disto)}})
 
@@ -115,17 +139,25 @@ class ZedCamera(Driver):
 
     def _read_sdk(self) -> Sample | None:
         sl = self._sl
-        status = self._camera.grab(sl.RuntimeParameters())
+        status = self._camera.grab(self._runtime)
         arrival = now_ns()
-        if status != sl.ERROR_CODE.SUCCESS:
+        if status > sl.ERROR_CODE.SUCCESS:
             raise DeviceDisconnectedError(f"ZED grab failed ({status}): check the USB cable; reconnecting")
+        tracking, meta = "ok", None
+        if status < sl.ERROR_CODE.SUCCESS:  # a warning: counted and shown; the image may still be usable
+            self.grab_warnings[str(status)] = self.grab_warnings.get(str(status), 0) + 1
+            self.device_info["grab_warnings"] = dict(self.grab_warnings)
+            if status == sl.ERROR_CODE.CAMERA_REBOOTING:
+                return None  # no new image while the camera reboots; the stream's rate shows the hole
+            tracking, meta = "degraded", {"zed_warning": str(status)}
         self._camera.retrieve_image(self._mat, sl.VIEW.LEFT)
         bgra = self._mat.get_data()
         t_device = int(self._camera.get_timestamp(sl.TIME_REFERENCE.IMAGE).get_nanoseconds())
         self._clock.add(t_device, arrival)
         self.device_info["clock"] = self._clock.describe()
         rgb = cv2.cvtColor(np.asarray(bgra), cv2.COLOR_BGRA2RGB)
-        return Sample(self._clock.to_host(t_device), {"color": rgb}, t_device_ns=t_device)
+        return Sample(self._clock.to_host(t_device), {"color": rgb}, t_device_ns=t_device, tracking=tracking,
+                      meta=meta)
 
     def _read_uvc(self) -> Sample | None:
         if self.playback_finished:

@@ -1,8 +1,16 @@
-"""Writes a RealSense recording with pyrealsense2's software device (no camera needed)."""
+"""Writes RealSense recordings with pyrealsense2's own software device and recorder (no camera needed).
+
+The recordings look like a D435's: a depth (z16) and a colour (rgb8) sensor with their
+intrinsics and depth-to-colour extrinsics, frames fed at the frame rate (a software-device
+recording replays at the pace its frames were fed), depth stamped ``depth_offset_ms`` after
+colour (a D435's two sensors differ by a few ms: librealsense issues #5764, #8643), a chosen
+timestamp domain, a device clock that drifts against the host, and dropped frames.
+"""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -21,11 +29,38 @@ def depth_value(k: int) -> int:
     return 500 + k
 
 
-def write_recording(path, frames: int = 30) -> None:
-    """Frame k: colour filled with color_value(k), depth with depth_value(k), hardware timestamp
-    FIRST_TIMESTAMP_MS + k / FPS seconds."""
+@dataclass(frozen=True)
+class Recording:
+    """What to write. Frame k's colour is filled with color_value(k), its depth with depth_value(k)."""
+
+    frames: int = 30
+    depth_offset_ms: float = 0.0          # depth timestamp (and feed) this long after colour
+    domain: str = "hardware_clock"        # rs.timestamp_domain name
+    drift_ppm: float = 0.0                # device clock runs this much fast against the host
+    drop_color: frozenset = frozenset()   # frame numbers never delivered
+    drop_depth: frozenset = frozenset()
+    paced: bool = True                    # feed at FPS (False: as fast as possible, 'faster than real time')
+    holes: bool = False                   # depth has zero pixels (no return), as real depth does
+
+
+def frame_time_ms(rec: Recording, k: int) -> float:
+    """The device timestamp of colour frame k (ms)."""
+    return FIRST_TIMESTAMP_MS + k * 1000.0 / FPS * (1 + rec.drift_ppm * 1e-6)
+
+
+def depth_image(rec: Recording, k: int) -> np.ndarray:
+    depth = np.full((H, W), depth_value(k), np.uint16)
+    if rec.holes:
+        depth[:, :4] = 0          # a band with no return
+        depth[k % H, :] = 0       # and a moving line
+    return depth
+
+
+def write_recording(path, frames: int = 30, rec: Recording | None = None) -> Recording:
+    """Write ``rec`` (default: ``frames`` frames, no offset) to ``path`` (.db3); returns it."""
     import pyrealsense2 as rs
 
+    rec = rec or Recording(frames=frames)
     device = rs.software_device()
     depth_sensor = device.add_sensor("Stereo Module")
     color_sensor = device.add_sensor("RGB Camera")
@@ -52,22 +87,30 @@ def write_recording(path, frames: int = 30) -> None:
     color_sensor.open(color_profile)
     depth_sensor.start(queue)
     color_sensor.start(queue)
+    domain = getattr(rs.timestamp_domain, rec.domain)
     start = time.monotonic()
-    for k in range(frames):
-        # pace the pushes at the real frame rate: real-time playback replays the file's own timing
-        time.sleep(max(0.0, start + k / FPS - time.monotonic()))
-        timestamp = FIRST_TIMESTAMP_MS + k * 1000.0 / FPS
-        for sensor, profile, pixels, bpp in (
-                (depth_sensor, depth_profile, np.full((H, W), depth_value(k), np.uint16), 2),
-                (color_sensor, color_profile, np.full((H, W, 3), color_value(k), np.uint8), 3)):
-            frame = rs.software_video_frame()
-            frame.pixels, frame.bpp, frame.stride, frame.timestamp = pixels, bpp, W * bpp, timestamp
-            frame.domain, frame.frame_number = rs.timestamp_domain.hardware_clock, k
-            frame.profile = profile.as_video_stream_profile()
-            if bpp == 2:
-                frame.depth_units = 0.001
-            sensor.on_video_frame(frame)
+
+    def push(sensor, profile, pixels, bpp, timestamp, k):
+        frame = rs.software_video_frame()
+        frame.pixels, frame.bpp, frame.stride, frame.timestamp = pixels, bpp, W * bpp, timestamp
+        frame.domain, frame.frame_number = domain, k
+        frame.profile = profile.as_video_stream_profile()
+        if bpp == 2:
+            frame.depth_units = 0.001
+        sensor.on_video_frame(frame)
+
+    for k in range(rec.frames):
+        t_color = frame_time_ms(rec, k)
+        if rec.paced:  # real-time playback replays the pace of the feeding
+            time.sleep(max(0.0, start + k / FPS - time.monotonic()))
+        if k not in rec.drop_color:
+            push(color_sensor, color_profile, np.full((H, W, 3), color_value(k), np.uint8), 3, t_color, k)
+        if rec.paced and rec.depth_offset_ms > 0:
+            time.sleep(rec.depth_offset_ms / 1000)
+        if k not in rec.drop_depth:
+            push(depth_sensor, depth_profile, depth_image(rec, k), 2, t_color + rec.depth_offset_ms, k)
     for sensor in (depth_sensor, color_sensor):
         sensor.stop()
         sensor.close()
     del recorder  # finishes the file
+    return rec

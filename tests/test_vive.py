@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import time
-import types
-
 import numpy as np
 import pytest
 import zmq
@@ -14,61 +12,24 @@ from capture_app.config import DriverConfig
 from capture_app.errors import DeviceDisconnectedError, DeviceNotFoundError
 from capture_app.geometry import quat_to_matrix, rot_y
 from drivers import base, vive
+from tests.openvr_runtime import StubRuntime
 
 
-class InitError(Exception):
-    pass
-
-
-class InitError_Init_PathRegistryNotFound(InitError):
-    pass
-
-
-class FakePose:
-    def __init__(self, T=None, valid=True, connected=True, result=200):
-        T = np.eye(4) if T is None else T
-        self.mDeviceToAbsoluteTracking = types.SimpleNamespace(m=[list(row) for row in T[:3]])
-        self.bPoseIsValid, self.bDeviceIsConnected, self.eTrackingResult = valid, connected, result
-
-
-class FakeSystem:
-    def __init__(self):
-        self.devices = {0: (1, "HMD"), 3: (3, "LHR-HEAD"), 5: (3, "LHR-LEFT")}
-        self.poses = {i: FakePose() for i in range(64)}
-        self.calls = 0
-
-    def getTrackedDeviceClass(self, i):
-        return self.devices.get(i, (0, ""))[0]
-
-    def getStringTrackedDeviceProperty(self, i, prop):
-        assert prop == 1002
-        return self.devices[i][1]
-
-    def getDeviceToAbsoluteTrackingPose(self, universe, seconds, array):
-        self.calls += 1
-        return [self.poses[i] for i in range(64)]
-
-
-def fake_openvr(system, fail_init=None):
-    def init(app_type):
-        if fail_init:
-            raise fail_init
-        return system
-    return types.SimpleNamespace(
-        init=init, shutdown=lambda: None, VRApplication_Other=3, TrackingUniverseStanding=1,
-        TrackingUniverseSeated=0, TrackingUniverseRawAndUncalibrated=2, TrackedDeviceClass_GenericTracker=3,
-        Prop_SerialNumber_String=1002, TrackingResult_Running_OK=200, TrackingResult_Running_OutOfRange=201,
-        k_unMaxTrackedDeviceCount=64,
-        error_code=types.SimpleNamespace(InitError=InitError,
-                                         InitError_Init_PathRegistryNotFound=InitError_Init_PathRegistryNotFound))
+openvr = pytest.importorskip("openvr")
 
 
 @pytest.fixture
-def system(monkeypatch):
-    s = FakeSystem()
-    monkeypatch.setattr(vive, "import_openvr", lambda: fake_openvr(s))
+def runtime(monkeypatch):
+    """The real pyopenvr module and IVRSystem, with a stub runtime behind its C function table."""
+    rt = StubRuntime(openvr)
+    rt.devices = {0: (openvr.TrackedDeviceClass_HMD, "HMD"), 3: (openvr.TrackedDeviceClass_GenericTracker, "LHR-HEAD"),
+                  5: (openvr.TrackedDeviceClass_GenericTracker, "LHR-LEFT")}
+    for i in rt.devices:
+        rt.set_pose(i)
+    monkeypatch.setattr(openvr, "init", lambda app_type: rt.system)
+    monkeypatch.setattr(openvr, "shutdown", lambda: None)
     monkeypatch.setattr(base, "BACKOFF_START_S", 0.02)
-    yield s
+    yield rt
     vive._Session.users, vive._Session.system = 0, None
 
 
@@ -76,30 +37,38 @@ def _driver(serial="LHR-LEFT", stream="left_wrist_tracker", endpoint="inproc://u
     return vive.OpenVRTracker(DriverConfig(stream, "openvr_tracker", stream, 250, serial=serial), endpoint, **kwargs)
 
 
-def test_poses_and_tracking_states(system):
+def test_poses_and_tracking_states_through_the_real_binding(runtime):
     T = np.eye(4)
     T[:3, :3] = rot_y(np.pi / 2)
     T[:3, 3] = [0.1, 1.2, -0.3]
     driver = _driver()
     driver.open()
     try:
-        system.poses[5] = FakePose(T)
+        runtime.set_pose(5, T)
         sample = driver.read()
-        np.testing.assert_allclose(sample.arrays["pose"][:3], [0.1, 1.2, -0.3])
-        np.testing.assert_allclose(quat_to_matrix(sample.arrays["pose"][3:]), T[:3, :3], atol=1e-12)
+        # the driver hands the binding a full array (a None array is sent as NULL, count 0, and gives None)
+        assert runtime.pose_calls[-1] == openvr.k_unMaxTrackedDeviceCount
+        np.testing.assert_allclose(sample.arrays["pose"][:3], [0.1, 1.2, -0.3], atol=1e-6)  # float32 in OpenVR
+        np.testing.assert_allclose(quat_to_matrix(sample.arrays["pose"][3:]), T[:3, :3], atol=1e-6)
         assert sample.tracking == "ok"
-        system.poses[5] = FakePose(T, result=201)
+        runtime.set_pose(5, T, result=openvr.TrackingResult_Running_OutOfRange)
         assert driver.read().tracking == "degraded"
-        system.poses[5] = FakePose(T, valid=False, result=101)
+        runtime.set_pose(5, T, valid=False, result=openvr.TrackingResult_Calibrating_InProgress)
         assert driver.read().tracking == "lost"
-        system.poses[5] = FakePose(T, connected=False)
+        runtime.set_pose(5, T, connected=False)
         with pytest.raises(DeviceDisconnectedError, match="LHR-LEFT.*disconnected"):
             driver.read()
     finally:
         driver.close()
 
 
-def test_polling_runs_at_the_configured_rate(system):
+def test_a_none_pose_array_returns_none_from_the_real_binding(runtime):
+    """The failure of the first driver, pinned: pyopenvr passes NULL/0 for None and returns None."""
+    assert runtime.system.getDeviceToAbsoluteTrackingPose(openvr.TrackingUniverseStanding, 0, None) is None
+    assert runtime.pose_calls == [0]
+
+
+def test_polling_runs_at_the_configured_rate(runtime):
     driver = _driver()
     driver.open()
     try:
@@ -112,15 +81,15 @@ def test_polling_runs_at_the_configured_rate(system):
     assert np.median(np.diff(stamps)) == pytest.approx(4e6, rel=0.25)
 
 
-def test_unknown_serial_lists_the_trackers_seen(system):
+def test_unknown_serial_lists_the_trackers_seen(runtime):
     with pytest.raises(DeviceNotFoundError, match="LHR-RIGHT.*not found.*LHR-HEAD, LHR-LEFT"):
         _driver(serial="LHR-RIGHT").open()
 
 
-def test_tracker_appearing_disappearing_and_reappearing_is_reported_and_survived(system):
+def test_tracker_appearing_disappearing_and_reappearing_is_reported_and_survived(runtime):
     context = zmq.Context()
     subscriber = BusSubscriber(bind=["inproc://vive"], context=context)
-    del system.devices[5]                   # not switched on yet
+    del runtime.devices[5]                   # not switched on yet
     driver = _driver(endpoint="inproc://vive", context=context)
     messages = []
 
@@ -133,11 +102,11 @@ def test_tracker_appearing_disappearing_and_reappearing_is_reported_and_survived
     driver.start()
     try:
         collect(0.3)
-        system.devices[5] = (3, "LHR-LEFT")  # switched on
+        runtime.devices[5] = (openvr.TrackedDeviceClass_GenericTracker, "LHR-LEFT")  # switched on
         collect(0.3)
-        system.poses[5] = FakePose(connected=False)  # battery dies
+        runtime.set_pose(5, connected=False)  # battery dies
         collect(0.2)
-        system.poses[5] = FakePose()                 # back
+        runtime.set_pose(5)                   # back
         deadline = time.monotonic() + 1.0
         while time.monotonic() < deadline:
             m = subscriber.recv(20)
@@ -154,15 +123,19 @@ def test_tracker_appearing_disappearing_and_reappearing_is_reported_and_survived
     assert data and data[-1].tracking == "ok", "streaming did not resume"
 
 
-def test_steamvr_missing_is_explained(monkeypatch):
-    monkeypatch.setattr(vive, "import_openvr", lambda: fake_openvr(None, InitError_Init_PathRegistryNotFound()))
-    with pytest.raises(DeviceNotFoundError, match="SteamVR is not installed.*null HMD driver"):
+@pytest.mark.parametrize("code, message", [(110, "SteamVR is not installed.*null HMD driver"),
+                                           (101, "SteamVR is not installed"),
+                                           (108, "found no headset.*null HMD")])
+def test_init_errors_of_the_real_binding_are_explained(monkeypatch, code, message):
+    def init(app_type):  # what openvr.init raises: the binding's own InitError subclass for that code
+        openvr.error_code.InitError.check_error_value(code)
+    monkeypatch.setattr(openvr, "init", init)
+    with pytest.raises(DeviceNotFoundError, match=message):
         _driver().open()
     vive._Session.users, vive._Session.system = 0, None
 
 
 def test_the_real_openvr_without_steamvr_gives_a_clear_message():
-    pytest.importorskip("openvr")
     with pytest.raises(DeviceNotFoundError, match="SteamVR"):
         _driver().open()
     vive._Session.users, vive._Session.system = 0, None

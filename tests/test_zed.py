@@ -1,16 +1,16 @@
-"""The ZED driver: the UVC path through a video file, the SDK path through a fake of pyzed.sl."""
+"""The ZED driver: the UVC path through a video file, the SDK path through a fake of pyzed.sl
+built from the ZED SDK 5.4 Python API (tests/fake_pyzed.py)."""
 
 from __future__ import annotations
-
-import types
 
 import cv2
 import numpy as np
 import pytest
 
 from capture_app.config import DriverConfig
-from capture_app.errors import DeviceNotFoundError, SDKMissingError
+from capture_app.errors import DeviceDisconnectedError, DeviceNotFoundError, SDKMissingError
 from drivers import zed
+from tests import fake_pyzed
 
 W, H = 64, 48  # of the left image
 
@@ -67,70 +67,69 @@ def test_sdk_backend_without_the_sdk_explains_the_pyzed_trap():
         _driver(backend="sdk").open()
 
 
-class FakeSl:
-    """Just enough of pyzed.sl: a camera whose frames are BGRA with a counter in the blue channel."""
-
-    class ERROR_CODE:
-        SUCCESS = "SUCCESS"
-        CAMERA_NOT_DETECTED = "CAMERA NOT DETECTED"
-
-    RESOLUTION = types.SimpleNamespace(HD720="HD720", HD1080="HD1080")
-    DEPTH_MODE = types.SimpleNamespace(NONE="NONE")
-    VIEW = types.SimpleNamespace(LEFT="LEFT")
-    TIME_REFERENCE = types.SimpleNamespace(IMAGE="IMAGE")
-    present = True
-
-    class InitParameters:
-        def set_from_serial_number(self, serial):
-            self.serial = serial
-
-    class RuntimeParameters:
-        pass
-
-    class Mat:
-        def get_data(self):
-            return self.data
-
-    class Camera:
-        def __init__(self):
-            self.k = 0
-
-        def open(self, init):
-            assert init.serial == 12345 and init.depth_mode == "NONE"
-            return FakeSl.ERROR_CODE.SUCCESS if FakeSl.present else FakeSl.ERROR_CODE.CAMERA_NOT_DETECTED
-
-        def get_camera_information(self):
-            left = types.SimpleNamespace(fx=700.0, fy=701.0, cx=640.0, cy=360.0, disto=[0.1, 0, 0, 0, 0])
-            return types.SimpleNamespace(camera_configuration=types.SimpleNamespace(
-                calibration_parameters=types.SimpleNamespace(left_cam=left)))
-
-        def grab(self, runtime):
-            self.k += 1
-            return FakeSl.ERROR_CODE.SUCCESS
-
-        def retrieve_image(self, mat, view):
-            mat.data = np.zeros((H, W, 4), np.uint8)
-            mat.data[..., 0] = self.k  # blue
-
-        def get_timestamp(self, reference):
-            return types.SimpleNamespace(get_nanoseconds=lambda: 5_000_000_000_000 + self.k * 33_333_333)
-
-        def close(self):
-            pass
+@pytest.fixture
+def sl(monkeypatch):
+    fake = fake_pyzed.module()
+    fake.Camera.open_code, fake.Camera.grab_script = fake.ERROR_CODE.SUCCESS, []
+    monkeypatch.setattr(zed, "import_zed_sdk", lambda: fake)
+    return fake
 
 
-def test_sdk_path_with_a_fake_camera(monkeypatch):
-    monkeypatch.setattr(zed, "import_zed_sdk", lambda: FakeSl)
+def _grab(driver, n):
+    return [driver.read() for _ in range(n)]
+
+
+def test_sdk_path_publishes_left_images_with_device_time(sl):
     driver = _driver()
     driver.open()
-    samples = [driver.read() for _ in range(5)]
+    samples = _grab(driver, 5)
     driver.close()
+    assert sl.Camera.last_init.serial == 12345 and sl.Camera.last_init.depth_mode == sl.DEPTH_MODE.NONE
     assert driver.backend == "sdk" and driver.device_info["intrinsics"]["fy"] == 701.0
+    assert "5.4.0" in driver.device_info["model"] and driver.device_info["timestamp_domain"] == "zed:SYSTEM CLOCK"
     assert [int(s.arrays["color"][0, 0, 2]) for s in samples] == [1, 2, 3, 4, 5]  # blue -> RGB[2]
     assert [s.t_device_ns for s in samples] == [5_000_000_000_000 + k * 33_333_333 for k in range(1, 6)]
-    FakeSl.present = False
-    try:
-        with pytest.raises(DeviceNotFoundError, match="CAMERA NOT DETECTED"):
-            driver.open()
-    finally:
-        FakeSl.present = True
+
+
+def test_open_warnings_open_the_camera_and_errors_say_what_failed(sl):
+    sl.Camera.open_code = sl.ERROR_CODE.CONFIGURATION_FALLBACK  # a warning: below SUCCESS
+    driver = _driver()
+    driver.open()
+    assert driver.device_info["open_warning"] == "CONFIGURATION FALLBACK"
+    assert driver.read().arrays["color"].shape == (48, 64, 3)
+    driver.close()
+    sl.Camera.open_code = sl.ERROR_CODE.CAMERA_NOT_DETECTED
+    with pytest.raises(DeviceNotFoundError, match="CAMERA NOT DETECTED"):
+        _driver().open()
+
+
+def test_grab_warnings_still_deliver_images_and_are_counted(sl):
+    E = sl.ERROR_CODE
+    sl.Camera.grab_script = [E.SUCCESS, E.CORRUPTED_FRAME, E.CAMERA_REBOOTING, E.POTENTIAL_CALIBRATION_ISSUE,
+                             E.SUCCESS]
+    driver = _driver()
+    driver.open()
+    samples = _grab(driver, 5)
+    driver.close()
+    assert samples[2] is None  # rebooting: no new image, no reconnect
+    delivered = [s for s in samples if s is not None]
+    assert [int(s.arrays["color"][0, 0, 2]) for s in delivered] == [1, 2, 3, 4]
+    assert [s.tracking for s in delivered] == ["ok", "degraded", "degraded", "ok"]
+    assert delivered[1].meta == {"zed_warning": "CORRUPTED FRAME"}
+    assert driver.device_info["grab_warnings"] == {"CORRUPTED FRAME": 1, "CAMERA REBOOTING": 1,
+                                                   "POTENTIAL CALIBRATION ISSUE": 1}
+
+
+def test_grab_errors_reconnect(sl):
+    sl.Camera.grab_script = [sl.ERROR_CODE.SUCCESS, sl.ERROR_CODE.FAILURE]
+    driver = _driver()
+    driver.open()
+    assert driver.read() is not None
+    with pytest.raises(DeviceDisconnectedError, match="ZED grab failed \\(FAILURE\\)"):
+        driver.read()
+    driver.close()
+
+
+def test_sdk_version_comes_from_the_camera_class(sl):
+    assert not hasattr(sl, "__version__")
+    assert zed.sdk_version(sl) == "5.4.0"

@@ -1,0 +1,174 @@
+"""A fake of Stereolabs' ``pyzed.sl`` (it installs only with the ZED SDK, which needs CUDA).
+
+Built from the real contract, not from our driver: ``stereolabs/zed-python-api`` at 5.4,
+``src/pyzed/sl.pyx`` and ``src/pyzed/sl_c.pxd``:
+
+- ``ERROR_CODE`` is an ``enum.Enum`` whose values follow the C++ ``sl::ERROR_CODE``
+  (``sl_c.pxd`` declares SENSOR_CONFIGURATION_CHANGED .. CAMERA_REBOOTING before SUCCESS = 0,
+  i.e. -6 .. -1, then FAILURE = 1, ...); it defines ``<``, ``<=``, ``>``, ``>=`` on ``.value``
+  and ``str()`` gives the SDK's text. Stereolabs' tutorials: ``open() > SUCCESS`` fails,
+  ``grab() <= SUCCESS`` gives a new image.
+- ``Camera.get_sdk_version()`` is a static method (the module has no ``__version__``);
+  ``Camera.get_timestamp_clock()`` (5.x) returns a ``TIMESTAMP_CLOCK``.
+- ``Camera.get_timestamp(TIME_REFERENCE.IMAGE)`` returns a ``Timestamp`` with ``get_nanoseconds()``.
+- ``retrieve_image(mat, VIEW.LEFT)`` fills a BGRA ``Mat``; ``get_camera_information()`` has
+  ``serial_number``, ``camera_model`` and ``camera_configuration.calibration_parameters.left_cam``.
+"""
+
+from __future__ import annotations
+
+import enum
+import types
+
+import numpy as np
+
+
+class _Ordered(enum.Enum):
+    def __lt__(self, other):
+        return self.value < other.value if isinstance(other, type(self)) else NotImplemented
+
+    def __le__(self, other):
+        return self.value <= other.value if isinstance(other, type(self)) else NotImplemented
+
+    def __gt__(self, other):
+        return self.value > other.value if isinstance(other, type(self)) else NotImplemented
+
+    def __ge__(self, other):
+        return self.value >= other.value if isinstance(other, type(self)) else NotImplemented
+
+    def __str__(self):
+        return self.name.replace("_", " ")
+
+
+class ERROR_CODE(_Ordered):
+    SENSOR_CONFIGURATION_CHANGED = -6
+    POTENTIAL_CALIBRATION_ISSUE = -5
+    CONFIGURATION_FALLBACK = -4
+    SENSORS_DATA_REQUIRED = -3
+    CORRUPTED_FRAME = -2
+    CAMERA_REBOOTING = -1
+    SUCCESS = 0
+    FAILURE = 1
+    NO_GPU_COMPATIBLE = 2
+    NOT_ENOUGH_GPU_MEMORY = 3
+    CAMERA_NOT_DETECTED = 4
+    SENSORS_NOT_INITIALIZED = 5
+    SENSORS_NOT_AVAILABLE = 6
+    INVALID_RESOLUTION = 7
+    LOW_USB_BANDWIDTH = 8
+
+
+class TIMESTAMP_CLOCK(_Ordered):
+    SYSTEM_CLOCK = 0
+    MONOTONIC_CLOCK = 1
+    MONOTONIC_RAW_CLOCK = 2
+
+
+class RESOLUTION(_Ordered):
+    HD2K = 0
+    HD1080 = 1
+    HD1200 = 2
+    HD720 = 3
+
+
+class DEPTH_MODE(_Ordered):
+    NONE = 0
+    PERFORMANCE = 1
+
+
+class VIEW(_Ordered):
+    LEFT = 0
+    RIGHT = 1
+
+
+class TIME_REFERENCE(_Ordered):
+    IMAGE = 0
+    CURRENT = 1
+
+
+class Timestamp:
+    def __init__(self, ns: int):
+        self._ns = ns
+
+    def get_nanoseconds(self) -> int:
+        return self._ns
+
+
+class InitParameters:
+    def __init__(self):
+        self.camera_resolution = RESOLUTION.HD720
+        self.camera_fps = 0
+        self.depth_mode = DEPTH_MODE.PERFORMANCE
+        self.serial = None
+
+    def set_from_serial_number(self, serial: int) -> None:
+        self.serial = serial
+
+
+class RuntimeParameters:
+    pass
+
+
+class Mat:
+    def __init__(self):
+        self.data = None
+
+    def get_data(self):
+        return self.data
+
+
+class Camera:
+    """One scripted camera. Class attributes set by a test: what ``open`` returns and the
+    sequence of ``grab`` codes (SUCCESS once the script is used up)."""
+
+    open_code = ERROR_CODE.SUCCESS
+    grab_script: list = []
+    shape = (48, 64)
+    last_init: InitParameters | None = None
+
+    def __init__(self):
+        self.k = 0
+        self._grabs = list(type(self).grab_script)
+
+    @staticmethod
+    def get_sdk_version() -> str:
+        return "5.4.0"
+
+    @staticmethod
+    def get_timestamp_clock() -> TIMESTAMP_CLOCK:
+        return TIMESTAMP_CLOCK.SYSTEM_CLOCK
+
+    def open(self, init: InitParameters) -> ERROR_CODE:
+        type(self).last_init = init
+        return type(self).open_code
+
+    def get_camera_information(self):
+        left = types.SimpleNamespace(fx=700.0, fy=701.0, cx=640.0, cy=360.0, disto=[0.1, 0, 0, 0, 0])
+        return types.SimpleNamespace(serial_number=12345, camera_model="ZED Mini", camera_configuration=types.SimpleNamespace(
+            calibration_parameters=types.SimpleNamespace(left_cam=left)))
+
+    def grab(self, runtime: RuntimeParameters) -> ERROR_CODE:
+        code = self._grabs.pop(0) if self._grabs else ERROR_CODE.SUCCESS
+        if code <= ERROR_CODE.SUCCESS and code != ERROR_CODE.CAMERA_REBOOTING:
+            self.k += 1  # a new image
+        return code
+
+    def retrieve_image(self, mat: Mat, view: VIEW) -> ERROR_CODE:
+        mat.data = np.zeros((*self.shape, 4), np.uint8)
+        mat.data[..., 0] = self.k  # blue channel counts images
+        return ERROR_CODE.SUCCESS
+
+    def get_timestamp(self, reference: TIME_REFERENCE) -> Timestamp:
+        return Timestamp(5_000_000_000_000 + self.k * 33_333_333)
+
+    def close(self) -> None:
+        pass
+
+
+def module() -> types.ModuleType:
+    """The fake as a module object, as ``import pyzed.sl`` would give it."""
+    m = types.ModuleType("pyzed.sl")
+    for name in ("ERROR_CODE", "TIMESTAMP_CLOCK", "RESOLUTION", "DEPTH_MODE", "VIEW", "TIME_REFERENCE", "Timestamp",
+                 "InitParameters", "RuntimeParameters", "Mat", "Camera"):
+        setattr(m, name, globals()[name])
+    return m
