@@ -1,7 +1,10 @@
-"""The MANUS binding and driver against a fake SDK library compiled here with gcc."""
+"""The MANUS binding and driver against a fake SDK library compiled here with gcc from the public
+MANUS headers' declarations (tests/fake_manus/fake_manus.c names its sources)."""
 
 from __future__ import annotations
 
+import calendar
+import ctypes
 import shutil
 import subprocess
 import time
@@ -31,21 +34,21 @@ def fake_sdk(tmp_path_factory):
     for major in (2, 3):
         path = out / f"libManusSDK-fake{major}.so"
         subprocess.run(["gcc", "-shared", "-fPIC", "-O1", f"-DSDK_MAJOR={major}", str(SOURCE), "-o", str(path),
-                        "-lpthread"], check=True)
+                        "-lpthread", "-lm"], check=True)
         libraries[major] = str(path)
     return libraries
 
 
+FAKE_EPOCH_NS = calendar.timegm((2026, 11, 23, 12, 0, 0)) * 1_000_000_000  # the fake's publishTime origin
+
+
 def expected_keypoints(side: int) -> np.ndarray:
-    """What the fake's node pattern gives in canonical order, relative to the wrist (y cancels)."""
-    def position(chain, joint):
-        return np.array([0.01 * chain + 0.001 * joint, 0.0, 0.1 * side])
-    wrist = position(13, 0)
-    points = [wrist]
+    """The fake's hand in its root frame (fake_manus.c), in canonical order."""
+    points = [np.zeros(3)]
     for name in KEYPOINT_NAMES[1:]:
         finger, joint = name.split("_")
-        points.append(position(CHAINS[finger], JOINTS[joint]))
-    return np.array(points) - wrist
+        points.append(np.array([0.01 * CHAINS[finger] + 0.001 * JOINTS[joint], 0.002 * JOINTS[joint], 0.1 * side]))
+    return np.array(points)
 
 
 def _driver(library, **options):
@@ -66,25 +69,47 @@ def _collect(driver, n=40):
 
 @pytest.mark.parametrize("major", [2, 3])
 @pytest.mark.parametrize("order", ["chain", "reversed"])
-def test_both_hands_map_into_the_canonical_order_whatever_the_node_order(fake_sdk, major, order, monkeypatch):
+@pytest.mark.parametrize("world", [True, False])
+def test_both_hands_map_into_the_canonical_order_whatever_the_node_order(fake_sdk, major, order, world, monkeypatch):
     monkeypatch.setenv("FAKE_MANUS_NODE_ORDER", order)
-    driver = _driver(fake_sdk[major])
+    driver = _driver(fake_sdk[major], world_coordinates=world)
     driver.open()
     try:
         samples = _collect(driver)
     finally:
         driver.close()
-    assert driver.device_info["sdk_major"] == major and driver.device_info["host"] == "fake-dongle"
+    # integrated mode connects to the dongle without host discovery, as the official SDKClient does
+    assert driver.device_info["sdk_major"] == major and driver.device_info["host"] == "integrated"
     by_stream = {s.stream for s in samples}
     assert by_stream == {"left_glove", "right_glove"}
     for sample in samples:
         side = 1 if sample.stream == "left_glove" else 2
         keypoints = sample.arrays["keypoints"]
         assert keypoints.shape == (25, 3) and keypoints.dtype == np.float32
-        np.testing.assert_allclose(keypoints, expected_keypoints(side), atol=1e-6)
+        np.testing.assert_allclose(keypoints, expected_keypoints(side), atol=2e-6)  # rotated hands, float32
     stamps = [s.t_capture_ns for s in samples if s.stream == "left_glove"]
     assert np.all(np.diff(stamps) > 0)
-    assert all(s.t_device_ns % 8333333 == 0 for s in samples)
+    # publishTime decoded by CoreSdk_GetTimestampInfo: UTC, whole milliseconds after the fake's origin
+    device = np.array([s.t_device_ns for s in samples]) - FAKE_EPOCH_NS
+    assert np.all(device % 1_000_000 == 0) and 0 < device.min() and device.max() < 60e9
+
+
+def test_remote_mode_connects_to_the_core_host_it_finds(fake_sdk):
+    driver = _driver(fake_sdk[3], mode="remote")
+    driver.open()
+    try:
+        assert driver.device_info["host"] == "fake-core" and _collect(driver, 4)
+    finally:
+        driver.close()
+
+
+def test_struct_layouts_match_what_gcc_makes_of_the_header_declarations(fake_sdk):
+    library = ctypes.CDLL(fake_sdk[3])
+    library.FakeManus_SizeOf.restype = ctypes.c_uint32
+    names = ["SkeletonNode", "RawSkeletonInfo", "SkeletonStreamInfo", "NodeInfo", "ManusHost", "CoordinateSystemVUH",
+             "ManusTimestampInfo"]
+    for i, name in enumerate(names):
+        assert ctypes.sizeof(binding.STRUCTS[name]) == library.FakeManus_SizeOf(i) == binding.EXPECTED_SIZES[name], name
 
 
 def test_the_sdk_thread_callbacks_arrive_at_their_rate(fake_sdk, monkeypatch):
@@ -114,6 +139,10 @@ def test_missing_library_and_missing_hosts_say_what_to_do(fake_sdk, monkeypatch,
         _driver(str(tmp_path / "libManusSDK.so")).open()
     monkeypatch.setenv("FAKE_MANUS_NO_HOSTS", "1")
     driver = _driver(fake_sdk[3])
+    with pytest.raises(DeviceNotFoundError, match="MANUS dongle not found"):
+        driver.open()
+    driver.close()
+    driver = _driver(fake_sdk[3], mode="remote")
     with pytest.raises(DeviceNotFoundError, match="no MANUS host found"):
         driver.open()
     driver.close()

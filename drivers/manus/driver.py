@@ -3,6 +3,16 @@
 The SDK calls back on its own thread: the callback stamps the host clock, copies the
 nodes and queues them; it never raises (an error is kept and raised by ``read``).
 Type ``manus``; stream ``left_glove`` with ``extra_streams = ["right_glove"]``.
+
+Time: ``t_capture_ns`` is the host time at which the raw-skeleton callback ran (the SDK gives
+no capture time); ``t_device_ns`` is the skeleton's ``publishTime`` decoded by
+``CoreSdk_GetTimestampInfo`` (UTC ns, millisecond resolution; absent in timecode mode). The
+calibrated latency of the glove streams absorbs the constant part of the SDK's delay.
+
+Keypoints: nodes are mapped by NodeInfo (chain, joint, parent), never by raw index. With
+``world_coordinates`` (the default, as the official SDKClient) positions are in the SDK's
+world and are brought into the hand root's frame with the root node's rotation; without it,
+each node is relative to its parent and the root-frame positions come from forward kinematics.
 """
 
 from __future__ import annotations
@@ -13,10 +23,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from capture_app.clock import now_ns
+from capture_app.clock_mapping import ClockMapper
 from capture_app.errors import DeviceError
 from drivers.base import Driver, Sample
 from drivers.manus.binding import ManusSDK, library_path
-from drivers.manus.topology import canonical_indices, hand_side, wrist_frame_keypoints
+from drivers.manus.topology import (canonical_indices, hand_side, parent_indices, root_frame_positions,
+                                    wrist_frame_keypoints)
 
 _IDENTITY = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
 
@@ -30,6 +42,7 @@ class ManusOptions:
     up: str = "positive_z"
     handedness: str = "right"
     unit_scale: float = 1.0         # metres
+    world_coordinates: bool = True  # InitializeCoordinateSystemWithVUH(p_UseWorldCoordinates)
     R_wrist_sdk_left: list = field(default_factory=lambda: _IDENTITY)
     R_wrist_sdk_right: list = field(default_factory=lambda: _IDENTITY)
 
@@ -51,7 +64,8 @@ class ManusGloves(Driver):
         self._sdk: ManusSDK | None = None
         self._queue: queue.Queue = queue.Queue(maxsize=512)
         self._callback_error: BaseException | None = None
-        self._topology: dict[int, tuple[str, np.ndarray]] = {}
+        self._topology: dict[int, tuple] = {}  # glove id -> (side, canonical order, parents, node ids)
+        self._clock = ClockMapper()
         self.dropped_in_callback = 0
         self._streams = {"left": "left_glove", "right": "right_glove"}
 
@@ -61,10 +75,11 @@ class ManusGloves(Driver):
         self._sdk = sdk
         sdk.initialize(o.mode)
         sdk.register_raw_skeleton_callback(self._on_raw_skeletons)
-        sdk.set_coordinate_system(o.view, o.up, o.handedness, o.unit_scale)
-        host = sdk.connect(o.host_wait_s)
+        sdk.set_coordinate_system(o.view, o.up, o.handedness, o.unit_scale, o.world_coordinates)
+        host = sdk.connect(o.mode, o.host_wait_s)
         self.device_info.update({"model": "MANUS Quantum Metagloves", "sdk_major": sdk.major, "mode": o.mode,
-                                 "host": host})
+                                 "host": host, "world_coordinates": o.world_coordinates,
+                                 "timestamp_domain": "manus:publishTime (UTC, ms); t_capture = host callback time"})
 
     def _on_raw_skeletons(self, info_pointer) -> None:
         """SDK thread: copy, stamp, queue. Never raises."""
@@ -73,12 +88,14 @@ class ManusGloves(Driver):
             stream_info = info_pointer.contents
             for i in range(stream_info.skeletonsCount):
                 info, nodes = self._sdk.raw_skeleton(i)
+                ids = tuple(n.id for n in nodes)
                 positions = np.array([(n.transform.position.x, n.transform.position.y, n.transform.position.z)
                                       for n in nodes], dtype=np.float64)
                 rotations = np.array([(n.transform.rotation.w, n.transform.rotation.x, n.transform.rotation.y,
                                        n.transform.rotation.z) for n in nodes], dtype=np.float64)
+                publish_ns = self._sdk.timestamp_ns(info.publishTime)
                 try:
-                    self._queue.put_nowait((t_capture, info.gloveId, int(info.publishTime.time), positions, rotations))
+                    self._queue.put_nowait((t_capture, info.gloveId, publish_ns, ids, positions, rotations))
                 except queue.Full:
                     self.dropped_in_callback += 1
         except BaseException as exc:  # kept for read(); raising into C would abort the process
@@ -89,19 +106,34 @@ class ManusGloves(Driver):
             error, self._callback_error = self._callback_error, None
             raise DeviceError(f"MANUS raw skeleton callback failed: {error}")
         try:
-            t_capture, glove_id, publish_time, positions, rotations = self._queue.get(timeout=0.2)
+            t_capture, glove_id, publish_ns, ids, positions, rotations = self._queue.get(timeout=0.2)
         except queue.Empty:
             return None
         if glove_id not in self._topology:
             infos = self._sdk.node_info(glove_id)
-            self._topology[glove_id] = (hand_side(infos), canonical_indices(infos))
+            self._topology[glove_id] = (hand_side(infos), canonical_indices(infos), parent_indices(infos),
+                                        tuple(info.nodeId for info in infos))
             self.device_info.setdefault("gloves", {})[self._topology[glove_id][0]] = glove_id
-        side, order = self._topology[glove_id]
+        side, order, parents, info_ids = self._topology[glove_id]
+        if ids != info_ids:  # the data's node order differs from NodeInfo's: match them by node id
+            where = {node_id: i for i, node_id in enumerate(ids)}
+            try:
+                permutation = [where[node_id] for node_id in info_ids]
+            except KeyError as exc:
+                raise DeviceError(f"MANUS glove {glove_id}: node {exc} of its NodeInfo is missing from the data") from None
+            positions, rotations = positions[permutation], rotations[permutation]
         R = self.options.R_wrist_sdk_left if side == "left" else self.options.R_wrist_sdk_right
-        keypoints = wrist_frame_keypoints(positions, order, R).astype(np.float32)
-        wrist_quat = rotations[order[0]]  # the hand root's orientation from the glove's IMU
-        return Sample(t_capture, {"keypoints": keypoints, "wrist_quat": wrist_quat}, stream=self._streams[side],
-                      t_device_ns=publish_time)
+        root = order[0]
+        if self.options.world_coordinates:
+            keypoints = wrist_frame_keypoints(positions, order, R, rotations[root])
+        else:
+            keypoints = wrist_frame_keypoints(root_frame_positions(positions, rotations, parents), order, R)
+        wrist_quat = rotations[root]  # the hand root's orientation (the glove's IMU)
+        if publish_ns is not None:
+            self._clock.add(publish_ns, t_capture)
+            self.device_info["clock"] = self._clock.describe()
+        return Sample(t_capture, {"keypoints": keypoints.astype(np.float32), "wrist_quat": wrist_quat},
+                      stream=self._streams[side], t_device_ns=publish_ns)
 
     def close(self) -> None:
         if self._sdk is not None:
