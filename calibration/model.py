@@ -203,8 +203,12 @@ def load_calibration(path: str | Path) -> Calibration:
     """Read and validate a calibration file."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise CalibrationError(f"cannot read calibration file {path}: {exc.strerror}; check [calibration] path "
                                f"in the rig config or run `capture-app calibrate`") from None
+    except UnicodeDecodeError as exc:
+        raise CalibrationError(f"calibration file {path} is not UTF-8 JSON text (byte {exc.start} is invalid): the "
+                               f"file is corrupt or not a calibration; restore it from its version directory "
+                               f"(`capture-app calibrate show`) or calibrate again") from None
     return calibration_from_json(text, str(path))

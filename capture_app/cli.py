@@ -156,6 +156,12 @@ def cmd_doctor(args) -> int:
     print(format_checks(checks))
     if not all_present:
         print("Some configured devices are not usable: see FAIL above.", file=sys.stderr)
+    if args.live:
+        from capture_app.doctor_live import format_timings, live_check
+        print(f"\nstreaming {args.seconds:g} s from each device:")
+        timings, errors = live_check(config, args.seconds, include_simulated=args.include_sim)
+        print(format_timings(timings, errors))
+        all_present = all_present and not errors and not any(t.problems for t in timings)
     return 0 if all_present else 1
 
 
@@ -171,6 +177,17 @@ def cmd_resync(args) -> int:
     return 0
 
 
+def positive_seconds(text: str) -> float:
+    """argparse type: a duration in seconds that is a finite number above zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"{text} s: give a duration above 0 seconds")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="capture-app", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -180,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     source = record.add_mutually_exclusive_group()
     source.add_argument("--sim", action="store_true", help="use the embedded simulated rig (the default)")
     source.add_argument("--config", help="rig config TOML file")
-    record.add_argument("--duration", type=float, help="seconds to record (default: until Ctrl-C)")
+    record.add_argument("--duration", type=positive_seconds, help="seconds to record, > 0 (default: until Ctrl-C)")
     record.add_argument("--out", default="episodes", help="output directory (default: ./episodes)")
     record.add_argument("--name", help="episode name (default: date-time and task)")
     record.add_argument("--instruction", default="", help="language instruction for the whole episode")
@@ -213,6 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     doctor = sub.add_parser("doctor", help="check SDKs, devices, udev rules and permissions of a rig")
     doctor.add_argument("--config", help="rig config TOML (default: the simulated rig)")
+    doctor.add_argument("--live", action="store_true",
+                        help="also stream from each device and report rate, timestamp domain, clock offset and jitter")
+    doctor.add_argument("--seconds", type=positive_seconds, default=3.0, help="with --live: seconds per device (default 3)")
+    doctor.add_argument("--include-sim", action="store_true", help="with --live: also the simulated devices")
     doctor.set_defaults(func=cmd_doctor)
 
     resync = sub.add_parser("resync", help="recompute the 20 Hz synced table of recorded episodes")
@@ -230,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--publish", help="bind this endpoint (ipc://PATH or tcp://127.0.0.1:PORT)")
     where.add_argument("--connect", help="connect to the app's bus endpoint")
     driver.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
-    driver.add_argument("--duration", type=float, help="stop after this many seconds")
+    driver.add_argument("--duration", type=positive_seconds, help="stop after this many seconds (> 0)")
     driver.add_argument("--nice", type=int, default=0, help="raise this process's niceness (lower CPU priority)")
     driver.add_argument("--keys", help="CurveZMQ key directory (from `capture-app keys`); required off loopback")
 
@@ -246,10 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
+    verbose = any(a in ("-v", "--verbose") for a in argv)  # accepted before or after the subcommand
+    argv = [a for a in argv if a not in ("-v", "--verbose")]
     if not argv or argv[0] not in parser._subparsers._group_actions[0].choices and argv[0] not in ("-h", "--help"):
-        argv = ["monitor", *[a for a in argv if a not in ("-v", "--verbose")]]  # `capture-app [--sim]` = the monitor
+        argv = ["monitor", *argv]  # `capture-app [--sim]` = the monitor
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)

@@ -66,6 +66,7 @@ class EpisodeSummary:
     subtasks: int = 0
     events: int = 0
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # data quality, not layout: e.g. a stream with no sample
 
 
 def _dataset_bytes(group: h5py.Group) -> int:
@@ -149,6 +150,15 @@ def validate_and_summarize(path: str | Path) -> EpisodeSummary:
         synced_rows = len(f["synced/t_tick_ns"]) if "synced/t_tick_ns" in f else 0
         subtasks = len(f["annotations/subtasks/label"]) if "annotations/subtasks/label" in f else 0
         events = len(f["events/t_ns"]) if "events/t_ns" in f else 0
+        warnings: list[str] = []
+        try:
+            expected = json.loads(attrs.get("expected_rates_hz", "{}"))
+        except (TypeError, ValueError):
+            expected = {}
+        recorded = {s.name: s.samples for s in streams}
+        for name in sorted(expected):
+            if not recorded.get(name):
+                warnings.append(f"stream {name} is configured but recorded no sample")
         if not streams:
             problems.append("no streams in /streams")
         return EpisodeSummary(
@@ -156,7 +166,7 @@ def validate_and_summarize(path: str | Path) -> EpisodeSummary:
             duration_s=(max(ends) - min(starts)) / 1e9 if starts else 0.0,
             size_bytes=path.stat().st_size, instruction=str(attrs.get("instruction", "")),
             operator=str(attrs.get("operator", "")), streams=streams, synced_rows=synced_rows,
-            subtasks=subtasks, events=events, problems=problems)
+            subtasks=subtasks, events=events, problems=problems, warnings=warnings)
 
 
 def format_summary(s: EpisodeSummary) -> str:
@@ -173,6 +183,9 @@ def format_summary(s: EpisodeSummary) -> str:
         lines.append(f"  {st.name:<22}{st.kind:<11}{st.samples:>8}{st.rate_hz:>10.2f}{st.expected_rate_hz:>10.1f}"
                      f"{st.seq_gaps:>6}{st.writer_overflow:>9}{st.tracking_lost:>9}{st.nbytes / 1e6:>8.2f}")
     lines.append(f"  synced rows: {s.synced_rows}   subtasks: {s.subtasks}   events: {s.events}")
+    if s.warnings:
+        lines.append("  WARNINGS:")
+        lines.extend(f"    - {w}" for w in s.warnings)
     if s.problems:
         lines.append("  LAYOUT PROBLEMS:")
         lines.extend(f"    - {p}" for p in s.problems)

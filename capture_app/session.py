@@ -26,6 +26,7 @@ from capture_app.clock import now_ns
 from capture_app.config import RigConfig, sim_epoch_ns, with_changes
 from capture_app.errors import CalibrationError, CaptureError, ConfigError
 from capture_app.health import StreamMonitor, StreamStatus
+from capture_app.stream_watch import StreamWatch
 from capture_app.synchronizer import SyncedTick, Synchronizer
 from capture_app.writer import EpisodeMetadata, EpisodeWriter
 from capture_app.driver_host import DriverHostProcess, driver_config_with_seed
@@ -79,6 +80,7 @@ class CaptureSession:
         rates = {s: float(d.rate_hz) for d in config.drivers for s in d.streams}
         self.expected_rates = rates
         self.monitor = StreamMonitor(rates)
+        self._stream_watch = StreamWatch(self.monitor, lambda: self._writer)
         self.synchronizer = Synchronizer(config.sync, self.calibration, on_tick=self._on_tick, rates_hz=rates)
         self.drivers = []
         self._remote_endpoints = [d.endpoint for d in config.drivers if d.endpoint]
@@ -142,6 +144,7 @@ class CaptureSession:
         # GC's full collections, which otherwise stall every thread (18 ms measured) and make ticks late.
         gc.freeze()
         self.synchronizer.start()
+        self._stream_watch.start()
         return self
 
     def _start_remote(self) -> None:
@@ -174,6 +177,7 @@ class CaptureSession:
                 self.stop_episode()
             except CaptureError as exc:
                 log.error("%s", exc)
+        self._stream_watch.stop()
         for driver in self.drivers:
             driver.stop()
         for host in self._hosts:

@@ -283,6 +283,7 @@ class EpisodeWriter:
         a["device_serials"] = json.dumps(m.device_serials)
         a["simulated"] = m.simulated
         a["sim_seed"] = m.sim_seed
+        a["expected_rates_hz"] = json.dumps(m.expected_rates_hz)
         calibration = self._file.create_group("calibration")
         calibration.attrs["json"] = m.calibration_json
         calibration.attrs["calibration_id"] = m.calibration_id
@@ -462,6 +463,10 @@ class EpisodeWriter:
         self._file.flush()
 
     def _finalize(self, attrs: dict[str, Any]) -> None:
+        for stream in sorted(set(self.metadata.expected_rates_hz) - set(self._streams)):
+            self._tables["events"].append({
+                "t_ns": np.int64(self._end_ns), "level": "error", "source": stream,
+                "message": f"stream {stream} delivered no sample during the episode (see the driver errors above)"})
         self._flush()
         a = self._file.attrs
         _set_attrs(a, attrs)

@@ -44,3 +44,16 @@ def test_a_device_clock_that_jumps_back_restarts_the_fit():
         mapper.add(10_000_000_000 + k * 33_000_000, 500 + k * 33_000_000)
     mapper.add(1_000, 4_000_000_000)  # device rebooted
     assert mapper.to_host(1_000) == 4_000_000_000
+
+
+def test_doctor_live_judges_rate_jitter_and_silence():
+    from capture_app.doctor_live import measure_stream
+    period = 33_333_333
+    good = measure_stream("top_camera", 30, [k * period for k in range(90)], ["ok"] * 90,
+                          {"timestamp_domain": "realsense:hardware_clock", "clock": {"offset_ns": 5_000_000}}, 3.0)
+    assert good.problems == [] and good.rate_hz == pytest.approx(30) and good.offset_ms == pytest.approx(5.0)
+    slow = measure_stream("top_camera", 30, [k * 2 * period for k in range(45)], ["ok"] * 45, {}, 3.0)
+    assert any("rate 15.0 Hz" in p for p in slow.problems) and slow.timestamp_domain.startswith("host arrival")
+    jittery = measure_stream("x", 30, [k * period + (k % 2) * 15_000_000 for k in range(90)], ["ok"] * 90, {}, 3.0)
+    assert any("jitter" in p for p in jittery.problems)
+    assert measure_stream("x", 30, [], [], {}, 3.0).problems == ["no sample arrived: see the driver error above"]

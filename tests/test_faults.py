@@ -27,6 +27,7 @@ class FaultOptions:
     jump_back_at_s: float = 1e9
     jump_back_ms: float = 0.0
     flood_count: int = 0  # sent in one burst when FaultyTracker.flood_now is set
+    stop_at_s: float = 1e9  # delivers nothing from then on (a tracker whose battery died)
 
 
 @register("test_faulty_tracker")
@@ -48,6 +49,8 @@ class FaultyTracker(Driver):
         time.sleep(max(0.0, (t - time.monotonic_ns()) / 1e9))
         self.k += 1
         elapsed = (t - self.start_ns) / 1e9
+        if elapsed >= o.stop_at_s:
+            return None
         if FaultyTracker.flood_now is not None and FaultyTracker.flood_now.is_set() and not self.flooded:
             self.flooded = True
             return [Sample(t + i, {"pose": np.array([0, 1, 0, 1, 0, 0, 0.0])}) for i in range(o.flood_count)]
@@ -143,3 +146,21 @@ def test_a_foreign_stream_on_the_bus_is_dropped_and_counted(tmp_path):
     with h5py.File(path, "r") as f:
         assert "elbow_tracker" not in f["streams"]
     assert validate_and_summarize(path).problems == []
+
+
+def test_a_stream_that_stops_mid_take_leaves_events_and_one_that_never_delivers_is_flagged(tmp_path):
+    with _session(tmp_path, stop_at_s=2.5) as session:
+        path = _record(session, tmp_path, 2.5)  # streams ~1.5 s into the take, then nothing
+    with h5py.File(path, "r") as f:
+        events = [(s.decode(), m.decode()) for s, m in zip(f["events/source"][:], f["events/message"][:])]
+    assert any(source == "head_tracker" and "-> lost" in m and "no data for" in m for source, m in events), events
+    with _session(tmp_path, stop_at_s=0.0) as session:
+        assert session.wait_for_streams(1.0) == ["head_tracker"]
+        session.start_episode(tmp_path, name="silent")
+        time.sleep(1.0)
+        path = session.stop_episode()
+    with h5py.File(path, "r") as f:
+        messages = [m.decode() for m in f["events/message"][:]]
+    assert "stream head_tracker delivered no sample during the episode (see the driver errors above)" in messages
+    summary = validate_and_summarize(path)
+    assert summary.problems == [] and summary.warnings == ["stream head_tracker is configured but recorded no sample"]

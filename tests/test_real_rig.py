@@ -151,3 +151,30 @@ def test_replay_of_a_recorded_stream_publishes_it_again_at_its_rate(tmp_path):
                 np.testing.assert_array_equal(b[f"streams/{stream}/{column}"][:], a[f"streams/{stream}/{column}"][rows])
             spacing_a = np.diff(a[f"streams/{stream}/t_capture_ns"][rows])
             np.testing.assert_array_equal(np.diff(b[f"streams/{stream}/t_capture_ns"][:]), spacing_a)
+
+
+def test_doctor_live_streams_a_recorded_realsense_and_reports_its_timing(tmp_path):
+    pytest.importorskip("pyrealsense2")
+    from tests import realsense_fixture
+    recording = tmp_path / "top.db3"
+    realsense_fixture.write_recording(recording, rec=realsense_fixture.Recording(frames=120, depth_offset_ms=4))
+    base = parse_config(small_sim_text(), "<doctor live>")
+    top = DriverConfig("top_camera", "realsense", "top_camera", 30, serial=realsense_fixture.SERIAL,
+                       options={"playback_file": str(recording), "width": realsense_fixture.W,
+                                "height": realsense_fixture.H})
+    config = with_changes(base, drivers=tuple([d for d in base.drivers if d.stream != "top_camera"] + [top]))
+    rig = tmp_path / "live.toml"
+    rig.write_text(to_toml(config))
+    result = _run("doctor", "--config", str(rig), "--live", "--seconds", "2")
+    line = next(x for x in result.stdout.splitlines() if x.startswith("top_camera"))
+    samples, rate = int(line.split()[1]), float(line.split()[2])
+    assert samples >= 50 and rate == pytest.approx(30, rel=0.15), result.stdout
+    assert "realsense:hardware_clock" in line and "PROBLEM" not in result.stdout, result.stdout
+
+
+def test_cli_rejects_bad_durations_and_accepts_verbose_anywhere():
+    for bad in ("-1", "0", "nan", "abc"):
+        result = _run("record", "--sim", "--duration", bad)
+        assert result.returncode == 2 and "--duration" in result.stderr and "Traceback" not in result.stderr
+    assert _run("-v", "doctor").returncode == 0
+    assert _run("doctor", "-v").returncode == 0
