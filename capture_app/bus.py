@@ -37,6 +37,7 @@ TRACKING_STATES = ("ok", "degraded", "lost")
 ENCODINGS = ("raw", "jpeg")
 ALLOWED_DTYPES = frozenset({"|u1", "<u2", "<i4", "<u4", "<i8", "<u8", "<f4", "<f8", "|b1"})
 MAX_HEADER_BYTES = 64 * 1024
+INT64_LIMIT = 1 << 63
 MAX_BUFFERS = 16
 MAX_BUFFER_BYTES = 64 * 1024 * 1024
 HIGH_WATER_MARK = 4000  # messages queued per socket before ZeroMQ drops (seen as sequence gaps)
@@ -146,6 +147,10 @@ def _check_header(header: Any) -> None:
         raise BusProtocolError("header-field", "meta must be a map")
     if header["seq"] < 0:
         raise BusProtocolError("header-field", "seq must be >= 0")
+    for key in ("seq", "t_capture_ns", "t_publish_ns", "t_device_ns", "sender"):
+        value = header.get(key)
+        if isinstance(value, int) and not -INT64_LIMIT <= value < INT64_LIMIT:
+            raise BusProtocolError("header-field", f"{key} {value} does not fit a signed 64-bit integer")
     if not isinstance(header.get("sender", 0), int) or isinstance(header.get("sender", 0), bool):
         raise BusProtocolError("header-field", "sender must be an integer")
 

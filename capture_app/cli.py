@@ -38,6 +38,9 @@ def _progress_line(session, elapsed: float) -> str:
         stats = writer.stats()
         parts.append(f"gaps {sum(stats.seq_gaps.values())} overflow {sum(stats.overflow.values())} "
                      f"backlog {stats.backlog_items}")
+    rejected = sum(st.rejected for st in status.values())
+    if rejected:
+        parts.append(f"rejected {rejected}")
     return " | ".join(parts)
 
 
@@ -75,8 +78,13 @@ def cmd_record(args) -> int:
                     next_print += NS_PER_S
                 stop.wait(0.05)
             if writer.error is not None:
-                print(f"error: {writer.error}", file=sys.stderr)
-                session._detach_writer()
+                try:
+                    session.stop_episode()
+                except CaptureError as exc:
+                    print(f"error: {exc}", file=sys.stderr)
+                kept = writer.final_path if writer.stopped_cleanly else writer.partial_path
+                hint = "" if writer.stopped_cleanly else f" (run `capture-app recover {kept}`)"
+                print(f"kept {kept}{hint}", file=sys.stderr)
                 return 4
             path = session.stop_episode()
             print(str(path))
@@ -109,7 +117,7 @@ def cmd_recover(args) -> int:
 
     for path in args.files:
         target, trimmed = recover(path)
-        print(f"{target}: recovered" + (f", trimmed incomplete rows {trimmed}" if trimmed else ""))
+        print(f"{target}: recovered" + (f", changed {trimmed}" if trimmed else " (every dataset reads back whole)"))
     return 0
 
 
@@ -208,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_argument("--allow-missing", action="store_true", help="record even if a stream is not delivering")
     record.set_defaults(func=cmd_record)
 
-    recover = sub.add_parser("recover", help="make an episode left as .partial by a crash readable again")
+    recover = sub.add_parser("recover", help="make an episode interrupted by a crash (.partial, or .h5 still recording) readable again")
     recover.add_argument("files", nargs="+")
     recover.set_defaults(func=cmd_recover)
 

@@ -48,6 +48,7 @@ class DriverConfig:
     endpoint: str = ""
     extra_streams: tuple = ()
     options: dict = field(default_factory=dict)
+    clock_sync: str = "auto"  # auto: query the driver's clock service only for tcp endpoints off loopback
 
     @property
     def streams(self) -> tuple[str, ...]:
@@ -69,6 +70,16 @@ class DriverConfig:
             raise _fail(where, "endpoint", self.endpoint, "'' (in-process), ipc://PATH or tcp://HOST:PORT")
         if not isinstance(self.options, dict):
             raise _fail(where, "options", self.options, "a table")
+        if self.clock_sync not in ("auto", "on", "off"):
+            raise _fail(where, "clock_sync", self.clock_sync, "auto, on or off")
+
+    @property
+    def needs_clock_sync(self) -> bool:
+        """Whether this driver's stamps come from another clock (another host) and need the clock service."""
+        from capture_app.remote import is_loopback
+        if self.clock_sync != "auto":
+            return self.clock_sync == "on"
+        return bool(self.endpoint) and not is_loopback(self.endpoint)
 
 
 @dataclass(frozen=True)
@@ -93,7 +104,7 @@ class WriterConfig:
     """Episode writer settings."""
 
     flush_interval_s: float = 0.5
-    queue_size: int = 4000
+    queue_size: int = 12000  # samples queued for the writer, shared by the streams in proportion to their rates
     jpeg_quality: int = 90
 
     def __post_init__(self):

@@ -26,7 +26,7 @@ import h5py
 import numpy as np
 
 FORMAT_NAME = "capture_app.episode"
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "1.1"
 PARTIAL_SUFFIX = ".partial"
 EPISODE_SUFFIX = ".h5"
 NO_DEVICE_TIME = np.iinfo(np.int64).min  # t_device_ns when the device has no clock of its own
@@ -67,6 +67,7 @@ class EpisodeSummary:
     events: int = 0
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # data quality, not layout: e.g. a stream with no sample
+    failure: str = ""
 
 
 def _dataset_bytes(group: h5py.Group) -> int:
@@ -159,14 +160,17 @@ def validate_and_summarize(path: str | Path) -> EpisodeSummary:
         for name in sorted(expected):
             if not recorded.get(name):
                 warnings.append(f"stream {name} is configured but recorded no sample")
-        if not streams:
+        if not streams and status == "recovered":
+            warnings.append("no sample was written before the recording was interrupted (an empty episode)")
+        elif not streams:
             problems.append("no streams in /streams")
         return EpisodeSummary(
             path=str(path), status=status, format_version=version,
             duration_s=(max(ends) - min(starts)) / 1e9 if starts else 0.0,
             size_bytes=path.stat().st_size, instruction=str(attrs.get("instruction", "")),
             operator=str(attrs.get("operator", "")), streams=streams, synced_rows=synced_rows,
-            subtasks=subtasks, events=events, problems=problems, warnings=warnings)
+            subtasks=subtasks, events=events, problems=problems, warnings=warnings,
+            failure=str(attrs.get("failure", "")))
 
 
 def format_summary(s: EpisodeSummary) -> str:
@@ -176,6 +180,7 @@ def format_summary(s: EpisodeSummary) -> str:
         f"{s.path}{recovered}",
         f"  status {s.status}, format {s.format_version}, {s.duration_s:.2f} s, {s.size_bytes / 1e6:.1f} MB",
         f"  instruction: {s.instruction!r}   operator: {s.operator!r}",
+        *([f"  FAILED: {s.failure}"] if s.failure else []),
         f"  {'stream':<22}{'kind':<11}{'samples':>8}{'rate Hz':>10}{'expected':>10}{'gaps':>6}{'overflow':>9}"
         f"{'lost trk':>9}{'MB':>8}",
     ]

@@ -27,6 +27,7 @@ class StreamStatus:
     seq_gaps: int
     gaps_last_second: int
     tracking: str
+    rejected: int = 0
 
 
 class StreamMonitor:
@@ -42,6 +43,19 @@ class StreamMonitor:
         self._samples = {s: 0 for s in self.expected}
         self._gaps = {s: 0 for s in self.expected}
         self._tracking = {s: "ok" for s in self.expected}
+        self._rejections = {s: deque() for s in self.expected}  # (receive time, reason) within the last second
+        self._rejected = {s: 0 for s in self.expected}
+
+    def note_rejected(self, stream: str, reason: str, t_receive_ns: int) -> None:
+        """A message of ``stream`` was refused (schema, plausibility, ownership): degrades it for a second."""
+        if stream not in self.expected:
+            return
+        with self._lock:
+            self._rejected[stream] += 1
+            rejections = self._rejections[stream]
+            rejections.append((t_receive_ns, reason))
+            while rejections and rejections[0][0] < t_receive_ns - NS_PER_S:
+                rejections.popleft()
 
     def observe(self, message: Message) -> None:
         s = message.stream
@@ -77,6 +91,7 @@ class StreamMonitor:
                 rate = float(len(recent)) if age is not None and age <= 0.05 else \
                     float(sum(1 for x in recent if t - x <= NS_PER_S))
                 gaps_1s = sum(n for x, n in self._gap_times[s] if t - x <= NS_PER_S)
+                rejected_1s = [r for x, r in self._rejections[s] if t - x <= NS_PER_S]
                 tracking = self._tracking[s]
                 if age is None:
                     state, reason = "waiting", "no data yet"
@@ -88,10 +103,14 @@ class StreamMonitor:
                     state, reason = "degraded", f"rate {rate:.0f} of {expected:.0f} Hz"
                 elif gaps_1s:
                     state, reason = "degraded", f"{gaps_1s} sample(s) lost in the last second"
+                elif rejected_1s:
+                    state, reason = "degraded", f"{len(rejected_1s)} rejected in the last second ({rejected_1s[-1]})"
                 elif tracking == "degraded":
                     state, reason = "degraded", "tracking degraded"
                 else:
                     state, reason = "ok", ""
+                if age is None and rejected_1s:
+                    reason = f"every message rejected ({rejected_1s[-1]})"
                 out[s] = StreamStatus(s, state, reason, rate, expected, age, self._samples[s], self._gaps[s],
-                                      gaps_1s, tracking)
+                                      gaps_1s, tracking, self._rejected[s])
         return out

@@ -26,6 +26,7 @@ from capture_app.clock import now_ns
 from capture_app.config import RigConfig, sim_epoch_ns, with_changes
 from capture_app.errors import CalibrationError, CaptureError, ConfigError
 from capture_app.health import StreamMonitor, StreamStatus
+from capture_app.stream_schema import MessageCheck, fill_optional
 from capture_app.stream_watch import StreamWatch
 from capture_app.synchronizer import SyncedTick, Synchronizer
 from capture_app.writer import EpisodeMetadata, EpisodeWriter
@@ -80,6 +81,11 @@ class CaptureSession:
         rates = {s: float(d.rate_hz) for d in config.drivers for s in d.streams}
         self.expected_rates = rates
         self.monitor = StreamMonitor(rates)
+        self.checker = MessageCheck(rates)
+        self._allowed_streams: dict[int, frozenset] = {}  # id(subscriber) -> the streams it may carry
+        self._last_rejection_event_ns: dict[str, int] = {}
+        self._rejected_at_start: dict = {}
+        self._malformed_at_start = 0
         self._stream_watch = StreamWatch(self.monitor, lambda: self._writer)
         self.synchronizer = Synchronizer(config.sync, self.calibration, on_tick=self._on_tick, rates_hz=rates)
         self.drivers = []
@@ -123,12 +129,17 @@ class CaptureSession:
             self._ipc_endpoint = f"ipc://{self._tmpdir / 'bus.sock'}"
             bind.append(self._ipc_endpoint)
         self._start_remote()
-        plain = [e for e in self._remote_endpoints if not (e.startswith("tcp://") and self._keys)]
-        self._subscriber = BusSubscriber(bind=bind, connect=plain, context=self._context)
+        # One subscriber per endpoint, so that each stream is accepted only from where the rig config puts it
+        self._subscriber = BusSubscriber(bind=bind, context=self._context)
         self._subscribers = [self._subscriber]
-        secure = [e for e in self._remote_endpoints if e not in plain]
-        if secure:
-            self._subscribers.append(BusSubscriber(connect=secure, context=self._context, curve=self._keys))
+        self._allowed_streams[id(self._subscriber)] = frozenset(
+            s for d in self.config.drivers if not d.endpoint for s in d.streams)
+        for d in self.config.drivers:
+            if d.endpoint:
+                curve = self._keys if d.endpoint.startswith("tcp://") and self._keys else None
+                subscriber = BusSubscriber(connect=[d.endpoint], context=self._context, curve=curve)
+                self._subscribers.append(subscriber)
+                self._allowed_streams[id(subscriber)] = frozenset(d.streams)
         self._dispatcher = threading.Thread(target=self._dispatch, name="bus-dispatcher", daemon=True)
         self._dispatcher.start()
         groups = [[n] for n in isolated] + ([shared] if shared and self.config.drivers_in == "process" else [])
@@ -158,6 +169,8 @@ class CaptureSession:
             if d.endpoint.startswith("tcp://") and not is_loopback(d.endpoint) and self._keys is None:
                 raise ConfigError(f"driver {d.name!r} at {d.endpoint} is on another host: set [bus] keys to the "
                                   f"directory from `capture-app keys`")
+            if not d.needs_clock_sync:  # same host (ipc://, loopback): same monotonic clock, stamps kept as sent
+                continue
             curve = self._keys if d.endpoint.startswith("tcp://") else None
             client = ClockClient(d.name, clock_endpoint(d.endpoint), self._context, curve)
             self.clock_clients[d.name] = client
@@ -232,16 +245,26 @@ class CaptureSession:
             with sync.lock:  # receive stamp, buffer insert and writer queue in one atomic step
                 message = subscriber.recv_waiting()
                 if not message:  # False: nothing waiting; None: malformed (counted)
+                    if message is None:
+                        self._note_malformed(subscriber)
                     return message is None
                 if not message.is_status:
                     if message.stream not in self.expected_rates:
                         self._count_unexpected(message)
                         return True
+                    if message.stream not in self._allowed_streams.get(id(subscriber), ()):
+                        self._reject(message, "not-owner")  # published from an endpoint that does not own it
+                        return True
                     clock = self._clock_of_stream.get(message.stream)
                     if clock is not None and not self._to_local_clock(message, clock):
                         return True
+                    reason = self.checker.check(message)
+                    if reason is not None:
+                        self._reject(message, reason, counted=True)
+                        return True
                     if not all(np.isfinite(a).all() for n, a in message.arrays.items() if n in ("pose", "keypoints")):
                         self._flag_non_finite(message)
+                    message.arrays = fill_optional(self.checker.kinds[message.stream], message.arrays)
                     sync.ingest(message)
                     writer = self._writer
                     if writer is not None:
@@ -255,6 +278,32 @@ class CaptureSession:
         except Exception:  # a bug in one message must not stop the bus
             log.exception("bus dispatcher: message dropped")
         return True
+
+    def _reject(self, message: Message, reason: str, counted: bool = False) -> None:
+        """A message refused whole: counted per stream and reason, shown live, and in the episode's events
+        at most once a second per stream (with the counts so far)."""
+        if not counted:
+            self.checker.rejected[(message.stream, reason)] += 1
+        self.monitor.note_rejected(message.stream, reason, message.t_receive_ns)
+        writer = self._writer
+        last = self._last_rejection_event_ns.get(message.stream, 0)
+        if writer is not None and message.t_receive_ns - last >= 1_000_000_000:
+            self._last_rejection_event_ns[message.stream] = message.t_receive_ns
+            counts = self.checker.rejected_by_stream().get(message.stream, {})
+            writer.log_event("error", message.stream, f"rejected {message.stream} seq {message.seq}: {reason} "
+                                                      f"(rejected so far: {counts})", t_ns=message.t_receive_ns)
+
+    def _note_malformed(self, subscriber: BusSubscriber) -> None:
+        writer = self._writer
+        t = now_ns()
+        if writer is not None and t - self._last_rejection_event_ns.get("_bus", 0) >= 1_000_000_000:
+            self._last_rejection_event_ns["_bus"] = t
+            writer.log_event("error", "bus", f"malformed messages dropped so far: {dict(subscriber.malformed)} "
+                                             f"(docs/protocol.md: what a receiver refuses)", t_ns=t)
+
+    def rejected_counts(self) -> dict[str, dict[str, int]]:
+        """Messages refused so far, per stream and reason."""
+        return self.checker.rejected_by_stream()
 
     def _to_local_clock(self, message: Message, clock) -> bool:
         """Put a remote host's stamps on this host's clock; False (dropped, counted) before the first sync."""
@@ -342,6 +391,8 @@ class CaptureSession:
         writer = EpisodeWriter(out_dir, metadata, self.config.writer).start()
         for stream, device in devices.items():
             writer.set_stream_attrs(stream, {"device": device})
+        self._rejected_at_start = dict(self.checker.rejected)
+        self._malformed_at_start = sum(s.malformed.total() for s in self._subscribers)
         with self.synchronizer.lock:
             self.episode_started_ns = now_ns()
             self.synchronizer.receive_floor_ns = self.episode_started_ns + 1
@@ -379,9 +430,25 @@ class CaptureSession:
                     self._writer.submit_row(f"clock_sync/{name}", {"t_local_ns": np.int64(m.t_local_ns),
                                                                    "offset_ns": np.int64(m.offset_ns),
                                                                    "rtt_ns": np.int64(m.rtt_ns)})
+        self._store_rejections()
         writer = self._detach_writer()
-        summary = {"synchronizer": {"rate_hz": self.config.sync.rate_hz, "delay_ms": self.config.sync.delay_ms}}
+        summary = {"synchronizer": {"rate_hz": self.config.sync.rate_hz, "delay_ms": self.config.sync.delay_ms},
+                   "bus_malformed": sum(s.malformed.total() for s in self._subscribers) - self._malformed_at_start,
+                   "bus_unexpected": self.unexpected_messages}
         return writer.finish({**summary, **(attrs or {})})
+
+    def _store_rejections(self) -> None:
+        """Per stream, the messages refused during this episode by reason (attribute ``rejected``)."""
+        writer = self._writer
+        if writer is None:
+            return
+        during: dict[str, dict[str, int]] = {}
+        for (stream, reason), n in self.checker.rejected.items():
+            n -= self._rejected_at_start.get((stream, reason), 0)
+            if n:
+                during.setdefault(stream, {})[reason] = n
+        for stream in self.expected_rates:
+            writer.set_stream_attrs(stream, {"rejected": during.get(stream, {})})
 
     def discard_episode(self) -> None:
         """Throw the current episode away: no file is left."""
@@ -401,8 +468,19 @@ class CaptureSession:
         reasons = {}
         for stream in streams:
             h = by_stream.get(stream)
-            reasons[stream] = h.last_error if h and h.last_error else (
-                f"driver {h.name} is {h.state}, no data arrived" if h else "no data arrived and no driver status")
+            clock = self._clock_of_stream.get(stream)
+            rejected = self.checker.rejected_by_stream().get(stream)
+            if h and h.last_error:
+                reasons[stream] = h.last_error
+            elif clock is not None and clock.estimator.offset_at(now_ns()) is None:
+                reasons[stream] = (f"its driver's clock service at {clock.endpoint} has not answered, so its stamps "
+                                   f"cannot be put on this host's clock ({self.unsynchronised_messages} messages held "
+                                   f"back); is `capture-app driver --publish` running there?")
+            elif rejected:
+                reasons[stream] = f"every message was rejected: {rejected} (docs/protocol.md)"
+            else:
+                reasons[stream] = f"driver {h.name} is {h.state}, no data arrived" if h else \
+                    "no data arrived and no driver status"
         return reasons
 
     @property

@@ -45,6 +45,11 @@ _TIME_CHUNK = 1024
 # lz4 + bitshuffle: ~0.65 ms per 640x480 frame, ratio ~2.3 (zstd level 1: ~1.5 ms, ~2.7)
 _DEPTH_FILTER = hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.BITSHUFFLE)
 WRITER_NICENESS = 10  # the writer may wait; the synchronizer's tick may not
+DISK_MARGIN_BYTES = 8 * 1024 * 1024  # free space kept for HDF5 metadata and a clean close
+
+
+class DiskFullStop(Exception):
+    """Free space would not hold the next flush: stop before HDF5 hits ENOSPC (which corrupts the file)."""
 _STOP = object()
 
 
@@ -148,7 +153,14 @@ class EpisodeWriter:
         directory = Path(directory)
         self.final_path = directory / f"{metadata.episode_name}{EPISODE_SUFFIX}"
         self.partial_path = self.final_path.with_name(self.final_path.name + PARTIAL_SUFFIX)
-        self._queue: queue.Queue = queue.Queue(maxsize=self.config.queue_size)
+        # Samples are bounded (in count per stream, and in bytes); rows, events, attributes and annotations
+        # are small and never dropped, so they do not count against the bound.
+        self._queue: queue.Queue = queue.Queue()
+        self._queued_samples: Counter = Counter()
+        self._refused_tail: dict[str, tuple[int, int]] = {}  # stream -> (sender, seq) of its last refused sample
+        rates = metadata.expected_rates_hz or {}
+        total_rate = sum(rates.values()) or 1.0
+        self._stream_cap = {s: max(50, int(self.config.queue_size * r / total_rate)) for s, r in rates.items()}
         self._max_queue_bytes = max_queue_bytes
         self._queued_bytes = 0
         self._lock = threading.Lock()
@@ -170,6 +182,8 @@ class EpisodeWriter:
         self._finished = threading.Event()
         self._end_ns = 0
         self._annotations: list | None = None
+        self._pending_bytes = 0       # data appended to tables since the last flush
+        self.stopped_cleanly = False  # a disk-full stop closed the file with everything before it readable
 
     # --- producer side (any thread) --------------------------------------------
     def start(self) -> "EpisodeWriter":
@@ -188,33 +202,39 @@ class EpisodeWriter:
         self._thread.start()
         return self
 
-    def _enqueue(self, item: tuple, nbytes: int, stream: str) -> bool:
+    def _enqueue(self, item: tuple) -> bool:
+        """Queue a row, an event, attributes or annotations: never refused while the writer runs."""
         with self._lock:
             if self._error is not None or self._finished.is_set():
                 return False
-            if self._queued_bytes + nbytes > self._max_queue_bytes:
-                self._overflow[stream] += 1
-                return False
-            try:
-                self._queue.put_nowait(item)
-            except queue.Full:
-                self._overflow[stream] += 1
-                return False
-            self._queued_bytes += nbytes
+            self._queue.put_nowait(item)
             return True
 
     def submit(self, message: Message) -> bool:
-        """Queue one sample; False (and counted as overflow) when the queue is full. Never blocks."""
-        return self._enqueue(("sample", message), message.nbytes, message.stream)
+        """Queue one sample; False (and counted as overflow of its stream) when that stream's share of the
+        queue, or the byte bound, is used up: a flooding stream loses its own samples, not others'. Never blocks."""
+        stream = message.stream
+        with self._lock:
+            if self._error is not None or self._finished.is_set():
+                return False
+            cap = self._stream_cap.get(stream, 50)
+            if self._queued_samples[stream] >= cap or self._queued_bytes + message.nbytes > self._max_queue_bytes:
+                self._overflow[stream] += 1
+                self._refused_tail[stream] = (message.sender, message.seq)
+                return False
+            self._queue.put_nowait(("sample", message))
+            self._queued_samples[stream] += 1
+            self._queued_bytes += message.nbytes
+            return True
 
     def submit_row(self, table: str, row) -> bool:
         """Queue one row of a table such as 'synced': a dict (column -> value), or an object whose
         ``row()`` makes that dict, called on the writer thread (keeps the work off the caller's)."""
-        return self._enqueue(("row", table, row), 0, table)
+        return self._enqueue(("row", table, row))
 
     def log_event(self, level: str, source: str, message: str, t_ns: int | None = None) -> None:
         """Record an event (error, warning, gap, operator action) in /events."""
-        self._enqueue(("event", now_ns() if t_ns is None else t_ns, level, source, message), 0, "_events")
+        self._enqueue(("event", now_ns() if t_ns is None else t_ns, level, source, message))
 
     def set_stream_attrs(self, stream: str, attrs: dict[str, Any]) -> None:
         """Attributes for /streams/<stream> (device info, for example); JSON-encoded when not scalar."""
@@ -222,11 +242,11 @@ class EpisodeWriter:
 
     def set_attrs(self, group: str, attrs: dict[str, Any]) -> None:
         """Attributes for a group ('synced', 'streams/<stream>'), applied once the group exists."""
-        self._enqueue(("attrs", group, attrs), 0, "_attrs")
+        self._enqueue(("attrs", group, attrs))
 
     def set_annotations(self, segments: list) -> None:
         """Subtask segments (capture_app.annotations.Segment) to store in /annotations/subtasks at finish."""
-        self._enqueue(("annotations", list(segments)), 0, "_annotations")
+        self._enqueue(("annotations", list(segments)))
 
     def stats(self) -> WriterStats:
         with self._lock:
@@ -252,6 +272,8 @@ class EpisodeWriter:
                 raise WriterError(f"episode writer did not finish within {timeout:.0f} s; {self.partial_path} "
                                   f"holds what was flushed")
         if self._error is not None:
+            if self.stopped_cleanly:  # a readable file marked failed: give it its final name
+                self.partial_path.replace(self.final_path)
             raise self._error
         self.partial_path.replace(self.final_path)
         return self.final_path
@@ -315,6 +337,8 @@ class EpisodeWriter:
                     self._flush()
                     next_flush = now_ns() + interval_ns
             self._flush()
+        except DiskFullStop as exc:
+            self._stop_for_disk_full(str(exc))
         except OSError as exc:
             self._fail(exc)
         except Exception as exc:  # a bug must not lose the file: report it, keep what was flushed
@@ -353,6 +377,7 @@ class EpisodeWriter:
             message: Message = item[1]
             with self._lock:
                 self._queued_bytes -= message.nbytes
+                self._queued_samples[message.stream] -= 1
             self._append_sample(message)
         elif kind == "row":
             row = item[2] if isinstance(item[2], dict) else item[2].row()
@@ -437,6 +462,7 @@ class EpisodeWriter:
             else:
                 row[name] = array
         table.append(row)
+        self._pending_bytes += sum(np.asarray(v).nbytes for v in row.values())
         rows = self._row_of_seq[stream]
         rows[message.seq] = self._written[stream]
         if len(rows) > 2048:
@@ -449,13 +475,53 @@ class EpisodeWriter:
         return np.array([self._row_of_seq[s].get(int(q), -1) if q >= 0 else -1
                          for s, q in zip(SYNCED_STREAMS, stream_seq)], np.int64)
 
+    def _check_free_space(self) -> None:
+        free = shutil.disk_usage(self.partial_path.parent).free
+        if free < self._pending_bytes + DISK_MARGIN_BYTES:  # raw bytes: more than HDF5 stores compressed
+            raise DiskFullStop(f"{free / 1e6:.1f} MB free, the next flush needs {self._pending_bytes / 1e6:.1f} MB "
+                               f"plus a {DISK_MARGIN_BYTES / 1e6:.0f} MB reserve")
+
+    def _stop_for_disk_full(self, detail: str) -> None:
+        """Drop what is not yet written (counted), close the file cleanly as 'failed', report the error."""
+        dropped = Counter()
+        for stream, table in self._streams.items():
+            dropped[stream] = len(table._pending.get("seq", []))
+            table._pending.clear()
+        for table in self._tables.values():
+            table._pending.clear()
+        text = (f"the disk of {self.partial_path.parent} is nearly full ({detail}): recording stopped before it "
+                f"could corrupt the file; everything written before is kept. Free space or record to another --out "
+                f"directory.")
+        try:
+            a = self._file.attrs
+            a["status"] = "failed"
+            a["failure"] = text
+            a["end_monotonic_ns"] = now_ns()
+            a["disk_full_dropped"] = json.dumps({k: v for k, v in dropped.items() if v})
+            self._file.flush()
+            self.stopped_cleanly = True
+        except OSError as exc:
+            text += f" (marking the file failed also failed: {exc}; run `capture-app recover`)"
+        self._error = WriterError(f"writing {self.partial_path} stopped: {text}")
+        log.error("%s", self._error)
+
+    def _tail_gap(self, stream: str) -> int:
+        """Samples refused after the last one stored (no later sample shows them as a gap)."""
+        refused = self._refused_tail.get(stream)
+        last = self._last_seq.get(stream)
+        if refused is None or last is None or refused[0] != self._sender.get(stream) or refused[1] <= last:
+            return 0
+        return refused[1] - last
+
     def _flush(self) -> None:
+        self._check_free_space()
+        self._pending_bytes = 0
         for table in list(self._streams.values()) + list(self._tables.values()):
             table.write()
         for stream, table in self._streams.items():
             attrs = table.group.attrs
             with self._lock:
-                attrs["seq_gaps"] = int(self._seq_gaps[stream])
+                attrs["seq_gaps"] = int(self._seq_gaps[stream]) + self._tail_gap(stream)
                 attrs["writer_overflow"] = int(self._overflow[stream])
             attrs["non_monotonic"] = int(self._non_monotonic[stream])
         for path in [p for p in self._pending_attrs if p in self._file]:

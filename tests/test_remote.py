@@ -43,7 +43,7 @@ def test_remote_clock_offset_is_estimated_and_the_synced_output_is_unaffected(tm
     port = _free_port_pair()
     endpoint = f"tcp://127.0.0.1:{port}"
     base = parse_config(small_sim_text(), "<remote>")
-    drivers = tuple(d if d.name != "head_tracker" else type(d)(**{**d.__dict__, "endpoint": endpoint})
+    drivers = tuple(d if d.name != "head_tracker" else type(d)(**{**d.__dict__, "endpoint": endpoint, "clock_sync": "on"})
                     for d in base.drivers)
     config = with_changes(base, {"*": {"epoch_ns": time.monotonic_ns()}}, drivers=drivers, bus_keys_dir=str(keys))
     rig = tmp_path / "rig.toml"

@@ -1,0 +1,301 @@
+"""Hostile and faulty input, as an outsider would send it: messages built from docs/protocol.md
+with plain pyzmq + msgpack (not our encoder), schema mismatches, outliers, competing senders,
+endpoints that do not own a stream, floods; the decoder fuzzed; full disks; kills and recovery."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import msgpack
+import numpy as np
+import pytest
+import zmq
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from capture_app.bus import Message, decode_message
+from capture_app.cli import main
+from capture_app.config import DriverConfig, parse_config, to_toml, with_changes
+from capture_app.episode_format import validate_and_summarize
+from capture_app.errors import BusProtocolError
+from capture_app.session import CaptureSession
+from capture_app.stream_schema import MessageCheck, Plausibility
+from tests.conftest import small_sim_text
+
+
+def raw_frames(stream, seq, t_capture_ns, buffers, *, sender=7, tracking="ok", meta=None, header_buffers=None):
+    """A message exactly as docs/protocol.md describes it: [topic, msgpack header, raw buffers]."""
+    header = {"v": 1, "stream": stream, "seq": seq, "t_capture_ns": t_capture_ns, "t_device_ns": None,
+              "t_publish_ns": time.monotonic_ns(), "tracking": tracking, "sender": sender, "meta": meta or {},
+              "buffers": header_buffers if header_buffers is not None else
+              [[name, array.dtype.str, list(array.shape), "raw"] for name, array in buffers]}
+    return [stream.encode(), msgpack.packb(header), *[np.ascontiguousarray(a).tobytes() for _, a in buffers]]
+
+
+def glove(seq, t, sender=7, keypoints=None, name="keypoints"):
+    k = np.zeros((25, 3), np.float32) if keypoints is None else keypoints
+    return decode_message(raw_frames("left_glove", seq, t, [(name, k)], sender=sender), t_receive_ns=t + 1_000_000)
+
+
+# --- the decoder ----------------------------------------------------------------------------------
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.binary(max_size=64), max_size=5), st.dictionaries(st.sampled_from(
+    ["v", "stream", "seq", "t_capture_ns", "t_publish_ns", "tracking", "buffers", "meta", "sender"]),
+    st.one_of(st.integers(-2**63, 2**64 - 1), st.text(max_size=8), st.none(), st.lists(st.integers(-2**63, 2**63 - 1), max_size=4),
+              st.lists(st.lists(st.one_of(st.text(max_size=4), st.integers(-5, 5)), max_size=4), max_size=3))))
+def test_the_decoder_raises_only_protocol_errors_on_garbage(frames, header):
+    for candidate in (frames, [b"left_glove", msgpack.packb(header, use_bin_type=True), *frames]):
+        try:
+            decode_message(candidate)
+        except BusProtocolError:
+            pass
+
+
+# --- the check every message passes ---------------------------------------------------------------
+def test_schema_mismatches_are_rejected_whole():
+    check = MessageCheck(["left_glove", "top_camera"])
+    t = 10**12
+    assert check.check(glove(0, t)) is None
+    assert check.check(glove(1, t + 1, name="kp")).startswith("missing-buffer")  # was stored as a shifted row
+    empty = decode_message(raw_frames("left_glove", 2, t + 2, [], header_buffers=[]), t_receive_ns=t)
+    assert check.check(empty) == "missing-buffer:keypoints"
+    flat = decode_message(raw_frames("left_glove", 3, t + 3, [("keypoints", np.zeros(75, np.float32))]), t_receive_ns=t)
+    assert check.check(flat) == "shape:keypoints"
+    f8 = decode_message(raw_frames("left_glove", 4, t + 4, [("keypoints", np.zeros((25, 3)))]), t_receive_ns=t)
+    assert check.check(f8) == "dtype:keypoints"
+    extra = decode_message(raw_frames("left_glove", 5, t + 5, [("keypoints", np.zeros((25, 3), np.float32)),
+                                                                  ("secret", np.zeros(3))]), t_receive_ns=t)
+    assert check.check(extra) == "unknown-buffer:secret"
+    rgbd = [("color", np.zeros((4, 6, 3), np.uint8)), ("depth", np.zeros((4, 6), np.uint16))]
+    assert check.check(decode_message(raw_frames("top_camera", 0, t, rgbd), t_receive_ns=t)) is None
+    bigger = [("color", np.zeros((5, 6, 3), np.uint8)), ("depth", np.zeros((5, 6), np.uint16))]
+    assert check.check(decode_message(raw_frames("top_camera", 1, t + 1, bigger), t_receive_ns=t)) == "shape-changed:color"
+    bad_scale = decode_message(raw_frames("top_camera", 2, t + 2, rgbd, meta={"depth_scale_m": "mm"}), t_receive_ns=t)
+    assert check.check(bad_scale) == "meta:depth_scale_m"
+    assert check.check(glove(6, t + 6)) is None  # the valid stream goes on
+    assert check.rejected_by_stream()["left_glove"]["missing-buffer:keypoints"] == 2
+
+
+def test_one_outlier_never_silences_a_stream():
+    check = MessageCheck(["left_glove"])
+    t = 10**12
+    assert check.check(glove(0, t)) is None
+    assert check.check(glove(1_000_000, t + 8_000_000)) == "seq-jump"
+    assert check.check(glove(1, t + 16_000_000)) is None  # not adopted as the new reference
+    future = glove(2, t + 24_000_000)
+    future.t_capture_ns += 3600 * 10**9
+    assert check.check(future) == "future-stamp"
+    assert check.check(glove(3, t + 32_000_000)) is None
+    assert check.check(glove(3, t + 40_000_000)) == "seq-backwards"
+    assert check.check(glove(4, t + 30_000_000)) == "time-backwards"
+    assert check.check(glove(5, t + 48_000_000)) is None
+
+
+def test_a_real_renumbering_is_adopted_after_a_consistent_run():
+    check = MessageCheck(["left_glove"], Plausibility(readopt_after=5))
+    t = 10**12
+    assert check.check(glove(0, t)) is None
+    results = [check.check(glove(500_000 + k, t + (k + 1) * 8_000_000)) for k in range(7)]
+    assert results == ["seq-jump"] * 4 + [None, None, None]
+
+
+def test_a_second_live_sender_cannot_take_a_stream_over_but_a_restarted_driver_can():
+    check = MessageCheck(["left_glove"])
+    t = 10**12
+    assert check.check(glove(0, t, sender=1)) is None
+    assert check.check(glove(0, t + 8_000_000, sender=2)) == "competing-sender"  # sender 1 is alive
+    assert check.check(glove(1, t + 16_000_000, sender=1)) is None
+    restarted = glove(0, t + 900_000_000, sender=3)  # after 0.9 s of silence: a restarted driver
+    assert check.check(restarted) is None
+    assert check.check(glove(2, t + 908_000_000, sender=1)) == "retired-sender"
+
+
+# --- a live recorder under attack ---------------------------------------------------------------------
+def _hostile_session(tmp_path, endpoint):
+    base = parse_config(small_sim_text(), "<hostile>")
+    drivers = [d for d in base.drivers if d.stream != "head_tracker"]
+    drivers.append(DriverConfig("head_tracker", "sim_tracker", "head_tracker", 250, endpoint=endpoint))
+    return CaptureSession(with_changes(base, drivers=tuple(drivers)))
+
+
+@pytest.mark.slow
+def test_a_live_recorder_keeps_every_valid_sample_and_counts_every_bad_one(tmp_path):
+    """A peer on the app's own bus and a peer at a configured ipc endpoint, both hostile."""
+    endpoint = f"ipc://{tmp_path}/head.sock"
+    context = zmq.Context()
+    remote = context.socket(zmq.PUB)
+    remote.bind(endpoint)  # the configured head_tracker endpoint; no clock service: same host
+    try:
+        with _hostile_session(tmp_path, endpoint) as session:
+            peer = session._context.socket(zmq.PUB)  # a peer on the in-process bus shares the session's context
+            peer.connect(session.config.bus_endpoint)
+            waiting = session.wait_for_streams(4)
+            assert waiting == ["head_tracker"]
+            session.start_episode(tmp_path, name="hostile")
+            t0 = time.monotonic_ns()
+            for k in range(200):
+                t = time.monotonic_ns()
+                head = np.array([0.1, 1.5, 0.0, 1.0, 0.0, 0.0, 0.0])
+                remote.send_multipart(raw_frames("head_tracker", k, t, [("pose", head)], sender=99))
+                remote.send_multipart(raw_frames("right_glove", k, t, [("keypoints", np.ones((25, 3), np.float32))]))
+                if k % 10 == 0:
+                    peer.send_multipart(raw_frames("left_glove", k, t, [("kp", np.zeros((25, 3), np.float32))]))
+                    peer.send_multipart(raw_frames("left_glove", 10**7 + k, t, [("keypoints", np.full((25, 3), 9, np.float32))],
+                                                   sender=5))
+                    peer.send_multipart([b"left_glove", b"\xc1garbage"])
+                time.sleep(0.005)
+            time.sleep(0.3)
+            status = session.stream_status()
+            path = session.stop_episode()
+            peer.close()
+    finally:
+        remote.close()
+        context.term()
+    assert status["left_glove"].rejected >= 20
+    summary = validate_and_summarize(path)
+    assert summary.problems == [] and summary.status == "complete"
+    with h5py.File(path, "r") as f:
+        head = f["streams/head_tracker"]
+        assert len(head["seq"]) >= 190 and np.all(head["clock_offset_ns"][:] == 0)  # ipc: stamps kept as sent
+        glove_group = f["streams/left_glove"]
+        lengths = {len(d) for d in glove_group.values() if isinstance(d, h5py.Dataset)}
+        assert len(lengths) == 1 and "kp" not in glove_group
+        assert not np.any(glove_group["keypoints"][:] == 9)  # the competing sender's data is nowhere
+        assert np.all(glove_group["sender_epoch"][:] == 0)
+        assert not np.any(f["streams/right_glove/keypoints"][:] == 1)  # not from an endpoint that does not own it
+        rejected = json_attr(glove_group, "rejected")
+        assert rejected.get("missing-buffer:keypoints", 0) >= 15 and rejected.get("competing-sender", 0) >= 15
+        assert json_attr(f["streams/right_glove"], "rejected").get("not-owner", 0) >= 150
+        messages = [m.decode() for m in f["events/message"][:]]
+        assert any("rejected left_glove" in m for m in messages)
+        assert any("malformed messages dropped" in m for m in messages)
+        assert f.attrs["bus_malformed"] >= 15
+
+
+def read_whole(name, item):
+    if isinstance(item, h5py.Dataset):
+        item[...]
+
+
+def json_attr(group, name):
+    import json
+    return json.loads(group.attrs.get(name, "{}"))
+
+
+@pytest.mark.slow
+def test_a_flood_on_one_stream_costs_the_others_nothing(tmp_path):
+    """20,000 valid messages in one burst from the publisher that owns left_wrist_tracker."""
+    endpoint = f"ipc://{tmp_path}/wrist.sock"
+    base = parse_config(small_sim_text(), "<flood>")
+    drivers = [d for d in base.drivers if d.stream != "left_wrist_tracker"]
+    drivers.append(DriverConfig("left_wrist_tracker", "sim_tracker", "left_wrist_tracker", 250, endpoint=endpoint))
+    context = zmq.Context()
+    owner = context.socket(zmq.PUB)
+    owner.bind(endpoint)
+    try:
+        with CaptureSession(with_changes(base, drivers=tuple(drivers))) as session:
+            session.wait_for_streams(3)
+            session.start_episode(tmp_path, name="flood")
+            time.sleep(0.3)
+            t = time.monotonic_ns()
+            pose = np.array([0.1, 1.5, 0.0, 1.0, 0.0, 0.0, 0.0])
+            for k in range(20_000):
+                owner.send_multipart(raw_frames("left_wrist_tracker", k, t + k * 1000, [("pose", pose)], sender=1234))
+            time.sleep(1.5)
+            path = session.stop_episode()
+    finally:
+        owner.close()
+        context.term()
+    with h5py.File(path, "r") as f:
+        flooded = f["streams/left_wrist_tracker"]
+        assert len(flooded["seq"]) + flooded.attrs["seq_gaps"] + flooded.attrs["writer_overflow"] >= 15_000
+        for name in ("head_tracker", "right_wrist_tracker", "left_glove", "right_glove", "ego_camera", "top_camera"):
+            assert f[f"streams/{name}"].attrs["writer_overflow"] == 0, name
+            assert f[f"streams/{name}"].attrs["seq_gaps"] == 0, name
+    assert validate_and_summarize(path).problems == []
+
+
+# --- the disk, kills and recovery ----------------------------------------------------------------------
+@pytest.fixture
+def small_disk(tmp_path):
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+@pytest.mark.slow
+def test_a_full_disk_stops_the_recording_cleanly_and_everything_before_it_reads(tmp_path, small_disk):
+    rig = tmp_path / "rig.toml"
+    rig.write_text(small_sim_text(drivers_in="process"))
+    result = subprocess.run([sys.executable, "-m", "capture_app.cli", "record", "--config", str(rig), "--out",
+                             str(small_disk), "--name", "full", "--duration", "60"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 4, result.stderr
+    assert "Traceback" not in result.stderr and "disk" in result.stderr and "nearly full" in result.stderr
+    path = small_disk / "full.h5"
+    summary = validate_and_summarize(path)
+    assert summary.problems == [] and summary.status == "failed" and "Free space" in summary.failure
+    with h5py.File(path, "r") as f:
+        f.visititems(read_whole)  # every dataset reads back
+        assert len(f["streams/left_glove/seq"]) > 100
+
+
+def _record_and_kill(tmp_path, after_s, name):
+    rig = tmp_path / "rig.toml"
+    rig.write_text(small_sim_text(drivers_in="process"))
+    command = [sys.executable, "-m", "capture_app.cli", "record", "--config", str(rig), "--out", str(tmp_path / "out"),
+               "--name", name, "--duration", "60"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    partial = tmp_path / "out" / f"{name}.h5.partial"
+    try:
+        deadline = time.monotonic() + 30
+        while not partial.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(after_s)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    return partial
+
+
+@pytest.mark.slow
+def test_killed_before_the_first_flush_is_recovered_as_an_empty_episode(tmp_path):
+    partial = _record_and_kill(tmp_path, 0.0, "early")
+    assert main(["recover", str(partial)]) == 0
+    summary = validate_and_summarize(tmp_path / "out" / "early.h5")
+    assert summary.problems == [] and summary.status == "recovered"
+    assert main(["inspect", str(tmp_path / "out" / "early.h5")]) == 0
+
+
+@pytest.mark.slow
+def test_recover_is_idempotent_survives_its_own_kill_and_takes_an_h5_still_recording(tmp_path):
+    partial = _record_and_kill(tmp_path, 1.3, "twice")
+    final = tmp_path / "out" / "twice.h5"
+    shutil.copy(partial, final)  # as if a crash happened after the rename of a finished file's copy
+    with h5py.File(final, "r") as f:
+        assert f.attrs["status"] == "recording"
+    assert main(["recover", str(final)]) == 0 and main(["recover", str(final)]) == 0
+    with h5py.File(final, "r") as f:
+        assert f.attrs["status"] == "recovered"
+        f.visititems(read_whole)
+    final.unlink()
+    killed = subprocess.Popen([sys.executable, "-m", "capture_app.cli", "recover", str(partial)])
+    time.sleep(0.05)
+    killed.kill()
+    killed.wait(10)
+    target = partial if partial.exists() else final
+    assert main(["recover", str(target)]) == 0
+    summary = validate_and_summarize(final)
+    assert summary.problems == [] and summary.status == "recovered"
