@@ -37,6 +37,7 @@ from drivers.registry import create_driver, driver_class
 log = logging.getLogger(__name__)
 
 STOP_DRAIN_S = 3.0
+DISPATCH_TURN = 64  # messages taken from one endpoint before the next endpoint's turn
 
 
 def default_calibration(config: RigConfig) -> Calibration:
@@ -198,7 +199,9 @@ class CaptureSession:
         self.synchronizer.stop()
         self._stop.set()
         if self._dispatcher is not None:
-            self._dispatcher.join(5)
+            self._dispatcher.join(10)
+            if self._dispatcher.is_alive():
+                log.error("bus dispatcher did not stop within 10 s; closing the bus anyway")
         for client in self.clock_clients.values():
             client.close()
         for subscriber in self._subscribers:
@@ -234,9 +237,17 @@ class CaptureSession:
             poller.register(subscriber.socket, zmq.POLLIN)
         while not self._stop.is_set():
             if poller.poll(50):
-                for subscriber in self._subscribers:
-                    while self._dispatch_one(subscriber, sync):  # drain what is waiting, no poll per message
-                        pass
+                # Drain what is waiting without a poll per message, taking turns of at most DISPATCH_TURN messages
+                # per endpoint so a flooding endpoint cannot starve the others; never past a stop.
+                busy = True
+                while busy and not self._stop.is_set():
+                    busy = False
+                    for subscriber in self._subscribers:
+                        for _ in range(DISPATCH_TURN):
+                            if self._stop.is_set() or not self._dispatch_one(subscriber, sync):
+                                break
+                        else:
+                            busy = True
             self._idle_since_ns = now_ns()  # nothing was waiting at this instant
 
     def _dispatch_one(self, subscriber: BusSubscriber, sync: Synchronizer) -> bool:

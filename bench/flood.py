@@ -1,0 +1,75 @@
+"""A flood of valid messages on one stream while the full simulated rig records: what the others lose.
+
+The flooding publisher owns ``left_wrist_tracker`` (an ipc endpoint in the rig config), so its
+messages pass every check and reach the writer; the writer's per-stream share must make the
+flooding stream lose its own samples only.
+
+    python bench/flood.py [--messages 100000] [--seconds 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+import msgpack
+import numpy as np
+import zmq
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._util import machine  # noqa: E402
+from capture_app.config import DriverConfig, load_config, with_changes  # noqa: E402
+from capture_app.session import CaptureSession  # noqa: E402
+
+
+def frames(seq: int, t_ns: int) -> list:
+    header = {"v": 1, "stream": "left_wrist_tracker", "seq": seq, "t_capture_ns": t_ns, "t_device_ns": None,
+              "t_publish_ns": time.monotonic_ns(), "tracking": "ok", "sender": 4242, "meta": {},
+              "buffers": [["pose", "<f8", [7], "raw"]]}
+    return [b"left_wrist_tracker", msgpack.packb(header), np.array([0.1, 1.5, 0, 1, 0, 0, 0.0]).tobytes()]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    args = parser.parse_args()
+    out = Path(tempfile.mkdtemp(prefix="flood-"))
+    endpoint = f"ipc://{out}/wrist.sock"
+    base = load_config()
+    drivers = [d for d in base.drivers if d.stream != "left_wrist_tracker"]
+    drivers.append(DriverConfig("left_wrist_tracker", "sim_tracker", "left_wrist_tracker", 250, endpoint=endpoint))
+    context = zmq.Context()
+    owner = context.socket(zmq.PUB)
+    owner.setsockopt(zmq.SNDHWM, 0)  # the flood leaves whole; the receiver's high-water mark decides
+    owner.bind(endpoint)
+    with CaptureSession(with_changes(base, drivers=tuple(drivers))) as session:
+        session.wait_for_streams(5)
+        session.start_episode(out, name="flood")
+        time.sleep(1.0)
+        t = time.monotonic_ns()
+        start = time.monotonic()
+        for k in range(args.messages):
+            owner.send_multipart(frames(k, t + k * 1000))
+        sent_s = time.monotonic() - start
+        time.sleep(max(0.0, args.seconds - sent_s))
+        path = session.stop_episode()
+    owner.close()
+    context.term()
+    print(f"machine: {machine()}")
+    print(f"{args.messages} messages sent in {sent_s:.2f} s on left_wrist_tracker; episode {path}")
+    with h5py.File(path, "r") as f:
+        print(f"{'stream':<22}{'stored':>8}{'seq gaps':>10}{'overflow':>10}  rejected")
+        for name, group in f["streams"].items():
+            print(f"{name:<22}{len(group['seq']):>8}{int(group.attrs['seq_gaps']):>10}"
+                  f"{int(group.attrs['writer_overflow']):>10}  {json.loads(group.attrs.get('rejected', '{}'))}")
+
+
+if __name__ == "__main__":
+    main()
