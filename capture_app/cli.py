@@ -87,6 +87,10 @@ def cmd_record(args) -> int:
                 print(f"kept {kept}{hint}", file=sys.stderr)
                 return 4
             path = session.stop_episode()
+            report = session.last_quality_report
+            if report is not None:
+                from capture_app.quality import format_report
+                print(format_report(report), file=sys.stderr)
             print(str(path))
             return 0
     finally:
@@ -178,10 +182,17 @@ def cmd_resync(args) -> int:
     from capture_app.resync import resync_episode
 
     calibration = CalibrationStore(args.calibration_dir).get(args.calibration) if args.calibration else None
+    from capture_app.final_table import finalize_episode, thresholds_from_rig
+    from capture_app.quality import format_report
+    import h5py
+
     for path in args.files:
         version = resync_episode(path, calibration)
         which = calibration.calibration_id if calibration else "the episode's own calibration"
         print(f"{path}: /synced version {version} computed with {which}")
+        with h5py.File(path, "r") as f:
+            thresholds = thresholds_from_rig(f)
+        print(format_report(finalize_episode(path, thresholds)))  # the quality report of the new table
     return 0
 
 

@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from capture_app.quality import QualityThresholds
 from capture_app.errors import ConfigError
 from capture_app.streams import STREAM_KINDS
 
@@ -127,6 +128,7 @@ class RigConfig:
     bus_keys_dir: str = ""
     sync: SyncConfig = field(default_factory=SyncConfig)
     writer: WriterConfig = field(default_factory=WriterConfig)
+    quality: QualityThresholds = field(default_factory=QualityThresholds)
     calibration_path: str = ""
     sim_seed: int = 0
     drivers_in: str = "process"
@@ -197,6 +199,7 @@ def parse_config(text: str, source_path: str = "<string>") -> RigConfig:
             bus_keys_dir=str(bus.get("keys", "")),
             sync=_build(SyncConfig, data.get("sync"), f"{source_path}: [sync]"),
             writer=_build(WriterConfig, data.get("writer"), f"{source_path}: [writer]"),
+            quality=_build(QualityThresholds, data.get("quality"), f"{source_path}: [quality]"),
             calibration_path=str(data.get("calibration", {}).get("path", "")),
             sim_seed=int(sim.get("seed", 0)),
             drivers_in=str(rig.get("drivers_in", "process")),
@@ -243,7 +246,7 @@ def to_toml(config: RigConfig) -> str:
     lines = [f"version = {CONFIG_VERSION}", f"name = {_toml_value(config.name)}", "",
              "[rig]", f"drivers_in = {_toml_value(config.drivers_in)}", "",
              "[bus]", f"endpoint = {_toml_value(config.bus_endpoint)}", f"keys = {_toml_value(config.bus_keys_dir)}", ""]
-    for section, obj in (("sync", config.sync), ("writer", config.writer)):
+    for section, obj in (("sync", config.sync), ("writer", config.writer), ("quality", config.quality)):
         lines.append(f"[{section}]")
         lines += [f"{f.name} = {_toml_value(getattr(obj, f.name))}" for f in dataclasses.fields(obj)]
         lines.append("")

@@ -68,6 +68,7 @@ class EpisodeSummary:
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # data quality, not layout: e.g. a stream with no sample
     failure: str = ""
+    quality: dict | None = None
 
 
 def _dataset_bytes(group: h5py.Group) -> int:
@@ -80,6 +81,13 @@ def _dataset_bytes(group: h5py.Group) -> int:
             else:
                 total += item.id.get_storage_size()
     return total
+
+
+def _json_or_none(text) -> dict | None:
+    try:
+        return json.loads(text) if text is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 def validate_and_summarize(path: str | Path) -> EpisodeSummary:
@@ -170,7 +178,7 @@ def validate_and_summarize(path: str | Path) -> EpisodeSummary:
             size_bytes=path.stat().st_size, instruction=str(attrs.get("instruction", "")),
             operator=str(attrs.get("operator", "")), streams=streams, synced_rows=synced_rows,
             subtasks=subtasks, events=events, problems=problems, warnings=warnings,
-            failure=str(attrs.get("failure", "")))
+            failure=str(attrs.get("failure", "")), quality=_json_or_none(attrs.get("quality")))
 
 
 def format_summary(s: EpisodeSummary) -> str:
@@ -188,6 +196,11 @@ def format_summary(s: EpisodeSummary) -> str:
         lines.append(f"  {st.name:<22}{st.kind:<11}{st.samples:>8}{st.rate_hz:>10.2f}{st.expected_rate_hz:>10.1f}"
                      f"{st.seq_gaps:>6}{st.writer_overflow:>9}{st.tracking_lost:>9}{st.nbytes / 1e6:>8.2f}")
     lines.append(f"  synced rows: {s.synced_rows}   subtasks: {s.subtasks}   events: {s.events}")
+    if s.quality:
+        from capture_app.quality import format_report
+        lines.append(format_report(s.quality))
+    else:
+        lines.append("  quality: no report (the episode was not finished; `capture-app resync` computes it)")
     if s.warnings:
         lines.append("  WARNINGS:")
         lines.extend(f"    - {w}" for w in s.warnings)

@@ -37,6 +37,7 @@ from drivers.registry import create_driver, driver_class
 log = logging.getLogger(__name__)
 
 STOP_DRAIN_S = 3.0
+FINALIZE_TIMEOUT_S = 600
 DISPATCH_TURN = 64  # messages taken from one endpoint before the next endpoint's turn
 
 
@@ -59,6 +60,29 @@ def default_calibration(config: RigConfig) -> Calibration:
             raise CalibrationError(f"cannot read the calibration of replayed episode {replays[0]}: {exc}") from None
     raise CalibrationError(f"{config.source_path}: no [calibration] path for this real rig; set it to the file "
                            f"written by `capture-app calibrate`")
+
+
+def finalize_in_child_process(path: Path) -> dict | None:
+    """Write the final table and quality report of a finished episode (``capture_app.final_table``) in a
+    child process, so its Python work never holds this process's GIL; the report, or None if it failed
+    (the episode then keeps its live table, and says why in the log)."""
+    import json
+    import subprocess
+    import sys
+
+    import h5py
+    try:
+        result = subprocess.run([sys.executable, "-m", "capture_app.final_table", str(path)], capture_output=True,
+                                text=True, timeout=FINALIZE_TIMEOUT_S, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        log.error("finalizing %s took over %d s; it keeps its live table (`capture-app resync` makes the final one)",
+                  path, FINALIZE_TIMEOUT_S)
+        return None
+    if result.returncode != 0:
+        log.error("%s", result.stderr.strip() or f"finalizing {path} failed (exit {result.returncode})")
+        return None
+    with h5py.File(path, "r") as f:
+        return json.loads(f.attrs["quality"])
 
 
 def episode_name(task: str = "") -> str:
@@ -100,6 +124,7 @@ class CaptureSession:
         self._subscriber: BusSubscriber | None = None
         self._tracking_state: dict[str, str] = {}
         self.episode_started_ns = 0
+        self.last_quality_report: dict | None = None  # of the last episode finished
         self.unexpected_messages = 0
         self.non_finite_messages = 0
         self._last_publish_ns: dict[str, int] = {}
@@ -446,7 +471,9 @@ class CaptureSession:
         summary = {"synchronizer": {"rate_hz": self.config.sync.rate_hz, "delay_ms": self.config.sync.delay_ms},
                    "bus_malformed": sum(s.malformed.total() for s in self._subscribers) - self._malformed_at_start,
                    "bus_unexpected": self.unexpected_messages}
-        return writer.finish({**summary, **(attrs or {})})
+        path = writer.finish({**summary, **(attrs or {})})
+        self.last_quality_report = finalize_in_child_process(path)
+        return path
 
     def _store_rejections(self) -> None:
         """Per stream, the messages refused during this episode by reason (attribute ``rejected``)."""

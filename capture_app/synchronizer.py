@@ -186,17 +186,19 @@ class Synchronizer:
         return buffer.append(t, message.t_receive_ns, message.seq, tracking, value, frame=frame, sender=message.sender)
 
     # --- one tick -------------------------------------------------------------------------
-    def compute_tick(self, t_tick_ns: int) -> SyncedTick:
-        """Evaluate every stream for the tick at ``t_tick_ns`` from samples received by then.
+    def compute_tick(self, t_tick_ns: int, receive_cutoff_ns: int | None = None) -> SyncedTick:
+        """Evaluate every stream for the tick at ``t_tick_ns`` from samples received by then
+        (live), or by ``receive_cutoff_ns`` (the final table of a finished episode uses every sample).
 
         Call with ``self.lock`` held (the thread does), or on buffers nobody else touches.
         """
         t_eval = t_tick_ns - self.delay_ns
+        cutoff = t_tick_ns if receive_cutoff_ns is None else receive_cutoff_ns
         evaluations: dict[str, Evaluation] = {}
         seqs: dict[str, int] = {}
         frames: dict[str, Message | None] = {}
         for stream, buffer in self.buffers.items():
-            visible = buffer.visible(t_tick_ns, self.receive_floor_ns)
+            visible = buffer.visible(cutoff, self.receive_floor_ns)
             times = buffer.times[visible]
             if buffer.kind in ("pose", "keypoints"):
                 result = evaluate("pose" if buffer.kind == "pose" else "points", times, buffer.values[visible],

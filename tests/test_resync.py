@@ -1,4 +1,5 @@
-"""Live and offline synchronization agree row for row; resync with a new calibration keeps the history."""
+"""The final table uses every sample by capture time; the live table is reproduced row for row from the raw
+streams; resync with a new calibration keeps the history."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import pytest
 from calibration.model import calibration_from_json
 from capture_app.cli import main
 from capture_app.config import parse_config
-from capture_app.resync import resync_episode
+from capture_app.interpolation import INTERPOLATED
+from capture_app.resync import live_rows, resync_episode
 from capture_app.session import CaptureSession
 from tests.conftest import small_sim_text
 
@@ -43,24 +45,59 @@ def _columns(group):
     return {name: group[name][:] for name in group if name != "lateness_ns"}
 
 
-def test_offline_resync_equals_live_row_for_row(faulty_episode, tmp_path):
+def test_the_live_table_is_reproduced_row_for_row_from_the_raw_streams(faulty_episode, tmp_path):
     path = tmp_path / "copy.h5"
     path.write_bytes(faulty_episode.read_bytes())
     with h5py.File(path, "r") as f:
-        live = _columns(f["synced"])
+        assert f["synced"].attrs["table"] == "final" and f["synced_live"].attrs["table"] == "live"
+        live = _columns(f["synced_live"])
         gaps = {name: g.attrs["seq_gaps"] for name, g in f["streams"].items()}
+        recomputed = {k: v for k, v in live_rows(f).items() if k != "lateness_ns"}
     assert len(live["t_tick_ns"]) >= 60
     assert gaps["right_glove"] > 0 and gaps["head_tracker"] > 0  # the faults really happened
     status = live["stream_status"]
     assert (status == 4).any() and (status == 0).any()           # ...and reached the synced rows
+    assert live.keys() == recomputed.keys()
+    for name in live:
+        np.testing.assert_array_equal(live[name], recomputed[name], err_msg=name)
     assert resync_episode(path) == 2
     with h5py.File(path, "r") as f:
-        offline = _columns(f["synced"])
-        assert f["synced"].attrs["version"] == 2
-        assert "1" in f["synced_versions"]
-    assert live.keys() == offline.keys()
-    for name in live:
-        np.testing.assert_array_equal(live[name], offline[name], err_msg=name)
+        assert f["synced"].attrs["version"] == 2 and "1" in f["synced_versions"]
+        np.testing.assert_array_equal(f["synced_live/action"][:], live["action"])  # the live table is kept
+
+
+def test_the_final_table_keeps_what_live_had_and_adds_what_arrived_late(faulty_episode):
+    with h5py.File(faulty_episode, "r") as f:
+        live, final = _columns(f["synced_live"]), _columns(f["synced"])
+    common, live_i, final_i = np.intersect1d(live["t_tick_ns"], final["t_tick_ns"], return_indices=True)
+    assert len(common) >= len(final["t_tick_ns"]) - 3
+    interpolated = np.all(live["stream_status"][live_i][:, :5] == INTERPOLATED, axis=1)
+    assert interpolated.sum() > 20
+    np.testing.assert_array_equal(live["action"][live_i][interpolated], final["action"][final_i][interpolated])
+    assert final["action_valid"][final_i].sum() >= live["action_valid"][live_i].sum()
+    assert np.all(np.diff(final["t_tick_ns"]) == 50_000_000)
+
+
+def test_late_samples_are_in_the_final_table_and_the_live_losses_are_reported(tmp_path):
+    """Every sample arrives 150-400 ms after capture (a loaded machine): live rows are lost, final rows are not."""
+    late = "delivery_jitter_ms = 300"
+    slow = {name: late for name in ("head_tracker", "left_wrist_tracker", "right_wrist_tracker", "left_glove",
+                                    "right_glove")}
+    config = parse_config(small_sim_text(options=slow), "<late sim>")
+    with CaptureSession(config) as session:
+        session.wait_for_streams(5)
+        session.start_episode(tmp_path, name="late")
+        time.sleep(3.0)
+        path = session.stop_episode()
+        report = session.last_quality_report
+    with h5py.File(path, "r") as f:
+        live_valid = f["synced_live/action_valid"][:].all(axis=1).mean()
+        final_valid = f["synced/action_valid"][:].all(axis=1).mean()
+        gaps = sum(g.attrs["seq_gaps"] for g in f["streams"].values())
+        stored = json.loads(f.attrs["quality"])
+    assert gaps == 0 and final_valid >= 0.995 and live_valid < 0.9, (live_valid, final_valid)
+    assert stored == report and report["verdict"] == "ok" and report["live"]["valid"] == pytest.approx(live_valid, abs=1e-3)
+    assert report["streams"]["head_tracker"]["latency_ms"]["p95"] > 100
 
 
 def test_resync_with_another_calibration_rederives_and_records_it(faulty_episode, tmp_path, capsys):

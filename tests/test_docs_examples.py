@@ -1,0 +1,39 @@
+"""Every Python example in docs/ runs, against a real recorded episode where it reads one."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from capture_app.config import parse_config
+from capture_app.session import CaptureSession
+from tests.conftest import small_sim_text
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+EXAMPLES = [(path.name, i, block) for path in sorted(DOCS.glob("*.md"))
+            for i, block in enumerate(re.findall(r"```python\n(.*?)```", path.read_text(), re.S))]
+
+
+@pytest.fixture(scope="module")
+def episode(tmp_path_factory):
+    out = tmp_path_factory.mktemp("docs")
+    with CaptureSession(parse_config(small_sim_text(), "<docs>")) as session:
+        assert session.wait_for_streams(5) == []
+        session.start_episode(out, name="episode")
+        time.sleep(2.0)
+        return session.stop_episode()
+
+
+def test_the_docs_have_examples():
+    assert any(name == "episode-format.md" for name, _, _ in EXAMPLES)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, index, code", EXAMPLES, ids=[f"{n}-{i}" for n, i, _ in EXAMPLES])
+def test_a_docs_example_runs(name, index, code, episode, monkeypatch, capsys):
+    monkeypatch.chdir(episode.parent)
+    exec(compile(code, f"{name} example {index}", "exec"), {})
+    assert capsys.readouterr().out.strip(), "the example printed nothing"
