@@ -31,7 +31,7 @@ def _progress_line(session, elapsed: float) -> str:
     for name, st in status.items():
         if name == "ground_truth":
             continue
-        flag = "" if st.state == "ok" else f" {st.state.upper()}"
+        flag = "" if st.state == "ok" else f" {st.state.upper()}" + (f" ({st.reason})" if st.reason else "")
         parts.append(f"{name.replace('_tracker', '').replace('_camera', '')} {st.rate_hz:.0f}Hz{flag}")
     writer = session.writer
     if writer is not None:

@@ -11,6 +11,7 @@ from capture_app.clock import NS_PER_S, now_ns
 
 LOST_AFTER_S = 0.5        # no sample for this long: the stream is lost
 DEGRADED_RATE_RATIO = 0.8  # below this fraction of the expected rate: degraded
+LATENCY_WARN_RATIO = 0.7   # receive - capture p95 above this fraction of the sync delay: degraded (live rows at risk)
 
 
 @dataclass(frozen=True)
@@ -28,15 +29,19 @@ class StreamStatus:
     gaps_last_second: int
     tracking: str
     rejected: int = 0
+    latency_p95_ms: float | None = None  # receive minus capture time over the last second
 
 
 class StreamMonitor:
     """Counts what the dispatcher receives; ``snapshot`` classifies each stream. Thread-safe."""
 
-    def __init__(self, expected_rates_hz: dict[str, float]):
+    def __init__(self, expected_rates_hz: dict[str, float], sync_delay_ns: int = 100_000_000):
         self.expected = dict(expected_rates_hz)
+        self.latency_warn_ns = LATENCY_WARN_RATIO * sync_delay_ns
+        self.sync_delay_ms = sync_delay_ns / 1e6
         self._lock = threading.Lock()
         self._recent = {s: deque() for s in self.expected}      # receive times within the last second
+        self._latency = {s: deque() for s in self.expected}     # receive - capture (ns), same window
         self._gap_times = {s: deque() for s in self.expected}   # (receive time, samples missing)
         self._last_seq: dict[str, int] = {}
         self._sender: dict[str, int] = {}
@@ -70,11 +75,13 @@ class StreamMonitor:
                 self._gaps[s] += message.seq - last - 1
                 self._gap_times[s].append((message.t_receive_ns, message.seq - last - 1))
             self._last_seq[s] = max(message.seq, last if last is not None else message.seq)
-            recent, gaps = self._recent[s], self._gap_times[s]
+            recent, gaps, latency = self._recent[s], self._gap_times[s], self._latency[s]
             recent.append(message.t_receive_ns)
+            latency.append(message.t_receive_ns - message.t_capture_ns)
             horizon = message.t_receive_ns - NS_PER_S  # keep one second: snapshots stay O(streams)
             while recent[0] < horizon:
                 recent.popleft()
+                latency.popleft()
             while gaps and gaps[0][0] < horizon:
                 gaps.popleft()
             self._samples[s] += 1
@@ -92,6 +99,8 @@ class StreamMonitor:
                     float(sum(1 for x in recent if t - x <= NS_PER_S))
                 gaps_1s = sum(n for x, n in self._gap_times[s] if t - x <= NS_PER_S)
                 rejected_1s = [r for x, r in self._rejections[s] if t - x <= NS_PER_S]
+                latencies = sorted(self._latency[s])
+                latency_p95 = latencies[int(0.95 * (len(latencies) - 1))] if latencies else None
                 tracking = self._tracking[s]
                 if age is None:
                     state, reason = "waiting", "no data yet"
@@ -105,6 +114,9 @@ class StreamMonitor:
                     state, reason = "degraded", f"{gaps_1s} sample(s) lost in the last second"
                 elif rejected_1s:
                     state, reason = "degraded", f"{len(rejected_1s)} rejected in the last second ({rejected_1s[-1]})"
+                elif latency_p95 is not None and latency_p95 > self.latency_warn_ns:
+                    state, reason = "degraded", (f"latency p95 {latency_p95 / 1e6:.0f} ms near the "
+                                                 f"{self.sync_delay_ms:.0f} ms sync delay: live rows at risk")
                 elif tracking == "degraded":
                     state, reason = "degraded", "tracking degraded"
                 else:
@@ -112,5 +124,6 @@ class StreamMonitor:
                 if age is None and rejected_1s:
                     reason = f"every message rejected ({rejected_1s[-1]})"
                 out[s] = StreamStatus(s, state, reason, rate, expected, age, self._samples[s], self._gaps[s],
-                                      gaps_1s, tracking, self._rejected[s])
+                                      gaps_1s, tracking, self._rejected[s],
+                                      None if latency_p95 is None else latency_p95 / 1e6)
         return out

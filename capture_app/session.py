@@ -105,7 +105,7 @@ class CaptureSession:
         self._context = zmq.Context()  # private: inproc endpoints of two sessions never collide
         rates = {s: float(d.rate_hz) for d in config.drivers for s in d.streams}
         self.expected_rates = rates
-        self.monitor = StreamMonitor(rates)
+        self.monitor = StreamMonitor(rates, int(config.sync.delay_ms * 1e6))
         self.checker = MessageCheck(rates)
         self._allowed_streams: dict[int, frozenset] = {}  # id(subscriber) -> the streams it may carry
         self._last_rejection_event_ns: dict[str, int] = {}

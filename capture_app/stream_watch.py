@@ -21,6 +21,7 @@ class StreamWatch:
         self._monitor = monitor
         self._writer = writer
         self._states: dict[str, str] = {}
+        self._episode = None  # the writer the states were last logged to
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="stream-watch", daemon=True)
 
@@ -36,9 +37,15 @@ class StreamWatch:
     def check(self) -> None:
         """Compare each stream's state with the last one seen; log the changes while recording."""
         writer = self._writer()
+        new_episode = writer is not None and writer is not self._episode
+        self._episode = writer
         for stream, status in self._monitor.snapshot().items():
             previous = self._states.get(stream)
             self._states[stream] = status.state
+            if new_episode and status.state not in ("ok", "waiting"):  # how the episode begins
+                writer.log_event("warning" if status.state == "degraded" else "error", stream,
+                                 f"stream {stream} is {status.state} as the episode starts: {status.reason}")
+                continue
             if writer is None or previous is None or previous == status.state or status.state == "waiting":
                 continue
             level = {"lost": "error", "degraded": "warning"}.get(status.state, "info")
