@@ -1,12 +1,15 @@
-"""Accuracy of the live 20 Hz synced action against the simulated rig's ground truth,
-and of the naive baseline peers use (the latest sample at each tick, no latency
-compensation), in the same run; plus tick lateness while the full rig records.
+"""Accuracy of the final 20 Hz synced action (and of the live table) against the simulated
+rig's ground truth, and of the naive baseline peers use (the latest sample at each tick,
+no latency compensation), in the same run; plus tick lateness while the full rig records.
 
-Rig: trackers 250 Hz (6 ms latency), gloves 120 Hz (15 ms), ego 30 fps (40 ms),
-top 30 fps (30 ms); +-2 ms sampling jitter and 0-2 ms bus delivery jitter on every
-stream; hand motion 1.6x the default speed (peaks ~1.1 m/s, ~10 m/s^2).
+Rig: the embedded simulated rig with realistic timing (sim_rig.toml: trackers stamped at
+the host poll, the ZED at USB arrival with bursts, RealSense and gloves by drifting device
+clocks, arrival jitter, lost and repeated frames); trackers 250 Hz, gloves 120 Hz, cameras
+30 fps; hand motion 1.6x the default speed (peaks ~1.1 m/s, ~10 m/s^2).
+``--variant arrival`` stamps every device on arrival with no clock mapping or dejittering
+(what the drivers would give without those techniques); ``--variant exact`` has perfect stamps.
 
-    python bench/sync_accuracy.py [--seconds 30] [--speed 1.6]
+    python bench/sync_accuracy.py [--seconds 30] [--speed 1.6] [--variant realistic|arrival|exact]
 """
 
 from __future__ import annotations
@@ -88,8 +91,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--speed", type=float, default=1.6)
+    parser.add_argument("--variant", choices=("realistic", "arrival", "exact"), default="realistic")
     args = parser.parse_args()
-    config = with_changes(load_config(), {"*": {"speed": args.speed, "jitter_ms": 2.0, "delivery_jitter_ms": 2.0}})
+    config = with_changes(load_config(), {"*": {"speed": args.speed}})
+    if args.variant == "exact":
+        config = with_changes(config, sim_timing="exact")
+    elif args.variant == "arrival":
+        config = with_changes(config, {d.name: {"stamp": "arrival", "dejitter": False} for d in config.drivers
+                                       if d.type.startswith("sim_") and d.stream != "ground_truth"})
+    print(f"variant: {args.variant}")
     print(f"machine: {machine()}")
     out = Path(tempfile.mkdtemp(prefix="bench-accuracy-"))
     with CaptureSession(config) as session:
@@ -98,10 +108,12 @@ def main() -> int:
         time.sleep(args.seconds)
         path = session.stop_episode()
     with h5py.File(path, "r") as f:
-        synced = f["synced"]
+        synced, live = f["synced"], f["synced_live"]
         t_tick, t_eval = synced["t_tick_ns"][:], synced["t_eval_ns"][:]
         action, valid = synced["action"][:], synced["action_valid"][:]
-        lateness = synced["lateness_ns"][:] / 1e6
+        live_action, live_eval = live["action"][:], live["t_eval_ns"][:]
+        live_valid = live["action_valid"][:]
+        lateness = live["lateness_ns"][:] / 1e6
         calibration = calibration_from_json(f["calibration"].attrs["json"])
         naive = naive_actions(f, calibration, t_tick)
         gaps = {name: int(g.attrs["seq_gaps"]) for name, g in f["streams"].items()}
@@ -112,17 +124,19 @@ def main() -> int:
     speed = np.linalg.norm(np.diff(model.T_world_wrist(t, "left")[:, :3, 3], axis=0), axis=1) / 1e-3
     print(f"{len(t_tick)} ticks over {args.seconds:.0f} s, {valid.all(axis=1).mean():.1%} fully valid; "
           f"hand speed p99 {pct(speed, 99):.2f} m/s; seq gaps {sum(gaps.values())}")
-    ours = report("live synchronizer (this project)", errors(action, truth_action(model, t_eval, epoch)))
+    print(f"live table: {live_valid.all(axis=1).mean():.1%} fully valid")
+    report("live table (this project)", errors(live_action, truth_action(model, live_eval, epoch)))
+    ours = report("final table (this project)", errors(action, truth_action(model, t_eval, epoch)))
     base = report("naive latest-sample baseline", errors(naive, truth_action(model, t_tick, epoch)))
     ratios = {k: base[k] / ours[k] for k in ours}
     print("  baseline / ours at p99: " + ", ".join(f"{k} {v:.0f}x" for k, v in ratios.items()))
     period = 1000 / config.sync.rate_hz
     print(f"tick lateness: median {np.median(lateness):.2f} ms, p99 {pct(lateness, 99):.2f} ms, "
           f"max {lateness.max():.2f} ms, late by a whole period: {(lateness >= period).sum()}")
-    floors = {"wrist_pos_mm": 1.0, "wrist_rot_deg": 0.2, "tip_mm": 1.0}
+    floors = {"wrist_pos_mm": 2.0, "wrist_rot_deg": 0.5, "tip_mm": 2.0}
     passed = all(ours[k] <= floors[k] and ratios[k] >= 5 for k in floors) and pct(lateness, 99) <= 5.0
     print(json.dumps({"ours_p99": ours, "baseline_p99": base, "lateness_p99_ms": pct(lateness, 99)}))
-    print("PASS" if passed else "FAIL (floors: wrist 1 mm / 0.2 deg, tips 1 mm, baseline >= 5x worse, p99 lateness 5 ms)")
+    print("PASS" if passed else "FAIL (floors: wrist 2 mm / 0.5 deg, tips 2 mm, baseline >= 5x worse, p99 lateness 5 ms)")
     path.unlink()
     return 0 if passed else 1
 

@@ -52,12 +52,16 @@ class ClockMapper:
             self.resets += 1
             return self.add(device_ns, arrival_ns)
         difference = arrival_ns - device_ns
+        changed = self.estimate is None
         if self._window_min is None or difference < self._window_min[1]:
             self._window_min = (device_ns, difference)
+            changed = changed or len(self._minima) < 3  # an open window's minimum counts only at the start
         if device_ns - self._window_start >= self.window_ns:
             self._minima.append(self._window_min)
             self._window_start, self._window_min = device_ns, None
-        self._fit(device_ns, difference)
+            changed = True
+        if changed:  # the fit depends on the window minima alone: refit only when they change
+            self._fit(device_ns, difference)
         self._residuals.append(arrival_ns - self.to_host(device_ns))
 
     def _fit(self, device_ns: int, difference: int) -> None:

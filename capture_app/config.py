@@ -131,11 +131,14 @@ class RigConfig:
     quality: QualityThresholds = field(default_factory=QualityThresholds)
     calibration_path: str = ""
     sim_seed: int = 0
+    sim_timing: str = "realistic"  # [sim] timing: realistic (each device's stamp model) | exact (perfect stamps)
     drivers_in: str = "process"
     source_text: str = ""
     source_path: str = "<embedded>"
 
     def __post_init__(self):
+        if self.sim_timing not in ("realistic", "exact"):
+            raise _fail(f"{self.source_path}: [sim]", "timing", self.sim_timing, "realistic or exact")
         if self.drivers_in not in ("process", "threads"):
             raise _fail(f"{self.source_path}: [rig]", "drivers_in", self.drivers_in,
                         "'process' (local drivers in a child process, the default) or 'threads'")
@@ -202,6 +205,7 @@ def parse_config(text: str, source_path: str = "<string>") -> RigConfig:
             quality=_build(QualityThresholds, data.get("quality"), f"{source_path}: [quality]"),
             calibration_path=str(data.get("calibration", {}).get("path", "")),
             sim_seed=int(sim.get("seed", 0)),
+            sim_timing=str(sim.get("timing", "realistic")),
             drivers_in=str(rig.get("drivers_in", "process")),
             source_text=text,
             source_path=source_path,
@@ -251,7 +255,7 @@ def to_toml(config: RigConfig) -> str:
         lines += [f"{f.name} = {_toml_value(getattr(obj, f.name))}" for f in dataclasses.fields(obj)]
         lines.append("")
     lines += ["[calibration]", f"path = {_toml_value(config.calibration_path)}", "",
-              "[sim]", f"seed = {config.sim_seed}", ""]
+              "[sim]", f"seed = {config.sim_seed}", f"timing = {_toml_value(config.sim_timing)}", ""]
     for d in config.drivers:
         lines.append("[[drivers]]")
         lines += [f"{f.name} = {_toml_value(list(v) if isinstance(v := getattr(d, f.name), tuple) else v)}"

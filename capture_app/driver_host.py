@@ -21,15 +21,24 @@ from drivers.registry import create_driver
 
 log = logging.getLogger(__name__)
 
-SIM_NICENESS = 5
+SIM_NICENESS = 2
 
 
-def driver_config_with_seed(driver, seed: int):
-    """Sim drivers take the rig's [sim] seed unless their options name one."""
-    if driver.type.startswith("sim_") and "seed" not in driver.options:
-        import dataclasses
-        return dataclasses.replace(driver, options={**driver.options, "seed": seed})
-    return driver
+EXACT_TIMING = {"stamp": "exact", "arrival_jitter_ms": 0.0, "burst_ms": 0.0, "duplicate_probability": 0.0,
+                "frame_loss_probability": 0.0, "device_clock_resolution_ms": 0.0}
+
+
+def driver_config_with_seed(driver, seed: int, timing: str = "realistic"):
+    """Sim drivers take the rig's [sim] seed unless their options name one; with [sim] timing = "exact"
+    their stamps are perfect (no arrival jitter, bursts or repeated frames)."""
+    if not driver.type.startswith("sim_"):
+        return driver
+    import dataclasses
+    options = dict(driver.options)
+    options.setdefault("seed", seed)
+    if timing == "exact":
+        options.update(EXACT_TIMING)
+    return dataclasses.replace(driver, options=options)
 
 
 def run_drivers(config: RigConfig, names: list[str], endpoint: str, *, bind: bool, parent_pid: int | None = None,
@@ -56,7 +65,7 @@ def run_drivers(config: RigConfig, names: list[str], endpoint: str, *, bind: boo
         auth = start_authenticator(context, str(keys_dir))  # app.key in the same directory is allowed
     if bind:
         clock = ClockServer(clock_endpoint(endpoint), context, keys)
-    drivers = [create_driver(driver_config_with_seed(config.driver(n), config.sim_seed), endpoint, bind=bind,
+    drivers = [create_driver(driver_config_with_seed(config.driver(n), config.sim_seed, config.sim_timing), endpoint, bind=bind,
                              context=context, curve=keys) for n in names]
     for d in drivers:
         d.start()

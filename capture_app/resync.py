@@ -20,6 +20,7 @@ import numpy as np
 
 from calibration.model import Calibration, calibration_from_json
 from capture_app import __version__
+from capture_app.annotations import read_segments, write_segments
 from capture_app.bus import Message
 from capture_app.clock import wall_clock_iso
 from capture_app.config import SyncConfig
@@ -177,6 +178,9 @@ def write_final_table(f: h5py.File, calibration: Calibration, *, version: int = 
         f.require_group("synced_versions")
         f.move("synced", f"synced_versions/{version - 1}")
     f.move("synced_final_tmp", "synced")
+    segments = read_segments(f)
+    if segments:  # their tick indices refer to /synced: point them into the new table
+        write_segments(f, segments)
     _set_attrs(f["synced"], {"table": "final", "receive_cutoff": "none: every sample by capture time",
                              "version": version, "calibration_id": calibration.calibration_id,
                              "calibration_json": calibration.to_json(),

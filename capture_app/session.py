@@ -174,7 +174,8 @@ class CaptureSession:
                                                  on_event=self._host_event).start())
         if self.config.drivers_in == "threads":
             for name in shared:
-                driver = create_driver(driver_config_with_seed(self.config.driver(name), self.config.sim_seed),
+                driver = create_driver(driver_config_with_seed(self.config.driver(name), self.config.sim_seed,
+                                                               self.config.sim_timing),
                                        self.config.bus_endpoint, context=self._context)
                 self.drivers.append(driver.start())
         # Everything allocated so far lives as long as the session: keep it out of the cyclic

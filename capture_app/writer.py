@@ -44,7 +44,7 @@ DEFAULT_MAX_QUEUE_BYTES = 768 * 1024 * 1024
 _TIME_CHUNK = 1024
 # lz4 + bitshuffle: ~0.65 ms per 640x480 frame, ratio ~2.3 (zstd level 1: ~1.5 ms, ~2.7)
 _DEPTH_FILTER = hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.BITSHUFFLE)
-WRITER_NICENESS = 10  # the writer may wait; the synchronizer's tick may not
+WRITER_NICENESS = 0  # not niced: under outside load a niced writer starves and refuses samples
 DISK_MARGIN_BYTES = 8 * 1024 * 1024  # free space kept for HDF5 metadata and a clean close
 
 

@@ -16,12 +16,14 @@ OUR_THREAD_PREFIXES = ("driver-", "synchronizer", "bus-dispatcher", "episode-wri
 
 
 def small_sim_text(extra: str = "", *, drivers_in: str = "threads", ego=(320, 180), top=(160, 120),
-                   options: dict[str, str] | None = None) -> str:
-    """The embedded sim rig with small images (fast tests); ``options`` adds TOML options per driver name."""
+                   options: dict[str, str] | None = None, timing: str = "exact") -> str:
+    """The embedded sim rig with small images (fast tests); ``options`` adds TOML options per driver name;
+    ``timing`` "exact" (perfect stamps: tests compare with the truth) or "realistic" (the embedded default)."""
     text = load_config().source_text
+    text = text.replace('timing = "realistic"', f'timing = "{timing}"')
     text = text.replace("width = 1280, height = 720", f"width = {ego[0]}, height = {ego[1]}")
     text = text.replace("width = 640, height = 480", f"width = {top[0]}, height = {top[1]}")
-    text = text.replace('[sim]', f'[rig]\ndrivers_in = "{drivers_in}"\n\n[sim]')
+    text = text.replace('\n[sim]\n', f'\n[rig]\ndrivers_in = "{drivers_in}"\n\n[sim]\n')
     for name, opts in (options or {}).items():
         marker = f'name = "{name}"'
         start = text.index(marker)

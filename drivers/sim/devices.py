@@ -3,11 +3,18 @@
 Every device samples the one ``MotionModel`` at its own schedule. Per sample k:
 
     t_true    = t_start + k / rate + U(-jitter, +jitter)     the physical instant
-    t_capture = t_true + latency                             what an SDK stamping on arrival reports
+    t_arrival = t_true + latency + Exp(arrival_jitter) (+ U(0, burst) in burst spells)
+    t_device  = t_true * (1 + drift) + offset, quantised     the device's own clock
     published at t_capture + U(0, delivery_jitter)           bus delay, not in any stamp
 
-The calibration's latency offset for the stream (the sim default: the true latency)
-makes ``t_capture - offset == t_true``. Drop-outs skip a sequence number (a gap the
+and ``t_capture``, the stamp the driver publishes, depends on how the real device is stamped
+(option ``stamp``): ``exact`` = t_true + latency (a perfect stamp); ``arrival`` = t_arrival
+(stamped on arrival, as OpenVR polls, the ZED SDK and UVC cameras are; with ``dejitter`` the
+driver maps the frame count onto the host clock, removing the arrival jitter); ``device_clock``
+= the device time mapped onto the host clock from (t_device, t_arrival) pairs, as the RealSense
+and MANUS drivers do (``capture_app.clock_mapping``). Cameras may also repeat a frame
+(``duplicate_probability``: the previous image again, under a new stamp). The calibration's
+latency offset for the stream (the sim default: the true latency) removes the constant part. Drop-outs skip a sequence number (a gap the
 recorder counts); tracking-loss spells send the last pose with tracking "lost".
 All random draws come from generators seeded by (seed, stream), so a seed gives the
 same motion, jitter, drops and spells every run.
@@ -22,6 +29,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from capture_app.clock import NS_PER_S, now_ns, sleep_until_ns, stamp_skew_ns
+from capture_app.clock_mapping import ClockMapper
 from calibration.board import BoardConfig
 from capture_app.geometry import axis_angle_to_matrix, invert_transform, matrix_to_quat, transform_to_pose
 from drivers.base import Driver, Sample
@@ -47,6 +55,14 @@ class SimOptions:
     epoch_ns: int = 0                   # motion time = (host time - epoch): the session sets it at start
     device_clock_offset_s: float = 1000.0
     device_clock_drift_ppm: float = 0.0
+    device_clock_resolution_ms: float = 0.0  # the device clock's tick (MANUS publishTime: 1 ms)
+    stamp: str = "exact"                # exact | arrival | device_clock (see the module docstring)
+    arrival_jitter_ms: float = 0.0      # mean of the exponential extra delay of each arrival
+    burst_every_s: float = 0.0          # mean interval of arrival bursts (0 = none)
+    burst_ms: float = 0.0               # extra delay of up to this much during a 0.2 s burst
+    dejitter: bool = False              # stamp = arrival: map the frame count onto the host clock
+    duplicate_probability: float = 0.0  # cameras: the previous frame repeated under a new stamp
+    frame_loss_probability: float = 0.0  # realistic timing: frames the device loses (adds to drop_probability)
     width: int = 0
     height: int = 0
     head_motion: str = "work"           # "survey": circle the table looking at it (calibration)
@@ -69,19 +85,23 @@ class SimOptions:
                 if any(b <= a for a, b in spells):
                     raise ValueError(f"option {f.name} = {value!r}: each spell needs end_s > start_s")
                 object.__setattr__(self, f.name, spells)
-            elif f.name in ("head_motion", "board_motion", "hand_motion", "board", "mount"):
+            elif f.name in ("head_motion", "board_motion", "hand_motion", "board", "mount", "stamp", "dejitter"):
                 continue
             elif f.name not in ("seed", "epoch_ns", "device_clock_offset_s", "device_clock_drift_ppm") and (
                     not isinstance(value, (int, float)) or value < 0):
                 raise ValueError(f"option {f.name} = {value!r}: expected a number >= 0")
-        if not self.drop_probability < 1.0:
+        if not self.drop_probability + self.frame_loss_probability < 1.0:
             raise ValueError(f"option drop_probability = {self.drop_probability!r}: expected 0 <= p < 1")
+        if not self.duplicate_probability + self.drop_probability + self.frame_loss_probability < 1.0:
+            raise ValueError(f"option duplicate_probability = {self.duplicate_probability!r}: expected 0 <= p < 1")
         if self.speed <= 0:
             raise ValueError(f"option speed = {self.speed!r}: expected > 0")
         if self.head_motion not in ("work", "survey", "shake"):
             raise ValueError(f"option head_motion = {self.head_motion!r}: expected work, survey or shake")
         if self.mount not in ("", "board"):
             raise ValueError(f"option mount = {self.mount!r}: expected '' or 'board'")
+        if self.stamp not in ("exact", "arrival", "device_clock"):
+            raise ValueError(f"option stamp = {self.stamp!r}: expected exact, arrival or device_clock")
 
 
 def _in_spells(t_s: float, spells) -> bool:
@@ -107,7 +127,12 @@ class SimDevice(Driver):
         self._k = 0
         self._start_ns: int | None = None
         self._pending: deque = deque()
-        self.device_info.update({"model": self.model_name, "simulated": True, "seed": o.seed})
+        self._burst_rng = np.random.default_rng([o.seed, stream_key, 2])
+        self._bursts: list[tuple[float, float]] = []
+        self._clock = ClockMapper()
+        self._previous_content: Sample | None = None
+        self.device_info.update({"model": self.model_name, "simulated": True, "seed": o.seed,
+                                 "timestamp_domain": f"sim:{o.stamp}" + (" (dejittered)" if o.dejitter else "")})
 
     def open(self) -> None:
         if self._start_ns is None:
@@ -126,6 +151,19 @@ class SimDevice(Driver):
             return _in_spells(t_s, self._random_spells)
         return False
 
+    def _burst_delay_ns(self, t_rel_s: np.ndarray, draws: np.ndarray) -> np.ndarray:
+        """Extra arrival delay inside random 0.2 s burst spells (a USB or scheduler hiccup)."""
+        o = self.options
+        if o.burst_every_s <= 0 or o.burst_ms <= 0:
+            return np.zeros(len(t_rel_s), np.int64)
+        while not self._bursts or self._bursts[-1][1] < t_rel_s[-1]:
+            previous_end = self._bursts[-1][1] if self._bursts else 0.0
+            start = previous_end + self._burst_rng.exponential(o.burst_every_s)
+            self._bursts.append((start, start + 0.2))
+            self._bursts = self._bursts[-8:]
+        inside = np.array([_in_spells(t, self._bursts) for t in t_rel_s])
+        return (inside * draws * o.burst_ms * 1e6).astype(np.int64)
+
     batch_seconds = 0.25  # samples are computed this far ahead in one vectorised call
 
     def _generate(self) -> None:
@@ -133,18 +171,31 @@ class SimDevice(Driver):
         o = self.options
         n = max(1, int(round(self.batch_seconds * self.config.rate_hz))) if self.batch_seconds else 1
         ks = np.arange(self._k, self._k + n)
-        draws = self._rng.uniform(0.0, 1.0, size=(n, 3))
+        draws = self._rng.uniform(0.0, 1.0, size=(n, 5))
         t_true_ns = (self._start_ns + ks * self._period_ns + (2 * draws[:, 0] - 1) * o.jitter_ms * 1e6).astype(np.int64)
-        t_capture_ns = t_true_ns + int(o.latency_ms * 1e6)
-        t_publish_ns = t_capture_ns + (draws[:, 1] * o.delivery_jitter_ms * 1e6).astype(np.int64)
         t_rel_s = (t_true_ns - self._start_ns) / NS_PER_S
-        dropped = [d < o.drop_probability or _in_spells(t, o.drop_spells_s) for d, t in zip(draws[:, 2], t_rel_s)]
+        exponential = -np.log1p(-draws[:, 3] * 0.999999)  # Exp(1) from a uniform draw
+        t_arrival_ns = (t_true_ns + int(o.latency_ms * 1e6) + (exponential * o.arrival_jitter_ms * 1e6).astype(np.int64)
+                        + self._burst_delay_ns(t_rel_s, draws[:, 4]))
+        t_arrival_ns = np.maximum.accumulate(t_arrival_ns)  # a late frame holds back the ones behind it
+        t_capture_ns = t_true_ns + int(o.latency_ms * 1e6) if o.stamp == "exact" else t_arrival_ns
+        t_publish_ns = np.maximum(t_capture_ns, t_arrival_ns) + (draws[:, 1] * o.delivery_jitter_ms * 1e6).astype(np.int64)
+        lose = o.drop_probability + o.frame_loss_probability
+        dropped = [d < lose or _in_spells(t, o.drop_spells_s) for d, t in zip(draws[:, 2], t_rel_s)]
         lost = np.array([self._tracking_lost(t) for t in t_rel_s], dtype=bool)
         contents = self.make_samples((t_true_ns - o.epoch_ns) / NS_PER_S, lost)
         device_ns = (t_true_ns * (1.0 + o.device_clock_drift_ppm * 1e-6) + o.device_clock_offset_s * NS_PER_S).astype(np.int64)
+        if o.device_clock_resolution_ms > 0:
+            tick = int(o.device_clock_resolution_ms * 1e6)
+            device_ns = device_ns // tick * tick
+        duplicated = draws[:, 2] > 1.0 - o.duplicate_probability  # independent of drops (those use the low end)
         for i in range(n):
+            content = contents[i]
+            if duplicated[i] and self._previous_content is not None:
+                content = Sample(0, dict(self._previous_content.arrays), meta=self._previous_content.meta)
+            self._previous_content = contents[i]
             self._pending.append((int(ks[i]), int(t_capture_ns[i]), int(t_publish_ns[i]), int(device_ns[i]),
-                                  dropped[i], bool(lost[i]), contents[i]))
+                                  dropped[i], bool(lost[i]), content))
         self._k += n
 
     def read(self) -> Sample | None:
@@ -156,10 +207,24 @@ class SimDevice(Driver):
         self._pending.popleft()
         if dropped:
             return None  # lost on purpose: sequence number k is never sent
+        t_capture_ns = self._driver_stamp(k, t_capture_ns, device_ns)
         sample.seq, sample.t_capture_ns, sample.t_device_ns = k, t_capture_ns + stamp_skew_ns(), device_ns
         if lost:
             sample.tracking = "lost"
         return sample
+
+    def _driver_stamp(self, k: int, t_arrival_ns: int, device_ns: int) -> int:
+        """What the real driver would publish as the capture time, given the arrival (or exact) stamp."""
+        o = self.options
+        if o.stamp == "device_clock":
+            self._clock.add(device_ns, t_arrival_ns)
+            self.device_info["clock"] = self._clock.describe()
+            return self._clock.to_host(device_ns)
+        if o.stamp == "arrival" and o.dejitter:  # the frame count is a clock: nominal period * k
+            nominal = int(round(k * self._period_ns))
+            self._clock.add(nominal, t_arrival_ns)
+            return self._clock.to_host(nominal)
+        return t_arrival_ns
 
     def make_samples(self, t_s: np.ndarray, tracking_lost: np.ndarray) -> list[Sample]:
         """Samples at true times ``t_s`` (host clock, seconds, shape (n,)); ``tracking_lost`` (n,) bool."""
