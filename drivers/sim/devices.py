@@ -177,7 +177,12 @@ class SimDevice(Driver):
         exponential = -np.log1p(-draws[:, 3] * 0.999999)  # Exp(1) from a uniform draw
         t_arrival_ns = (t_true_ns + int(o.latency_ms * 1e6) + (exponential * o.arrival_jitter_ms * 1e6).astype(np.int64)
                         + self._burst_delay_ns(t_rel_s, draws[:, 4]))
-        t_arrival_ns = np.maximum.accumulate(t_arrival_ns)  # a late frame holds back the ones behind it
+        # a late sample holds back the ones behind it; stamps still differ (a driver reads one at a time)
+        previous = getattr(self, "_last_arrival_ns", None)
+        if previous is not None:
+            t_arrival_ns = np.maximum(t_arrival_ns, previous + 1000)
+        t_arrival_ns = np.maximum.accumulate(t_arrival_ns - 1000 * np.arange(n)) + 1000 * np.arange(n)
+        self._last_arrival_ns = int(t_arrival_ns[-1])
         t_capture_ns = t_true_ns + int(o.latency_ms * 1e6) if o.stamp == "exact" else t_arrival_ns
         t_publish_ns = np.maximum(t_capture_ns, t_arrival_ns) + (draws[:, 1] * o.delivery_jitter_ms * 1e6).astype(np.int64)
         lose = o.drop_probability + o.frame_loss_probability
