@@ -92,6 +92,9 @@ def test_both_hands_map_into_the_canonical_order_whatever_the_node_order(fake_sd
     # publishTime decoded by CoreSdk_GetTimestampInfo: UTC, whole milliseconds after the fake's origin
     device = np.array([s.t_device_ns for s in samples]) - FAKE_EPOCH_NS
     assert np.all(device % 1_000_000 == 0) and 0 < device.min() and device.max() < 60e9
+    left = [s for s in samples if s.stream == "left_glove"]  # stamps follow the publish times, not the callbacks
+    np.testing.assert_allclose(np.diff([s.t_capture_ns for s in left]), np.diff([s.t_device_ns for s in left]),
+                               atol=2e5)
 
 
 def test_remote_mode_connects_to_the_core_host_it_finds(fake_sdk):
