@@ -39,6 +39,7 @@ INSTALL_HINT = "apt-get install -y libusb-1.0-0 && pip install pyrealsense2 (or:
 SILENCE_LIMIT_NS = 3 * NS_PER_S
 PLAYBACK_BUFFER = 8   # frames copied ahead of the consumer when playing a file (the SDK waits for us)
 LIVE_BUFFER = 64      # frames buffered from a live camera before new ones are dropped (and counted)
+PLAYBACK_NEVER_TIMES_OUT = 1 << 62
 
 
 def import_realsense():
@@ -103,6 +104,9 @@ class RealSenseCamera(Driver):
                                           f"again or fix options.playback_file") from None
             self._playback = device.as_playback()
             self._playback.set_real_time(False)  # we pace by the frames' own timestamps
+            # a file delivers every frame in order: a colour frame waits for its depth frame however long
+            # the consumer takes (host time says nothing about a file), never for a timeout
+            self._pairer = FramePairer(self.config.rate_hz, wait_ns=PLAYBACK_NEVER_TIMES_OUT)
             where = f"recording {o.playback_file}"
         else:
             device = self._find_camera(rs, context)
@@ -295,5 +299,5 @@ class RealSenseCamera(Driver):
                 pass
         self._sensors = []
         self._playback = None
-        self._pairer = FramePairer(self.config.rate_hz)
+        self._pairer = FramePairer(self.config.rate_hz)  # live cameras time out a missing depth frame
         self._ready.clear()

@@ -74,6 +74,8 @@ def test_a_whole_session_by_keys_alone(qtbot, window, tmp_path):
         t_eval = f["synced/t_eval_ns"][:]
         assert t_eval[ticks[1]] >= segments[1].start_ns and t_eval[ticks[1] - 1] < segments[1].start_ns
         assert f.attrs["task"] == "pour" and f.attrs["operator"] == "ana" and f.attrs["outcome"] == "saved"
+        verdict = f.attrs["quality_verdict"]  # the take's quality verdict reaches the operator at once
+        assert ("quality OK" if verdict == "ok" else "REDO") in window.session_list.item(0).text()
         assert "pour the juice" in f.attrs["instruction"]
         messages = [m.decode() for m in f["events/message"][:]]
         assert "subtask 'grasp' started" in messages and "last subtask mark undone" in messages

@@ -57,6 +57,16 @@ def calibration_readout(calibration) -> str:
     return text + ". Magenta fingertips and wrist axes must sit on the hands."
 
 
+def quality_summary(report: dict | None) -> str:
+    """One line for the operator: the take's verdict and, for a redo, the first reason."""
+    if report is None:
+        return "quality not computed (see the log)"
+    if report["verdict"] == "ok":
+        hands = report.get("hands", {})
+        return "quality OK " + " ".join(f"{h} {v['valid']:.0%}" for h, v in hands.items())
+    return f"REDO: {report['problems'][0]}" + (f" (+{len(report['problems']) - 1} more)" if len(report["problems"]) > 1 else "")
+
+
 class _Signals(QtCore.QObject):
     """Low-rate events from worker threads, delivered on the GUI thread."""
 
@@ -276,8 +286,10 @@ class MainWindow(QtWidgets.QMainWindow):
             self._show_error(error)
         elif path:
             self.saved_episodes.append(path)
-            self.session_list.addItem(Path(path).name)
-            self.status.showMessage(f"saved {path}")
+            report = self.session.last_quality_report
+            verdict = quality_summary(report)
+            self.session_list.addItem(f"{Path(path).name}  [{verdict}]")
+            self.status.showMessage(f"saved {path}: {verdict}")
         else:
             self.status.showMessage("take discarded")
 
