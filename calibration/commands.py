@@ -56,12 +56,22 @@ def record_calibration_episode(config: RigConfig, seconds: float, out_dir: Path,
         if missing:
             raise CalibrationFailed(f"streams not delivering: {session.missing_stream_reasons(missing)}")
         session.start_episode(out_dir, name=f"calibration-{new_version_id('rec')}")
+        start_ns = session.episode_started_ns
+        # Record `seconds` of data, not of wall time: a machine that falls behind delivers the same motion later
         end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            time.sleep(min(1.0, max(0.0, end - time.monotonic())))
+        give_up = time.monotonic() + 3 * seconds
+        while time.monotonic() < end or (time.monotonic() < give_up and not _covered(session, start_ns, seconds)):
+            time.sleep(min(1.0, max(0.05, end - time.monotonic())))
             if guide is not None:
                 guide(session)
         return session.stop_episode()
+
+
+def _covered(session, start_ns: int, seconds: float) -> bool:
+    """Whether every stream has delivered samples captured ``seconds`` after ``start_ns``."""
+    status = session.stream_status()
+    return all(st.last_capture_ns is not None and st.last_capture_ns - start_ns >= seconds * 1e9
+               for st in status.values())
 
 
 class HeadCameraGuide:

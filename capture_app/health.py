@@ -30,6 +30,7 @@ class StreamStatus:
     tracking: str
     rejected: int = 0
     latency_p95_ms: float | None = None  # receive minus capture time over the last second
+    last_capture_ns: int | None = None   # capture time of the newest sample
 
 
 class StreamMonitor:
@@ -50,6 +51,7 @@ class StreamMonitor:
         self._tracking = {s: "ok" for s in self.expected}
         self._rejections = {s: deque() for s in self.expected}  # (receive time, reason) within the last second
         self._rejected = {s: 0 for s in self.expected}
+        self._last_capture: dict[str, int] = {}
 
     def note_rejected(self, stream: str, reason: str, t_receive_ns: int) -> None:
         """A message of ``stream`` was refused (schema, plausibility, ownership): degrades it for a second."""
@@ -86,6 +88,7 @@ class StreamMonitor:
                 gaps.popleft()
             self._samples[s] += 1
             self._tracking[s] = message.tracking
+            self._last_capture[s] = message.t_capture_ns
 
     def snapshot(self, t_ns: int | None = None) -> dict[str, StreamStatus]:
         t = now_ns() if t_ns is None else t_ns
@@ -125,5 +128,5 @@ class StreamMonitor:
                     reason = f"every message rejected ({rejected_1s[-1]})"
                 out[s] = StreamStatus(s, state, reason, rate, expected, age, self._samples[s], self._gaps[s],
                                       gaps_1s, tracking, self._rejected[s],
-                                      None if latency_p95 is None else latency_p95 / 1e6)
+                                      None if latency_p95 is None else latency_p95 / 1e6, self._last_capture.get(s))
         return out

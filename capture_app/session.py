@@ -37,6 +37,7 @@ from drivers.registry import create_driver, driver_class
 log = logging.getLogger(__name__)
 
 STOP_DRAIN_S = 3.0
+STOP_DRAIN_MAX_S = 30.0
 FINALIZE_TIMEOUT_S = 600
 DISPATCH_TURN = 64  # messages taken from one endpoint before the next endpoint's turn
 
@@ -448,15 +449,31 @@ class CaptureSession:
 
     def _drain_bus(self, timeout_s: float = STOP_DRAIN_S) -> None:
         """Before detaching the writer, let the dispatcher catch up to the stop instant: until every stream
-        has delivered a message published after it, or nothing is waiting (a burst can queue seconds)."""
+        has delivered a message published after it, or nothing is waiting. A burst can queue seconds of
+        messages: the wait goes on while the dispatcher makes progress (up to STOP_DRAIN_MAX_S); what is
+        still queued then is not in the episode, and the episode says so."""
         t_stop = now_ns()
         deadline = t_stop + int(timeout_s * 1e9)
-        while now_ns() < deadline:
+        hard_deadline = t_stop + int(STOP_DRAIN_MAX_S * 1e9)
+        received = self._received_count()
+        while now_ns() < hard_deadline:
             caught_up = all(t >= t_stop for t in self._last_publish_ns.values())
             if caught_up or (self._idle_since_ns > t_stop):
                 return
-            self._stop.wait(0.01)
-        log.warning("stopping with the bus still busy after %.1f s: the last messages may be missing", timeout_s)
+            self._stop.wait(0.05)
+            if now_ns() >= deadline:
+                progress, received = self._received_count() - received, self._received_count()
+                if not progress:
+                    break
+                deadline = now_ns() + int(0.5e9)  # still catching up: give it another half second
+        text = (f"stopped with the bus still busy after {(now_ns() - t_stop) / 1e9:.1f} s: messages still queued "
+                f"then (published before the stop) are not in this episode")
+        log.warning("%s", text)
+        if self._writer is not None:
+            self._writer.log_event("error", "session", text)
+
+    def _received_count(self) -> int:
+        return sum(subscriber.received + subscriber.malformed.total() for subscriber in self._subscribers)
 
     def stop_episode(self, attrs: dict | None = None) -> Path:
         """Finish the episode (drain, close, rename) and return its path. Blocks until written."""

@@ -120,8 +120,12 @@ class RealSenseCamera(Driver):
             for sensor, profile in profiles:
                 sensor.open(profile)
                 self._sensors.append(sensor)
+            if self._playback is not None:  # start every sensor before the file plays: no frame is missed
+                self._playback.pause()
             for sensor in self._sensors:
                 sensor.start(self._on_frame)
+            if self._playback is not None:
+                self._playback.resume()
         except RuntimeError as exc:
             raise DeviceNotFoundError(f"RealSense {where} could not start: {exc}. Check the cable, that no other "
                                       f"program uses the camera, and the configured resolution/fps.") from None
