@@ -70,3 +70,20 @@ def test_unreadable_and_invalid_json_files_say_how_to_fix(tmp_path):
     bad.write_text(json.dumps([1, 2]))
     with pytest.raises(CalibrationError, match="top level must be a JSON object"):
         load_calibration(bad)
+    bad.write_bytes(bytes(range(256)) * 4)  # random bytes: not even text
+    with pytest.raises(CalibrationError, match="not UTF-8 JSON text.*calibrate again"):
+        load_calibration(bad)
+
+
+def test_a_garbage_calibration_file_is_one_clear_line_on_the_command_line(tmp_path):
+    import subprocess
+    import sys
+    garbage = tmp_path / "cal.json"
+    garbage.write_bytes(bytes(range(256)) * 4)
+    rig = tmp_path / "rig.toml"
+    from tests.conftest import small_sim_text
+    rig.write_text(small_sim_text().replace('[sim]\n', f'[calibration]\npath = "{garbage}"\n\n[sim]\n', 1))
+    result = subprocess.run([sys.executable, "-m", "capture_app.cli", "record", "--config", str(rig), "--out",
+                             str(tmp_path / "out"), "--duration", "1"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "cal.json is not UTF-8 JSON text" in result.stderr

@@ -121,7 +121,8 @@ def test_a_flooding_publisher_is_survived_and_counted(tmp_path):
         received = session.stream_status()["head_tracker"].samples
         while session.stream_status()["head_tracker"].samples < received + 5_000 + 250 and time.monotonic() < deadline:
             time.sleep(0.1)                    # the app has the burst and a second of normal samples after it
-        assert session.stream_status()["left_glove"].state == "ok"  # the rest goes on
+        glove = session.stream_status()["left_glove"]  # the rest goes on (a loaded machine may delay it)
+        assert glove.state != "lost" and glove.seq_gaps == 0, glove
         path = session.stop_episode()
     FaultyTracker.flood_now = None
     summary = validate_and_summarize(path)
