@@ -192,9 +192,13 @@ class EpisodeWriter:
             self.final_path.parent.mkdir(parents=True, exist_ok=True)
             if self.final_path.exists() or self.partial_path.exists():
                 raise WriterError(f"episode {self.final_path} already exists; choose another episode name")
-            self._file = h5py.File(self.partial_path, "w")
+            # Created under a temporary name and renamed once its metadata is flushed: a kill during creation
+            # never leaves a .partial that cannot be opened (only a stray .creating file).
+            creating = self.partial_path.with_name(self.partial_path.name + ".creating")
+            self._file = h5py.File(creating, "w")
             self._write_metadata()
             self._file.flush()
+            creating.replace(self.partial_path)
         except OSError as exc:
             raise WriterError(f"cannot create episode file {self.partial_path}: {exc}; check that the output "
                               f"directory exists, is writable and has free space") from None

@@ -61,7 +61,7 @@ def test_a_whole_session_by_keys_alone(qtbot, window, tmp_path):
     assert window.annotator.current.label == "lift"
     qtbot.wait(300)
     press(qtbot, window, QtCore.Qt.Key_Space)                 # stop and save
-    qtbot.waitUntil(lambda: bool(window.saved_episodes), timeout=20000)
+    qtbot.waitUntil(lambda: bool(window.saved_episodes), timeout=60000)
     assert window.last_error == ""
     path = window.saved_episodes[0]
     assert window.session_list.count() == 1
@@ -85,12 +85,12 @@ def test_discard_leaves_no_file_and_abort_keeps_one_marked(qtbot, window, tmp_pa
     press(qtbot, window, QtCore.Qt.Key_Space)
     qtbot.wait(300)
     press(qtbot, window, QtCore.Qt.Key_X)
-    qtbot.waitUntil(lambda: not window._finishing and not window.recording, timeout=10000)
+    qtbot.waitUntil(lambda: not window._finishing and not window.recording, timeout=60000)
     assert list(tmp_path.glob("*.h5*")) == []
     press(qtbot, window, QtCore.Qt.Key_Space)
     qtbot.wait(300)
     press(qtbot, window, QtCore.Qt.Key_Escape)
-    qtbot.waitUntil(lambda: bool(window.saved_episodes), timeout=10000)
+    qtbot.waitUntil(lambda: bool(window.saved_episodes), timeout=60000)
     with h5py.File(window.saved_episodes[0], "r") as f:
         assert f.attrs["outcome"] == "aborted"
 
@@ -139,7 +139,7 @@ def test_review_round_trips_an_edited_annotation(qtbot, window, tmp_path):
     qtbot.wait(400)
     press(qtbot, window, QtCore.Qt.Key_0)
     press(qtbot, window, QtCore.Qt.Key_Space)
-    qtbot.waitUntil(lambda: bool(window.saved_episodes), timeout=10000)
+    qtbot.waitUntil(lambda: bool(window.saved_episodes), timeout=60000)
     path = window.saved_episodes[0]
     window.open_review(path)
     assert window.review.ticks > 5

@@ -4,11 +4,12 @@ The SDK calls back on its own thread: the callback stamps the host clock, copies
 nodes and queues them; it never raises (an error is kept and raised by ``read``).
 Type ``manus``; stream ``left_glove`` with ``extra_streams = ["right_glove"]``.
 
-Time: ``t_device_ns`` is the skeleton's ``publishTime`` decoded by ``CoreSdk_GetTimestampInfo``
-(UTC ns, millisecond resolution); ``t_capture_ns`` is that publish time mapped onto the host
-clock (``ClockMapper``: the callback's jitter is removed, its minimum delay kept), or the host
-time at which the raw-skeleton callback ran when the SDK gives no date (timecode mode). The
-calibrated latency of the glove streams absorbs the constant part of the SDK's delay.
+Time: ``t_capture_ns`` is the host time at which the raw-skeleton callback ran; ``t_device_ns``
+is the skeleton's ``publishTime`` decoded by ``CoreSdk_GetTimestampInfo`` (UTC ns, millisecond
+resolution; absent in timecode mode), and its mapping onto the host clock is reported in the
+device info (``clock``: offset, drift, residual = the callback jitter). Using that mapping for
+the stamps (as the simulator's gloves do) waits for a check on real gloves (docs/devices.md).
+The calibrated latency of the glove streams absorbs the constant part of the SDK's delay.
 
 Keypoints: nodes are mapped by NodeInfo (chain, joint, parent), never by raw index. With
 ``world_coordinates`` (the default, as the official SDKClient) positions are in the SDK's
@@ -80,7 +81,7 @@ class ManusGloves(Driver):
         host = sdk.connect(o.mode, o.host_wait_s)
         self.device_info.update({"model": "MANUS Quantum Metagloves", "sdk_major": sdk.major, "mode": o.mode,
                                  "host": host, "world_coordinates": o.world_coordinates,
-                                 "timestamp_domain": "manus:publishTime (UTC, ms) mapped to the host clock"})
+                                 "timestamp_domain": "host callback time; manus:publishTime (UTC, ms) in t_device"})
 
     def _on_raw_skeletons(self, info_pointer) -> None:
         """SDK thread: copy, stamp, queue. Never raises."""
@@ -130,10 +131,9 @@ class ManusGloves(Driver):
         else:
             keypoints = wrist_frame_keypoints(root_frame_positions(positions, rotations, parents), order, R)
         wrist_quat = rotations[root]  # the hand root's orientation (the glove's IMU)
-        if publish_ns is not None:  # the SDK's publish time, mapped onto the host clock: no callback jitter
+        if publish_ns is not None:  # how the SDK's publish clock relates to ours (reported, not used for stamps)
             self._clock.add(publish_ns, t_capture)
             self.device_info["clock"] = self._clock.describe()
-            t_capture = self._clock.to_host(publish_ns)
         return Sample(t_capture, {"keypoints": keypoints.astype(np.float32), "wrist_quat": wrist_quat},
                       stream=self._streams[side], t_device_ns=publish_ns)
 
