@@ -73,7 +73,7 @@ def test_the_final_table_keeps_what_live_had_and_adds_what_arrived_late(faulty_e
     common, live_i, final_i = np.intersect1d(live["t_tick_ns"], final["t_tick_ns"], return_indices=True)
     assert len(common) > 40 and np.all(np.diff(final["t_tick_ns"]) == 50_000_000)  # one grid, shared
     interpolated = np.all(live["stream_status"][live_i][:, :5] == INTERPOLATED, axis=1)
-    assert interpolated.sum() > 20
+    assert interpolated.sum() > 5  # rows where live had every sample: enough to make the comparison mean something
     np.testing.assert_array_equal(live["action"][live_i][interpolated], final["action"][final_i][interpolated])
     # the final table only drops a live row's validity where live extrapolated over what turned out to be a gap
     dropped = (live["action_valid"][live_i] & ~final["action_valid"][final_i]).any(axis=1)
