@@ -14,7 +14,6 @@ from __future__ import annotations
 import errno
 import json
 import logging
-import os
 import queue
 import shutil
 import threading
@@ -44,7 +43,6 @@ DEFAULT_MAX_QUEUE_BYTES = 768 * 1024 * 1024
 _TIME_CHUNK = 1024
 # lz4 + bitshuffle: ~0.65 ms per 640x480 frame, ratio ~2.3 (zstd level 1: ~1.5 ms, ~2.7)
 _DEPTH_FILTER = hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.BITSHUFFLE)
-WRITER_NICENESS = 0  # not niced: under outside load a niced writer starves and refuses samples
 DISK_MARGIN_BYTES = 8 * 1024 * 1024  # free space kept for HDF5 metadata and a clean close
 
 
@@ -320,10 +318,7 @@ class EpisodeWriter:
             table.mark(column, "text")
 
     def _run(self) -> None:
-        try:  # lower this thread's CPU priority (Linux: per-thread niceness; raising it needs no privilege)
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WRITER_NICENESS)
-        except (OSError, AttributeError):
-            pass
+        # Not niced: with other processes busy on the machine a niced writer starved and refused samples.
         interval_ns = int(self.config.flush_interval_s * NS_PER_S)
         next_flush = now_ns() + interval_ns
         try:
