@@ -155,8 +155,54 @@ def cmd_keys(args) -> int:
 def cmd_monitor(args) -> int:
     from capture_app.monitor.app import run_monitor
 
-    return run_monitor(_load_rig(args), out_dir=args.out, tasks_path=args.tasks, operator=args.operator,
-                       screenshot=args.screenshot, after_s=args.after, review=args.review)
+    if not args.connect:
+        _load_rig(args)  # a bad rig config is reported here, before a recorder is started on it
+    curve = None
+    if args.keys:
+        from capture_app.remote import load_keys
+        curve = load_keys(f"{args.keys}/driver.key_secret", f"{args.keys}/app.key")
+    return run_monitor(None if args.sim else args.config, out_dir=args.out, connect=args.connect, curve=curve,
+                       tasks_path=args.tasks, operator=args.operator, screenshot=args.screenshot, after_s=args.after,
+                       review=args.review, speak=args.speak)
+
+
+def cmd_serve(args) -> int:
+    """The recorder process: the rig, the synchronizer and the writer, headless, driven by monitors."""
+    from capture_app.control_server import ControlServer
+    from capture_app.session import CaptureSession
+    from capture_app.takes import Takes
+
+    config = _load_rig(args)
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    curve = None
+    if args.control.startswith("tcp://"):
+        from capture_app.remote import is_loopback, load_keys
+        if config.bus_keys_dir:
+            curve = load_keys(f"{config.bus_keys_dir}/app.key_secret")
+        elif not is_loopback(args.control):
+            raise ConfigError(f"--control {args.control} is reachable from other hosts: set [bus] keys in the rig "
+                              f"config to the directory from `capture-app keys` (monitors pass --keys DIR)")
+    try:
+        with CaptureSession(config) as session:
+            for stream, why in session.missing_stream_reasons(session.wait_for_streams(args.wait)).items():
+                print(f"warning: stream {stream!r} is not delivering: {why}", file=sys.stderr)
+            takes = Takes(session, args.out)
+            server = ControlServer(session, takes, args.control, curve=curve).start()
+            print(f"recorder for rig {config.name}: control {server.control_endpoint}, state "
+                  f"{server.state_endpoint}; episodes in {args.out}", file=sys.stderr, flush=True)
+            try:
+                while not stop.wait(0.2):
+                    pass
+                if session.recording:  # a stopped recorder saves the take it was recording
+                    print(f"saved {takes.stop('saved', by='recorder shutdown')['path']}", file=sys.stderr)
+                takes.wait_finalized()
+            finally:
+                server.close()
+        return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def cmd_doctor(args) -> int:
@@ -240,8 +286,25 @@ def build_parser() -> argparse.ArgumentParser:
     monitor.add_argument("--operator", default="", help="operator name")
     monitor.add_argument("--review", help="open this episode for review")
     monitor.add_argument("--screenshot", help="render offscreen, save a PNG here and exit")
-    monitor.add_argument("--after", type=float, default=3.0, help="seconds before the screenshot")
+    monitor.add_argument("--after", type=float, default=3.0, help="seconds before the screenshot (default 3)")
+    monitor.add_argument("--connect", help="attach to a running recorder's control endpoint (from `capture-app "
+                                           "serve`) instead of starting one")
+    monitor.add_argument("--keys", help="with --connect tcp://: the CurveZMQ key directory from `capture-app keys`")
+    monitor.add_argument("--speak", action="store_true", help="spoken cues for start, stop and subtask marks "
+                                                              "(espeak-ng if installed, else a beep)")
     monitor.set_defaults(func=cmd_monitor)
+
+    serve = sub.add_parser("serve", help="the headless recorder that monitors attach to (docs/control.md)")
+    source = serve.add_mutually_exclusive_group()
+    source.add_argument("--sim", action="store_true", help="use the embedded simulated rig (the default)")
+    source.add_argument("--config", help="rig config TOML file")
+    serve.add_argument("--control", required=True,
+                       help="control endpoint to bind: ipc://PATH, or tcp://HOST:PORT (the state feed then binds "
+                            "PORT+1; off loopback it needs [bus] keys)")
+    serve.add_argument("--out", default="episodes", help="output directory (default: ./episodes)")
+    serve.add_argument("--wait", type=float, default=5.0,
+                       help="seconds to wait for every stream before serving (default 5)")
+    serve.set_defaults(func=cmd_serve)
 
     inspect = sub.add_parser("inspect", help="summarise episodes and check their layout")
     inspect.add_argument("files", nargs="+")

@@ -15,6 +15,7 @@ import threading
 
 import zmq
 
+from capture_app.child_process import child_env, cli_command
 from capture_app.config import RigConfig
 from capture_app.errors import ConfigError
 from drivers.registry import create_driver
@@ -113,14 +114,13 @@ class DriverHostProcess:
 
     def _spawn(self) -> None:
         import subprocess
-        import sys
-        command = [sys.executable, "-m", "capture_app.cli", "driver", *self.names, "--config", str(self.config_path),
-                   "--connect", self.endpoint, "--parent-pid", str(os.getpid())]
+        command = cli_command("driver", *self.names, "--config", str(self.config_path),
+                              "--connect", self.endpoint, "--parent-pid", str(os.getpid()))
         if all(self.config.driver(n).type.startswith("sim_") for n in self.names):
             # Simulated devices stamp samples from their schedule, not from when their thread runs,
             # so they can yield the CPU to the app's synchronizer without losing any accuracy.
             command += ["--nice", str(SIM_NICENESS)]
-        self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+        self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, env=child_env())
 
     def start(self) -> "DriverHostProcess":
         self._spawn()

@@ -22,13 +22,14 @@ import zmq
 
 from calibration.model import Calibration, load_calibration
 from capture_app.bus import STATUS_PREFIX, BusSubscriber, Message
+from capture_app.child_process import child_env
 from capture_app.clock import now_ns
 from capture_app.config import RigConfig, sim_epoch_ns, with_changes
 from capture_app.errors import CalibrationError, CaptureError, ConfigError
 from capture_app.health import StreamMonitor, StreamStatus
 from capture_app.stream_schema import MessageCheck, fill_optional
 from capture_app.stream_watch import StreamWatch
-from capture_app.synchronizer import SyncedTick, Synchronizer
+from capture_app.synchronizer import VALIDITY_NAMES, SyncedTick, Synchronizer
 from capture_app.writer import EpisodeMetadata, EpisodeWriter
 from capture_app.driver_host import DriverHostProcess, driver_config_with_seed
 from drivers.base import DriverHealth
@@ -74,7 +75,7 @@ def finalize_in_child_process(path: Path) -> dict | None:
     import h5py
     try:
         result = subprocess.run([sys.executable, "-m", "capture_app.final_table", str(path)], capture_output=True,
-                                text=True, timeout=FINALIZE_TIMEOUT_S, stdin=subprocess.DEVNULL)
+                                text=True, timeout=FINALIZE_TIMEOUT_S, stdin=subprocess.DEVNULL, env=child_env())
     except subprocess.TimeoutExpired:
         log.error("finalizing %s took over %d s; it keeps its live table (`capture-app resync` makes the final one)",
                   path, FINALIZE_TIMEOUT_S)
@@ -112,7 +113,8 @@ class CaptureSession:
         self._last_rejection_event_ns: dict[str, int] = {}
         self._rejected_at_start: dict = {}
         self._malformed_at_start = 0
-        self._stream_watch = StreamWatch(self.monitor, lambda: self._writer)
+        self._stream_watch = StreamWatch(self.monitor, lambda: self._writer, lambda: self._latest_tick)
+        self.invalid_rows: dict[str, int] = {name: 0 for name in VALIDITY_NAMES}  # this take's, per hand part
         self.synchronizer = Synchronizer(config.sync, self.calibration, on_tick=self._on_tick, rates_hz=rates)
         self.drivers = []
         self._remote_endpoints = [d.endpoint for d in config.drivers if d.endpoint]
@@ -339,6 +341,14 @@ class CaptureSession:
             writer.log_event("error", "bus", f"malformed messages dropped so far: {dict(subscriber.malformed)} "
                                              f"(docs/protocol.md: what a receiver refuses)", t_ns=t)
 
+    def loss_counts(self) -> dict:
+        """What the bus and the synchronizer lost or refused so far (besides per-stream rejections):
+        malformed and unexpected messages, non-finite values, remote messages before clock sync, and this
+        take's invalid synced rows per hand part."""
+        return {"bus_malformed": sum(s.malformed.total() for s in self._subscribers),
+                "bus_unexpected": self.unexpected_messages, "non_finite": self.non_finite_messages,
+                "unsynchronised": self.unsynchronised_messages, "invalid_rows": dict(self.invalid_rows)}
+
     def rejected_counts(self) -> dict[str, dict[str, int]]:
         """Messages refused so far, per stream and reason."""
         return self.checker.rejected_by_stream()
@@ -401,6 +411,10 @@ class CaptureSession:
         writer = self._writer
         if writer is not None and tick.t_tick_ns >= self.episode_started_ns:
             writer.submit_row("synced", tick)  # the writer thread builds the row
+            if not tick.action_valid.all():
+                for name, valid in zip(VALIDITY_NAMES, tick.action_valid):
+                    if not valid:
+                        self.invalid_rows[name] += 1
 
     # --- episodes --------------------------------------------------------------------------
     @property
@@ -430,6 +444,7 @@ class CaptureSession:
         for stream, device in devices.items():
             writer.set_stream_attrs(stream, {"device": device})
         self._rejected_at_start = dict(self.checker.rejected)
+        self.invalid_rows = {name: 0 for name in VALIDITY_NAMES}
         self._malformed_at_start = sum(s.malformed.total() for s in self._subscribers)
         with self.synchronizer.lock:
             self.episode_started_ns = now_ns()
@@ -475,8 +490,9 @@ class CaptureSession:
     def _received_count(self) -> int:
         return sum(subscriber.received + subscriber.malformed.total() for subscriber in self._subscribers)
 
-    def stop_episode(self, attrs: dict | None = None) -> Path:
-        """Finish the episode (drain, close, rename) and return its path. Blocks until written."""
+    def stop_episode(self, attrs: dict | None = None, finalize: bool = True) -> Path:
+        """Finish the episode (drain, close, rename) and return its path. Blocks until written and, with
+        ``finalize``, until its final table and quality report are (``last_quality_report``)."""
         self._drain_bus()
         for name, client in self.clock_clients.items():  # the clock measurements, beside the raw stamps
             for m in list(client.estimator.measurements):
@@ -490,7 +506,8 @@ class CaptureSession:
                    "bus_malformed": sum(s.malformed.total() for s in self._subscribers) - self._malformed_at_start,
                    "bus_unexpected": self.unexpected_messages}
         path = writer.finish({**summary, **(attrs or {})})
-        self.last_quality_report = finalize_in_child_process(path)
+        if finalize:
+            self.last_quality_report = finalize_in_child_process(path)
         return path
 
     def _store_rejections(self) -> None:
@@ -518,9 +535,14 @@ class CaptureSession:
         with self._health_lock:
             return dict(self._health)
 
-    def missing_stream_reasons(self, streams: list[str]) -> dict[str, str]:
-        """Why each of ``streams`` delivers nothing: its driver's last error, or that nothing arrived."""
-        by_stream = {s: h for h in self.driver_health().values() for s in (h.streams or [h.stream])}
+    def missing_stream_reasons(self, streams: list[str], status_wait_s: float = 15.0) -> dict[str, str]:
+        """Why each of ``streams`` delivers nothing: its driver's last error, or that nothing arrived. Waits up
+        to ``status_wait_s`` for the drivers of those streams to report (a loaded machine starts them late)."""
+        deadline = now_ns() + int(status_wait_s * 1e9)
+        while True:
+            by_stream = {s: h for h in self.driver_health().values() for s in (h.streams or [h.stream])}
+            if all(s in by_stream for s in streams) or now_ns() > deadline or self._stop.wait(0.1):
+                break
         reasons = {}
         for stream in streams:
             h = by_stream.get(stream)

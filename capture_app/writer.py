@@ -180,6 +180,7 @@ class EpisodeWriter:
         self._finished = threading.Event()
         self._end_ns = 0
         self._annotations: list | None = None
+        self._annotations_changed = False
         self._pending_bytes = 0       # data appended to tables since the last flush
         self.stopped_cleanly = False  # a disk-full stop closed the file with everything before it readable
 
@@ -247,8 +248,17 @@ class EpisodeWriter:
         self._enqueue(("attrs", group, attrs))
 
     def set_annotations(self, segments: list) -> None:
-        """Subtask segments (capture_app.annotations.Segment) to store in /annotations/subtasks at finish."""
+        """Subtask segments (capture_app.annotations.Segment) to store in /annotations/subtasks, replacing
+        what is there, at the next flush (an open segment has end_ns -1)."""
         self._enqueue(("annotations", list(segments)))
+
+    def make_durable(self, timeout_s: float = 60.0) -> bool:
+        """Flush everything submitted so far to disk and wait for it; False if the writer failed, stopped or
+        did not get there within ``timeout_s`` (a loaded disk): then nothing is promised."""
+        done = threading.Event()
+        if not self._enqueue(("durable", done)):
+            return False
+        return done.wait(timeout_s) and self._error is None
 
     def stats(self) -> WriterStats:
         with self._lock:
@@ -394,6 +404,10 @@ class EpisodeWriter:
             self._pending_attrs[item[1]].update(item[2])
         elif kind == "annotations":
             self._annotations = item[1]
+            self._annotations_changed = True
+        elif kind == "durable":
+            self._flush()
+            item[1].set()
         elif kind == "final":
             self._finalize(item[1])
 
@@ -525,6 +539,9 @@ class EpisodeWriter:
             attrs["non_monotonic"] = int(self._non_monotonic[stream])
         for path in [p for p in self._pending_attrs if p in self._file]:
             _set_attrs(self._file[path], self._pending_attrs.pop(path))
+        if self._annotations_changed:  # marks made while recording are on disk within a flush
+            write_segments(self._file, self._annotations)
+            self._annotations_changed = False
         self._file.flush()
 
     def _finalize(self, attrs: dict[str, Any]) -> None:
@@ -536,7 +553,7 @@ class EpisodeWriter:
         a = self._file.attrs
         _set_attrs(a, attrs)
         a["end_monotonic_ns"] = self._end_ns
-        if self._annotations is not None:
+        if self._annotations is not None:  # again: the tick indices now see the whole /synced table
             write_segments(self._file, self._annotations)
         a["status"] = "complete"
         self._file.flush()

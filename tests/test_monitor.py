@@ -1,9 +1,13 @@
-"""The monitor, offscreen: a whole session by keys alone, discard, views and overlay, review round trip."""
+"""The monitor, offscreen, attached to a recorder over docs/control.md: a whole take by keys alone, refused
+keys, discard and abort, views and overlay, review annotation, and a monitor killed mid-take."""
 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
+import time
 
 import h5py
 import numpy as np
@@ -13,34 +17,34 @@ pytest.importorskip("pytestqt")
 from PySide6 import QtCore, QtGui  # noqa: E402
 
 from capture_app.annotations import read_segments  # noqa: E402
-from capture_app.config import parse_config  # noqa: E402
-from capture_app.monitor.overlay import state_from_tick  # noqa: E402
+from capture_app.child_process import child_env  # noqa: E402
+from capture_app.monitor.client import RecorderClient  # noqa: E402
+from capture_app.monitor.overlay import state_from_view  # noqa: E402
 from capture_app.monitor.views import TIP_BRUSH  # noqa: E402
 from capture_app.monitor.window import SHORTCUTS, MainWindow  # noqa: E402
-from capture_app.session import CaptureSession  # noqa: E402
 from capture_app.tasks import load_tasks  # noqa: E402
-from tests.conftest import small_sim_text  # noqa: E402
+from tests.recorder_fixture import running_recorder  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def session():
-    config = parse_config(small_sim_text(ego=(640, 360)), "<monitor test rig>")
-    with CaptureSession(config) as s:
-        assert s.wait_for_streams(5) == []
-        yield s
+def recorder(tmp_path):
+    with running_recorder(tmp_path, ego=(640, 360)) as r:
+        yield r
 
 
 @pytest.fixture
-def window(qtbot, session, tmp_path):
-    w = MainWindow(session, load_tasks(), tmp_path, operator="ana")
+def window(qtbot, recorder, tmp_path):
+    client = RecorderClient(recorder[0], name="test monitor")
+    w = MainWindow(client, load_tasks(), tmp_path / "episodes", operator="ana")
     qtbot.addWidget(w)
     w.show()
     w.activateWindow()
-    qtbot.waitUntil(lambda: w._last_tick_time != 0, timeout=5000)
+    qtbot.waitUntil(lambda: w._last_view_t != 0, timeout=10000)
     yield w
     w.timer.stop()
+    client.close()
 
 
 def press(qtbot, window, key, modifier=QtCore.Qt.NoModifier):
@@ -48,9 +52,16 @@ def press(qtbot, window, key, modifier=QtCore.Qt.NoModifier):
     qtbot.wait(150)
 
 
-def test_a_whole_session_by_keys_alone(qtbot, window, tmp_path):
+def settled(qtbot, window, timeout=60000):
+    """Every command sent has been answered (and its reply handled on the GUI thread)."""
+    qtbot.waitUntil(lambda: window.client.pending == 0, timeout=timeout)
+    qtbot.wait(50)
+
+
+def test_a_whole_session_by_keys_alone(qtbot, window, recorder):
     press(qtbot, window, QtCore.Qt.Key_Space)                 # start
-    assert window.recording
+    settled(qtbot, window)
+    assert window.take_state == "recording"
     qtbot.wait(400)
     press(qtbot, window, QtCore.Qt.Key_1)                     # grasp
     qtbot.wait(300)
@@ -58,13 +69,21 @@ def test_a_whole_session_by_keys_alone(qtbot, window, tmp_path):
     qtbot.wait(300)
     press(qtbot, window, QtCore.Qt.Key_3)                     # pour (ends lift)
     press(qtbot, window, QtCore.Qt.Key_Backspace)             # undo: pour never started, lift open again
-    assert window.annotator.current.label == "lift"
+    settled(qtbot, window)
+    assert window.current_label == "lift" and recorder[2].annotator.current.label == "lift"
+    press(qtbot, window, QtCore.Qt.Key_7)                     # the task has 5 subtasks: refused, and said why
+    assert "has 5 subtasks" in window.last_refusal
+    press(qtbot, window, QtCore.Qt.Key_T)                     # no task change during a take
+    assert "cannot change during a take" in window.last_refusal
     qtbot.wait(300)
     press(qtbot, window, QtCore.Qt.Key_Space)                 # stop and save
     qtbot.waitUntil(lambda: bool(window.saved_episodes), timeout=60000)
-    assert window.last_error == ""
+    assert window.last_error == "" and window.current_label == "" and window.take_state == "idle"
     path = window.saved_episodes[0]
-    assert window.session_list.count() == 1
+    # the quality verdict reaches the operator's take list once the recorder computed it
+    qtbot.waitUntil(lambda: "quality OK" in window.session_list.item(0).text()
+                    or "REDO" in window.session_list.item(0).text(), timeout=120000)
+    assert "[saved;" in window.session_list.item(0).text()
     with h5py.File(path, "r") as f:
         segments = read_segments(f)
         assert [s.label for s in segments] == ["grasp", "lift"]
@@ -74,50 +93,56 @@ def test_a_whole_session_by_keys_alone(qtbot, window, tmp_path):
         t_eval = f["synced/t_eval_ns"][:]
         assert t_eval[ticks[1]] >= segments[1].start_ns and t_eval[ticks[1] - 1] < segments[1].start_ns
         assert f.attrs["task"] == "pour" and f.attrs["operator"] == "ana" and f.attrs["outcome"] == "saved"
-        verdict = f.attrs["quality_verdict"]  # the take's quality verdict reaches the operator at once
-        assert ("quality OK" if verdict == "ok" else "REDO") in window.session_list.item(0).text()
         assert "pour the juice" in f.attrs["instruction"]
         messages = [m.decode() for m in f["events/message"][:]]
-        assert "subtask 'grasp' started" in messages and "last subtask mark undone" in messages
+        assert "subtask 'grasp' started by test monitor" in messages
+        assert "last subtask mark undone by test monitor" in messages
 
 
-def test_discard_leaves_no_file_and_abort_keeps_one_marked(qtbot, window, tmp_path):
+def test_discard_needs_a_second_x_and_abort_keeps_a_file_marked_aborted(qtbot, window, tmp_path):
     press(qtbot, window, QtCore.Qt.Key_Space)
-    qtbot.wait(300)
+    settled(qtbot, window)
     press(qtbot, window, QtCore.Qt.Key_X)
-    qtbot.waitUntil(lambda: not window._finishing and not window.recording, timeout=60000)
-    assert list(tmp_path.glob("*.h5*")) == []
+    qtbot.wait(300)
+    assert window.take_state == "recording"                   # one X only asks
+    press(qtbot, window, QtCore.Qt.Key_X)
+    settled(qtbot, window)
+    assert window.take_state == "idle" and list((tmp_path / "episodes").glob("*.h5*")) == []
+    assert "[discarded]" in window.session_list.item(0).text()
     press(qtbot, window, QtCore.Qt.Key_Space)
+    settled(qtbot, window)
     qtbot.wait(300)
     press(qtbot, window, QtCore.Qt.Key_Escape)
     qtbot.waitUntil(lambda: bool(window.saved_episodes), timeout=60000)
+    assert "[aborted;" in window.session_list.item(1).text()
     with h5py.File(window.saved_episodes[0], "r") as f:
         assert f.attrs["outcome"] == "aborted"
 
 
-def test_every_view_shows_content_and_fingertips_land_where_the_calibration_projects(qtbot, window, session):
+def test_every_view_shows_content_and_fingertips_land_where_the_calibration_projects(qtbot, window, recorder):
     window.resize(1600, 1000)
     qtbot.wait(300)
     window.timer.stop()  # freeze what is shown
-    qtbot.waitUntil(lambda: session.latest_tick.frames.get("ego_camera") is not None
-                    and all(session.latest_tick.action_valid), timeout=5000)
-    tick = session.latest_tick
-    window.show_state(state_from_tick(tick))
+    qtbot.waitUntil(lambda: window.client.view is not None and "ego" in window.client.view
+                    and all(window.client.view["action_valid"]), timeout=10000)
+    view = window.client.view
+    state = state_from_view(view)
+    window.show_state(state)
     qtbot.wait(50)
-    for view in (window.ego.widget, window.top.widget, window.world, *[p for h in window.hands.values()
-                                                                        for p, _ in h.plots]):
-        image = view.grab().toImage()
+    for widget in (window.ego.widget, window.top.widget, window.world, *[p for h in window.hands.values()
+                                                                          for p, _ in h.plots]):
+        image = widget.grab().toImage()
         pixels = np.array([image.pixel(x, y) for x in range(0, image.width(), 7) for y in range(0, image.height(), 7)])
-        assert len(np.unique(pixels)) > 20, f"{view} looks empty"
+        assert len(np.unique(pixels)) > 20, f"{widget} looks empty"
     # Independently of the monitor: project the fingertips with the calibration (pinhole, K @ p / z).
-    k = session.calibration.ego_intrinsics
-    frame = tick.frames["ego_camera"].arrays["color"]
+    k = recorder[1].calibration.ego_intrinsics
+    frame = state.ego_image
     sx, sy = frame.shape[1] / k.width, frame.shape[0] / k.height
     shot = window.ego.widget.grab().toImage()
     ratio = shot.devicePixelRatio()
     checked = 0
     for hand in ("left", "right"):
-        T, keypoints = tick.T_cam_wrist[hand], tick.keypoints[hand]
+        T, keypoints = view["T_cam_wrist"][hand], view["keypoints"][hand]
         for tip in (4, 9, 14, 19, 24):
             p = T[:3, :3] @ keypoints[tip] + T[:3, 3]
             u, v = k.fx * sx * p[0] / p[2] + k.cx * sx, k.fy * sy * p[1] / p[2] + k.cy * sy
@@ -130,30 +155,92 @@ def test_every_view_shows_content_and_fingertips_land_where_the_calibration_proj
             assert TIP_BRUSH in near, (hand, tip, u, v, near)
             checked += 1
     assert checked >= 6
+    # a hand whose action is invalid says so on its plots
+    state.hand_valid = {"left": False, "right": True}
+    window.show_state(state)
+    assert all(t.isVisible() for t in window.hands["left"].lost_tags)
+    assert not any(t.isVisible() for t in window.hands["right"].lost_tags)
+    # every stream's row is visible without scrolling, at the smallest screen we support
+    window.resize(1366, 768)
+    qtbot.wait(200)
+    table = window.health
+    assert table.viewport().height() >= sum(table.rowHeight(r) for r in range(table.rowCount()))
 
 
-def test_review_round_trips_an_edited_annotation(qtbot, window, tmp_path):
+def test_review_annotates_validates_and_logs_edits(qtbot, window, tmp_path):
     press(qtbot, window, QtCore.Qt.Key_Space)
+    settled(qtbot, window)
     qtbot.wait(300)
     press(qtbot, window, QtCore.Qt.Key_1)
     qtbot.wait(400)
     press(qtbot, window, QtCore.Qt.Key_0)
     press(qtbot, window, QtCore.Qt.Key_Space)
     qtbot.waitUntil(lambda: bool(window.saved_episodes), timeout=60000)
+    settled(qtbot, window)
     path = window.saved_episodes[0]
+    with h5py.File(path, "r") as f:
+        before = read_segments(f)
     window.open_review(path)
-    assert window.review.ticks > 5
+    assert window.review.ticks > 5 and "pour" in window.info.text()  # the file's task, not the live template
+    press(qtbot, window, QtCore.Qt.Key_S, QtCore.Qt.ControlModifier)   # no edit: nothing written, nothing moved
+    with h5py.File(path, "r") as f:
+        assert read_segments(f) == before
     press(qtbot, window, QtCore.Qt.Key_Right)
-    assert window.review_slider.value() == 1
+    assert window.review_slider.value() == 1 and "tick 2 of" in window.review_time.text()
+    window.seek_review(0.5)                                   # a click on the timeline at 0.5 s
+    assert abs((window.review.t_eval[window.review_slider.value()] - window.review.t0_ns) / 1e9 - 0.5) < 0.06
+    window.segment_table.item(0, 3).setText("0.2")            # end before start: refused on save
+    window.segment_table.item(0, 2).setText("0.4")
+    press(qtbot, window, QtCore.Qt.Key_S, QtCore.Qt.ControlModifier)
+    assert "is not after its start" in window.last_refusal
+    press(qtbot, window, QtCore.Qt.Key_Backspace)             # undo both time edits
+    press(qtbot, window, QtCore.Qt.Key_Backspace)
     window.segment_table.item(0, 1).setText("use right hand to grasp the mug by its handle")
-    window.segment_table.item(0, 3).setText("0.9")
+    window.step_review(window.review.ticks)                   # playhead at the end, then mark subtask 3 there
+    window.step_review(-5)
+    press(qtbot, window, QtCore.Qt.Key_3)
     press(qtbot, window, QtCore.Qt.Key_S, QtCore.Qt.ControlModifier)
     window.back_to_live()
     with h5py.File(path, "r") as f:
-        (segment,) = read_segments(f)
-        start = f.attrs["start_monotonic_ns"]
-    assert segment.description == "use right hand to grasp the mug by its handle"
-    assert segment.end_ns == start + 900_000_000 and segment.label == "grasp"
+        segments = read_segments(f)
+        messages = [m.decode() for m in f["events/message"][:]]
+    assert [s.label for s in segments] == ["grasp", "pour"]
+    assert segments[0].description == "use right hand to grasp the mug by its handle"
+    assert (segments[0].start_ns, segments[0].end_ns) == (before[0].start_ns, before[0].end_ns)
+    assert any(m.startswith("edited in review: subtask 'pour' marked at") for m in messages)
+
+
+def test_killing_the_monitor_mid_take_loses_nothing(tmp_path):
+    """A real monitor process (the window, offscreen) starts a take and marks two subtasks, then is SIGKILLed:
+    the take goes on and completes with every sample and both marks."""
+    with running_recorder(tmp_path) as (endpoint, session, takes):
+        child = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(__file__), "monitor_child.py"),
+                                  endpoint], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
+        try:
+            line = child.stdout.readline()
+            assert line.strip() == "marked", (line, child.stderr.read() if child.poll() is not None else "")
+            os.kill(child.pid, signal.SIGKILL)
+            child.wait(30)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+            child.stdout.close()
+            child.stderr.close()
+        time.sleep(1.0)
+        assert session.recording  # the take did not notice
+        observer = RecorderClient(endpoint, name="observer")
+        try:
+            take = observer.call("stop")
+        finally:
+            observer.close()
+    with h5py.File(take["path"], "r") as f:
+        assert [s.label for s in read_segments(f)] == ["grasp", "lift"]
+        for stream in ("left_glove", "right_glove", "head_tracker", "ego_camera", "top_camera"):
+            g = f[f"streams/{stream}"]
+            assert g.attrs["seq_gaps"] == 0 and g.attrs["writer_overflow"] == 0, stream
+            seq = g["seq"][:]
+            assert len(seq) and (np.diff(seq) == 1).all(), stream
 
 
 def test_every_shortcut_is_listed_in_the_readme():

@@ -1,17 +1,37 @@
-"""``capture-app monitor``: the window on a rig, or an offscreen screenshot."""
+"""``capture-app monitor``: the window, attached to a recorder process (started here unless --connect)."""
 
 from __future__ import annotations
 
 import gc
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
+from capture_app.child_process import child_env, cli_command
+from capture_app.errors import CaptureError
 
-def run_monitor(config, *, out_dir: str, tasks_path: str | None = None, operator: str = "",
-                screenshot: str | None = None, after_s: float = 3.0, review: str | None = None) -> int:
-    """Open the main window on ``config``'s rig. With ``screenshot``, render offscreen, save a PNG
-    after ``after_s`` seconds and exit."""
+
+def start_recorder_process(config_path: str | None, out_dir: str, control: str, log_path: Path) -> subprocess.Popen:
+    """``capture-app serve`` as a child process (its own GIL and its own lifetime: it outlives a killed monitor)."""
+    command = cli_command("serve", "--control", control, "--out", out_dir)
+    command += ["--config", config_path] if config_path else ["--sim"]
+    log = open(log_path, "ab")
+    try:
+        return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=child_env(),
+                                start_new_session=True)  # a Ctrl-C in the monitor's terminal is the monitor's
+    finally:
+        log.close()
+
+
+def run_monitor(config_path: str | None, *, out_dir: str, connect: str | None = None, tasks_path: str | None = None,
+                operator: str = "", screenshot: str | None = None, after_s: float = 3.0, review: str | None = None,
+                speak: bool = False, curve=None) -> int:
+    """Open the main window on a recorder: the one at ``connect``, or one started now on the rig config
+    (the simulated rig without one). With ``screenshot``, render offscreen, save a PNG after ``after_s``
+    seconds and exit."""
     if screenshot:
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
     elif not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or os.environ.get("QT_QPA_PLATFORM")):
@@ -21,17 +41,31 @@ def run_monitor(config, *, out_dir: str, tasks_path: str | None = None, operator
         return 2
     from PySide6 import QtCore, QtWidgets
 
-    from capture_app.monitor.window import MainWindow
-    from capture_app.session import CaptureSession
+    from capture_app.monitor.client import RecorderClient
+    from capture_app.monitor.cues import Cues
+    from capture_app.monitor.window import MainWindow, not_delivering
     from capture_app.tasks import load_tasks
 
     tasks = load_tasks(tasks_path)
-    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
-    with CaptureSession(config) as session:
-        missing = session.wait_for_streams(5)
-        for stream, why in session.missing_stream_reasons(missing).items():
+    recorder, workdir = None, None
+    if connect is None:
+        workdir = Path(tempfile.mkdtemp(prefix="capture-app-monitor-"))
+        connect = f"ipc://{workdir / 'control'}"
+        recorder = start_recorder_process(config_path, out_dir, connect, workdir / "recorder.log")
+        print(f"recorder: pid {recorder.pid}, control {connect}, log {workdir / 'recorder.log'}", file=sys.stderr)
+    try:
+        try:
+            client = RecorderClient(connect, name=f"monitor@{os.uname().nodename}", curve=curve,
+                                    connect_timeout_s=60)
+        except CaptureError as exc:
+            if recorder is not None and recorder.poll() is not None:
+                text = (workdir / "recorder.log").read_text(errors="replace").strip().splitlines()
+                raise CaptureError(f"the recorder exited ({recorder.returncode}): {text[-1] if text else ''}") from None
+            raise exc
+        for stream, why in not_delivering(client.status or {}).items():
             print(f"warning: stream {stream!r} is not delivering: {why}", file=sys.stderr)
-        window = MainWindow(session, tasks, out_dir, operator=operator)
+        app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
+        window = MainWindow(client, tasks, out_dir, operator=operator, cues=Cues(enabled=speak))
         if review:
             window.open_review(review)
         window.show()
@@ -48,4 +82,23 @@ def run_monitor(config, *, out_dir: str, tasks_path: str | None = None, operator
         window.deleteLater()
         QtCore.QCoreApplication.sendPostedEvents(None, QtCore.QEvent.DeferredDelete)
         gc.collect()
-    return code
+        if recorder is not None and (client.status or {}).get("takes", {}).get("recording"):
+            client.call("stop", {"outcome": "saved"})  # closing the one-command app saves the take it started
+        client.close()
+        return code
+    finally:
+        if recorder is not None:
+            stop_recorder_process(recorder)
+            if recorder.returncode == 0:
+                shutil.rmtree(workdir, ignore_errors=True)
+
+
+def stop_recorder_process(recorder: subprocess.Popen, timeout_s: float = 120) -> None:
+    """SIGTERM: the recorder finishes any take and its final table, then exits."""
+    if recorder.poll() is None:
+        recorder.terminate()
+        try:
+            recorder.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            recorder.kill()
+            recorder.wait()

@@ -32,6 +32,7 @@ class ViewState:
     T_world_cam: np.ndarray | None = None
     T_world_wrist: dict[str, np.ndarray | None] = field(default_factory=lambda: {h: None for h in HANDS})
     stream_status: dict[str, int] = field(default_factory=dict)
+    hand_valid: dict[str, bool] = field(default_factory=lambda: {h: True for h in HANDS})  # wrist and fingers
 
 
 def image_from(message) -> np.ndarray | None:
@@ -59,7 +60,32 @@ def state_from_tick(tick) -> ViewState:
         top_depth=top.arrays.get("depth") if top is not None else None,
         T_cam_wrist=dict(tick.T_cam_wrist), keypoints=dict(tick.keypoints),
         T_world_cam=tick.T_world_cam, T_world_wrist=dict(tick.T_world_wrist),
-        stream_status={s: e.status for s, e in tick.evaluations.items()})
+        stream_status={s: e.status for s, e in tick.evaluations.items()},
+        hand_valid=hand_validity(tick.action_valid))
+
+
+def _image_of_view(frame: dict | None) -> np.ndarray | None:
+    if frame is None:
+        return None
+    return decode_jpeg(frame["color"]) if frame["encoding"] == "jpeg" else np.asarray(frame["color"])
+
+
+def hand_validity(action_valid) -> dict[str, bool]:
+    """Per hand: wrist and fingers both valid (``action_valid`` in VALIDITY_NAMES order:
+    left_wrist, right_wrist, left_fingers, right_fingers)."""
+    valid = [bool(v) for v in action_valid]
+    return {"left": valid[0] and valid[2], "right": valid[1] and valid[3]}
+
+
+def state_from_view(view: dict) -> ViewState:
+    """The view state of a recorder's ``view`` message (docs/control.md); JPEG decoded here, in the monitor."""
+    top = view.get("top")
+    return ViewState(
+        t_ns=int(view["t_eval_ns"]), ego_image=_image_of_view(view.get("ego")), top_image=_image_of_view(top),
+        top_depth=None if top is None else top.get("depth"),
+        T_cam_wrist=dict(view["T_cam_wrist"]), keypoints=dict(view["keypoints"]), T_world_cam=view["T_world_cam"],
+        T_world_wrist=dict(view["T_world_wrist"]), stream_status=dict(view["stream_status"]),
+        hand_valid=hand_validity(view["action_valid"]))
 
 
 def wrist_transform_from_action(action: np.ndarray, hand: str) -> np.ndarray | None:

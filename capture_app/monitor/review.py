@@ -10,7 +10,9 @@ import numpy as np
 
 from capture_app.annotations import Segment, read_segments, write_segments
 from capture_app.geometry import pose_to_transform
-from capture_app.monitor.overlay import HANDS, ViewState, decode_jpeg, wrist_transform_from_action
+from capture_app.clock import now_ns
+from capture_app.interpolation import STATUS_NAMES
+from capture_app.monitor.overlay import HANDS, ViewState, decode_jpeg, hand_validity, wrist_transform_from_action
 
 
 def _pose(row: np.ndarray) -> np.ndarray | None:
@@ -33,6 +35,8 @@ class EpisodeReview:
         self.t0_ns = int(self.file.attrs.get("start_monotonic_ns", self.t_eval[0] if self.ticks else 0))
         self.t_end_ns = int(self.file.attrs.get("end_monotonic_ns", self.t_eval[-1] if self.ticks else 0))
         self.segments: list[Segment] = read_segments(self.file)
+        attrs = self.file.attrs
+        self.task, self.instruction, self.operator = (str(attrs.get(k, "")) for k in ("task", "instruction", "operator"))
 
     def close(self) -> None:
         self.file.close()
@@ -60,13 +64,31 @@ class EpisodeReview:
             keypoints={h: None if np.isnan(keypoints[j]).any() else keypoints[j] for j, h in enumerate(HANDS)},
             T_world_cam=_pose(s["T_world_cam"][i]),
             T_world_wrist={h: _pose(s[f"T_world_{h}_wrist"][i]) for h in HANDS},
-            stream_status={name: int(v) for name, v in zip(self.streams, s["stream_status"][i])})
+            stream_status={name: int(v) for name, v in zip(self.streams, s["stream_status"][i])},
+            hand_valid=hand_validity(s["action_valid"][i]) if "action_valid" in s else {h: True for h in HANDS})
 
-    def save_segments(self, segments: list[Segment]) -> None:
-        """Write edited segments back into the episode file."""
+    def stream_states(self, i: int) -> dict[str, str]:
+        """Each stream's recorded interpolation status at synced row ``i`` (the file's own per-tick status)."""
+        return {name: STATUS_NAMES[int(v)] for name, v in zip(self.streams, self.file["synced/stream_status"][i])}
+
+    def save_segments(self, segments: list[Segment], edits: list[str] = ()) -> None:
+        """Write edited segments back into the episode file, and each edit as an event in /events."""
         self.file.close()
         try:
             with h5py.File(self.path, "a") as f:
                 write_segments(f, segments)
+                append_events(f, [(now_ns(), "info", "review", f"edited in review: {e}") for e in edits])
         finally:
             self._open()
+
+
+def append_events(f: h5py.File, events: list[tuple[int, str, str, str]]) -> None:
+    """Append (t_ns, level, source, message) rows to /events of an open episode."""
+    if not events:
+        return
+    group = f["events"]
+    n = len(group["t_ns"])
+    for name, values in zip(("t_ns", "level", "source", "message"), zip(*events)):
+        dataset = group[name]
+        dataset.resize((n + len(events),))
+        dataset[n:] = np.array(values, dtype=np.int64 if name == "t_ns" else object)

@@ -85,11 +85,17 @@ class TopView(QtWidgets.QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.widget)
         self.show_depth = False
-        self._lut = pg.colormap.get("viridis").getLookupTable(0.0, 1.0, 256)
+        colormap = pg.colormap.get("viridis")
+        self._lut = colormap.getLookupTable(0.0, 1.0, 256)
+        # the depth image's colour scale, in the device's depth units (RealSense and the sim: millimetres)
+        self.scale = pg.ColorBarItem(values=(0, 1), colorMap=colormap, interactive=False, label="depth (mm)")
+        self.widget.addItem(self.scale, row=0, col=1)
+        self.scale.setVisible(False)
 
     def toggle_depth(self) -> None:
         self.show_depth = not self.show_depth
         self.label.setText("top camera: depth" if self.show_depth else "top camera")
+        self.scale.setVisible(self.show_depth)
 
     def update_state(self, state: ViewState) -> None:
         if self.show_depth and state.top_depth is not None:
@@ -97,6 +103,7 @@ class TopView(QtWidgets.QWidget):
             valid = depth[depth > 0]
             lo, hi = (np.percentile(valid, [2, 98]) if len(valid) else (0, 1))
             self.image.setImage(depth, lut=self._lut, levels=(lo, max(hi, lo + 1)))
+            self.scale.setLevels((float(lo), float(max(hi, lo + 1))))
         elif state.top_image is not None:
             self.image.setImage(state.top_image, lut=None, autoLevels=False, levels=(0, 255))
 
@@ -109,9 +116,15 @@ class HandView(QtWidgets.QWidget):
         self.hand = hand
         layout = QtWidgets.QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        self.plots, self.skeletons, self.points = [], [], []
+        self.plots, self.skeletons, self.points, self.lost_tags = [], [], [], []
         for title, axes in (("x-z", (0, 2)), ("x-y", (0, 1))):
-            plot = pg.PlotWidget(title=f"{hand} hand {title} (wrist frame, mm)")
+            plot = pg.PlotWidget(title=f"{hand} {title} mm")
+            plot.setMinimumWidth(160)
+            tag = pg.TextItem(f"{hand.upper()} LOST", color="w", fill=pg.mkBrush(198, 40, 40), anchor=(0.5, 0.5))
+            tag.setPos(50, 0)
+            tag.setVisible(False)
+            plot.addItem(tag, ignoreBounds=True)
+            self.lost_tags.append(tag)
             plot.setAspectLocked(True)
             plot.setXRange(-200, 200) if hand == "right" else plot.setXRange(-50, 200)
             plot.setYRange(-120, 120)
@@ -127,6 +140,9 @@ class HandView(QtWidgets.QWidget):
 
     def update_state(self, state: ViewState) -> None:
         k = state.keypoints[self.hand]
+        lost = k is None or not state.hand_valid.get(self.hand, True)
+        for tag in self.lost_tags:
+            tag.setVisible(lost)
         for (plot, (a, b)), skeleton, points in zip(self.plots, self.skeletons, self.points):
             if k is None:
                 skeleton.setData([], [])
@@ -176,55 +192,97 @@ class WorldView(pg.PlotWidget):
 
 
 class HealthTable(QtWidgets.QTableWidget):
-    """Per stream: state (colour-coded), rate against expected, age of the last sample, gaps, tracking, reason."""
+    """Per stream: state (colour-coded), rate against expected, age, gaps, writer refusals, rejections,
+    tracking, reason. Live from the recorder's status, or in review from the file's per-tick status."""
 
-    COLUMNS = ("stream", "state", "rate / expected", "age", "gaps", "tracking", "reason")
+    COLUMNS = ("stream", "state", "rate / expected", "age", "gaps", "refused", "rejected", "tracking", "reason")
 
     def __init__(self, streams: list[str]):
         super().__init__(len(streams), len(self.COLUMNS))
         self.streams = streams
         self.setHorizontalHeaderLabels(self.COLUMNS)
         self.verticalHeader().setVisible(False)
+        self.verticalHeader().setDefaultSectionSize(22)
         self.setEditTriggers(QtWidgets.QAbstractItemView.NoEditTriggers)
         self.setFocusPolicy(QtCore.Qt.NoFocus)
+        self.setVerticalScrollBarPolicy(QtCore.Qt.ScrollBarAlwaysOff)
         self.horizontalHeader().setStretchLastSection(True)
         for row, stream in enumerate(streams):
             for col in range(len(self.COLUMNS)):
                 self.setItem(row, col, QtWidgets.QTableWidgetItem(stream if col == 0 else ""))
         self.resizeColumnsToContents()
+        for col, width in ((1, 80), (2, 110), (3, 70)):
+            self.setColumnWidth(col, max(self.columnWidth(col), width))
+        # every stream visible without scrolling: header plus one row per stream
+        self.setMinimumHeight(self.horizontalHeader().height() + 22 * len(streams) + 4)
         self.states: dict[str, str] = {}
 
-    def update_status(self, status: dict, health: dict) -> None:
-        driver_for = {s: h for h in health.values() for s in (h.streams or [h.stream])}
+    def _set_row(self, row: int, values, state: str) -> None:
+        for col, text in enumerate(values):
+            item = self.item(row, col)
+            if item.text() != text:
+                item.setText(text)
+                item.setToolTip(text)
+        self.item(row, 1).setBackground(QtGui.QColor(STATE_COLOURS.get(state, "#757575")))
+
+    def update_from_status(self, status: dict) -> None:
+        """Rows from a recorder ``status`` message (docs/control.md)."""
+        streams, drivers = status.get("streams") or {}, status.get("drivers") or {}
+        writer = status.get("writer") or {}
+        refused, rejected = writer.get("refused") or {}, status.get("rejected") or {}
+        driver_for = {s: h for h in drivers.values() for s in (h.get("streams") or [h.get("stream")])}
         for row, stream in enumerate(self.streams):
-            st = status.get(stream)
+            st = streams.get(stream)
             if st is None:
                 continue
             driver = driver_for.get(stream)
-            state, reason = st.state, st.reason
-            if driver is not None and driver.state in ("failed", "reconnecting") and driver.last_error:
-                state, reason = ("failed" if driver.state == "failed" else "lost"), driver.last_error
+            state, reason = st["state"], st["reason"]
+            if driver is not None and driver["state"] in ("failed", "reconnecting") and driver.get("last_error"):
+                state, reason = ("failed" if driver["state"] == "failed" else "lost"), driver["last_error"]
+            n_refused, n_rejected = refused.get(stream, 0), sum((rejected.get(stream) or {}).values())
+            if state == "ok" and n_refused:
+                state, reason = "degraded", f"writer refused {n_refused} sample(s): machine overloaded"
             self.states[stream] = state
-            age = "-" if st.age_s is None else f"{st.age_s * 1000:.0f} ms"
-            values = (stream, state, f"{st.rate_hz:.0f} / {st.expected_rate_hz:.0f} Hz", age, str(st.seq_gaps),
-                      st.tracking, reason)
-            for col, text in enumerate(values):
-                item = self.item(row, col)
-                if item.text() != text:
-                    item.setText(text)
-            self.item(row, 1).setBackground(QtGui.QColor(STATE_COLOURS.get(state, "#757575")))
+            age = "-" if st["age_s"] is None else f"{st['age_s'] * 1000:.0f} ms"
+            self._set_row(row, (stream, state, f"{st['rate_hz']:.0f} / {st['expected_rate_hz']:.0f} Hz", age,
+                                str(st["seq_gaps"]), str(n_refused), str(n_rejected), st["tracking"], reason), state)
+
+    def update_from_review(self, states: dict[str, str]) -> None:
+        """Rows from a recorded tick: each stream's interpolation status in /synced at that tick."""
+        for row, stream in enumerate(self.streams):
+            if stream in states:
+                state = states[stream]
+                colour = "ok" if state in ("interpolated", "nearest", "extrapolated") else "lost"
+                self.states[stream] = colour
+                self._set_row(row, (stream, colour, "", "", "", "", "", "", f"recorded: {state}"), colour)
 
 
 class Timeline(pg.PlotWidget):
     """The episode's subtask segments as coloured bars over time (seconds since the start)."""
 
-    def __init__(self):
-        super().__init__(title="subtasks")
+    def __init__(self, on_seek=None):
+        super().__init__(title="subtasks (s; click to seek in review)")
         self.setMaximumHeight(110)
         self.hideButtons()
         self.getPlotItem().hideAxis("left")
         self.setYRange(0, 1)
+        self.setMouseEnabled(False, False)
         self._items: list = []
+        self.playhead = pg.InfiniteLine(pos=0, angle=90, pen=pg.mkPen("w", width=2))
+        self.playhead.setVisible(False)
+        self.addItem(self.playhead, ignoreBounds=True)
+        self._on_seek = on_seek
+        self.scene().sigMouseClicked.connect(self._clicked)
+
+    def _clicked(self, event) -> None:
+        if self._on_seek is not None and self.playhead.isVisible():
+            self._on_seek(self.getPlotItem().vb.mapSceneToView(event.scenePos()).x())
+
+    def set_playhead(self, seconds: float | None) -> None:
+        """Show the review playhead at ``seconds`` since the episode start (None hides it)."""
+        self.playhead.setVisible(seconds is not None)
+        if seconds is not None:
+            self.playhead.setPos(seconds)
 
     def show_segments(self, segments, t0_ns: int, t_now_ns: int) -> None:
         for item in self._items:

@@ -1,0 +1,95 @@
+"""The recorder's control channel and state feed (docs/control.md): message encoding, no sockets.
+
+Two ZeroMQ endpoints per recorder:
+
+* **control** (ROUTER at the recorder, DEALER at each monitor): a request is one frame, a msgpack
+  map ``{"v": 1, "id": str, "cmd": str, "args": map}``; the reply is one frame
+  ``{"v": 1, "id": same, "ok": bool, "error": str, "result": map}``. A request id is answered once and
+  the answer is cached: a client that did not hear back resends the same id and gets the same reply,
+  so a retried command never runs twice.
+* **state** (PUB at the recorder, SUB at each monitor): two frames, topic and msgpack map. Topics:
+  ``view`` (one per synchronizer tick, for display), ``status`` (5 times a second) and ``take`` (a take
+  finished and its quality report is known).
+
+Arrays travel as ``{"__nd__": [dtype str, shape list, bytes]}``; everything else is plain msgpack.
+"""
+
+from __future__ import annotations
+
+import msgpack
+import numpy as np
+
+VERSION = 1
+COMMANDS = ("hello", "status", "start", "stop", "discard", "mark_start", "mark_end", "undo", "note")
+TOPICS = (b"view", b"status", b"take")
+_ND = "__nd__"
+
+
+class ProtocolError(ValueError):
+    """A control or state message that does not follow docs/control.md."""
+
+
+def _default(value):
+    if isinstance(value, np.ndarray):
+        array = np.ascontiguousarray(value)
+        return {_ND: [array.dtype.str, list(array.shape), array.tobytes()]}
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot encode {type(value).__name__} on the control channel")
+
+
+def _hook(obj: dict):
+    if _ND in obj and len(obj) == 1:
+        dtype, shape, data = obj[_ND]
+        return np.frombuffer(data, dtype=np.dtype(dtype)).reshape(shape)
+    return obj
+
+
+def pack(payload: dict) -> bytes:
+    """A map -> one msgpack frame (numpy arrays and scalars included)."""
+    return msgpack.packb(payload, default=_default, use_bin_type=True)
+
+
+def unpack(frame: bytes) -> dict:
+    """One msgpack frame -> a map; ProtocolError when it is not a map or does not decode."""
+    try:
+        payload = msgpack.unpackb(frame, object_hook=_hook, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several types for garbage
+        raise ProtocolError(f"not a msgpack map: {type(exc).__name__}: {exc}") from None
+    if not isinstance(payload, dict):
+        raise ProtocolError(f"expected a msgpack map, got {type(payload).__name__}")
+    return payload
+
+
+def request(request_id: str, cmd: str, args: dict | None = None) -> bytes:
+    return pack({"v": VERSION, "id": request_id, "cmd": cmd, "args": args or {}})
+
+
+def parse_request(frame: bytes) -> tuple[str, str, dict]:
+    """(id, cmd, args) of a request frame; ProtocolError naming what is wrong."""
+    payload = unpack(frame)
+    if payload.get("v") != VERSION:
+        raise ProtocolError(f"protocol version {payload.get('v')!r}; this recorder speaks {VERSION}")
+    request_id, cmd, args = payload.get("id"), payload.get("cmd"), payload.get("args", {})
+    if not isinstance(request_id, str) or not request_id:
+        raise ProtocolError("missing request id (a non-empty string)")
+    if cmd not in COMMANDS:
+        raise ProtocolError(f"unknown command {cmd!r}; known: {', '.join(COMMANDS)}")
+    if not isinstance(args, dict):
+        raise ProtocolError("args must be a map")
+    return request_id, cmd, args
+
+
+def reply(request_id: str, ok: bool, result: dict | None = None, error: str = "") -> bytes:
+    return pack({"v": VERSION, "id": request_id, "ok": ok, "error": error, "result": result or {}})
+
+
+def state_endpoint_for(control_endpoint: str) -> str:
+    """The state feed's endpoint beside a control endpoint: ``ipc://X`` -> ``ipc://X.state``,
+    ``tcp://host:PORT`` -> ``tcp://host:PORT+1``."""
+    if control_endpoint.startswith("tcp://"):
+        host, _, port = control_endpoint[len("tcp://"):].rpartition(":")
+        return f"tcp://{host}:{int(port) + 1}"
+    if control_endpoint.startswith(("ipc://", "inproc://")):
+        return control_endpoint + ".state"
+    raise ProtocolError(f"control endpoint {control_endpoint!r}: use ipc://PATH or tcp://HOST:PORT")

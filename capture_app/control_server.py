@@ -1,0 +1,222 @@
+"""The recorder's side of the control channel and the state feed (docs/control.md).
+
+Two threads beside the capture session:
+
+* ``control-server`` answers commands from any number of monitors (ROUTER socket), one at a
+  time and in arrival order, each acknowledged only once ``Takes`` has made it durable. Replies
+  are cached by request id, so a resent command is answered again, never run twice.
+* ``state-publisher`` publishes, for display, each new synchronizer tick (``view``: JPEG bytes as
+  recorded, poses, keypoints, validity, a decimated depth image) and 5 times a second the
+  ``status`` (streams, drivers, writer queue and refusals, rejections, takes, disk). It only
+  copies and packs (msgpack, numpy): no decoding, no drawing, so the synchronizer keeps its GIL.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import asdict
+
+import zmq
+
+from capture_app import control_protocol as protocol
+from capture_app.clock import now_ns
+from capture_app.errors import CaptureError
+from capture_app.takes import Takes
+
+log = logging.getLogger(__name__)
+
+VIEW_PERIOD_S = 0.05
+STATUS_PERIOD_S = 0.2
+DEPTH_STEP = 4          # the depth image is shown at a quarter of its resolution
+REPLY_CACHE = 1000
+CAMERAS = {"ego_camera": "ego", "top_camera": "top"}
+
+
+def view_of_tick(tick) -> dict:
+    """A synchronizer tick as the monitor draws it (``view`` topic of docs/control.md)."""
+    view = {"t_eval_ns": tick.t_eval_ns, "t_tick_ns": tick.t_tick_ns, "lateness_ns": tick.lateness_ns,
+            "action_valid": tick.action_valid, "T_world_cam": tick.T_world_cam,
+            "T_cam_wrist": dict(tick.T_cam_wrist), "T_world_wrist": dict(tick.T_world_wrist),
+            "keypoints": dict(tick.keypoints),
+            "stream_status": {s: int(e.status) for s, e in tick.evaluations.items()}}
+    for stream, key in CAMERAS.items():
+        message = tick.frames.get(stream)
+        if message is None:
+            continue
+        frame = {"seq": message.seq, "encoding": message.encodings.get("color", "raw"),
+                 "color": message.arrays["color"]}
+        if "depth" in message.arrays:
+            frame["depth"] = message.arrays["depth"][::DEPTH_STEP, ::DEPTH_STEP]
+        view[key] = frame
+    return view
+
+
+def status_of(session, takes: Takes) -> dict:
+    """The ``status`` topic: everything the monitor's health table, banners and REC panel show."""
+    streams = {name: asdict(st) for name, st in session.stream_status().items()}
+    drivers = {name: h.to_dict() for name, h in session.driver_health().items()}
+    writer = session.writer
+    writer_state = None
+    if writer is not None:
+        stats = writer.stats()
+        writer_state = {"written": dict(stats.written), "refused": dict(stats.overflow),
+                        "seq_gaps": dict(stats.seq_gaps), "backlog_items": stats.backlog_items,
+                        "backlog_bytes": stats.backlog_bytes, "error": stats.error}
+    return {"t_ns": now_ns(), "rig": session.config.name, "streams": streams, "drivers": drivers,
+            "writer": writer_state, "rejected": session.rejected_counts(), "losses": session.loss_counts(),
+            "takes": takes.state()}
+
+
+class ControlServer:
+    """Serves one session's takes to monitors. ``close`` stops both threads and their sockets."""
+
+    def __init__(self, session, takes: Takes, control_endpoint: str, context: zmq.Context | None = None,
+                 curve=None):
+        self.session = session
+        self.takes = takes
+        self.control_endpoint = control_endpoint
+        self.state_endpoint = protocol.state_endpoint_for(control_endpoint)
+        self._context = context or zmq.Context.instance()
+        self._curve = curve
+        self._stop = threading.Event()
+        self._replies: OrderedDict[str, bytes] = OrderedDict()
+        self._finished_takes: list[dict] = []
+        self._finished_lock = threading.Lock()
+        self.bad_requests = 0
+        self._ready = threading.Barrier(3)
+        self._errors: list[BaseException] = []
+        self._threads = [threading.Thread(target=self._serve_commands, name="control-server", daemon=True),
+                         threading.Thread(target=self._publish_state, name="state-publisher", daemon=True)]
+        takes.on_take_finished = self._take_finished
+
+    def start(self) -> "ControlServer":
+        for thread in self._threads:
+            thread.start()
+        self._ready.wait(10)
+        if self._errors:
+            self.close()
+            raise CaptureError(f"cannot serve monitors at {self.control_endpoint}: {self._errors[0]}; is another "
+                               f"recorder using it? Choose another --control endpoint")
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(5)
+
+    def _socket(self, kind: int, endpoint: str) -> zmq.Socket:
+        socket = self._context.socket(kind)
+        socket.linger = 0
+        if self._curve is not None and endpoint.startswith("tcp://"):
+            from capture_app.remote import secure_server
+            secure_server(socket, self._curve)
+        socket.bind(endpoint)
+        return socket
+
+    # --- commands -------------------------------------------------------------------
+    def _serve_commands(self) -> None:
+        try:
+            socket = self._socket(zmq.ROUTER, self.control_endpoint)
+        except zmq.ZMQError as exc:
+            self._errors.append(exc)
+            self._ready.wait(10)
+            return
+        self._ready.wait(10)
+        try:
+            while not self._stop.is_set():
+                if not socket.poll(100):
+                    continue
+                frames = socket.recv_multipart()
+                if len(frames) != 2:
+                    self.bad_requests += 1
+                    continue
+                socket.send_multipart([frames[0], self._answer(frames[1])])
+        finally:
+            socket.close(0)
+
+    def _answer(self, frame: bytes) -> bytes:
+        try:
+            request_id, cmd, args = protocol.parse_request(frame)
+        except protocol.ProtocolError as exc:
+            self.bad_requests += 1
+            log.warning("control: refused a request: %s", exc)
+            return protocol.reply("", False, error=f"refused: {exc} (docs/control.md)")
+        cached = self._replies.get(request_id)
+        if cached is not None:  # a resend: the same answer, the command is not run again
+            return cached
+        try:
+            result = self._run(cmd, args)
+            result["t_ns"] = now_ns()  # when it was done: a status older than this predates it
+            answer = protocol.reply(request_id, True, result)
+        except (CaptureError, TypeError, ValueError) as exc:
+            answer = protocol.reply(request_id, False, error=str(exc))
+        self._replies[request_id] = answer
+        while len(self._replies) > REPLY_CACHE:
+            self._replies.popitem(last=False)
+        return answer
+
+    def _run(self, cmd: str, args: dict) -> dict:
+        takes, by = self.takes, str(args.get("by", ""))
+        if cmd == "hello":
+            return {"protocol": protocol.VERSION, "state_endpoint": self.state_endpoint,
+                    "calibration": self.session.calibration.to_json(), "status": status_of(self.session, takes)}
+        if cmd == "status":
+            return status_of(self.session, takes)
+        if cmd == "start":
+            return takes.start(name=args.get("name"), task=str(args.get("task", "")),
+                               instruction=str(args.get("instruction", "")), operator=str(args.get("operator", "")))
+        if cmd == "stop":
+            return takes.stop(str(args.get("outcome", "saved")), by=by)
+        if cmd == "discard":
+            return takes.discard(by=by)
+        if cmd == "mark_start":
+            return takes.mark_start(str(args["label"]), int(args["t_ns"]), str(args.get("description", "")),
+                                    str(args.get("hand", "both")), by=by)
+        if cmd == "mark_end":
+            return takes.mark_end(int(args["t_ns"]), by=by)
+        if cmd == "undo":
+            return takes.undo(by=by)
+        if cmd == "note":
+            return takes.note(str(args.get("text", "")), by=by)
+        raise CaptureError(f"unknown command {cmd!r}")
+
+    # --- the state feed ----------------------------------------------------------------
+    def _take_finished(self, take: dict) -> None:
+        with self._finished_lock:
+            self._finished_takes.append(take)
+
+    def _publish_state(self) -> None:
+        try:
+            socket = self._socket(zmq.PUB, self.state_endpoint)
+        except zmq.ZMQError as exc:
+            self._errors.append(exc)
+            self._ready.wait(10)
+            return
+        socket.sndhwm = 50  # a slow monitor loses views, never blocks the recorder
+        self._ready.wait(10)
+        last_tick, next_status = None, 0.0
+        try:
+            while not self._stop.wait(VIEW_PERIOD_S):
+                tick = self.session.latest_tick
+                if tick is not None and tick is not last_tick:
+                    last_tick = tick
+                    self._send(socket, b"view", view_of_tick(tick))
+                if time.monotonic() >= next_status:
+                    next_status = time.monotonic() + STATUS_PERIOD_S
+                    self._send(socket, b"status", status_of(self.session, self.takes))
+                with self._finished_lock:
+                    finished, self._finished_takes = self._finished_takes, []
+                for take in finished:
+                    self._send(socket, b"take", take)
+        finally:
+            socket.close(0)
+
+    def _send(self, socket: zmq.Socket, topic: bytes, payload: dict) -> None:
+        try:
+            socket.send_multipart([topic, protocol.pack(payload)], zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # no monitor keeps up: views are for display only, the file has everything

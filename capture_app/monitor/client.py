@@ -1,0 +1,176 @@
+"""A monitor's link to a recorder (docs/control.md): commands with acknowledgements, and the state feed.
+
+Two threads, no Qt: ``monitor-state`` keeps the newest ``view`` and ``status`` (the GUI timer
+reads them) and queues ``take`` reports; ``monitor-commands`` sends queued commands one at a
+time, in order, and resends a command with the same id until the recorder answers it, so an
+operator's mark is never lost to a slow recorder and never applied twice. Replies go to the
+caller's callback on the command thread (the window turns them into a Qt signal).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import uuid
+from collections import deque
+from typing import Callable
+
+import zmq
+
+from capture_app import control_protocol as protocol
+from capture_app.errors import CaptureError
+
+log = logging.getLogger(__name__)
+
+RESEND_S = 2.0            # no answer yet: send the same request again (the recorder answers it once)
+GIVE_UP_S = 120.0         # longer than the longest stop (bus drain and file close under load)
+Reply = Callable[[bool, dict, str], None]  # (ok, result, error)
+
+
+class RecorderClient:
+    """Connects to the recorder at ``control_endpoint``; ``close`` stops both threads."""
+
+    def __init__(self, control_endpoint: str, name: str = "monitor", context: zmq.Context | None = None,
+                 curve=None, connect_timeout_s: float = 10.0):
+        self.control_endpoint = control_endpoint
+        self.name = name
+        self._context = context or zmq.Context.instance()
+        self._curve = curve
+        self._stop = threading.Event()
+        self._commands: queue.Queue = queue.Queue()
+        self.view: dict | None = None
+        self.status: dict | None = None
+        self.takes_finished: deque = deque(maxlen=100)
+        self._pending = 0                 # commands sent or queued and not answered yet
+        self._pending_lock = threading.Lock()
+        self.unanswered: list[str] = []   # commands the recorder never answered (shown as errors)
+        self.malformed = 0
+        hello = self.call("hello", timeout_s=connect_timeout_s)
+        self.hello = hello
+        self.state_endpoint = self._reachable(hello["state_endpoint"])
+        self.status = hello["status"]
+        self._threads = [threading.Thread(target=self._receive_state, name="monitor-state", daemon=True),
+                         threading.Thread(target=self._send_commands, name="monitor-commands", daemon=True)]
+        for thread in self._threads:
+            thread.start()
+
+    def _reachable(self, state_endpoint: str) -> str:
+        """The state endpoint as this host reaches it (a recorder bound to tcp://*:P announces *)."""
+        if state_endpoint.startswith("tcp://"):
+            host = self.control_endpoint[len("tcp://"):].rpartition(":")[0]
+            return f"tcp://{host}:{state_endpoint.rpartition(':')[2]}"
+        return state_endpoint
+
+    def _socket(self, kind: int) -> zmq.Socket:
+        socket = self._context.socket(kind)
+        socket.linger = 0
+        if self._curve is not None and self.control_endpoint.startswith("tcp://"):
+            from capture_app.remote import secure_client
+            secure_client(socket, self._curve)
+        return socket
+
+    def close(self) -> None:
+        self._stop.set()
+        for thread in getattr(self, "_threads", []):
+            thread.join(5)
+
+    # --- commands -------------------------------------------------------------------
+    @property
+    def pending(self) -> int:
+        """Commands queued or sent and not answered yet."""
+        return self._pending
+
+    def send(self, cmd: str, args: dict | None = None, on_reply: Reply | None = None) -> None:
+        """Queue a command; ``on_reply(ok, result, error)`` runs on the command thread once answered."""
+        with self._pending_lock:
+            self._pending += 1
+        self._commands.put((uuid.uuid4().hex, cmd, {**(args or {}), "by": self.name}, on_reply))
+
+    def call(self, cmd: str, args: dict | None = None, timeout_s: float = GIVE_UP_S) -> dict:
+        """Send one command and wait for its answer (a socket of its own); CaptureError if refused."""
+        socket = self._socket(zmq.DEALER)
+        socket.connect(self.control_endpoint)
+        try:
+            ok, result, error = self._exchange(socket, uuid.uuid4().hex, cmd, {**(args or {}), "by": self.name},
+                                               timeout_s)
+        finally:
+            socket.close(0)
+        if ok is None:
+            raise CaptureError(f"no recorder answered at {self.control_endpoint} within {timeout_s:g} s: start one "
+                               f"with `capture-app serve` (or `capture-app monitor --sim`, which starts both)")
+        if not ok:
+            raise CaptureError(error)
+        return result
+
+    def _exchange(self, socket: zmq.Socket, request_id: str, cmd: str, args: dict, timeout_s: float):
+        """Send until answered or ``timeout_s``; (ok, result, error), ok None when never answered."""
+        frame = protocol.request(request_id, cmd, args)
+        waited = 0.0
+        while waited < timeout_s and not self._stop.is_set():
+            socket.send(frame)
+            if socket.poll(int(min(RESEND_S, timeout_s - waited) * 1000)):
+                while socket.poll(0):
+                    try:
+                        answer = protocol.unpack(socket.recv())
+                    except protocol.ProtocolError:
+                        self.malformed += 1
+                        continue
+                    if answer.get("id") == request_id:
+                        return bool(answer.get("ok")), answer.get("result") or {}, str(answer.get("error", ""))
+                    if answer.get("id") == "":  # the recorder could not read our request at all
+                        return False, {}, str(answer.get("error", ""))
+            waited += RESEND_S
+        return None, {}, ""
+
+    def _send_commands(self) -> None:
+        socket = self._socket(zmq.DEALER)
+        socket.connect(self.control_endpoint)
+        try:
+            while not self._stop.is_set():
+                try:
+                    request_id, cmd, args, on_reply = self._commands.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                ok, result, error = self._exchange(socket, request_id, cmd, args, GIVE_UP_S)
+                with self._pending_lock:
+                    self._pending -= 1
+                if ok is None:
+                    ok, error = False, f"the recorder did not answer {cmd!r} within {GIVE_UP_S:.0f} s"
+                    self.unanswered.append(cmd)
+                if on_reply is not None:
+                    try:
+                        on_reply(ok, result, error)
+                    except Exception:
+                        log.exception("monitor: handling the reply to %s failed", cmd)
+        finally:
+            socket.close(0)
+
+    # --- the state feed ----------------------------------------------------------------
+    def _receive_state(self) -> None:
+        socket = self._socket(zmq.SUB)
+        socket.rcvhwm = 20
+        for topic in protocol.TOPICS:
+            socket.setsockopt(zmq.SUBSCRIBE, topic)
+        socket.connect(self.state_endpoint)
+        try:
+            while not self._stop.is_set():
+                if not socket.poll(100):
+                    continue
+                frames = socket.recv_multipart()
+                if len(frames) != 2:
+                    self.malformed += 1
+                    continue
+                try:
+                    payload = protocol.unpack(frames[1])
+                except protocol.ProtocolError:
+                    self.malformed += 1
+                    continue
+                if frames[0] == b"view":
+                    self.view = payload
+                elif frames[0] == b"status":
+                    self.status = payload
+                elif frames[0] == b"take":
+                    self.takes_finished.append(payload)
+        finally:
+            socket.close(0)

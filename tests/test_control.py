@@ -1,0 +1,112 @@
+"""The control channel from the outside (docs/control.md): raw ZeroMQ peers, retries, refusals, attach mid-take."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import h5py
+import msgpack
+import pytest
+import zmq
+
+from capture_app import control_protocol as protocol
+from capture_app.annotations import read_segments
+from capture_app.child_process import child_env
+from capture_app.monitor.client import RecorderClient
+from tests.recorder_fixture import running_recorder
+
+pytestmark = pytest.mark.slow
+
+
+def raw_request(endpoint: str, payload: dict | bytes, timeout_s: float = 30) -> dict:
+    """One request from a peer written from docs/control.md alone: a DEALER, one msgpack frame."""
+    context = zmq.Context.instance()
+    socket = context.socket(zmq.DEALER)
+    socket.linger = 0
+    socket.connect(endpoint)
+    try:
+        socket.send(payload if isinstance(payload, bytes) else msgpack.packb(payload, use_bin_type=True))
+        assert socket.poll(int(timeout_s * 1000)), "the recorder did not answer"
+        return msgpack.unpackb(socket.recv(), raw=False)
+    finally:
+        socket.close(0)
+
+
+def labels_on_disk(path: str) -> list[str]:
+    """The subtask labels another process reads from the file as it is on disk now."""
+    code = ("import sys, h5py; from capture_app.annotations import read_segments; "
+            "f = h5py.File(sys.argv[1], 'r', locking=False); print(','.join(s.label for s in read_segments(f)))")
+    out = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, env=child_env(), timeout=60)
+    assert out.returncode == 0, out.stderr
+    return [x for x in out.stdout.strip().split(",") if x]
+
+
+def test_commands_from_a_raw_peer_are_acknowledged_once_durable_and_never_run_twice(tmp_path):
+    with running_recorder(tmp_path) as (endpoint, session, takes):
+        started = raw_request(endpoint, {"v": 1, "id": "a1", "cmd": "start", "args": {"task": "pour"}})
+        assert started["ok"] and started["result"]["path"].endswith(".h5.partial")
+        t = session.latest_tick.t_eval_ns
+        mark = {"v": 1, "id": "m1", "cmd": "mark_start", "args": {"label": "grasp", "t_ns": t, "hand": "right"}}
+        first = raw_request(endpoint, mark)
+        assert first["ok"] and first["result"]["current"] == "grasp"
+        # acknowledged means on disk: another process reads the mark now, while the take records
+        assert labels_on_disk(started["result"]["path"]) == ["grasp"]
+        assert raw_request(endpoint, mark) == first  # a resend: same answer, not a second segment
+        assert len(takes.annotator.segments) == 1
+        stopped = raw_request(endpoint, {"v": 1, "id": "s1", "cmd": "stop", "args": {}})
+        assert stopped["ok"]
+        with h5py.File(stopped["result"]["path"], "r") as f:
+            (segment,) = read_segments(f)
+            assert segment.label == "grasp" and segment.end_ns > segment.start_ns
+            assert f.attrs["outcome"] == "saved"
+
+
+@pytest.mark.parametrize("payload, expected", [
+    (b"\xc1garbage", "not a msgpack map"),
+    ({"v": 9, "id": "x", "cmd": "hello"}, "protocol version 9"),
+    ({"v": 1, "cmd": "hello"}, "missing request id"),
+    ({"v": 1, "id": "x", "cmd": "format_disk"}, "unknown command 'format_disk'"),
+    ({"v": 1, "id": "y", "cmd": "mark_start", "args": {"label": "grasp", "t_ns": 1}}, "no take is recording"),
+    ({"v": 1, "id": "z", "cmd": "stop", "args": {"outcome": "maybe"}}, "outcome 'maybe'"),
+])
+def test_bad_requests_get_a_reason_and_change_nothing(tmp_path, payload, expected):
+    with running_recorder(tmp_path) as (endpoint, session, takes):
+        answer = raw_request(endpoint, payload)
+        assert not answer["ok"] and expected in answer["error"]
+        assert not session.recording
+        assert raw_request(endpoint, {"v": 1, "id": "h", "cmd": "hello"})["ok"]  # still serving
+
+
+def test_a_monitor_attaching_mid_take_sees_the_take_and_its_marks(tmp_path):
+    with running_recorder(tmp_path) as (endpoint, session, takes):
+        first = RecorderClient(endpoint, name="first")
+        try:
+            first.call("start", {"task": "pour"})
+            first.call("mark_start", {"label": "grasp", "t_ns": session.latest_tick.t_eval_ns})
+            late = RecorderClient(endpoint, name="late")
+            try:
+                state = late.status["takes"]
+                assert state["recording"] and state["current"] == "grasp" and len(state["segments"]) == 1
+                deadline = time.monotonic() + 10
+                while late.view is None and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert late.view is not None and "ego" in late.view  # the live feed reaches the late monitor
+            finally:
+                late.close()
+            first.call("stop")
+        finally:
+            first.close()
+
+
+def test_no_recorder_is_a_clear_error(tmp_path):
+    with pytest.raises(Exception, match="no recorder answered at .*capture-app serve"):
+        RecorderClient(f"ipc://{tmp_path / 'nobody'}", connect_timeout_s=0.5)
+
+
+def test_state_endpoint_beside_the_control_endpoint():
+    assert protocol.state_endpoint_for("tcp://127.0.0.1:5600") == "tcp://127.0.0.1:5601"
+    assert protocol.state_endpoint_for("ipc:///run/x/control") == "ipc:///run/x/control.state"
+    with pytest.raises(protocol.ProtocolError):
+        protocol.state_endpoint_for("udp://x")
