@@ -285,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     monitor.add_argument("--tasks", help="task templates YAML (default: the embedded examples)")
     monitor.add_argument("--operator", default="", help="operator name")
     monitor.add_argument("--review", help="open this episode for review")
-    monitor.add_argument("--screenshot", help="render offscreen, save a PNG here and exit")
+    monitor.add_argument("--screenshot", help="save a PNG of the window here after --after seconds and exit (offscreen without a display)")
     monitor.add_argument("--after", type=float, default=3.0, help="seconds before the screenshot (default 3)")
     monitor.add_argument("--connect", help="attach to a running recorder's control endpoint (from `capture-app "
                                            "serve`) instead of starting one")

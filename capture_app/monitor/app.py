@@ -30,11 +30,12 @@ def run_monitor(config_path: str | None, *, out_dir: str, connect: str | None = 
                 operator: str = "", screenshot: str | None = None, after_s: float = 3.0, review: str | None = None,
                 speak: bool = False, curve=None) -> int:
     """Open the main window on a recorder: the one at ``connect``, or one started now on the rig config
-    (the simulated rig without one). With ``screenshot``, render offscreen, save a PNG after ``after_s``
-    seconds and exit."""
-    if screenshot:
-        os.environ["QT_QPA_PLATFORM"] = "offscreen"
-    elif not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or os.environ.get("QT_QPA_PLATFORM")):
+    (the simulated rig without one). With ``screenshot``, save a PNG of the window after ``after_s``
+    seconds and exit (rendered offscreen when there is no display)."""
+    has_display = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    if screenshot and not has_display:
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"  # no display: render offscreen (with one: the real window)
+    elif not screenshot and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or os.environ.get("QT_QPA_PLATFORM")):
         print("error: no display (DISPLAY / WAYLAND_DISPLAY unset). Run the monitor on a desktop session, use "
               "`capture-app monitor --sim --screenshot out.png`, or record headless with `capture-app record --sim`.",
               file=sys.stderr)
