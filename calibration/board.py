@@ -26,7 +26,7 @@ class BoardConfig:
     top-camera calibration), from the mount's drawing.
     """
 
-    columns: int = 8        # the default fits A3 paper: 400 x 300 mm
+    columns: int = 8        # the default, 400 x 300 mm: printed on A2 (A3 is 297 mm tall: use 45 mm squares)
     rows: int = 6
     square_m: float = 0.05
     marker_m: float = 0.037
@@ -39,6 +39,22 @@ class BoardConfig:
             raise ValueError(f"dictionary {self.dictionary!r}: expected one of {sorted(DICTIONARIES)}")
         if not (self.columns >= 3 and self.rows >= 3 and 0 < self.marker_m < self.square_m):
             raise ValueError("a board needs >= 3 x 3 squares and 0 < marker_m < square_m")
+
+    def to_json(self) -> dict:
+        """The board file's content (``capture-app calibrate board`` writes it beside the PDF)."""
+        return {"version": 1, "columns": self.columns, "rows": self.rows, "square_mm": self.square_m * 1000,
+                "marker_mm": self.marker_m * 1000, "dictionary": self.dictionary,
+                "T_tracker_board": [list(map(float, row)) for row in self.T_tracker_board]}
+
+    @classmethod
+    def from_json(cls, data: dict, where: str = "<board>") -> "BoardConfig":
+        try:
+            return cls(columns=int(data["columns"]), rows=int(data["rows"]), square_m=float(data["square_mm"]) / 1000,
+                       marker_m=float(data["marker_mm"]) / 1000, dictionary=str(data["dictionary"]),
+                       T_tracker_board=tuple(map(tuple, np.asarray(data["T_tracker_board"], float).reshape(4, 4))))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{where}: not a board file ({type(exc).__name__}: {exc}); write one with "
+                             f"`capture-app calibrate board`") from None
 
     @property
     def width_m(self) -> float:
@@ -105,33 +121,86 @@ class BoardDetector:
         return BoardView(make_transform(R, tvec.ravel()), object_points, image_points, error)
 
 
-def write_printable(board: BoardConfig, png_path: str, pdf_path: str | None = None, dpi: int = 300) -> None:
-    """Write the board as a PNG (at ``dpi``) and, if asked, a PDF page at its true size (Qt's PDF writer)."""
+PAPER_MM = {"A2": (594.0, 420.0), "A3": (420.0, 297.0), "A4": (297.0, 210.0)}  # landscape
+MIN_MARGIN_MM = 10.0  # room for the origin mark, the scale bar and the wrist ticks
+
+
+def page_size_mm(board: BoardConfig, paper: str = "A2") -> tuple[float, float]:
+    """The page the board is printed on (landscape, mm): ``paper`` when the board and its margins fit,
+    else ValueError saying which paper or board size would."""
+    width, height = board.width_m * 1000, board.height_m * 1000
+    if paper == "fit":
+        return width + 2 * MIN_MARGIN_MM, height + 2 * MIN_MARGIN_MM
+    page = PAPER_MM[paper]
+    if width + 2 * MIN_MARGIN_MM > page[0] or height + 2 * MIN_MARGIN_MM > page[1]:
+        raise ValueError(f"a {width:.0f} x {height:.0f} mm board does not fit {paper} ({page[0]:.0f} x {page[1]:.0f} mm) "
+                         f"with {MIN_MARGIN_MM:.0f} mm margins: use smaller squares, fewer of them, or --paper fit")
+    return page
+
+
+def write_printable(board: BoardConfig, png_path: str, pdf_path: str | None = None, dpi: int = 300,
+                    paper: str = "A2") -> None:
+    """Write the board as a PNG (at ``dpi``) and, if asked, a PDF page at true size (Qt's PDF writer) with the
+    board centred, its origin corner and axes marked, a 100 mm scale bar to check the print, and ticks on
+    the margins where the wrist procedure's marks are (``T_board_wrist_mark``)."""
     pixels_per_square = int(round(board.square_m / 0.0254 * dpi))
     image = board.image(pixels_per_square)
     if not cv2.imwrite(str(png_path), image):
         raise OSError(f"cannot write {png_path}")
-    if pdf_path:
-        import os
-        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-        from PySide6 import QtCore, QtGui, QtWidgets
-        QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
-        writer = QtGui.QPdfWriter(str(pdf_path))
-        margin_mm = 10.0
-        page = QtCore.QSizeF(board.width_m * 1000 + 2 * margin_mm, board.height_m * 1000 + 2 * margin_mm + 10)
-        writer.setPageSize(QtGui.QPageSize(page, QtGui.QPageSize.Millimeter))
-        writer.setPageMargins(QtCore.QMarginsF(0, 0, 0, 0))
-        writer.setResolution(dpi)
-        painter = QtGui.QPainter(writer)
-        mm = dpi / 25.4
-        qimage = QtGui.QImage(image.data, image.shape[1], image.shape[0], image.strides[0],
-                              QtGui.QImage.Format_Grayscale8)
-        target = QtCore.QRectF(margin_mm * mm, margin_mm * mm, board.width_m * 1000 * mm, board.height_m * 1000 * mm)
-        painter.drawImage(target, qimage)
-        painter.drawText(QtCore.QPointF(margin_mm * mm, (board.height_m * 1000 + margin_mm + 7) * mm),
-                         f"ChArUco {board.columns}x{board.rows}, square {board.square_m * 1000:.1f} mm, marker "
-                         f"{board.marker_m * 1000:.1f} mm, {board.dictionary}. Print at 100%; measure a square.")
-        painter.end()
+    if not pdf_path:
+        return
+    import os
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PySide6 import QtCore, QtGui, QtWidgets
+    QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
+    page_w, page_h = page_size_mm(board, paper)
+    width, height = board.width_m * 1000, board.height_m * 1000
+    x0, y0 = (page_w - width) / 2, (page_h - height) / 2  # the board's origin corner on the page, mm
+    writer = QtGui.QPdfWriter(str(pdf_path))
+    writer.setPageSize(QtGui.QPageSize(QtCore.QSizeF(page_w, page_h), QtGui.QPageSize.Millimeter))
+    writer.setPageMargins(QtCore.QMarginsF(0, 0, 0, 0))
+    writer.setResolution(dpi)
+    mm = dpi / 25.4
+    painter = QtGui.QPainter(writer)
+
+    def point(x, y):
+        return QtCore.QPointF(x * mm, y * mm)
+
+    def line(x1, y1, x2, y2):
+        painter.drawLine(point(x1, y1), point(x2, y2))
+
+    qimage = QtGui.QImage(image.data, image.shape[1], image.shape[0], image.strides[0], QtGui.QImage.Format_Grayscale8)
+    painter.drawImage(QtCore.QRectF(x0 * mm, y0 * mm, width * mm, height * mm), qimage)
+    painter.setPen(QtGui.QPen(QtGui.QColor("red"), 0.4 * mm))
+    font = painter.font()
+    font.setPointSizeF(7)
+    painter.setFont(font)
+    # origin corner and axes (in the margin, outside the pattern)
+    line(x0 - 8, y0, x0 - 1, y0)
+    line(x0, y0 - 8, x0, y0 - 1)
+    painter.drawText(point(x0 - 11, y0 - 9), "origin")
+    line(x0 + 5, y0 - 4, x0 + 25, y0 - 4)
+    painter.drawText(point(x0 + 27, y0 - 3), "+x")
+    line(x0 - 4, y0 + 5, x0 - 4, y0 + 25)
+    painter.drawText(point(x0 - 7, y0 + 30), "+y")
+    # wrist marks: ticks on the margins at the marks' x and y (lay the wrist where the lines from them cross)
+    for hand in ("left", "right"):
+        x, y = np.asarray(T_board_wrist_mark(hand))[:2, 3] * 1000
+        line(x0 - 10, y0 + y, x0 - 2, y0 + y)
+        painter.drawText(point(x0 - 11, y0 + y - 1.5), f"{hand[0].upper()} wrist")
+        line(x0 + x, y0 + height + 2, x0 + x, y0 + height + 10)
+    painter.drawText(point(x0 + 62, y0 + height + 9), "wrist marks' x")
+    # 100 mm scale bar with 10 mm ticks
+    bx, by = x0 + width - 100, y0 + height + 6
+    painter.setPen(QtGui.QPen(QtGui.QColor("black"), 0.3 * mm))
+    line(bx, by, bx + 100, by)
+    for i in range(11):
+        line(bx + 10 * i, by - (2.5 if i % 5 == 0 else 1.2), bx + 10 * i, by)
+    painter.drawText(point(bx, by + 4), "100 mm: measure to check the print scale")
+    painter.drawText(point(x0, y0 - 4.5 if y0 > 8 else 4),
+                     f"ChArUco {board.columns}x{board.rows}, square {board.square_m * 1000:.1f} mm, marker "
+                     f"{board.marker_m * 1000:.1f} mm, {board.dictionary}, on {paper}. Print at 100%.")
+    painter.end()
 
 
 def T_board_wrist_mark(hand: str) -> np.ndarray:

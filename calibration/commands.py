@@ -10,12 +10,14 @@ board on the table, the head surveying it and realistic tracker noise.
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 from calibration.board import BoardConfig, BoardDetector, write_printable
 from calibration.data import angular_speed, board_pairs, corrected_times
@@ -175,19 +177,44 @@ def _smooth(values: np.ndarray, n: int) -> np.ndarray:
 
 
 # --- the procedures -------------------------------------------------------------------------
+def board_from_args(args) -> BoardConfig:
+    """The board of ``--board FILE`` (written by ``calibrate board``), or the default board."""
+    path = getattr(args, "board", None)
+    if not path:
+        return BoardConfig()
+    try:
+        return BoardConfig.from_json(json.loads(Path(path).read_text()), path)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CalibrationError(f"cannot read board file {path}: {exc}; write one with `capture-app calibrate board`") \
+            from None
+    except ValueError as exc:
+        raise CalibrationError(str(exc)) from None
+
+
 def cmd_board(args) -> int:
-    board = BoardConfig()
+    from calibration.board import page_size_mm
+    offset = args.tracker_offset
+    T_tracker_board = BoardConfig().T_tracker_board if offset is None else tuple(map(tuple, make_transform(
+        Rotation.from_euler("xyz", offset[3:], degrees=True).as_matrix(), np.array(offset[:3]) / 1000)))
+    try:
+        board = BoardConfig(columns=args.columns, rows=args.rows, square_m=args.square_mm / 1000,
+                            marker_m=args.marker_mm / 1000, dictionary=args.dictionary, T_tracker_board=T_tracker_board)
+        page_size_mm(board, args.paper)
+    except ValueError as exc:
+        raise CalibrationError(str(exc)) from None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    png, pdf = out / "charuco_board.png", out / "charuco_board.pdf"
-    write_printable(board, str(png), str(pdf))
-    print(f"{png}\n{pdf}\nprint at 100% scale, glue flat; check that a square measures {board.square_m * 1000:.0f} mm")
+    png, pdf, spec = out / "charuco_board.png", out / "charuco_board.pdf", out / "charuco_board.json"
+    write_printable(board, str(png), str(pdf), paper=args.paper)
+    spec.write_text(json.dumps(board.to_json(), indent=2) + "\n")
+    print(f"{png}\n{pdf}\n{spec}\nprint at 100% scale on {args.paper}, glue flat; check the 100 mm scale bar and that a "
+          f"square measures {board.square_m * 1000:.1f} mm; pass --board {spec} to the procedures")
     return 0
 
 
 def cmd_head_camera(args, config: RigConfig, store: CalibrationStore) -> int:
     old = base_calibration(store, config)
-    board = BoardConfig()
+    board = board_from_args(args)
     path = _episode(args, config, store, HeadCameraGuide(board, old.ego_intrinsics))
     intrinsics = _ego_intrinsics_for(path, old, "ego_camera")
     detector = BoardDetector(board)
@@ -215,7 +242,7 @@ def cmd_head_camera(args, config: RigConfig, store: CalibrationStore) -> int:
 
 def cmd_top_camera(args, config: RigConfig, store: CalibrationStore) -> int:
     old = base_calibration(store, config)
-    board = BoardConfig()
+    board = board_from_args(args)
     path = _episode(args, config, store)
     intrinsics = _ego_intrinsics_for(path, old, "top_camera")
     pairs, rejected = board_pairs(str(path), old, "top_camera", args.board_tracker, intrinsics, BoardDetector(board),
@@ -233,7 +260,7 @@ def cmd_latency(args, config: RigConfig, store: CalibrationStore) -> int:
     """The ego camera's latency offset relative to the head tracker, from the rotation both see."""
     import h5py
     old = base_calibration(store, config)
-    board = BoardConfig()
+    board = board_from_args(args)
     path = _episode(args, config, store)
     intrinsics = _ego_intrinsics_for(path, old, "ego_camera")
     raw = dataclasses.replace(old, latency_offsets_ms={})  # correlate on raw stamps
@@ -348,7 +375,7 @@ def _wrist_procedure(args, config: RigConfig, store: CalibrationStore, old: Cali
     from calibration.data import tracker_pose_at
     from calibration.handeye import _mean_transform
     from capture_app.geometry import invert_transform
-    board = BoardConfig()
+    board = board_from_args(args)
     path = _episode(args, config, store)
     intrinsics = _ego_intrinsics_for(path, old, "top_camera")
     detector = BoardDetector(board)
@@ -429,8 +456,22 @@ def run(args) -> int:
 def add_parser(sub) -> None:
     calibrate = sub.add_parser("calibrate", help="calibration procedures for engineers (see README)")
     what = calibrate.add_subparsers(dest="what", required=True)
-    board = what.add_parser("board", help="write a printable ChArUco board (PNG and PDF)")
-    board.add_argument("--out", default=".", help="directory for charuco_board.png / .pdf")
+    board = what.add_parser("board", help="write a printable ChArUco board (PNG, PDF at true size, JSON geometry)")
+    board.add_argument("--out", default=".", help="directory for charuco_board.png / .pdf / .json (default: .)")
+    default = BoardConfig()
+    board.add_argument("--columns", type=int, default=default.columns, help=f"squares across (default {default.columns})")
+    board.add_argument("--rows", type=int, default=default.rows, help=f"squares down (default {default.rows})")
+    board.add_argument("--square-mm", type=float, default=default.square_m * 1000,
+                       help=f"square side, mm (default {default.square_m * 1000:g})")
+    board.add_argument("--marker-mm", type=float, default=default.marker_m * 1000,
+                       help=f"ArUco marker side, mm, below the square's (default {default.marker_m * 1000:g})")
+    board.add_argument("--dictionary", default=default.dictionary, help=f"ArUco dictionary (default {default.dictionary})")
+    board.add_argument("--paper", default="A2", choices=("A2", "A3", "A4", "fit"),
+                       help="landscape page; 'fit' makes the page the board plus margins (default A2; the default "
+                            "board on A3 needs --square-mm 45 --marker-mm 33)")
+    board.add_argument("--tracker-offset", nargs=6, type=float, metavar=("TX", "TY", "TZ", "RX", "RY", "RZ"),
+                       help="the board in the frame of the tracker on its mount (top-camera procedure): translation "
+                            "mm, then x-y-z Euler angles in degrees (default: the reference mount, -50 0 0 90 0 0)")
     for name, help_text in (("head-camera", "hand-eye calibration of the ego camera on the head tracker"),
                             ("top-camera", "the top camera's pose from the board with a tracker on its mount"),
                             ("latency", "the ego camera's latency offset from motion it shares with the head tracker"),
@@ -438,29 +479,38 @@ def add_parser(sub) -> None:
                             ("wrist", "the wrist mounts from their CAD values"),
                             ("show", "print the current calibration and what changed")):
         p = what.add_parser(name, help=help_text)
-        p.add_argument("--calibration-dir", default="rig-calibration", help="versions live here (default: ./rig-calibration)")
+        p.add_argument("--calibration-dir", default="rig-calibration",
+                       help="where versions live: current.json and history/ (default: ./rig-calibration)")
         if name in ("show",):
             continue
         source = p.add_mutually_exclusive_group()
         source.add_argument("--sim", action="store_true", help="the simulated rig (the default)")
-        source.add_argument("--config", help="rig config TOML")
-        p.add_argument("--operator", default="", help="who calibrated")
+        source.add_argument("--config", help="rig config TOML (default: the simulated rig)")
+        p.add_argument("--operator", default="", help="who calibrated (stored in the version)")
         if name in ("head-camera", "top-camera", "latency", "wrist"):
+            p.add_argument("--board", help="board file from `calibrate board` (default: the default board, "
+                                           f"{default.columns}x{default.rows} squares of {default.square_m * 1000:g} mm)")
             p.add_argument("--episode", help="solve from this recorded calibration episode instead of recording")
-            p.add_argument("--duration", type=float, default=20.0 if name != "wrist" else 3.0,
-                           help="seconds to record")
+            seconds = 20.0 if name != "wrist" else 3.0
+            p.add_argument("--duration", type=float, default=seconds,
+                           help=f"seconds to record (default {seconds:g})")
         if name == "head-camera":
-            p.add_argument("--max-views", type=int, default=30, help="views used by the solver (spread over rotations)")
+            p.add_argument("--max-views", type=int, default=30,
+                           help="views used by the solver, spread over rotations (default 30)")
             p.add_argument("--intrinsics", action="store_true",
                            help="also calibrate the ego camera's intrinsics (for a camera that gives none, e.g. UVC)")
         if name == "top-camera":
-            p.add_argument("--board-tracker", default="left_wrist_tracker", help="the tracker fixed on the board's mount")
+            p.add_argument("--board-tracker", default="left_wrist_tracker",
+                           help="the tracker fixed on the board's mount (default left_wrist_tracker)")
         if name == "roles":
-            p.add_argument("--window", type=float, default=3.0, help="seconds to move each tracker")
-            p.add_argument("--settle", type=float, default=3.0, help="seconds from start to the first prompt")
+            p.add_argument("--window", type=float, default=3.0, help="seconds to move each tracker (default 3)")
+            p.add_argument("--settle", type=float, default=3.0,
+                           help="seconds from start to the first prompt (default 3)")
         if name == "wrist":
-            p.add_argument("--left", nargs=6, type=float, metavar=("TX", "TY", "TZ", "RX", "RY", "RZ"))
-            p.add_argument("--right", nargs=6, type=float, metavar=("TX", "TY", "TZ", "RX", "RY", "RZ"))
+            p.add_argument("--left", nargs=6, type=float, metavar=("TX", "TY", "TZ", "RX", "RY", "RZ"),
+                           help="left mount from its drawing: translation mm, then x-y-z Euler angles in degrees")
+            p.add_argument("--right", nargs=6, type=float, metavar=("TX", "TY", "TZ", "RX", "RY", "RZ"),
+                           help="right mount from its drawing: translation mm, then x-y-z Euler angles in degrees")
             p.add_argument("--procedure", action="store_true",
                            help="measure instead: hands palm down on the board's wrist marks (README)")
     calibrate.set_defaults(func=run)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from calibration import commands
 from calibration.store import CalibrationStore
 from capture_app.cli import main
 from capture_app.config import with_changes
+from capture_app.errors import CalibrationError
 from capture_app.geometry import rotation_angle
 from drivers.sim.calibration import EGO_INTRINSICS_720P
 from drivers.sim.motion import true_rig_geometry
@@ -104,13 +106,46 @@ def test_wrist_mounts_from_cad_values_and_resync_by_version(tmp_path):
     assert len(store.versions()) == 1
 
 
-def test_board_images_are_written(tmp_path):
+def _pdf_page_mm(path) -> tuple[float, float]:
+    """The first page's MediaBox in mm (PDF points are 1/72 inch), read from the file as bytes."""
+    import re
+    box = re.search(rb"/MediaBox\s*\[\s*0\s+0\s+([\d.]+)\s+([\d.]+)", path.read_bytes())
+    return float(box.group(1)) * 25.4 / 72, float(box.group(2)) * 25.4 / 72
+
+
+def test_the_board_fits_its_paper_and_its_files_describe_it(tmp_path):
     assert main(["calibrate", "board", "--out", str(tmp_path)]) == 0
     import cv2
     image = cv2.imread(str(tmp_path / "charuco_board.png"), cv2.IMREAD_GRAYSCALE)
     from calibration.board import BoardConfig, BoardDetector
     assert BoardDetector(BoardConfig()).corners(image) is not None  # the printed board is detectable
     assert (tmp_path / "charuco_board.pdf").read_bytes()[:4] == b"%PDF"
+    width, height = _pdf_page_mm(tmp_path / "charuco_board.pdf")
+    assert abs(width - 594) < 1 and abs(height - 420) < 1  # A2 landscape, the board inside its margins
+    board = BoardConfig.from_json(json.loads((tmp_path / "charuco_board.json").read_text()))
+    assert board == BoardConfig() and board.width_m * 1000 + 20 <= 594 and board.height_m * 1000 + 20 <= 420
+    assert main(["calibrate", "board", "--out", str(tmp_path / "a3"), "--paper", "A3"]) == 2  # 300 mm: not on A3
+    assert main(["calibrate", "board", "--out", str(tmp_path / "a3"), "--paper", "A3", "--square-mm", "45",
+                 "--marker-mm", "33"]) == 0
+    width, height = _pdf_page_mm(tmp_path / "a3" / "charuco_board.pdf")
+    assert abs(width - 420) < 1 and abs(height - 297) < 1
+
+
+def test_board_geometry_and_mount_offset_are_options_the_procedures_read(tmp_path):
+    assert main(["calibrate", "board", "--out", str(tmp_path), "--columns", "5", "--rows", "4", "--square-mm", "40",
+                 "--marker-mm", "30", "--paper", "A4", "--tracker-offset", "-60", "0", "10", "90", "0", "0"]) == 0
+    from calibration.board import BoardConfig
+    from calibration.commands import board_from_args
+    board = board_from_args(argparse.Namespace(board=str(tmp_path / "charuco_board.json")))
+    assert (board.columns, board.rows, board.square_m, board.marker_m) == (5, 4, 0.04, 0.03)
+    np.testing.assert_allclose(np.array(board.T_tracker_board)[:3, 3], [-0.06, 0.0, 0.01])
+    width, height = _pdf_page_mm(tmp_path / "charuco_board.pdf")
+    assert abs(width - 297) < 1 and abs(height - 210) < 1
+    assert main(["calibrate", "board", "--out", str(tmp_path / "big"), "--square-mm", "60", "--paper", "A3"]) == 2
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(CalibrationError, match="not a board file"):
+        board_from_args(argparse.Namespace(board=str(tmp_path / "bad.json")))
+    assert BoardConfig() != board
 
 
 def test_wrist_mounts_from_the_hands_on_the_board(tmp_path):

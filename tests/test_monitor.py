@@ -167,6 +167,26 @@ def test_every_view_shows_content_and_fingertips_land_where_the_calibration_proj
     assert table.viewport().height() >= sum(table.rowHeight(r) for r in range(table.rowCount()))
 
 
+def test_board_detection_view_marks_the_corners_it_finds(qtbot, window):
+    from calibration.board import BoardConfig
+    window.timer.stop()
+    board = BoardConfig().image(40)                                 # 320 x 240 px
+    image = np.full((360, 640, 3), 255, np.uint8)
+    image[60:60 + board.shape[0], 160:160 + board.shape[1]] = board[..., None]
+    state = state_from_view(window.client.view)
+    state.ego_image = image
+    press(qtbot, window, QtCore.Qt.Key_B)
+    window.show_state(state)
+    assert len(window.ego.board_corners.data) == 35                # every inner corner of the 8 x 6 board
+    assert "board: 35 corners" in window.ego.label.textItem.toPlainText()
+    window._board_checked = 0.0
+    state.ego_image = np.full((360, 640, 3), 128, np.uint8)         # no board in view: said so
+    window.show_state(state)
+    assert len(window.ego.board_corners.data) == 0 and "not seen" in window.ego.label.textItem.toPlainText()
+    press(qtbot, window, QtCore.Qt.Key_B)
+    assert window.board_detector is None
+
+
 def test_review_annotates_validates_and_logs_edits(qtbot, window, tmp_path):
     press(qtbot, window, QtCore.Qt.Key_Space)
     settled(qtbot, window)

@@ -45,6 +45,9 @@ class EgoView(QtWidgets.QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.widget)
         self.tips = pg.ScatterPlotItem(size=11, brush=pg.mkBrush(*TIP_BRUSH), pen=pg.mkPen("w", width=1))
+        self.board_corners = pg.ScatterPlotItem(size=7, symbol="+", brush=pg.mkBrush(0, 230, 0),
+                                                pen=pg.mkPen(0, 230, 0, width=2))
+        self.box.addItem(self.board_corners)
         self.axes = [pg.PlotCurveItem(pen=pg.mkPen(c, width=3), connect="pairs") for c in AXIS_PENS]
         for item in (*self.axes, self.tips):
             self.box.addItem(item)
@@ -68,6 +71,14 @@ class EgoView(QtWidgets.QWidget):
             segments = segments.reshape(-1, 2, 2)[np.isfinite(segments.reshape(-1, 4)).all(axis=1)].reshape(-1, 2)
             item.setData(segments[:, 0], segments[:, 1], skipFiniteCheck=True) if len(segments) else item.setData([], [])
         self.box.setRange(xRange=(0, shown.shape[1]), yRange=(0, shown.shape[0]), padding=0)
+
+    def show_board(self, image_points: np.ndarray | None, text: str) -> None:
+        """Board detection: the ChArUco corners found (full-resolution pixels, None hides them) and a summary."""
+        if image_points is None or not len(image_points):
+            self.board_corners.setData([])
+        else:
+            self.board_corners.setData(pos=np.asarray(image_points) / self.display_scale)
+        self.label.setText(f"ego camera   {text}" if text else "ego camera")
 
     def image_to_widget(self, uv: np.ndarray) -> QtCore.QPoint:
         """Widget pixel of a full-resolution image pixel (for tests and tooltips)."""

@@ -44,6 +44,7 @@ SHORTCUTS = [
     ("T", "next task template"),
     ("E", "edit episode name, operator and instruction"),
     ("D", "top camera: colour / depth"),
+    ("B", "calibration board detection on the ego view (on / off)"),
     ("O", "open an episode for review"),
     ("L", "back to live"),
     ("Left / Right", "review: previous / next tick (PgUp / PgDn: 1 s)"),
@@ -152,6 +153,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._operator = operator
         self._instruction = ""
         self._confirm: tuple[str, float] | None = None
+        self.board_detector = None  # B: live board detection
         self._reply_t_ns = 0  # recorder time of the newest reply: older status messages do not override it
         self._lost_since: dict[str, float] = {}
         self._last_view_t = 0
@@ -271,7 +273,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def _bind_keys(self) -> None:
         bindings = [("Space", self.toggle_recording), ("Escape", self.abort), ("X", self.discard),
                     ("0", self.end_subtask), ("Backspace", self.undo_mark), ("T", self.next_task),
-                    ("E", self.edit_info), ("D", self.top.toggle_depth), ("O", self.open_review_dialog),
+                    ("E", self.edit_info), ("D", self.top.toggle_depth), ("B", self.toggle_board), ("O", self.open_review_dialog),
                     ("L", self.back_to_live), ("Left", lambda: self.step_review(-1)),
                     ("Right", lambda: self.step_review(1)), ("PgUp", lambda: self.step_review(-20)),
                     ("PgDown", lambda: self.step_review(20)), ("Delete", self.delete_segment),
@@ -503,7 +505,34 @@ class MainWindow(QtWidgets.QMainWindow):
         self.timer_durations_ms.append((time.perf_counter() - started) * 1000)
         del self.timer_durations_ms[:-10_000]
 
+    def toggle_board(self) -> None:
+        """Show where the calibration board's corners are detected in the ego image, and its distance."""
+        if self.board_detector is None:
+            from calibration.board import BoardConfig, BoardDetector
+            self.board_detector = BoardDetector(BoardConfig())
+            self._board_checked = 0.0
+        else:
+            self.board_detector = None
+            self.ego.show_board(None, "")
+
+    def _detect_board(self, state: ViewState) -> None:
+        """At most 5 times a second (detection costs ~10 ms on a 720p image, on this GUI thread)."""
+        now = time.monotonic()
+        if state.ego_image is None or now - self._board_checked < 0.2:
+            return
+        self._board_checked = now
+        from capture_app.monitor.overlay import intrinsics_for
+        view = self.board_detector.detect(state.ego_image, intrinsics_for(self.ego.intrinsics, state.ego_image))
+        if view is None:
+            self.ego.show_board(None, "board: not seen (need 8 corners)")
+        else:
+            distance = float(np.linalg.norm(view.T_cam_board[:3, 3]))
+            self.ego.show_board(view.image_points, f"board: {len(view.image_points)} corners, {distance:.2f} m, "
+                                                   f"reprojection {view.reprojection_px:.2f} px")
+
     def show_state(self, state: ViewState, plots: bool = True) -> None:
+        if self.board_detector is not None:
+            self._detect_board(state)
         self.ego.update_state(state)
         self.top.update_state(state)
         if plots:
