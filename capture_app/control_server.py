@@ -152,8 +152,13 @@ class ControlServer:
             result = self._run(cmd, args)
             result["t_ns"] = now_ns()  # when it was done: a status older than this predates it
             answer = protocol.reply(request_id, True, result)
+        except KeyError as exc:
+            answer = protocol.reply(request_id, False, error=f"{cmd}: missing argument {exc} (docs/control.md)")
         except (CaptureError, TypeError, ValueError) as exc:
-            answer = protocol.reply(request_id, False, error=str(exc))
+            answer = protocol.reply(request_id, False, error=f"{cmd}: {exc}")
+        except Exception as exc:  # a bug must not stop the recorder serving (the take goes on)
+            log.exception("control: %s failed", cmd)
+            answer = protocol.reply(request_id, False, error=f"{cmd} failed: {type(exc).__name__}: {exc}")
         self._replies[request_id] = answer
         while len(self._replies) > REPLY_CACHE:
             self._replies.popitem(last=False)

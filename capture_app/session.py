@@ -430,6 +430,9 @@ class CaptureSession:
         """Open a new episode file and start writing every sample and tick into it."""
         if self._writer is not None:
             raise CaptureError("an episode is already recording; stop or discard it first")
+        if name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,120}", name):
+            raise CaptureError(f"episode name {name!r}: use letters, digits, '-', '_' and '.' (no '/'), "
+                               f"starting with a letter or digit")
         with self._health_lock:
             devices = {h.stream: h.device for h in self._health.values() if h.device}
         serials = {d.stream: d.serial for d in self.config.drivers if d.serial}

@@ -70,6 +70,9 @@ def test_commands_from_a_raw_peer_are_acknowledged_once_durable_and_never_run_tw
     ({"v": 1, "id": "x", "cmd": "format_disk"}, "unknown command 'format_disk'"),
     ({"v": 1, "id": "y", "cmd": "mark_start", "args": {"label": "grasp", "t_ns": 1}}, "no take is recording"),
     ({"v": 1, "id": "z", "cmd": "stop", "args": {"outcome": "maybe"}}, "outcome 'maybe'"),
+    ({"v": 1, "id": "w", "cmd": "mark_end", "args": {}}, "missing argument 't_ns'"),
+    ({"v": 1, "id": "u", "cmd": "start", "args": {"name": "../../etc/x"}}, "episode name"),
+    ({"v": 1, "id": "a", "cmd": "hello", "args": ["not", "a", "map"]}, "args must be a map"),
 ])
 def test_bad_requests_get_a_reason_and_change_nothing(tmp_path, payload, expected):
     with running_recorder(tmp_path) as (endpoint, session, takes):

@@ -84,6 +84,7 @@ def test_a_whole_session_by_keys_alone(qtbot, window, recorder):
     qtbot.waitUntil(lambda: "quality OK" in window.session_list.item(0).text()
                     or "REDO" in window.session_list.item(0).text(), timeout=120000)
     assert "[saved;" in window.session_list.item(0).text()
+    assert window.session_list.item(0).toolTip()  # what the take lost, or "nothing lost"
     with h5py.File(path, "r") as f:
         segments = read_segments(f)
         assert [s.label for s in segments] == ["grasp", "lift"]
@@ -278,3 +279,14 @@ def test_qt_does_not_corrupt_none_refcounts():
     for _ in range(1000):
         label.setText("y")
     assert abs(sys.getrefcount(None) - before) < 50
+
+
+def test_the_end_of_take_summary_names_every_loss():
+    from capture_app.monitor.window import take_losses
+    report = {"streams": {"left_glove": {"seq_gaps": 3, "writer_overflow": 0, "rejected": 2, "tracking_lost": 0},
+                          "head_tracker": {"seq_gaps": 0, "writer_overflow": 0, "rejected": 0, "tracking_lost": 0}},
+              "hands": {"left": {"valid": 0.9}, "right": {"valid": 1.0}}}
+    assert take_losses(report) == "left_glove seq gaps 3, rejected 2; left hand invalid 10.0% of rows"
+    report["streams"]["left_glove"].update(seq_gaps=0, rejected=0)
+    report["hands"]["left"]["valid"] = 1.0
+    assert take_losses(report) == "nothing lost"

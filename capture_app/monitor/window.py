@@ -74,6 +74,22 @@ def quality_summary(report: dict | None) -> str:
     return f"REDO: {report['problems'][0]}" + (f" (+{len(report['problems']) - 1} more)" if len(report["problems"]) > 1 else "")
 
 
+def take_losses(report: dict | None) -> str:
+    """The end-of-take summary of what was lost: per stream gaps, writer refusals, rejections, and the
+    invalid share of each hand's rows ("nothing lost" when all are zero)."""
+    if not report:
+        return ""
+    parts = []
+    for stream, st in sorted(report.get("streams", {}).items()):
+        lost = {k: st.get(k, 0) for k in ("seq_gaps", "writer_overflow", "rejected", "tracking_lost")}
+        if any(lost.values()):
+            parts.append(f"{stream} " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in lost.items() if v))
+    for hand, h in sorted(report.get("hands", {}).items()):
+        if h.get("valid", 1.0) < 1.0:
+            parts.append(f"{hand} hand invalid {1 - h['valid']:.1%} of rows")
+    return "; ".join(parts) or "nothing lost"
+
+
 def losses_of(status: dict) -> list[str]:
     """Everything lost or refused in the take so far, one phrase each (empty when nothing is)."""
     out = []
@@ -434,11 +450,13 @@ class MainWindow(QtWidgets.QMainWindow):
         """The recorder computed a finished take's final table and quality: update its line."""
         name = Path(take["path"]).name
         verdict = quality_summary(take.get("report"))
+        losses = take_losses(take.get("report"))
         for row in range(self.session_list.count()):
             item = self.session_list.item(row)
             if item.text().startswith(name + "  ["):
                 item.setText(f"{name}  [{take['outcome']}; {verdict}]")
-        self.status.showMessage(f"{take['outcome']} {take['path']}: {verdict}")
+                item.setToolTip(losses)
+        self.status.showMessage(f"{take['outcome']} {take['path']}: {verdict}; {losses}")
         if take.get("report") and take["report"]["verdict"] != "ok":
             self.cues.say("redo")
 
