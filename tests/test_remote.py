@@ -71,8 +71,16 @@ def test_remote_clock_offset_is_estimated_and_the_synced_output_is_unaffected(tm
         head = f["streams/head_tracker"]
         assert abs(int(np.median(head["clock_offset_ns"][:])) - SKEW_NS) < 1_000_000
         assert len(f["clock_sync/head_tracker/offset_ns"]) >= 3
-        # the rows while the remote head tracker has data (a loaded machine may stop before its last second)
-        covered = f["synced/t_eval_ns"][:] <= head["t_capture_ns"][-1]
+        # the rows where the remote head tracker has data on both sides within 20 ms (a loaded machine may
+        # starve the remote driver for a while: that loss is counted in the episode, not what this test checks)
+        head_t = np.sort(head["t_capture_ns"][:])
+        rows_t = f["synced/t_eval_ns"][:]
+        after = np.searchsorted(head_t, rows_t)
+        inside = (after > 0) & (after < len(head_t))
+        before_gap = rows_t - head_t[np.clip(after - 1, 0, len(head_t) - 1)]
+        after_gap = head_t[np.clip(after, 0, len(head_t) - 1)] - rows_t
+        covered = inside & (before_gap < 20_000_000) & (after_gap < 20_000_000)
+        assert covered.sum() > 30
         t_eval = f["synced/t_eval_ns"][:][covered]
         action = f["synced/action"][:][covered]
         valid = f["synced/action_valid"][:, 0][covered]
