@@ -136,8 +136,8 @@ def cmd_driver(args) -> int:
     for name in names:
         config.driver(name)  # ConfigError naming the known drivers
     endpoint = args.publish or args.connect
-    if args.nice:
-        os.nice(args.nice)
+    if args.nice is not None and args.nice > os.getpriority(os.PRIO_PROCESS, 0):
+        os.setpriority(os.PRIO_PROCESS, 0, args.nice)  # lowering priority is always allowed
     return run_drivers(config, names, endpoint, bind=bool(args.publish), parent_pid=args.parent_pid,
                        duration_s=args.duration, keys_dir=args.keys)
 
@@ -178,8 +178,8 @@ def cmd_serve(args) -> int:
     curve = None
     if args.control.startswith("tcp://"):
         from capture_app.remote import is_loopback, load_keys
-        if config.bus_keys_dir:
-            curve = load_keys(f"{config.bus_keys_dir}/app.key_secret")
+        if config.bus_keys_dir:  # monitors must hold a key pair of that directory (driver.key_secret)
+            curve = load_keys(f"{config.bus_keys_dir}/app.key_secret", allowed_clients_dir=config.bus_keys_dir)
         elif not is_loopback(args.control):
             raise ConfigError(f"--control {args.control} is reachable from other hosts: set [bus] keys in the rig "
                               f"config to the directory from `capture-app keys` (monitors pass --keys DIR)")
@@ -334,7 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--connect", help="connect to the app's bus endpoint")
     driver.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
     driver.add_argument("--duration", type=positive_seconds, help="stop after this many seconds (> 0)")
-    driver.add_argument("--nice", type=int, default=0, help="raise this process's niceness (lower CPU priority)")
+    driver.add_argument("--nice", type=int, default=None,
+                        help="run at this niceness, -20..19, if that is lower priority than now (default: unchanged)")
     driver.add_argument("--keys", help="CurveZMQ key directory (from `capture-app keys`); required off loopback")
 
     keys = sub.add_parser("keys", help="create CurveZMQ keys for drivers on other hosts")

@@ -16,6 +16,8 @@ Arrays travel as ``{"__nd__": [dtype str, shape list, bytes]}``; everything else
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import msgpack
 import numpy as np
 
@@ -59,6 +61,19 @@ def unpack(frame: bytes) -> dict:
     if not isinstance(payload, dict):
         raise ProtocolError(f"expected a msgpack map, got {type(payload).__name__}")
     return payload
+
+
+def receive_pairs(socket, stop, on_bad) -> "Iterator[list[bytes]]":
+    """Two-frame messages from ``socket`` until the ``stop`` event is set (polled every 0.1 s); any other
+    frame count is dropped and counted by calling ``on_bad()``."""
+    while not stop.is_set():
+        if not socket.poll(100):
+            continue
+        frames = socket.recv_multipart()
+        if len(frames) == 2:
+            yield frames
+        else:
+            on_bad()
 
 
 def request(request_id: str, cmd: str, args: dict | None = None) -> bytes:

@@ -47,6 +47,7 @@ def view_of_tick(tick) -> dict:
         if message is None:
             continue
         frame = {"seq": message.seq, "encoding": message.encodings.get("color", "raw"),
+                 "shape": list(message.shapes.get("color", message.arrays["color"].shape)),
                  "color": message.arrays["color"]}
         if "depth" in message.arrays:
             frame["depth"] = message.arrays["depth"][::DEPTH_STEP, ::DEPTH_STEP]
@@ -81,6 +82,7 @@ class ControlServer:
         self.state_endpoint = protocol.state_endpoint_for(control_endpoint)
         self._context = context or zmq.Context.instance()
         self._curve = curve
+        self._auth = None
         self._stop = threading.Event()
         self._replies: OrderedDict[str, bytes] = OrderedDict()
         self._finished_takes: list[dict] = []
@@ -93,6 +95,9 @@ class ControlServer:
         takes.on_take_finished = self._take_finished
 
     def start(self) -> "ControlServer":
+        if self._curve is not None and self._curve.allowed_clients_dir:
+            from capture_app.remote import start_authenticator  # only monitors holding a key of that directory
+            self._auth = start_authenticator(self._context, self._curve.allowed_clients_dir)
         for thread in self._threads:
             thread.start()
         self._ready.wait(10)
@@ -107,6 +112,8 @@ class ControlServer:
         for thread in self._threads:
             if thread.is_alive():
                 thread.join(5)
+        if self._auth is not None:
+            self._auth.stop()
 
     def _socket(self, kind: int, endpoint: str) -> zmq.Socket:
         socket = self._context.socket(kind)
@@ -118,23 +125,26 @@ class ControlServer:
         return socket
 
     # --- commands -------------------------------------------------------------------
-    def _serve_commands(self) -> None:
+    def _bound_when_ready(self, kind: int, endpoint: str) -> zmq.Socket | None:
+        """Bind, then meet the other thread and ``start`` at the barrier; None (reported) if the bind failed."""
         try:
-            socket = self._socket(zmq.ROUTER, self.control_endpoint)
+            socket = self._socket(kind, endpoint)
         except zmq.ZMQError as exc:
             self._errors.append(exc)
-            self._ready.wait(10)
-            return
+            socket = None
         self._ready.wait(10)
+        return socket
+
+    def _count_bad_request(self) -> None:
+        self.bad_requests += 1
+
+    def _serve_commands(self) -> None:
+        socket = self._bound_when_ready(zmq.ROUTER, self.control_endpoint)
+        if socket is None:
+            return
         try:
-            while not self._stop.is_set():
-                if not socket.poll(100):
-                    continue
-                frames = socket.recv_multipart()
-                if len(frames) != 2:
-                    self.bad_requests += 1
-                    continue
-                socket.send_multipart([frames[0], self._answer(frames[1])])
+            for client, frame in protocol.receive_pairs(socket, self._stop, self._count_bad_request):
+                socket.send_multipart([client, self._answer(frame)])
         finally:
             socket.close(0)
 
@@ -195,14 +205,10 @@ class ControlServer:
             self._finished_takes.append(take)
 
     def _publish_state(self) -> None:
-        try:
-            socket = self._socket(zmq.PUB, self.state_endpoint)
-        except zmq.ZMQError as exc:
-            self._errors.append(exc)
-            self._ready.wait(10)
+        socket = self._bound_when_ready(zmq.PUB, self.state_endpoint)
+        if socket is None:
             return
         socket.sndhwm = 50  # a slow monitor loses views, never blocks the recorder
-        self._ready.wait(10)
         last_tick, next_status = None, 0.0
         try:
             while not self._stop.wait(VIEW_PERIOD_S):

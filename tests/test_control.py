@@ -113,3 +113,39 @@ def test_state_endpoint_beside_the_control_endpoint():
     assert protocol.state_endpoint_for("ipc:///run/x/control") == "ipc:///run/x/control.state"
     with pytest.raises(protocol.ProtocolError):
         protocol.state_endpoint_for("udp://x")
+
+
+def test_a_monitor_on_another_host_needs_the_keys(tmp_path):
+    """tcp with CurveZMQ (docs/control.md): a client with the key directory's pair is served, one without is not."""
+    from capture_app.config import parse_config
+    from capture_app.control_server import ControlServer
+    from capture_app.remote import generate_keys, load_keys
+    from capture_app.session import CaptureSession
+    from capture_app.takes import Takes
+    from tests.conftest import small_sim_text
+    from tests.test_remote import _free_port_pair
+    keys = tmp_path / "keys"
+    generate_keys(keys)
+    endpoint = f"tcp://127.0.0.1:{_free_port_pair()}"
+    with CaptureSession(parse_config(small_sim_text(), "<tcp recorder>")) as session:
+        server_keys = load_keys(f"{keys}/app.key_secret", allowed_clients_dir=str(keys))
+        server = ControlServer(session, Takes(session, tmp_path / "episodes"), endpoint, curve=server_keys).start()
+        try:
+            client = RecorderClient(endpoint, curve=load_keys(f"{keys}/driver.key_secret", f"{keys}/app.key"))
+            try:
+                assert client.hello["protocol"] == 1
+                deadline = time.monotonic() + 10
+                while client.view is None and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert client.view is not None  # the state feed is reachable and decrypted too
+            finally:
+                client.close()
+            stranger = tmp_path / "stranger"
+            generate_keys(stranger)
+            with pytest.raises(Exception, match="no recorder answered"):
+                RecorderClient(endpoint, connect_timeout_s=1,
+                               curve=load_keys(f"{stranger}/driver.key_secret", f"{keys}/app.key"))
+            with pytest.raises(Exception, match="no recorder answered"):
+                RecorderClient(endpoint, connect_timeout_s=1)  # no encryption at all
+        finally:
+            server.close()

@@ -154,23 +154,20 @@ class RecorderClient:
             socket.setsockopt(zmq.SUBSCRIBE, topic)
         socket.connect(self.state_endpoint)
         try:
-            while not self._stop.is_set():
-                if not socket.poll(100):
-                    continue
-                frames = socket.recv_multipart()
-                if len(frames) != 2:
-                    self.malformed += 1
-                    continue
+            for topic, frame in protocol.receive_pairs(socket, self._stop, self._count_malformed):
                 try:
-                    payload = protocol.unpack(frames[1])
+                    payload = protocol.unpack(frame)
                 except protocol.ProtocolError:
                     self.malformed += 1
                     continue
-                if frames[0] == b"view":
+                if topic == b"view":
                     self.view = payload
-                elif frames[0] == b"status":
+                elif topic == b"status":
                     self.status = payload
-                elif frames[0] == b"take":
+                elif topic == b"take":
                     self.takes_finished.append(payload)
         finally:
             socket.close(0)
+
+    def _count_malformed(self) -> None:
+        self.malformed += 1
