@@ -107,9 +107,13 @@ class WriterConfig:
     flush_interval_s: float = 0.5
     queue_size: int = 12000  # samples queued for the writer, shared by the streams in proportion to their rates
     jpeg_quality: int = 90
+    encode_in: str = "driver"  # driver: local drivers JPEG their colour frames before publishing; writer: the writer does
 
     def __post_init__(self):
         _check_positive("[writer]", "flush_interval_s", self.flush_interval_s)
+        if self.encode_in not in ("driver", "writer"):
+            raise _fail("[writer]", "encode_in", self.encode_in,
+                        "'driver' (each local driver encodes its colour frames, the default) or 'writer'")
         if self.flush_interval_s > 1.0:
             raise _fail("[writer]", "flush_interval_s", self.flush_interval_s, "0 < value <= 1 (data must be on disk within a second)")
         if not isinstance(self.queue_size, int) or self.queue_size < 10:

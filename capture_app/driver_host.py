@@ -42,6 +42,11 @@ def driver_config_with_seed(driver, seed: int, timing: str = "realistic"):
     return dataclasses.replace(driver, options=options)
 
 
+def driver_jpeg_quality(config: RigConfig) -> int | None:
+    """The JPEG quality drivers encode their colour frames with, or None when the writer encodes them."""
+    return config.writer.jpeg_quality if config.writer.encode_in == "driver" else None
+
+
 def run_drivers(config: RigConfig, names: list[str], endpoint: str, *, bind: bool, parent_pid: int | None = None,
                 stop: threading.Event | None = None, duration_s: float | None = None, keys_dir: str | None = None) -> int:
     """Run the named drivers until SIGINT/SIGTERM, ``stop``, ``duration_s`` or the parent's death.
@@ -67,7 +72,7 @@ def run_drivers(config: RigConfig, names: list[str], endpoint: str, *, bind: boo
     if bind:
         clock = ClockServer(clock_endpoint(endpoint), context, keys)
     drivers = [create_driver(driver_config_with_seed(config.driver(n), config.sim_seed, config.sim_timing), endpoint, bind=bind,
-                             context=context, curve=keys) for n in names]
+                             context=context, curve=keys, jpeg_quality=driver_jpeg_quality(config)) for n in names]
     for d in drivers:
         d.start()
     waited = 0.0

@@ -28,6 +28,7 @@ import numpy as np
 import zmq
 
 from capture_app.bus import STATUS_PREFIX, BusPublisher, encode_message
+from capture_app.image_codec import encode_jpeg, is_raw_colour
 from capture_app.clock import NS_PER_S, now_ns
 from capture_app.config import DriverConfig
 from capture_app.errors import CaptureError, ConfigError, SDKMissingError
@@ -118,8 +119,9 @@ class Driver:
     isolated = False  # True: always run in a process of its own (an SDK crash must not take the app down)
 
     def __init__(self, config: DriverConfig, bus_endpoint: str, *, bind: bool = False,
-                 context: zmq.Context | None = None, curve=None):
+                 context: zmq.Context | None = None, curve=None, jpeg_quality: int | None = None):
         self.config = config
+        self.jpeg_quality = jpeg_quality  # set: raw colour frames are published as JPEG of this quality
         self.options = parse_options(self.Options, config)
         self._bus_endpoint = bus_endpoint
         self._bind = bind
@@ -243,7 +245,20 @@ class Driver:
             time.sleep(0.01)  # let the last status leave before the socket closes
             publisher.close()
 
+    def _encode_colour(self, sample: Sample) -> None:
+        """JPEG the sample's raw colour frame here, in the driver's thread and process (OpenCV releases the
+        GIL), so the recorder only moves its bytes."""
+        colour = sample.arrays.get("color")
+        encodings = dict(sample.encodings or {})
+        if colour is None or encodings.get("color", "raw") != "raw" or not is_raw_colour(colour):
+            return
+        sample.arrays = {**sample.arrays, "color": encode_jpeg(colour, self.jpeg_quality)}
+        sample.encodings = {**encodings, "color": "jpeg"}
+        sample.decoded_shapes = {**(sample.decoded_shapes or {}), "color": tuple(colour.shape)}
+
     def _publish(self, publisher: BusPublisher, sample: Sample) -> None:
+        if self.jpeg_quality is not None:
+            self._encode_colour(sample)
         stream = sample.stream or self.config.stream
         seq = sample.seq
         if seq is None:

@@ -14,6 +14,9 @@ from capture_app.child_process import child_env, cli_command
 from capture_app.errors import CaptureError
 
 
+MONITOR_NICENESS = 5
+
+
 def start_recorder_process(config_path: str | None, out_dir: str, control: str, log_path: Path) -> subprocess.Popen:
     """``capture-app serve`` as a child process (its own GIL and its own lifetime: it outlives a killed monitor)."""
     command = cli_command("serve", "--control", control, "--out", out_dir)
@@ -70,6 +73,10 @@ def run_monitor(config_path: str | None, *, out_dir: str, connect: str | None = 
         if review:
             window.open_review(review)
         window.show()
+        # The window is for display: on a busy machine the recorder (not niced) gets the CPU first, and
+        # the long-lived Qt/pyqtgraph objects stay out of the cyclic GC's full collections (stalls).
+        os.nice(MONITOR_NICENESS)
+        gc.freeze()
         if screenshot:
             def shoot():
                 window.grab().save(str(Path(screenshot)))

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 
 from calibration.model import CameraIntrinsics
 from capture_app.geometry import make_transform, rotation_from_6d, transform_points
 from capture_app.hand import FINGERTIP_INDICES
+from capture_app.image_codec import decode_jpeg
 
 AXIS_LENGTH_M = 0.04
 HANDS = ("left", "right")
@@ -45,11 +45,6 @@ def image_from(message) -> np.ndarray | None:
     return color
 
 
-def decode_jpeg(blob: np.ndarray) -> np.ndarray:
-    """JPEG bytes -> RGB image."""
-    return cv2.cvtColor(cv2.imdecode(np.asarray(blob, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-
-
 def state_from_tick(tick) -> ViewState:
     """A live tick's view state."""
     top = tick.frames.get("top_camera")
@@ -64,10 +59,15 @@ def state_from_tick(tick) -> ViewState:
         hand_valid=hand_validity(tick.action_valid))
 
 
+DISPLAY_WIDTH = 960  # live images wider than this are decoded at half size: the view shows no more pixels
+
+
 def _image_of_view(frame: dict | None) -> np.ndarray | None:
     if frame is None:
         return None
-    return decode_jpeg(frame["color"]) if frame["encoding"] == "jpeg" else np.asarray(frame["color"])
+    if frame["encoding"] != "jpeg":
+        return np.asarray(frame["color"])
+    return decode_jpeg(frame["color"], reduce=2 if frame.get("shape", [0, 0])[1] > DISPLAY_WIDTH else 1)
 
 
 def hand_validity(action_valid) -> dict[str, bool]:

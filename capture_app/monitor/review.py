@@ -12,7 +12,8 @@ from capture_app.annotations import Segment, read_segments, write_segments
 from capture_app.geometry import pose_to_transform
 from capture_app.clock import now_ns
 from capture_app.interpolation import STATUS_NAMES
-from capture_app.monitor.overlay import HANDS, ViewState, decode_jpeg, hand_validity, wrist_transform_from_action
+from capture_app.image_codec import decode_jpeg
+from capture_app.monitor.overlay import HANDS, ViewState, hand_validity, wrist_transform_from_action
 
 
 def _pose(row: np.ndarray) -> np.ndarray | None:

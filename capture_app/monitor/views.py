@@ -36,10 +36,12 @@ def _image_box(title: str):
 class EgoView(QtWidgets.QWidget):
     """The ego image with the wrist frames and fingertips projected through the calibration."""
 
-    def __init__(self, intrinsics: CameraIntrinsics, display_scale: int = 2):
+    DISPLAY_WIDTH = 640  # wider images are shown every n-th pixel: a 720p image costs 4x less to draw
+
+    def __init__(self, intrinsics: CameraIntrinsics):
         super().__init__()
         self.intrinsics = intrinsics
-        self.display_scale = display_scale  # show every n-th pixel: a 720p image costs 4x less to draw
+        self.display_scale = 1  # of the last image shown
         self.widget, self.box, self.image, self.label = _image_box("ego camera")
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -56,7 +58,7 @@ class EgoView(QtWidgets.QWidget):
     def update_state(self, state: ViewState) -> None:
         if state.ego_image is None:
             return
-        s = self.display_scale
+        s = self.display_scale = max(1, state.ego_image.shape[1] // self.DISPLAY_WIDTH)
         shown = state.ego_image[::s, ::s]
         self.image.setImage(shown, autoLevels=False, levels=(0, 255))
         k = intrinsics_for(self.intrinsics, state.ego_image)
@@ -279,6 +281,8 @@ class Timeline(pg.PlotWidget):
         self.setYRange(0, 1)
         self.setMouseEnabled(False, False)
         self._items: list = []
+        self._shown: tuple = ()
+        self._open_bar = None
         self.playhead = pg.InfiniteLine(pos=0, angle=90, pen=pg.mkPen("w", width=2))
         self.playhead.setVisible(False)
         self.addItem(self.playhead, ignoreBounds=True)
@@ -296,20 +300,30 @@ class Timeline(pg.PlotWidget):
             self.playhead.setPos(seconds)
 
     def show_segments(self, segments, t0_ns: int, t_now_ns: int) -> None:
-        for item in self._items:
-            self.removeItem(item)
-        self._items = []
-        palette = pg.colormap.get("CET-C6").getLookupTable(0, 1, 9)
-        labels = sorted({s.label for s in segments})
-        for s in segments:
-            start = (s.start_ns - t0_ns) / 1e9
-            end = ((s.end_ns if s.end_ns >= 0 else t_now_ns) - t0_ns) / 1e9
-            colour = palette[labels.index(s.label) % len(palette)]
-            bar = pg.LinearRegionItem((start, max(end, start + 0.01)), movable=False,
-                                      brush=pg.mkBrush(*colour[:3], 120))
-            text = pg.TextItem(s.label + (" ..." if s.end_ns < 0 else ""), color="w", anchor=(0, 0.5))
-            text.setPos(start, 0.5)
-            for item in (bar, text):
-                self.addItem(item)
-                self._items.append(item)
+        """Bars for ``segments`` (an open one runs to ``t_now_ns``). Rebuilt only when the segments change;
+        otherwise only the open bar grows (a long take has hundreds of bars)."""
+        key = (t0_ns, tuple(segments))
+        if key != self._shown:
+            self._shown = key
+            for item in self._items:
+                self.removeItem(item)
+            self._items, self._open_bar = [], None
+            palette = pg.colormap.get("CET-C6").getLookupTable(0, 1, 9)
+            labels = sorted({s.label for s in segments})
+            for s in segments:
+                start = (s.start_ns - t0_ns) / 1e9
+                end = ((s.end_ns if s.end_ns >= 0 else t_now_ns) - t0_ns) / 1e9
+                colour = palette[labels.index(s.label) % len(palette)]
+                bar = pg.LinearRegionItem((start, max(end, start + 0.01)), movable=False,
+                                          brush=pg.mkBrush(*colour[:3], 120))
+                text = pg.TextItem(s.label + (" ..." if s.end_ns < 0 else ""), color="w", anchor=(0, 0.5))
+                text.setPos(start, 0.5)
+                for item in (bar, text):
+                    self.addItem(item)
+                    self._items.append(item)
+                if s.end_ns < 0:
+                    self._open_bar = (bar, start)
+        elif self._open_bar is not None:
+            bar, start = self._open_bar
+            bar.setRegion((start, max((t_now_ns - t0_ns) / 1e9, start + 0.01)))
         self.setXRange(0, max(5.0, (t_now_ns - t0_ns) / 1e9))
