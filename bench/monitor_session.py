@@ -60,11 +60,16 @@ def take_with_monitor(endpoint: str, seconds: float) -> tuple[dict, int, np.ndar
 
     from capture_app.monitor.window import MainWindow
     from capture_app.tasks import load_tasks
+    import gc
+
+    from capture_app.monitor.app import MONITOR_NICENESS
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
     client = RecorderClient(endpoint, name="bench monitor")
     window = MainWindow(client, load_tasks(), ".")
     window.resize(1600, 1000)
     window.show()
+    os.nice(MONITOR_NICENESS)  # as `capture-app monitor` does
+    gc.freeze()
     stamps: list[float] = []
     refresh = window.refresh
 

@@ -23,6 +23,47 @@ from capture_app.episode_format import validate_and_summarize  # noqa: E402
 from capture_app.session import CaptureSession  # noqa: E402
 
 
+def encoder_floor_ms_per_tick(path: Path, jpeg_quality: int, rate_hz: float, frames: int = 30) -> dict:
+    """The physical floor of the same work: the encoders alone on the episode's own frames (JPEG of each
+    colour image, Blosc-lz4 + bitshuffle of each depth image through HDF5), as CPU ms per synchronizer tick
+    at the cameras' recorded rates. Medians of ``frames`` frames per stream."""
+    import cv2
+    import h5py
+    import hdf5plugin
+
+    from capture_app.image_codec import decode_jpeg
+
+    def median_ms(work, items):
+        times = []
+        for item in items:
+            start = time.perf_counter()
+            work(item)
+            times.append((time.perf_counter() - start) * 1000)
+        return float(np.median(times))
+
+    out = {}
+    depth_filter = hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.BITSHUFFLE)
+    with h5py.File(path, "r") as f, h5py.File("floor.h5", "w", driver="core", backing_store=False) as scratch:
+        for stream in ("ego_camera", "top_camera"):
+            group = f[f"streams/{stream}"]
+            fps = len(group["seq"]) / ((group["t_capture_ns"][-1] - group["t_capture_ns"][0]) / 1e9)
+            images = [cv2.cvtColor(decode_jpeg(group["color"][i]), cv2.COLOR_RGB2BGR) for i in range(frames)]
+            per_frame = median_ms(lambda im: cv2.imencode(".jpg", im, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality]),
+                                  images)
+            out[f"{stream} JPEG"] = (per_frame, per_frame * fps / rate_hz)
+            if "depth" in group:
+                depths = [group["depth"][i] for i in range(frames)]
+                table = scratch.create_dataset("depth", shape=(0, *depths[0].shape), maxshape=(None, *depths[0].shape),
+                                               dtype=depths[0].dtype, chunks=(1, *depths[0].shape), **depth_filter)
+
+                def write(d):
+                    table.resize(len(table) + 1, axis=0)
+                    table[-1] = d
+                per_frame = median_ms(write, depths)
+                out[f"{stream} depth"] = (per_frame, per_frame * fps / rate_hz)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0)
@@ -71,6 +112,11 @@ def main() -> None:
     for s in summary.streams:
         print(f"  {s.name:<22} {s.samples:>7} samples {s.rate_hz:8.2f} Hz (expected {s.expected_rate_hz:.0f}) "
               f"gaps {s.seq_gaps} overflow {s.writer_overflow}")
+    floor = encoder_floor_ms_per_tick(path, config.writer.jpeg_quality, config.sync.rate_hz)
+    total = sum(per_tick for _, per_tick in floor.values())
+    print("floor, the encoders alone on the same frames: " + ", ".join(
+        f"{name} {per_frame:.2f} ms/frame" for name, (per_frame, _) in floor.items())
+        + f"; {total:.1f} ms per tick. App CPU per tick / floor: {1000 * cpu_app / ticks / total:.1f}x")
     if args.out is None:
         path.unlink()
 

@@ -22,6 +22,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+import math
+
 import msgpack
 import numpy as np
 import zmq
@@ -130,6 +132,9 @@ def encode_message(
     return [stream.encode("utf-8"), msgpack.packb(header, use_bin_type=True), *buffers]
 
 
+_ITEMSIZE = {name: np.dtype(name).itemsize for name in ALLOWED_DTYPES}
+
+
 def _check_header(header: Any) -> None:
     if not isinstance(header, dict):
         raise BusProtocolError("header-type", f"header is {type(header).__name__}, expected a map")
@@ -201,7 +206,7 @@ def decode_message(frames: list, t_receive_ns: int | None = None) -> Message:
         if nbytes > MAX_BUFFER_BYTES:
             raise BusProtocolError("oversized", f"buffer {name!r} of {nbytes} bytes exceeds {MAX_BUFFER_BYTES}")
         if encoding == "raw":
-            expected = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+            expected = math.prod(shape) * _ITEMSIZE[dtype]
             if nbytes != expected:
                 raise BusProtocolError("truncated", f"buffer {name!r} has {nbytes} bytes, shape {shape} {dtype} needs {expected}")
             arrays[name] = np.frombuffer(buf, dtype=dtype).reshape(shape)

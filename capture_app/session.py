@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import gc
+import os
 import logging
 import re
 import shutil
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -31,7 +33,7 @@ from capture_app.stream_schema import MessageCheck, fill_optional
 from capture_app.stream_watch import StreamWatch
 from capture_app.synchronizer import VALIDITY_NAMES, SyncedTick, Synchronizer
 from capture_app.writer import EpisodeMetadata, EpisodeWriter
-from capture_app.driver_host import DriverHostProcess, driver_config_with_seed
+from capture_app.driver_host import DriverHostProcess, driver_config_with_seed, driver_jpeg_quality
 from drivers.base import DriverHealth
 from drivers.registry import create_driver, driver_class
 
@@ -40,7 +42,26 @@ log = logging.getLogger(__name__)
 STOP_DRAIN_S = 3.0
 STOP_DRAIN_MAX_S = 30.0
 FINALIZE_TIMEOUT_S = 600
+GIL_SWITCH_INTERVAL_S = 0.0005
+RECORDER_NICENESS = -5
 DISPATCH_TURN = 64  # messages taken from one endpoint before the next endpoint's turn
+
+
+def raise_priority(niceness: int = RECORDER_NICENESS) -> bool:
+    """Give this process (and the threads it starts from now on) priority over ordinary work on the machine,
+    so a busy machine delays the monitor and the simulated devices, not the synchronizer's ticks. Needs
+    CAP_SYS_NICE or a nice limit (README: "Priority"); without it the recorder runs at normal priority
+    and says so once."""
+    current = os.getpriority(os.PRIO_PROCESS, 0)
+    if current <= niceness:
+        return True
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, niceness)
+        return True
+    except OSError as exc:
+        log.info("recorder runs at normal priority (could not set niceness %d: %s); ticks may be late on a busy "
+                 "machine. README, 'Priority', says how to allow it", niceness, exc.strerror)
+        return False
 
 
 def default_calibration(config: RigConfig) -> Calibration:
@@ -148,6 +169,7 @@ class CaptureSession:
         Local drivers (no ``endpoint`` in the config) run in a child process publishing
         over ``ipc://`` (``[rig] drivers_in = "process"``, the default) or as threads here.
         """
+        raise_priority()
         bind = [self.config.bus_endpoint]
         local = [d.name for d in self.config.drivers if not d.endpoint]
         isolated = [n for n in local if driver_class(self.config.driver(n).type).isolated]
@@ -179,11 +201,15 @@ class CaptureSession:
             for name in shared:
                 driver = create_driver(driver_config_with_seed(self.config.driver(name), self.config.sim_seed,
                                                                self.config.sim_timing),
-                                       self.config.bus_endpoint, context=self._context)
+                                       self.config.bus_endpoint, context=self._context,
+                                       jpeg_quality=driver_jpeg_quality(self.config))
                 self.drivers.append(driver.start())
         # Everything allocated so far lives as long as the session: keep it out of the cyclic
         # GC's full collections, which otherwise stall every thread (18 ms measured) and make ticks late.
         gc.freeze()
+        # A thread waiting for the GIL gets it within this interval (Python's default is 5 ms): the
+        # synchronizer waking for its tick must not wait behind the dispatcher's or the writer's burst.
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         self.synchronizer.start()
         self._stream_watch.start()
         return self

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import h5py
 import hdf5plugin
 import numpy as np
@@ -35,6 +34,7 @@ from capture_app.config import WriterConfig
 from capture_app.episode_format import (EPISODE_SUFFIX, FORMAT_NAME, FORMAT_VERSION, NO_DEVICE_TIME, PARTIAL_SUFFIX,
                                         TRACKING_CODES)
 from capture_app.errors import WriterError
+from capture_app.image_codec import EncodeError, encode_jpeg
 from capture_app.streams import STREAM_KINDS, SYNCED_STREAMS
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,9 @@ _TIME_CHUNK = 1024
 # lz4 + bitshuffle: ~0.65 ms per 640x480 frame, ratio ~2.3 (zstd level 1: ~1.5 ms, ~2.7)
 _DEPTH_FILTER = hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.BITSHUFFLE)
 DISK_MARGIN_BYTES = 8 * 1024 * 1024  # free space kept for HDF5 metadata and a clean close
+
+
+ROW_HEADER_BYTES = 64  # a sample's seq, times, tracking, epoch and offset columns
 
 
 class DiskFullStop(Exception):
@@ -131,8 +134,11 @@ class _Table:
             dataset = self.group[name] if name in self.group else self._create(name, values[0])
             start = dataset.shape[0]
             dataset.resize(start + len(values), axis=0)
-            if self._special.get(name) in ("jpeg", "text"):
-                for i, v in enumerate(values):  # one by one: h5py mis-broadcasts a 1-row object array
+            if self._special.get(name) in ("jpeg", "text", "depth"):
+                # one by one: h5py mis-broadcasts a 1-row object array; and h5py holds the GIL for a whole
+                # write call, so a depth frame (compressed inside HDF5, ~0.5 ms) at a time lets the
+                # synchronizer's tick in between instead of waiting for a flush's every frame
+                for i, v in enumerate(values):
                     dataset[start + i] = v
             else:
                 dataset[start:] = np.stack([np.asarray(v) for v in values])
@@ -467,15 +473,14 @@ class EpisodeWriter:
         }
         for name, array in message.arrays.items():
             if table._special.get(name) == "jpeg" and message.encodings[name] == "raw":
-                ok, blob = cv2.imencode(".jpg", cv2.cvtColor(array, cv2.COLOR_RGB2BGR),
-                                        [cv2.IMWRITE_JPEG_QUALITY, self.config.jpeg_quality])
-                if not ok:
-                    raise WriterError(f"JPEG encoding failed for {stream} seq {message.seq}")
-                row[name] = blob.reshape(-1)
+                try:  # a driver that did not encode its frames (encode_in = "recorder", or a remote driver)
+                    row[name] = encode_jpeg(array, self.config.jpeg_quality)
+                except EncodeError as exc:
+                    raise WriterError(f"{stream} seq {message.seq}: {exc}") from None
             else:
                 row[name] = array
         table.append(row)
-        self._pending_bytes += sum(np.asarray(v).nbytes for v in row.values())
+        self._pending_bytes += message.nbytes + ROW_HEADER_BYTES  # JPEG encoded here only shrinks it
         rows = self._row_of_seq[stream]
         rows[message.seq] = self._written[stream]
         if len(rows) > 2048:
