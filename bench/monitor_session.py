@@ -6,7 +6,7 @@ Reports, for each run: samples the writer refused, sequence gaps, marks sent vs 
 events stored, tick lateness (the file's /synced_live lateness_ns), and with the monitor the GUI
 timer callback duration and the interval between callbacks (the frame time).
 
-    python bench/monitor_session.py [--seconds 600] [--busy 1]
+    python bench/monitor_session.py [--seconds 600] [--busy 1] [--headless-seconds S]
 """
 
 from __future__ import annotations
@@ -123,6 +123,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=600.0, help="seconds per take (default 600)")
     parser.add_argument("--busy", type=int, default=1, help="busy processes beside the rig (default 1)")
+    parser.add_argument("--headless-seconds", type=float, help="seconds of the headless take (default: --seconds)")
     args = parser.parse_args()
     print(f"machine: {machine()}; {args.busy} busy process(es); {args.seconds:.0f} s per take")
     work = Path(tempfile.mkdtemp(prefix="bench-monitor-"))
@@ -134,7 +135,7 @@ def main() -> None:
         RecorderClient(endpoint, connect_timeout_s=60).close()
         take, marks, durations, intervals = take_with_monitor(endpoint, args.seconds)
         shown = episode_figures(take["path"])
-        take_b, marks_b = take_headless(endpoint, args.seconds)
+        take_b, marks_b = take_headless(endpoint, args.headless_seconds or args.seconds)
         headless = episode_figures(take_b["path"])
     finally:
         for p in busy:
