@@ -371,7 +371,7 @@ class CaptureSession:
         """What the bus and the synchronizer lost or refused so far (besides per-stream rejections):
         malformed and unexpected messages, non-finite values, remote messages before clock sync, and this
         take's invalid synced rows per hand part."""
-        return {"bus_malformed": sum(s.malformed.total() for s in self._subscribers),
+        return {"bus_malformed": self._malformed_total(),
                 "bus_unexpected": self.unexpected_messages, "non_finite": self.non_finite_messages,
                 "unsynchronised": self.unsynchronised_messages, "invalid_rows": dict(self.invalid_rows)}
 
@@ -474,7 +474,7 @@ class CaptureSession:
             writer.set_stream_attrs(stream, {"device": device})
         self._rejected_at_start = dict(self.checker.rejected)
         self.invalid_rows = {name: 0 for name in VALIDITY_NAMES}
-        self._malformed_at_start = sum(s.malformed.total() for s in self._subscribers)
+        self._malformed_at_start = self._malformed_total()
         with self.synchronizer.lock:
             self.episode_started_ns = now_ns()
             self.synchronizer.receive_floor_ns = self.episode_started_ns + 1
@@ -516,6 +516,10 @@ class CaptureSession:
         if self._writer is not None:
             self._writer.log_event("error", "session", text)
 
+    def _malformed_total(self) -> int:
+        """Malformed messages dropped so far on every endpoint."""
+        return sum(subscriber.malformed.total() for subscriber in self._subscribers)
+
     def _received_count(self) -> int:
         return sum(subscriber.received + subscriber.malformed.total() for subscriber in self._subscribers)
 
@@ -532,7 +536,7 @@ class CaptureSession:
         self._store_rejections()
         writer = self._detach_writer()
         summary = {"synchronizer": {"rate_hz": self.config.sync.rate_hz, "delay_ms": self.config.sync.delay_ms},
-                   "bus_malformed": sum(s.malformed.total() for s in self._subscribers) - self._malformed_at_start,
+                   "bus_malformed": self._malformed_total() - self._malformed_at_start,
                    "bus_unexpected": self.unexpected_messages}
         path = writer.finish({**summary, **(attrs or {})})
         if finalize:
@@ -594,6 +598,3 @@ class CaptureSession:
     def latest_tick(self) -> SyncedTick | None:
         return self._latest_tick
 
-    @property
-    def malformed_messages(self) -> int:
-        return sum(self._subscriber.malformed.values()) if self._subscriber else 0

@@ -204,6 +204,11 @@ class WorldView(pg.PlotWidget):
             self.trails[h].setData(xs, zs)
 
 
+def drivers_by_stream(status: dict) -> dict[str, dict]:
+    """Each stream's driver health (a recorder ``status`` message's ``drivers``), by stream name."""
+    return {s: h for h in (status.get("drivers") or {}).values() for s in (h.get("streams") or [h.get("stream")])}
+
+
 class HealthTable(QtWidgets.QTableWidget):
     """Per stream: state (colour-coded), rate against expected, age, gaps, writer refusals, rejections,
     tracking, reason. Live from the recorder's status, or in review from the file's per-tick status."""
@@ -240,10 +245,9 @@ class HealthTable(QtWidgets.QTableWidget):
 
     def update_from_status(self, status: dict) -> None:
         """Rows from a recorder ``status`` message (docs/control.md)."""
-        streams, drivers = status.get("streams") or {}, status.get("drivers") or {}
-        writer = status.get("writer") or {}
+        streams, writer = status.get("streams") or {}, status.get("writer") or {}
         refused, rejected = writer.get("refused") or {}, status.get("rejected") or {}
-        driver_for = {s: h for h in drivers.values() for s in (h.get("streams") or [h.get("stream")])}
+        driver_for = drivers_by_stream(status)
         for row, stream in enumerate(self.streams):
             st = streams.get(stream)
             if st is None:

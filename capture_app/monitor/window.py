@@ -22,7 +22,8 @@ from PySide6 import QtCore, QtGui, QtWidgets
 from capture_app.monitor.cues import Cues
 from capture_app.monitor.overlay import ViewState, state_from_view
 from capture_app.monitor.review import EpisodeReview
-from capture_app.monitor.views import EgoView, HandView, HealthTable, Timeline, TopView, WorldView
+from capture_app.monitor.views import (EgoView, HandView, HealthTable, Timeline, TopView, WorldView,
+                                       drivers_by_stream)
 from capture_app.segment_edits import SegmentEdits
 from capture_app.streams import SYNCED_STREAMS
 from capture_app.tasks import TaskTemplate
@@ -115,8 +116,7 @@ def losses_of(status: dict) -> list[str]:
 def not_delivering(status: dict) -> dict[str, str]:
     """Streams that deliver nothing now (waiting or lost), with the best reason known: their driver's
     last error, else the stream's own reason."""
-    drivers = status.get("drivers") or {}
-    driver_for = {s: h for h in drivers.values() for s in (h.get("streams") or [h.get("stream")])}
+    driver_for = drivers_by_stream(status)
     out = {}
     for stream, st in (status.get("streams") or {}).items():
         if st["state"] in ("waiting", "lost") and stream != "ground_truth":
