@@ -179,3 +179,61 @@ def test_config_written_as_toml_reads_back_equal():
     assert again.driver("head_tracker").options["drop_spells_s"] == [[1.0, 2.0]]
     assert "speed" in again.driver("ground_truth").options and "latency_ms" not in again.driver("ground_truth").options
     assert parse_config(config.source_text).sim_seed == 7
+
+
+@register("test_camera")
+class CameraDriver(Driver):
+    """A camera giving raw RGB frames (a gradient, so JPEG keeps it recognisable)."""
+
+    def read(self):
+        time.sleep(0.01)
+        image = np.zeros((48, 64, 3), np.uint8)
+        image[..., 0] = np.arange(64, dtype=np.uint8)[None, :] * 4
+        return Sample(time.monotonic_ns(), {"color": image})
+
+
+@pytest.mark.parametrize("quality", [None, 80])
+def test_a_driver_encodes_its_colour_frames_when_given_a_jpeg_quality(bus, quality):
+    from capture_app.image_codec import decode_jpeg
+    context, subscriber = bus
+    config = DriverConfig(name="cam", type="test_camera", stream="ego_camera", rate_hz=30)
+    with create_driver(config, "inproc://drivers", context=context, jpeg_quality=quality):
+        subscriber.poll(100)
+        frames = [m for m in _collect(subscriber, 0.5) if m.stream == "ego_camera"]
+    assert frames
+    message = frames[-1]
+    if quality is None:  # the writer encodes (encode_in = "writer")
+        assert message.encodings["color"] == "raw" and message.arrays["color"].shape == (48, 64, 3)
+    else:                # encoded in the driver's own thread: the recorder only moves bytes
+        assert message.encodings["color"] == "jpeg" and message.shapes["color"] == (48, 64, 3)
+        decoded = decode_jpeg(message.arrays["color"])
+        assert np.abs(decoded[..., 0].astype(int) - np.arange(64)[None, :] * 4).max() < 12
+
+
+def test_encode_in_picks_where_colour_frames_are_encoded():
+    from capture_app.config import load_config, with_changes
+    from capture_app.driver_host import driver_jpeg_quality
+    config = load_config()
+    assert driver_jpeg_quality(config) == config.writer.jpeg_quality
+    import dataclasses
+    writer_side = with_changes(config, writer=dataclasses.replace(config.writer, encode_in="writer"))
+    assert driver_jpeg_quality(writer_side) is None
+    with pytest.raises(ConfigError, match="encode_in"):
+        dataclasses.replace(config.writer, encode_in="gpu")
+
+
+def test_the_recorder_raises_its_priority_or_says_why_not(monkeypatch, caplog):
+    import os
+
+    from capture_app import session
+    monkeypatch.setattr(os, "getpriority", lambda *_: 0)
+    calls = []
+    monkeypatch.setattr(os, "setpriority", lambda *args: calls.append(args))
+    assert session.raise_priority(-5) and calls == [(os.PRIO_PROCESS, 0, -5)]
+
+    def refuse(*_):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(os, "setpriority", refuse)
+    with caplog.at_level("INFO"):
+        assert not session.raise_priority(-5)
+    assert "normal priority" in caplog.text and "README, 'Priority'" in caplog.text
