@@ -253,6 +253,16 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+def control_endpoint(text: str) -> str:
+    """argparse type: a recorder's control endpoint, ipc://PATH or tcp://HOST:PORT (docs/control.md)."""
+    from capture_app.control_protocol import ProtocolError, state_endpoint_for
+    try:
+        state_endpoint_for(text)
+    except (ProtocolError, ValueError):
+        raise argparse.ArgumentTypeError(f"{text!r}: use ipc://PATH or tcp://HOST:PORT (docs/control.md)") from None
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="capture-app", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -287,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     monitor.add_argument("--review", help="open this episode for review")
     monitor.add_argument("--screenshot", help="save a PNG of the window here after --after seconds and exit (offscreen without a display)")
     monitor.add_argument("--after", type=float, default=3.0, help="seconds before the screenshot (default 3)")
-    monitor.add_argument("--connect", help="attach to a running recorder's control endpoint (from `capture-app "
+    monitor.add_argument("--connect", type=control_endpoint, help="attach to a running recorder's control endpoint (from `capture-app "
                                            "serve`) instead of starting one")
     monitor.add_argument("--keys", help="with --connect tcp://: the CurveZMQ key directory from `capture-app keys`")
     monitor.add_argument("--speak", action="store_true", help="spoken cues for start, stop and subtask marks "
@@ -298,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     source = serve.add_mutually_exclusive_group()
     source.add_argument("--sim", action="store_true", help="use the embedded simulated rig (the default)")
     source.add_argument("--config", help="rig config TOML file")
-    serve.add_argument("--control", required=True,
+    serve.add_argument("--control", required=True, type=control_endpoint,
                        help="control endpoint to bind: ipc://PATH, or tcp://HOST:PORT (the state feed then binds "
                             "PORT+1; off loopback it needs [bus] keys)")
     serve.add_argument("--out", default="episodes", help="output directory (default: ./episodes)")

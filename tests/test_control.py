@@ -149,3 +149,13 @@ def test_a_monitor_on_another_host_needs_the_keys(tmp_path):
                 RecorderClient(endpoint, connect_timeout_s=1)  # no encryption at all
         finally:
             server.close()
+
+
+@pytest.mark.parametrize("argv", [["serve", "--control", "udp://x"], ["monitor", "--connect", "foo"],
+                                  ["monitor", "--connect", "tcp://host:notaport"]])
+def test_a_bad_endpoint_on_the_command_line_is_one_clear_line(argv, capsys):
+    from capture_app.cli import main
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert "use ipc://PATH or tcp://HOST:PORT" in capsys.readouterr().err
