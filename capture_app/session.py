@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 STOP_DRAIN_S = 3.0
 STOP_DRAIN_MAX_S = 30.0
+STOP_LIVE_WINDOW_S = 1.0  # a stream that published this recently before a stop is waited for
 FINALIZE_TIMEOUT_S = 600
 GIL_SWITCH_INTERVAL_S = 0.0005
 RECORDER_NICENESS = -5
@@ -492,20 +493,26 @@ class CaptureSession:
         return writer
 
     def _drain_bus(self, timeout_s: float = STOP_DRAIN_S) -> None:
-        """Before detaching the writer, let the dispatcher catch up to the stop instant: until every stream
-        has delivered a message published after it, or nothing is waiting. A burst can queue seconds of
-        messages: the wait goes on while the dispatcher makes progress (up to STOP_DRAIN_MAX_S); what is
-        still queued then is not in the episode, and the episode says so."""
+        """Before detaching the writer, let the dispatcher catch up to the stop instant: until every live
+        stream (one that published in the STOP_LIVE_WINDOW_S before the stop) has delivered a message
+        published after it. A starved driver process may publish late, so an empty bus is not enough
+        before ``timeout_s``; after it, the wait ends once nothing is waiting, and goes on while the
+        dispatcher still makes progress through a backlog (up to STOP_DRAIN_MAX_S); what is still queued
+        then is not in the episode, and the episode says so."""
         t_stop = now_ns()
         deadline = t_stop + int(timeout_s * 1e9)
         hard_deadline = t_stop + int(STOP_DRAIN_MAX_S * 1e9)
+        live = [s for s, t in self._last_publish_ns.items() if t >= t_stop - int(STOP_LIVE_WINDOW_S * 1e9)]
         received = self._received_count()
         while now_ns() < hard_deadline:
-            caught_up = all(t >= t_stop for t in self._last_publish_ns.values())
-            if caught_up or (self._idle_since_ns > t_stop):
+            if all(self._last_publish_ns[s] >= t_stop for s in live):
                 return
             self._stop.wait(0.05)
             if now_ns() >= deadline:
+                if self._idle_since_ns > deadline - int(0.5e9):
+                    late = sorted(s for s in live if self._last_publish_ns[s] < t_stop)
+                    log.info("stop: %s published nothing after the stop within %.1f s", late, timeout_s)
+                    return
                 progress, received = self._received_count() - received, self._received_count()
                 if not progress:
                     break
