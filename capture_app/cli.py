@@ -354,6 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     driver.set_defaults(func=cmd_driver)
     from calibration.commands import add_parser as add_calibrate
     add_calibrate(sub)
+    from capture_app.dataset.commands import add_parsers as add_dataset_commands
+    add_dataset_commands(sub)
     return parser
 
 

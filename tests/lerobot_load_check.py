@@ -1,0 +1,19 @@
+"""Run with a Python that has lerobot installed: load an exported dataset with lerobot's own
+LeRobotDataset and print what it sees as one JSON line (used by tests/test_dataset_export.py)."""
+import json
+import sys
+
+from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+root = sys.argv[1]
+ds = LeRobotDataset("local/capture-export", root=root, video_backend="pyav")
+first = ds[0]
+middle = ds[len(ds) // 2]
+last = ds[len(ds) - 1]
+print(json.dumps({
+    "frames": len(ds), "episodes": ds.num_episodes, "fps": ds.fps,
+    "ego_shape": list(first["observation.images.ego"].shape), "top_shape": list(first["observation.images.top"].shape),
+    "state_len": int(first["observation.state"].shape[0]), "task": first["task"],
+    "subtask": middle.get("subtask"), "last_episode": int(last["episode_index"]),
+    "state_first": [float(v) for v in first["observation.state"][:3]],
+}))
