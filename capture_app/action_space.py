@@ -19,6 +19,9 @@ from capture_app.hand import FINGERTIP_INDICES
 WRIST_DIM = 18
 FINGERTIP_DIM = 30
 ACTION_DIM = WRIST_DIM + FINGERTIP_DIM
+# the action's columns per validity flag (the order of /synced/action_valid)
+PART_NAMES = ("left_wrist", "right_wrist", "left_fingers", "right_fingers")
+PART_COLUMNS = (slice(0, 9), slice(9, 18), slice(18, 33), slice(33, 48))
 
 ACTION_NAMES: tuple[str, ...] = tuple(
     [f"{hand}_wrist_{c}" for hand in ("left", "right") for c in ("x", "y", "z", "r00", "r10", "r20", "r01", "r11", "r21")]

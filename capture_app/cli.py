@@ -65,6 +65,7 @@ def cmd_record(args) -> int:
             writer = session.start_episode(args.out, name=args.name, instruction=args.instruction, task=args.task,
                                            operator=args.operator)
             print(f"recording {writer.partial_path} (Ctrl-C to finish)", file=sys.stderr)
+            live = _live_rerun(args.rerun, session)
             start = now_ns()
             next_print = start
             while not stop.is_set():
@@ -76,7 +77,11 @@ def cmd_record(args) -> int:
                 if now_ns() >= next_print:
                     print(_progress_line(session, elapsed), file=sys.stderr, flush=True)
                     next_print += NS_PER_S
+                if live is not None:
+                    live.log_tick(session.latest_tick)
                 stop.wait(0.05)
+            if live is not None:
+                live.close()
             if writer.error is not None:
                 try:
                     session.stop_episode()
@@ -96,6 +101,29 @@ def cmd_record(args) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _live_rerun(target: str | None, session):
+    """The live Rerun view of ``record --rerun``, or None; a missing rerun-sdk is a clear error."""
+    if target is None:
+        return None
+    try:
+        from capture_app.rerun_view import LiveRerun
+        return LiveRerun(target, session.episode_started_ns, session.calibration)
+    except ImportError:
+        raise CaptureError("--rerun needs rerun-sdk: pip install 'capture-app[rerun]'") from None
+
+
+def cmd_view(args) -> int:
+    try:
+        from capture_app.rerun_view import rrd_entity_rows, view_episode
+    except ImportError:
+        raise CaptureError("capture-app view needs rerun-sdk: pip install 'capture-app[rerun]'") from None
+    view_episode(args.episode, save=args.save)
+    if args.save:
+        rows = rrd_entity_rows(args.save)
+        print(f"{args.save}: {len(rows)} entities, {sum(rows.values())} rows (open it with `rerun {args.save}`)")
+    return 0
 
 
 def cmd_inspect(args) -> int:
@@ -281,7 +309,15 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_argument("--seed", type=int, help="simulated rig seed")
     record.add_argument("--wait", type=float, default=5.0, help="seconds to wait for every stream before recording")
     record.add_argument("--allow-missing", action="store_true", help="record even if a stream is not delivering")
+    record.add_argument("--rerun", nargs="?", const="spawn", metavar="TARGET",
+                        help="stream the synced ticks to Rerun: a spawned viewer (no TARGET), a viewer's "
+                             "rerun+http://HOST:PORT/proxy address, or a FILE.rrd")
     record.set_defaults(func=cmd_record)
+
+    view = sub.add_parser("view", help="an episode in the Rerun viewer: 3D world, hands, cameras, action, subtasks")
+    view.add_argument("episode", help="episode file (.h5)")
+    view.add_argument("--save", metavar="FILE.rrd", help="save a recording to open later instead of spawning a viewer")
+    view.set_defaults(func=cmd_view)
 
     recover = sub.add_parser("recover", help="make an episode interrupted by a crash (.partial, or .h5 still recording) readable again")
     recover.add_argument("files", nargs="+")

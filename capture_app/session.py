@@ -511,7 +511,11 @@ class CaptureSession:
             if now_ns() >= deadline:
                 if self._idle_since_ns > deadline - int(0.5e9):
                     late = sorted(s for s in live if self._last_publish_ns[s] < t_stop)
-                    log.info("stop: %s published nothing after the stop within %.1f s", late, timeout_s)
+                    text = (f"stopped without waiting longer for {', '.join(late)}: nothing published after the "
+                            f"stop within {timeout_s:.1f} s, so its last samples before the stop may be missing")
+                    log.warning("%s", text)
+                    if self._writer is not None:
+                        self._writer.log_event("warning", "session", text)
                     return
                 progress, received = self._received_count() - received, self._received_count()
                 if not progress:

@@ -7,6 +7,10 @@ from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
 root = sys.argv[1]
 ds = LeRobotDataset("local/capture-export", root=root, video_backend="pyav")
+chunked = LeRobotDataset("local/capture-export", root=root, video_backend="pyav",
+                         delta_timestamps={"action": [i / ds.fps for i in range(10)],
+                                           "observation.images.ego": [-1 / ds.fps, 0.0]})
+chunk = chunked[len(chunked) // 2]
 first = ds[0]
 middle = ds[len(ds) // 2]
 last = ds[len(ds) - 1]
@@ -15,5 +19,7 @@ print(json.dumps({
     "ego_shape": list(first["observation.images.ego"].shape), "top_shape": list(first["observation.images.top"].shape),
     "state_len": int(first["observation.state"].shape[0]), "task": first["task"],
     "subtask": middle.get("subtask"), "last_episode": int(last["episode_index"]),
+    "action_chunk": list(chunk["action"].shape), "ego_pair": list(chunk["observation.images.ego"].shape),
+    "stats_keys": sorted(ds.meta.stats["observation.state"]),
     "state_first": [float(v) for v in first["observation.state"][:3]],
 }))

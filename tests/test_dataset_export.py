@@ -319,4 +319,5 @@ def test_lerobot_loads_the_export(dataset):
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["frames"] == info["total_frames"] and report["episodes"] == 2
     assert report["ego_shape"][0] == 3 and report["task"] == "pour the juice into the cup"
+    assert report["action_chunk"] == [10, 48] and report["ego_pair"][0] == 2
     assert report["subtask"] in ("", "use right hand to grasp the bottle", "use right hand to pour the juice")

@@ -37,6 +37,16 @@ def _free_port_pair() -> int:
     raise RuntimeError("no free port pair")
 
 
+def _covered_by(rows_t: np.ndarray, stamps: np.ndarray, within_ns: int = 20_000_000) -> np.ndarray:
+    """Per row time, whether ``stamps`` has a sample before and after it, each within ``within_ns``."""
+    stamps = np.sort(stamps)
+    after = np.searchsorted(stamps, rows_t)
+    inside = (after > 0) & (after < len(stamps))
+    before_gap = rows_t - stamps[np.clip(after - 1, 0, len(stamps) - 1)]
+    after_gap = stamps[np.clip(after, 0, len(stamps) - 1)] - rows_t
+    return inside & (before_gap < within_ns) & (after_gap < within_ns)
+
+
 def test_remote_clock_offset_is_estimated_and_the_synced_output_is_unaffected(tmp_path):
     keys = tmp_path / "keys"
     generate_keys(keys)
@@ -71,15 +81,12 @@ def test_remote_clock_offset_is_estimated_and_the_synced_output_is_unaffected(tm
         head = f["streams/head_tracker"]
         assert abs(int(np.median(head["clock_offset_ns"][:])) - SKEW_NS) < 1_000_000
         assert len(f["clock_sync/head_tracker/offset_ns"]) >= 3
-        # the rows where the remote head tracker has data on both sides within 20 ms (a loaded machine may
-        # starve the remote driver for a while: that loss is counted in the episode, not what this test checks)
-        head_t = np.sort(head["t_capture_ns"][:])
+        # the rows where the left wrist's two trackers (the remote head, the local left wrist) have data on both
+        # sides within 20 ms: a loaded machine may starve a driver for a while, and that loss is counted in the
+        # episode (rows missing, an event at the stop), not what this test checks
         rows_t = f["synced/t_eval_ns"][:]
-        after = np.searchsorted(head_t, rows_t)
-        inside = (after > 0) & (after < len(head_t))
-        before_gap = rows_t - head_t[np.clip(after - 1, 0, len(head_t) - 1)]
-        after_gap = head_t[np.clip(after, 0, len(head_t) - 1)] - rows_t
-        covered = inside & (before_gap < 20_000_000) & (after_gap < 20_000_000)
+        covered = (_covered_by(rows_t, f["streams/head_tracker/t_capture_ns"][:])
+                   & _covered_by(rows_t, f["streams/left_wrist_tracker/t_capture_ns"][:]))
         assert covered.sum() > 30
         t_eval = f["synced/t_eval_ns"][:][covered]
         action = f["synced/action"][:][covered]

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-# columns of the 48-D unified action per validity flag (left wrist, right wrist, left fingers, right fingers)
-PART_COLUMNS = (slice(0, 9), slice(9, 18), slice(18, 33), slice(33, 48))
+from capture_app.action_space import PART_COLUMNS
 
 
 def hold_invalid(action: np.ndarray, valid: np.ndarray) -> np.ndarray:

@@ -1,0 +1,111 @@
+"""Episodes per minute for `dataset validate` and the LeRobot export, on a local process pool and on a
+local Ray instance, over the same episodes in one process (figures in docs/performance.md).
+
+    python bench/dataset_jobs.py [--episodes 20] [--distinct 2] [--seconds 10] [--workers 2] [--repeats 2]
+
+``--distinct`` episodes of ``--seconds`` are recorded from the full simulated rig (720p ego camera,
+640x480 top camera) and copied to make ``--episodes`` files (copies cost the jobs exactly what the
+originals do). The merge step of the export is timed on its own: it is the part that does not scale out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._util import machine  # noqa: E402
+from capture_app.config import load_config  # noqa: E402
+from capture_app.dataset.catalog import catalog_row  # noqa: E402
+from capture_app.dataset.commands import export_item  # noqa: E402
+from capture_app.dataset.jobs import run_jobs  # noqa: E402
+from capture_app.dataset.lerobot_export import ExportOptions, merge_shards  # noqa: E402
+from capture_app.dataset.sources import list_episodes  # noqa: E402
+from capture_app.session import CaptureSession  # noqa: E402
+from capture_app.takes import Takes  # noqa: E402
+
+
+def record_episodes(folder: Path, distinct: int, seconds: float, total: int) -> list[str]:
+    config = load_config()
+    with CaptureSession(config) as session:
+        if session.wait_for_streams(30):
+            raise SystemExit("the simulated rig did not start")
+        takes = Takes(session, folder)
+        for k in range(distinct):
+            takes.start(task="pour", instruction="pour the juice into the cup", operator="bench")
+            time.sleep(seconds / 2)
+            takes.mark_start("pour", session.latest_tick.t_eval_ns, "use right hand to pour the juice", "right")
+            time.sleep(seconds / 2)
+            takes.stop()
+        takes.wait_finalized()
+    originals = list_episodes([str(folder)])
+    for k in range(total - len(originals)):
+        shutil.copy(originals[k % len(originals)], folder / f"copy-{k:04d}.h5")
+    return list_episodes([str(folder)])
+
+
+def timed(work) -> float:
+    start = time.perf_counter()
+    work()
+    return time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--episodes", type=int, default=20)
+    parser.add_argument("--distinct", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    print(machine())
+    with tempfile.TemporaryDirectory(prefix="bench-dataset-") as tmp:
+        folder = Path(tmp) / "episodes"
+        folder.mkdir()
+        episodes = record_episodes(folder, args.distinct, args.seconds, args.episodes)
+        print(f"{len(episodes)} episodes of {args.seconds:.0f} s ({args.distinct} recorded, the rest copies)")
+        rows = {}
+        for backend, ray in (("local pool", None), ("Ray local", "local")):
+            for job in ("validate", "export"):
+                times = []
+                for repeat in range(args.repeats):
+                    staging = Path(tmp) / f"staging-{backend}-{repeat}".replace(" ", "")
+                    if job == "validate":
+                        work = lambda: run_jobs(catalog_row, episodes, workers=args.workers, ray_address=ray,  # noqa: E731
+                                                progress=False)
+                    else:
+                        work = lambda: run_jobs(export_item, list(enumerate(episodes)), workers=args.workers,  # noqa: E731
+                                                ray_address=ray, progress=False,
+                                                kwargs={"staging": str(staging), "options": ExportOptions()})
+                    results: list = []
+                    times.append(timed(lambda: results.extend(work())))
+                    failed = [r for r in results if not r.ok]
+                    if failed:
+                        raise SystemExit(f"{job} failed: {failed[0].error}")
+                    if job == "export" and repeat == 0:
+                        out = Path(tmp) / f"ds-{backend}".replace(" ", "")
+                        merge_s = timed(lambda: merge_shards([r.value for r in results], out))
+                        rows[(backend, "merge")] = merge_s
+                    shutil.rmtree(staging, ignore_errors=True)
+                rows[(backend, job)] = statistics.median(times)
+        print(f"\n{'job':<10}{'backend':<12}{'median s':>10}{'episodes/min':>14}")
+        for (backend, job), seconds in rows.items():
+            if job != "merge":
+                print(f"{job:<10}{backend:<12}{seconds:>10.1f}{len(episodes) / seconds * 60:>14.1f}")
+        for backend in ("local pool", "Ray local"):
+            print(f"merge     {backend:<12}{rows[(backend, 'merge')]:>10.2f}  ({rows[(backend, 'merge')] / len(episodes) * 1000:.0f} ms per episode)")
+        ratio = rows[("Ray local", "export")] / rows[("local pool", "export")]
+        print(f"\nRay local / local pool, export: {ratio:.2f}x the time")
+        video_s = args.seconds * len(episodes)
+        print(f"export speed: {video_s / rows[('local pool', 'export')]:.1f}x real time on {args.workers} workers")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
