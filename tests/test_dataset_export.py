@@ -321,3 +321,23 @@ def test_lerobot_loads_the_export(dataset):
     assert report["ego_shape"][0] == 3 and report["task"] == "pour the juice into the cup"
     assert report["action_chunk"] == [10, 48] and report["ego_pair"][0] == 2
     assert report["subtask"] in ("", "use right hand to grasp the bottle", "use right hand to pour the juice")
+
+
+def test_episodes_behind_an_fsspec_url_are_listed_copied_and_validated(episodes):
+    fsspec = pytest.importorskip("fsspec")
+    from capture_app.dataset.catalog import catalog_row
+    from capture_app.dataset.sources import list_episodes, local_copy
+    memory = fsspec.filesystem("memory")
+    try:
+        memory.put(str(episodes[0]), "/bucket/2026/one.h5")
+        memory.pipe("/bucket/2026/notes.txt", b"not an episode")
+        found = list_episodes(["memory://bucket"])
+        assert found == ["memory:///bucket/2026/one.h5"] or found == ["memory://bucket/2026/one.h5"]
+        with local_copy(found[0]) as path:
+            assert Path(path).read_bytes() == episodes[0].read_bytes()
+            copied = path
+        assert not Path(copied).exists()            # the temporary copy is removed
+        row = catalog_row(found[0])
+        assert row["validation"] == "ok" and row["source"] == found[0] and row["size_bytes"] == episodes[0].stat().st_size
+    finally:
+        memory.rm("/bucket", recursive=True)
