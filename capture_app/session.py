@@ -45,6 +45,10 @@ STOP_LIVE_WINDOW_S = 1.0  # a stream that published this recently before a stop 
 FINALIZE_TIMEOUT_S = 600
 GIL_SWITCH_INTERVAL_S = 0.0005
 RECORDER_NICENESS = -5
+# After a wake-up the dispatcher lets messages gather this long before draining them together: one wake-up
+# per ~2 ms instead of one per message (~1,200/s on the full rig) saves ~1.5 ms of CPU per tick; receive
+# stamps are then up to this much after a message reached the socket (docs/episode-format.md).
+DISPATCH_GATHER_S = 0.002
 DISPATCH_TURN = 64  # messages taken from one endpoint before the next endpoint's turn
 
 
@@ -293,6 +297,7 @@ class CaptureSession:
             poller.register(subscriber.socket, zmq.POLLIN)
         while not self._stop.is_set():
             if poller.poll(50):
+                self._stop.wait(DISPATCH_GATHER_S)
                 # Drain what is waiting without a poll per message, taking turns of at most DISPATCH_TURN messages
                 # per endpoint so a flooding endpoint cannot starve the others; never past a stop.
                 busy = True
