@@ -55,7 +55,7 @@ def view_of_tick(tick) -> dict:
     return view
 
 
-def status_of(session, takes: Takes) -> dict:
+def status_of(session, takes: Takes, control_refused: int = 0) -> dict:
     """The ``status`` topic: everything the monitor's health table, banners and REC panel show."""
     streams = {name: asdict(st) for name, st in session.stream_status().items()}
     drivers = {name: h.to_dict() for name, h in session.driver_health().items()}
@@ -67,8 +67,8 @@ def status_of(session, takes: Takes) -> dict:
                         "seq_gaps": dict(stats.seq_gaps), "backlog_items": stats.backlog_items,
                         "backlog_bytes": stats.backlog_bytes, "error": stats.error}
     return {"t_ns": now_ns(), "rig": session.config.name, "streams": streams, "drivers": drivers,
-            "writer": writer_state, "rejected": session.rejected_counts(), "losses": session.loss_counts(),
-            "takes": takes.state()}
+            "writer": writer_state, "rejected": session.rejected_counts(),
+            "losses": {**session.loss_counts(), "control_refused": control_refused}, "takes": takes.state()}
 
 
 class ControlServer:
@@ -88,6 +88,7 @@ class ControlServer:
         self._finished_takes: list[dict] = []
         self._finished_lock = threading.Lock()
         self.bad_requests = 0
+        self._last_refusal_event_ns = 0
         self._ready = threading.Barrier(3)
         self._errors: list[BaseException] = []
         self._threads = [threading.Thread(target=self._serve_commands, name="control-server", daemon=True),
@@ -135,8 +136,15 @@ class ControlServer:
         self._ready.wait(10)
         return socket
 
-    def _count_bad_request(self) -> None:
+    def _count_bad_request(self, reason: str = "a message that is not [client id, request]") -> None:
+        """A control message refused: counted (``status`` shows it live) and, while a take records, an
+        ``/events`` warning at most once a second with the count so far."""
         self.bad_requests += 1
+        log.warning("control: refused a request: %s", reason)
+        if now_ns() - self._last_refusal_event_ns >= 1_000_000_000:
+            self._last_refusal_event_ns = now_ns()
+            self.takes.log_warning("control", f"refused a control request: {reason} "
+                                              f"({self.bad_requests} refused since the recorder started)")
 
     def _serve_commands(self) -> None:
         socket = self._bound_when_ready(zmq.ROUTER, self.control_endpoint)
@@ -152,8 +160,7 @@ class ControlServer:
         try:
             request_id, cmd, args = protocol.parse_request(frame)
         except protocol.ProtocolError as exc:
-            self.bad_requests += 1
-            log.warning("control: refused a request: %s", exc)
+            self._count_bad_request(str(exc))
             return protocol.reply("", False, error=f"refused: {exc} (docs/control.md)")
         cached = self._replies.get(request_id)
         if cached is not None:  # a resend: the same answer, the command is not run again
@@ -178,9 +185,9 @@ class ControlServer:
         takes, by = self.takes, str(args.get("by", ""))
         if cmd == "hello":
             return {"protocol": protocol.VERSION, "state_endpoint": self.state_endpoint,
-                    "calibration": self.session.calibration.to_json(), "status": status_of(self.session, takes)}
+                    "calibration": self.session.calibration.to_json(), "status": status_of(self.session, takes, self.bad_requests)}
         if cmd == "status":
-            return status_of(self.session, takes)
+            return status_of(self.session, takes, self.bad_requests)
         if cmd == "start":
             return takes.start(name=args.get("name"), task=str(args.get("task", "")),
                                instruction=str(args.get("instruction", "")), operator=str(args.get("operator", "")))
@@ -218,7 +225,7 @@ class ControlServer:
                     self._send(socket, b"view", view_of_tick(tick))
                 if time.monotonic() >= next_status:
                     next_status = time.monotonic() + STATUS_PERIOD_S
-                    self._send(socket, b"status", status_of(self.session, self.takes))
+                    self._send(socket, b"status", status_of(self.session, self.takes, self.bad_requests))
                 with self._finished_lock:
                     finished, self._finished_takes = self._finished_takes, []
                 for take in finished:

@@ -153,6 +153,12 @@ class Takes:
                        minutes_left=(free / rate / 60) if rate > 0 else None)
         return out
 
+    def log_warning(self, source: str, text: str) -> None:
+        """A warning in the take's /events, if a take is recording (not waited for: it is not a command)."""
+        writer = self.session.writer
+        if writer is not None:
+            writer.log_event("warning", source, text)
+
     # --- internals ------------------------------------------------------------------
     def _writer(self):
         writer = self.session.writer

@@ -107,7 +107,7 @@ def losses_of(status: dict) -> list[str]:
     invalid = {k: n for k, n in (losses.get("invalid_rows") or {}).items() if n}
     if invalid and (status.get("takes") or {}).get("recording"):
         out.append("invalid rows " + ", ".join(f"{k} {n}" for k, n in invalid.items()))
-    for key in ("bus_malformed", "non_finite", "unsynchronised"):
+    for key in ("bus_malformed", "non_finite", "unsynchronised", "control_refused"):
         if losses.get(key):
             out.append(f"{key.replace('_', ' ')} {losses[key]}")
     return out
