@@ -12,7 +12,7 @@ from pathlib import Path
 from capture_app.dataset.catalog import catalog_row, catalog_stats, failed_row, load_catalog, stale_sources, write_catalog
 from capture_app.dataset.jobs import run_jobs, summary
 from capture_app.dataset.lerobot_export import ExportOptions, export_shard, merge_shards
-from capture_app.dataset.sources import _is_local, list_episodes, local_copy
+from capture_app.dataset.sources import is_local, list_episodes, local_copy
 from capture_app.errors import CaptureError
 
 
@@ -31,7 +31,7 @@ def resync_item(source: str, calibration_json: str | None):
     from calibration.model import calibration_from_json
     from capture_app.final_table import finalize_episode
     from capture_app.resync import resync_episode
-    if not _is_local(source):
+    if not is_local(source):
         raise CaptureError(f"{source}: resync rewrites the file; run it where the episodes are stored")
     with local_copy(source) as path:
         calibration = calibration_from_json(calibration_json, "--calibration") if calibration_json else None
@@ -131,7 +131,7 @@ def add_parsers(sub) -> None:
 def _catalog_path(args) -> Path:
     if args.catalog:
         return Path(args.catalog)
-    if not _is_local(args.source) or not Path(args.source.removeprefix("file://")).is_dir():
+    if not is_local(args.source) or not Path(args.source.removeprefix("file://")).is_dir():
         raise CaptureError(f"{args.source}: give --catalog PATH (the default is inside a local folder)")
     return Path(args.source.removeprefix("file://")) / "catalog.parquet"
 

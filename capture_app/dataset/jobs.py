@@ -6,7 +6,9 @@ its error, never dropped."""
 from __future__ import annotations
 
 import multiprocessing
+import shutil
 import sys
+import tempfile
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -102,12 +104,14 @@ def _run_on_pool(fn, results, kwargs, workers, retries, bar) -> None:
 def _run_on_ray(fn, results, kwargs, address, workers, retries, bar) -> None:
     import ray
     started = not ray.is_initialized()
+    temp_dir = None
     if started:
         # workers import this package from where this process does (the cluster's nodes need it installed)
         runtime_env = {"env_vars": {"PYTHONPATH": child_env()["PYTHONPATH"]}}
-        if address == "local":
+        if address == "local":  # its session files in a folder of its own, removed when it stops
+            temp_dir = tempfile.mkdtemp(prefix="capture-ray-")
             ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False,
-                     runtime_env=runtime_env)
+                     runtime_env=runtime_env, _temp_dir=temp_dir)
         else:
             ray.init(address=address, log_to_driver=False, configure_logging=False, runtime_env=runtime_env)
     try:
@@ -126,6 +130,8 @@ def _run_on_ray(fn, results, kwargs, address, workers, retries, bar) -> None:
     finally:
         if started:
             ray.shutdown()
+        if temp_dir:
+            shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def summary(results: list[JobResult], label: str) -> str:

@@ -13,11 +13,13 @@ from capture_app.errors import CaptureError
 EPISODE_SUFFIX = ".h5"  # finished episodes; a .partial is an interrupted one (`capture-app recover`)
 
 
-def _is_local(source: str) -> bool:
+def is_local(source: str) -> bool:
+    """Whether ``source`` is a path or a file:// URL (else an fsspec URL)."""
     return "://" not in source or source.startswith("file://")
 
 
-def _local_path(source: str) -> Path:
+def local_path_of(source: str) -> Path:
+    """The path of a local ``source`` (a path or a file:// URL)."""
     return Path(urlparse(source).path) if source.startswith("file://") else Path(source)
 
 
@@ -26,8 +28,8 @@ def list_episodes(sources: list[str]) -> list[str]:
     local paths or URLs."""
     found: list[str] = []
     for source in sources:
-        if _is_local(source):
-            path = _local_path(source)
+        if is_local(source):
+            path = local_path_of(source)
             if path.is_file():
                 found.append(str(path))
             elif path.is_dir():
@@ -46,8 +48,8 @@ def list_episodes(sources: list[str]) -> list[str]:
 @contextlib.contextmanager
 def local_copy(source: str):
     """A local path to the episode at ``source``: the file itself, or a temporary download."""
-    if _is_local(source):
-        yield str(_local_path(source))
+    if is_local(source):
+        yield str(local_path_of(source))
         return
     import fsspec
     with tempfile.TemporaryDirectory(prefix="capture-episode-") as tmp:
@@ -60,8 +62,8 @@ def local_copy(source: str):
 
 def file_identity(source: str) -> tuple[int, float]:
     """(size in bytes, modification time in s) of an episode, to tell whether the catalog row is current."""
-    if _is_local(source):
-        st = _local_path(source).stat()
+    if is_local(source):
+        st = local_path_of(source).stat()
         return st.st_size, st.st_mtime
     import fsspec
     fs, path = fsspec.core.url_to_fs(source)
