@@ -380,3 +380,16 @@ def test_dataset_resync_recomputes_every_final_table_with_a_new_calibration(epis
     (folder / "broken.h5").write_bytes(b"junk")
     assert main(["dataset", "resync", str(folder), "--workers", "1", "--retries", "0"]) == 1
     assert "FAILED" in capsys.readouterr().out
+
+
+def test_av1_export_decodes_to_the_same_frames(episodes, tmp_path):
+    info, _ = export_lerobot([str(episodes[0])], tmp_path / "ds", ExportOptions(codec="av1", crf=30), workers=1,
+                             progress=False)
+    assert info["features"]["observation.images.ego"]["info"]["video.codec"] == "av1"
+    source = _synced(episodes[0])
+    data = pq.read_table(tmp_path / "ds/data/chunk-000/file-000.parquet").to_pydict()
+    times, frames = read_video(tmp_path / "ds/videos/observation.images.ego/chunk-000/file-000.mp4")
+    assert len(frames) == info["total_frames"] and np.allclose(times, np.arange(len(frames)) / 20, atol=1e-4)
+    rows, present = np.array(data["source_row"]), np.array(data["observation.images_present"])[:, 0]
+    scores = [psnr(frames[i], decode_jpeg(source["jpeg"][source["ego"][r]])) for i, r in enumerate(rows) if present[i]]
+    assert min(scores) >= MIN_PSNR_DB, min(scores)
