@@ -393,3 +393,23 @@ def test_av1_export_decodes_to_the_same_frames(episodes, tmp_path):
     rows, present = np.array(data["source_row"]), np.array(data["observation.images_present"])[:, 0]
     scores = [psnr(frames[i], decode_jpeg(source["jpeg"][source["ego"][r]])) for i, r in enumerate(rows) if present[i]]
     assert min(scores) >= MIN_PSNR_DB, min(scores)
+
+
+def test_episodes_of_different_rigs_are_refused_by_name_and_leave_no_staging(episodes, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a.h5", "odd.h5", "wrong_shape.h5"):
+        shutil.copy(episodes[0], folder / name)
+    with h5py.File(folder / "odd.h5", "a") as f:
+        names = json.loads(f["synced"].attrs["action_names"])
+        f["synced"].attrs["action_names"] = json.dumps([n.upper() for n in names])
+    with h5py.File(folder / "wrong_shape.h5", "a") as f:   # the attribute disagrees with the JPEGs
+        f["streams/top_camera"].attrs["color_shape"] = [240, 320, 3]
+    with pytest.raises(CaptureError, match="odd.h5: cameras .* or action names differ"):
+        export_lerobot([str(folder)], tmp_path / "ds", ExportOptions(), workers=1, retries=0, progress=False)
+    assert not (tmp_path / "ds" / ".staging").exists()
+    (folder / "odd.h5").unlink()
+    info, text = export_lerobot([str(folder)], tmp_path / "ds", ExportOptions(), workers=1, retries=0,
+                                overwrite=True, progress=False)
+    assert info["total_episodes"] == 1
+    assert "FAILED" in text and "wrong_shape.h5" in text and "a frame of 160x120 in a 320x240 video" in text

@@ -73,8 +73,10 @@ def export_lerobot(sources: list[str], out: Path, options: ExportOptions, worker
     staging = out / ".staging"
     results = run_jobs(export_item, list(enumerate(episodes)), kwargs={"staging": str(staging), "options": options},
                        workers=workers, ray_address=ray, retries=retries, label="export", progress=progress)
-    info = merge_shards([r.value for r in results if r.ok], out)
-    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        info = merge_shards([r.value for r in results if r.ok], out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return info, summary(results, "export")
 
 

@@ -204,6 +204,11 @@ def merge_shards(shards: list[Shard], out: str | Path) -> dict:
     if len(fps) != 1:
         raise EpisodeFormatError(f"episodes synced at different rates {sorted(fps)} Hz cannot share one dataset")
     features = _features(shards[0])
+    for shard in shards[1:]:  # one dataset, one shape per feature
+        if shard.image_shapes != shards[0].image_shapes or shard.action_names != shards[0].action_names:
+            raise EpisodeFormatError(f"{shard.source}: cameras {shard.image_shapes} or action names differ from "
+                                     f"{shards[0].source} ({shards[0].image_shapes}); export episodes of one rig "
+                                     f"setup to one dataset")
     tasks: dict[str, int] = {}
     subtasks: dict[str, int] = {NO_SUBTASK: 0}
     episodes, stats_parts = [], {name: [] for name in features}

@@ -36,6 +36,9 @@ class VideoWriter:
 
     def write(self, rgb: np.ndarray) -> None:
         import av
+        if rgb.shape[:2] != (self._stream.height, self._stream.width):
+            raise ValueError(f"{self.path}: a frame of {rgb.shape[1]}x{rgb.shape[0]} in a "
+                             f"{self._stream.width}x{self._stream.height} video")
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
         frame.pts = self.frames
         for packet in self._stream.encode(frame):
