@@ -19,7 +19,7 @@ from capture_app.config import parse_config
 from capture_app.dataset.catalog import catalog_stats, load_catalog
 from capture_app.dataset.commands import export_lerobot, update_catalog
 from capture_app.dataset.feature_stats import aggregate_stats, feature_stats
-from capture_app.dataset.frames import fill_missing_rows, frame_runs, hold_invalid, row_subtasks
+from capture_app.dataset.frames import fill_missing_rows, frame_runs, hold_invalid, row_subtasks, sample_frames
 from capture_app.dataset.jobs import run_jobs, summary
 from capture_app.dataset.lerobot_export import ExportOptions
 from capture_app.dataset.video import psnr, read_video
@@ -72,6 +72,13 @@ def test_frame_runs_keep_and_split():
 def test_row_subtasks_cover_inclusive_ticks_and_open_segments():
     owner = row_subtasks(np.array([1, 5]), np.array([3, -1]), 8)
     assert owner.tolist() == [-1, 0, 0, 0, -1, 1, 1, 1]
+
+
+def test_image_statistics_sample_every_part_however_short():
+    picked = sample_frames([(0, 20), (20, 100_020), (100_020, 100_021)], 60)
+    assert [len(p) for p in picked] == [20, 60, 1]            # a short part next to a long one is not skipped
+    assert picked[0].tolist() == list(range(20)) and picked[2].tolist() == [100_020]
+    assert picked[1][0] == 20 and picked[1][-1] == 100_019 and (np.diff(picked[1]) > 1000).all()
 
 
 def test_aggregated_stats_equal_stats_of_the_concatenation():

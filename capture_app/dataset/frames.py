@@ -66,3 +66,9 @@ def row_subtasks(start_tick: np.ndarray, end_tick: np.ndarray, rows: int) -> np.
         b = rows - 1 if b < 0 else b
         owner[max(int(a), 0):max(int(b) + 1, 0)] = k
     return owner
+
+
+def sample_frames(parts: list[tuple[int, int]], per_part: int) -> list[np.ndarray]:
+    """Per part [start, stop), up to ``per_part`` frame indices spread evenly over it (every part gets at
+    least one; for the image statistics)."""
+    return [np.unique(np.linspace(a, b - 1, min(per_part, b - a)).round().astype(np.int64)) for a, b in parts]

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from capture_app.dataset.feature_stats import aggregate_stats, feature_stats, image_stats, to_json
-from capture_app.dataset.frames import fill_missing_rows, frame_runs, hold_invalid, row_subtasks
+from capture_app.dataset.frames import fill_missing_rows, frame_runs, hold_invalid, row_subtasks, sample_frames
 from capture_app.dataset.training_rows import CAMERAS, ImageReader, read_training_rows
 from capture_app.dataset.video import VideoWriter, video_info
 from capture_app.errors import EpisodeFormatError
@@ -126,23 +126,13 @@ def export_shard(path: str, staging: str, source_number: int, options: ExportOpt
                                       "from_frame": int(inside[0]), "to_frame": int(inside[-1]) + 1})
         parts.append(EpisodePart(offset, offset + b - a, part_subtasks))
         offset += b - a
+    sampled = sample_frames([(p.start, p.stop) for p in parts], IMAGE_STATS_FRAMES)
     videos, infos, stats = {}, {}, {}
     with ImageReader(path) as reader:
         for key in CAMERAS:
             target = Path(staging) / f"{source_number:06d}" / f"{key}.mp4"
-            h, w, _ = rows.image_shapes[key]
-            samples: list[list[np.ndarray]] = [[] for _ in parts]
-            sample_every = max(1, len(picked) // (IMAGE_STATS_FRAMES * len(parts)))
-            with VideoWriter(target, int(round(fps)), w, h, options.codec, options.crf, options.gop) as writer:
-                last_row, image = -1, None
-                for i, r in enumerate(picked):
-                    source_row = int(image_rows[key][r])
-                    if source_row != last_row:
-                        image, last_row = reader.frame(key, source_row), source_row
-                    writer.write(image)
-                    if i % sample_every == 0:
-                        part = next(p for p, pt in enumerate(parts) if pt.start <= i < pt.stop)
-                        samples[part].append(image[::8, ::8])
+            samples = _encode_camera(reader, key, image_rows[key][picked], rows.image_shapes[key], target,
+                                     int(round(fps)), options, sampled)
             videos[key] = str(target)
             infos[key] = video_info(target)
             stats[key] = [image_stats(np.stack(s)) for s in samples]
@@ -150,6 +140,24 @@ def export_shard(path: str, staging: str, source_number: int, options: ExportOpt
                  columns=columns, subtask_names=names, parts=parts, videos=videos, video_infos=infos,
                  image_shapes=rows.image_shapes, image_stats=stats, action_names=rows.action_names,
                  valid_names=rows.valid_names, attrs=rows.attrs)
+
+
+def _encode_camera(reader: ImageReader, key: str, source_rows: np.ndarray, shape: tuple, target: Path, fps: int,
+                   options: ExportOptions, sampled: list[np.ndarray]) -> list[list[np.ndarray]]:
+    """Encode frame i = ``reader``'s image at ``source_rows[i]`` into ``target``; returns, per part, the
+    ``sampled`` frames at 1/8 resolution for the image statistics."""
+    h, w, _ = shape
+    wanted = {int(i): part for part, indices in enumerate(sampled) for i in indices}
+    samples: list[list[np.ndarray]] = [[] for _ in sampled]
+    with VideoWriter(target, fps, w, h, options.codec, options.crf, options.gop) as writer:
+        last_row, image = -1, None
+        for i, source_row in enumerate(source_rows):
+            if source_row != last_row:  # a held frame is decoded once
+                image, last_row = reader.frame(key, int(source_row)), source_row
+            writer.write(image)
+            if i in wanted:
+                samples[wanted[i]].append(image[::8, ::8])
+    return samples
 
 
 def _features(shard: Shard) -> dict:
@@ -186,6 +194,32 @@ def _arrow_table(columns: dict[str, np.ndarray], features: dict):
             arrays.append(pa.FixedSizeListArray.from_arrays(flat, spec["shape"][0]))
         names.append(name)
     return pa.Table.from_arrays(arrays, names=names)
+
+
+def _episode_row(shard: Shard, part: EpisodePart, episode_index: int, first_frame: int, where: dict,
+                 state_valid: np.ndarray, part_stats: dict) -> dict:
+    """The meta/episodes row of one LeRobot episode: lerobot's columns, then ours (docs/datasets.md)."""
+    row = {"episode_index": episode_index, "tasks": [shard.task], "length": part.stop - part.start,
+           "data/chunk_index": where["chunk_index"], "data/file_index": where["file_index"],
+           "dataset_from_index": first_frame + part.start, "dataset_to_index": first_frame + part.stop,
+           "meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0}
+    for key in CAMERAS:
+        row.update({f"videos/{video_key(key)}/chunk_index": where["chunk_index"],
+                    f"videos/{video_key(key)}/file_index": where["file_index"],
+                    f"videos/{video_key(key)}/from_timestamp": part.start / shard.fps,
+                    f"videos/{video_key(key)}/to_timestamp": part.stop / shard.fps})
+    source_rows = shard.columns["source_row"]
+    row.update({"source_episode": Path(shard.source).name, "source_name": shard.name,
+                "source_from_row": int(source_rows[part.start]), "source_to_row": int(source_rows[part.stop - 1]) + 1,
+                "operator": shard.attrs.get("operator", ""), "calibration_id": shard.attrs.get("calibration_id", ""),
+                "valid_fraction": float(np.mean(state_valid[part.start:part.stop].all(axis=1))),
+                "subtasks": [s["label"] for s in part.subtasks],
+                "subtask_descriptions": [s["description"] for s in part.subtasks],
+                "subtask_hands": [s["hand"] for s in part.subtasks],
+                "subtask_from_frame": [s["from_frame"] for s in part.subtasks],
+                "subtask_to_frame": [s["to_frame"] for s in part.subtasks]})
+    row.update({f"stats/{name}/{k}": np.asarray(v).tolist() for name, s in part_stats.items() for k, v in s.items()})
+    return row
 
 
 def _chunk_file(number: int) -> dict:
@@ -231,35 +265,13 @@ def merge_shards(shards: list[Shard], out: str | Path) -> dict:
                 part_stats[video_key(key)] = shard.image_stats[key][part_number]
             for name, s in part_stats.items():
                 stats_parts[name].append(s)
-            row = {"episode_index": episode_index, "tasks": [shard.task], "length": part.stop - part.start,
-                   "data/chunk_index": where["chunk_index"], "data/file_index": where["file_index"],
-                   "dataset_from_index": frame_index + part.start, "dataset_to_index": frame_index + part.stop,
-                   "meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0}
-            for key in CAMERAS:
-                row.update({f"videos/{video_key(key)}/chunk_index": where["chunk_index"],
-                            f"videos/{video_key(key)}/file_index": where["file_index"],
-                            f"videos/{video_key(key)}/from_timestamp": part.start / shard.fps,
-                            f"videos/{video_key(key)}/to_timestamp": part.stop / shard.fps})
-            row.update({"source_episode": Path(shard.source).name, "source_name": shard.name,
-                        "source_from_row": int(shard.columns["source_row"][part.start]),
-                        "source_to_row": int(shard.columns["source_row"][part.stop - 1]) + 1,
-                        "operator": shard.attrs.get("operator", ""),
-                        "calibration_id": shard.attrs.get("calibration_id", ""),
-                        "valid_fraction": float(np.mean(columns["observation.state_valid"][part.start:part.stop].all(axis=1))),
-                        "subtasks": [s["label"] for s in part.subtasks],
-                        "subtask_descriptions": [s["description"] for s in part.subtasks],
-                        "subtask_hands": [s["hand"] for s in part.subtasks],
-                        "subtask_from_frame": [s["from_frame"] for s in part.subtasks],
-                        "subtask_to_frame": [s["to_frame"] for s in part.subtasks]})
-            row.update({f"stats/{name}/{k}": np.asarray(v).tolist() for name, s in part_stats.items() for k, v in s.items()})
-            episodes.append(row)
+            episodes.append(_episode_row(shard, part, episode_index, frame_index, where,
+                                         columns["observation.state_valid"], part_stats))
             episode_index += 1
-        order = ["observation.state", "action", "observation.state_valid", "action_valid", "observation.images_present",
-                 "timestamp", "frame_index", "episode_index", "index", "task_index", "subtask_index", "source_row",
-                 "t_eval_ns"]
         data_path = out / DATA_PATH.format(**where)
         data_path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(_arrow_table({k: columns[k] for k in order}, features), data_path, compression="snappy")
+        pq.write_table(_arrow_table({k: columns[k] for k in features if features[k]["dtype"] != "video"}, features),
+                       data_path, compression="snappy")
         for key in CAMERAS:
             target = out / VIDEO_PATH.format(video_key=video_key(key), **where)
             target.parent.mkdir(parents=True, exist_ok=True)
