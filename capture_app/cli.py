@@ -256,17 +256,14 @@ def cmd_resync(args) -> int:
     from capture_app.resync import resync_episode
 
     calibration = CalibrationStore(args.calibration_dir).get(args.calibration) if args.calibration else None
-    from capture_app.final_table import finalize_episode, thresholds_from_rig
+    from capture_app.final_table import finalize_episode
     from capture_app.quality import format_report
-    import h5py
 
     for path in args.files:
         version = resync_episode(path, calibration)
         which = calibration.calibration_id if calibration else "the episode's own calibration"
         print(f"{path}: /synced version {version} computed with {which}")
-        with h5py.File(path, "r") as f:
-            thresholds = thresholds_from_rig(f)
-        print(format_report(finalize_episode(path, thresholds)))  # the quality report of the new table
+        print(format_report(finalize_episode(path)))  # the quality report of the new table, the rig's thresholds
     return 0
 
 

@@ -71,9 +71,10 @@ def quality_report(f: h5py.File, thresholds: QualityThresholds) -> dict:
 
 
 def finalize_episode(path: str | Path, thresholds: QualityThresholds | None = None) -> dict:
-    """Write the final table (when the episode has a live one) and the quality report; returns the report."""
-    thresholds = thresholds or QualityThresholds()
+    """Write the final table (when the episode has a live one) and the quality report; returns the report.
+    ``thresholds`` default to the [quality] section of the rig config stored in the episode."""
     with h5py.File(path, "r+") as f:
+        thresholds = thresholds or thresholds_from_rig(f)
         try:
             live_table(f)
             has_live = True
@@ -103,9 +104,7 @@ def main(argv: list[str]) -> int:
     from capture_app.quality import format_report
     path = argv[0]
     try:
-        with h5py.File(path, "r") as f:
-            thresholds = thresholds_from_rig(f)
-        report = finalize_episode(path, thresholds)
+        report = finalize_episode(path)
     except (OSError, KeyError, ValueError, CaptureError) as exc:
         print(f"error: finalizing {path} failed: {exc}; the episode keeps its live table "
               f"(run `capture-app resync {path}` to retry)", file=sys.stderr)

@@ -372,6 +372,10 @@ def test_dataset_resync_recomputes_every_final_table_with_a_new_calibration(epis
     folder.mkdir()
     for path in episodes:
         shutil.copy(path, folder / path.name)
+        with h5py.File(folder / path.name, "a") as f:  # the rig's own quality thresholds judge the new table
+            rig = str(f.attrs["rig_config"])
+            assert "min_valid_fraction = 0.95" in rig
+            f.attrs["rig_config"] = rig.replace("min_valid_fraction = 0.95", "min_valid_fraction = 0.5")
     with h5py.File(episodes[0], "r") as f:
         calibration = json.loads(f["calibration"].attrs["json"])
     calibration["calibration_id"] = "recalibrated-2026-11-23"
@@ -384,6 +388,7 @@ def test_dataset_resync_recomputes_every_final_table_with_a_new_calibration(epis
         with h5py.File(path, "r") as f:
             assert f["synced"].attrs["version"] == 2 and f["synced"].attrs["calibration_id"] == "recalibrated-2026-11-23"
             assert "synced_versions/1" in f and f.attrs["quality_verdict"] in ("ok", "redo")
+            assert json.loads(f.attrs["quality"])["thresholds"]["min_valid_fraction"] == 0.5
     (folder / "broken.h5").write_bytes(b"junk")
     assert main(["dataset", "resync", str(folder), "--workers", "1", "--retries", "0"]) == 1
     assert "FAILED" in capsys.readouterr().out

@@ -12,7 +12,7 @@ from pathlib import Path
 from capture_app.dataset.catalog import catalog_row, catalog_stats, failed_row, load_catalog, stale_sources, write_catalog
 from capture_app.dataset.jobs import run_jobs, summary
 from capture_app.dataset.lerobot_export import ExportOptions, export_shard, merge_shards
-from capture_app.dataset.sources import is_local, list_episodes, local_copy
+from capture_app.dataset.sources import is_local, list_episodes, local_copy, local_path_of
 from capture_app.errors import CaptureError
 
 
@@ -33,10 +33,10 @@ def resync_item(source: str, calibration_json: str | None):
     from capture_app.resync import resync_episode
     if not is_local(source):
         raise CaptureError(f"{source}: resync rewrites the file; run it where the episodes are stored")
-    with local_copy(source) as path:
-        calibration = calibration_from_json(calibration_json, "--calibration") if calibration_json else None
-        version = resync_episode(path, calibration)
-        report = finalize_episode(path)
+    path = local_path_of(source)
+    calibration = calibration_from_json(calibration_json, "--calibration-file") if calibration_json else None
+    version = resync_episode(path, calibration)
+    report = finalize_episode(path)  # the quality report with the rig's own thresholds, as `capture-app resync`
     return {"version": version, "verdict": report.get("verdict")}
 
 
