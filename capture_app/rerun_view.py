@@ -20,10 +20,9 @@ import numpy as np
 
 from calibration.model import calibration_from_json
 from capture_app.action_space import PART_COLUMNS, PART_NAMES
+from capture_app.hand import HANDS, KEYPOINT_PARENTS
 
-# the canonical 25 keypoints (docs/episode-format.md): wrist, thumb 1-4, then 5 per finger
-SKELETON = [[0, 1, 2, 3, 4], [0, 5, 6, 7, 8, 9], [0, 10, 11, 12, 13, 14], [0, 15, 16, 17, 18, 19],
-            [0, 20, 21, 22, 23, 24]]
+BONES = [(parent, child) for child, parent in enumerate(KEYPOINT_PARENTS) if parent >= 0]  # the hand model's tree
 POSES = {"head_tracker": "T_world_headtracker", "left_wrist": "T_world_left_wrist", "right_wrist": "T_world_right_wrist",
          "ego_camera": "T_world_cam"}
 DEPTH_EVERY = 10  # log the depth image of every 10th row (2 Hz at 20 Hz): raw depth is 600 kB a frame
@@ -36,6 +35,18 @@ def _transform(rr, pose: np.ndarray):
 
 def _matrix_transform(rr, T: np.ndarray):
     return rr.Transform3D(translation=T[:3, 3], mat3x3=T[:3, :3])
+
+
+def _hand(rr, points: np.ndarray) -> list:
+    """25 keypoints (wrist frame, metres) as points and their bones."""
+    return [rr.Points3D(points, radii=0.004), rr.LineStrips3D([points[[a, b]] for a, b in BONES])]
+
+
+def _log_static(rec, rr, calibration) -> None:
+    """The world's axes and the ego camera's pinhole (calibrated intrinsics)."""
+    k = calibration.ego_intrinsics
+    rec.log("world", rr.ViewCoordinates.RIGHT_HAND_Z_UP, static=True)
+    rec.log("world/ego_camera/image", rr.Pinhole(image_from_camera=k.K, resolution=[k.width, k.height]), static=True)
 
 
 def log_episode(path: str | Path, rec, depth_every: int = DEPTH_EVERY) -> dict[str, int]:
@@ -52,10 +63,10 @@ def log_episode(path: str | Path, rec, depth_every: int = DEPTH_EVERY) -> dict[s
         streams = json.loads(synced.attrs["streams"])
         index = synced["stream_index"][:]
         calibration = calibration_from_json(str(f["calibration"].attrs["json"]), f"{path}:/calibration")
-        rec.log("world", rr.ViewCoordinates.RIGHT_HAND_Z_UP, static=True)
+        _log_static(rec, rr, calibration)
         log("world/top_camera", _matrix_transform(rr, np.asarray(calibration.T_world_topcam)), static=True)
-        for name, k in (("ego_camera", calibration.ego_intrinsics), ("top_camera", calibration.top_intrinsics)):
-            log(f"world/{name}/image", rr.Pinhole(image_from_camera=k.K, resolution=[k.width, k.height]), static=True)
+        k = calibration.top_intrinsics
+        log("world/top_camera/image", rr.Pinhole(image_from_camera=k.K, resolution=[k.width, k.height]), static=True)
         if "quality" in f.attrs:
             log("quality", rr.TextDocument(json.dumps(json.loads(f.attrs["quality"]), indent=2),
                                            media_type="text/markdown"), static=True)
@@ -67,11 +78,10 @@ def log_episode(path: str | Path, rec, depth_every: int = DEPTH_EVERY) -> dict[s
             for entity, pose in poses.items():
                 if np.isfinite(pose[row]).all():
                     log(f"world/{entity}", _transform(rr, pose[row]))
-            for hand, side in enumerate(("left", "right")):
+            for hand, side in enumerate(HANDS):
                 points = keypoints[row, hand]
                 if valid[row, 2 + hand] and np.isfinite(points).all():
-                    log(f"world/{side}_wrist/hand", rr.Points3D(points, radii=0.004),
-                        rr.LineStrips3D([points[chain] for chain in SKELETON]))
+                    log(f"world/{side}_wrist/hand", *_hand(rr, points))
             for name in ("ego_camera", "top_camera"):
                 if name in streams and index[row, streams.index(name)] >= 0:
                     blob = f[f"streams/{name}/color"][index[row, streams.index(name)]]
@@ -147,10 +157,7 @@ class LiveRerun:
         self._t0 = episode_start_ns
         self._last_tick = -1
         self.ticks = 0
-        k = calibration.ego_intrinsics
-        self.rec.log("world", rr.ViewCoordinates.RIGHT_HAND_Z_UP, static=True)
-        self.rec.log("world/ego_camera/image", rr.Pinhole(image_from_camera=k.K, resolution=[k.width, k.height]),
-                     static=True)
+        _log_static(self.rec, rr, calibration)
 
     def log_tick(self, tick) -> None:
         """Log ``tick`` (a SyncedTick) once; later calls with the same tick do nothing."""
@@ -164,11 +171,10 @@ class LiveRerun:
                           ("left_wrist", tick.T_world_wrist.get("left")), ("right_wrist", tick.T_world_wrist.get("right"))):
             if T is not None:
                 rec.log(f"world/{entity}", _matrix_transform(rr, T))
-        for side in ("left", "right"):
+        for side in HANDS:
             points = tick.keypoints.get(side)
             if points is not None and np.isfinite(points).all():
-                rec.log(f"world/{side}_wrist/hand", rr.Points3D(points, radii=0.004),
-                        rr.LineStrips3D([points[chain] for chain in SKELETON]))
+                rec.log(f"world/{side}_wrist/hand", *_hand(rr, points))
         frame = tick.frames.get("ego_camera")
         if frame is not None and "color" in frame.arrays:
             color = frame.arrays["color"]
