@@ -17,12 +17,11 @@ endpoints that driver processes bind (``ipc://`` or loopback ``tcp://``).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable
-
-import math
 
 import msgpack
 import numpy as np

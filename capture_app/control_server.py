@@ -136,6 +136,9 @@ class ControlServer:
         self._ready.wait(10)
         return socket
 
+    def _status(self) -> dict:
+        return status_of(self.session, self.takes, self.bad_requests)
+
     def _count_bad_request(self, reason: str = "a message that is not [client id, request]") -> None:
         """A control message refused: counted (``status`` shows it live) and, while a take records, an
         ``/events`` warning at most once a second with the count so far."""
@@ -185,9 +188,9 @@ class ControlServer:
         takes, by = self.takes, str(args.get("by", ""))
         if cmd == "hello":
             return {"protocol": protocol.VERSION, "state_endpoint": self.state_endpoint,
-                    "calibration": self.session.calibration.to_json(), "status": status_of(self.session, takes, self.bad_requests)}
+                    "calibration": self.session.calibration.to_json(), "status": self._status()}
         if cmd == "status":
-            return status_of(self.session, takes, self.bad_requests)
+            return self._status()
         if cmd == "start":
             return takes.start(name=args.get("name"), task=str(args.get("task", "")),
                                instruction=str(args.get("instruction", "")), operator=str(args.get("operator", "")))
@@ -225,7 +228,7 @@ class ControlServer:
                     self._send(socket, b"view", view_of_tick(tick))
                 if time.monotonic() >= next_status:
                     next_status = time.monotonic() + STATUS_PERIOD_S
-                    self._send(socket, b"status", status_of(self.session, self.takes, self.bad_requests))
+                    self._send(socket, b"status", self._status())
                 with self._finished_lock:
                     finished, self._finished_takes = self._finished_takes, []
                 for take in finished:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import gc
-import os
 import logging
+import os
 import re
 import shutil
 import sys

@@ -481,7 +481,7 @@ class EpisodeWriter:
         }
         for name, array in message.arrays.items():
             if table._special.get(name) == "jpeg" and message.encodings[name] == "raw":
-                try:  # a driver that did not encode its frames (encode_in = "recorder", or a remote driver)
+                try:  # a driver that did not encode its frames (encode_in = "writer", or a remote driver)
                     row[name] = encode_jpeg(array, self.config.jpeg_quality)
                 except EncodeError as exc:
                     raise WriterError(f"{stream} seq {message.seq}: {exc}") from None
