@@ -73,7 +73,7 @@ def run_monitor(config_path: str | None, *, out_dir: str, connect: str | None = 
         if review:
             window.open_review(review)
         window.show()
-        # The window is for display: on a busy machine the recorder (not niced) gets the CPU first, and
+        # The window is for display: on a busy machine the recorder (niceness -5) gets the CPU first, and
         # the long-lived Qt/pyqtgraph objects stay out of the cyclic GC's full collections (stalls).
         os.nice(MONITOR_NICENESS)
         gc.freeze()
