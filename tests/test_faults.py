@@ -37,6 +37,7 @@ class FaultyTracker(Driver):
 
     Options = FaultOptions
     flood_now = None  # a threading.Event the test sets while recording
+    silent_now = None  # a threading.Event: while set, the tracker delivers nothing (its process starved, say)
 
     def open(self):
         self.start_ns = time.monotonic_ns()
@@ -50,7 +51,7 @@ class FaultyTracker(Driver):
         time.sleep(max(0.0, (t - time.monotonic_ns()) / 1e9))
         self.k += 1
         elapsed = (t - self.start_ns) / 1e9
-        if elapsed >= o.stop_at_s:
+        if elapsed >= o.stop_at_s or (FaultyTracker.silent_now is not None and FaultyTracker.silent_now.is_set()):
             return None
         if FaultyTracker.flood_now is not None and FaultyTracker.flood_now.is_set() and not self.flooded:
             self.flooded = True
@@ -169,3 +170,26 @@ def test_a_stream_that_stops_mid_take_leaves_events_and_one_that_never_delivers_
     assert "stream head_tracker delivered no sample during the episode (see the driver errors above)" in messages
     summary = validate_and_summarize(path)
     assert summary.problems == [] and summary.warnings == ["stream head_tracker is configured but recorded no sample"]
+
+
+def test_a_stream_silent_at_the_stop_is_waited_for_then_named_in_the_episode(tmp_path):
+    import threading
+    FaultyTracker.silent_now = threading.Event()
+    try:
+        with _session(tmp_path) as session:
+            assert session.wait_for_streams(5) == []
+            session.start_episode(tmp_path, name="late")
+            time.sleep(1.5)
+            FaultyTracker.silent_now.set()  # live until 0.3 s before the stop, then nothing
+            time.sleep(0.3)
+            started = time.monotonic()
+            path = session.stop_episode(finalize=False)
+            waited = time.monotonic() - started
+    finally:
+        FaultyTracker.silent_now = None
+    assert waited >= 3.0  # the drain gave the silent stream its STOP_DRAIN_S
+    with h5py.File(path, "r") as f:
+        events = [(lvl.decode(), m.decode()) for lvl, m in zip(f["events/level"][:], f["events/message"][:])]
+        assert len(f["streams/left_wrist_tracker/seq"]) > 300  # the others were recorded through the wait
+    assert ("warning", "stopped without waiting longer for head_tracker: nothing published after the stop "
+                       "within 3.0 s, so its last samples before the stop may be missing") in events, events
