@@ -18,6 +18,7 @@ HAND_COLOURS = {"left": (60, 140, 255), "right": (255, 120, 60)}  # RGB
 TIP_COLOUR = (255, 255, 0)
 _SHIFT = 4  # sub-pixel bits for cv2 drawing
 _SCALE = 1 << _SHIFT
+BOARD_PIXELS_PER_SQUARE = 60  # resolution of the board texture warped into the image
 
 
 def _table_lines() -> list[tuple[np.ndarray, np.ndarray]]:
@@ -48,7 +49,7 @@ class SceneRenderer:
         self._scene_cache: tuple[bytes, np.ndarray, np.ndarray | None] | None = None
         self.board = board  # a calibration BoardConfig to draw on the table, or None
         if board is not None:
-            self._board_image = cv2.cvtColor(board.image(60), cv2.COLOR_GRAY2RGB)
+            self._board_image = cv2.cvtColor(board.image(BOARD_PIXELS_PER_SQUARE), cv2.COLOR_GRAY2RGB)
 
     def _px(self, points_cam: np.ndarray) -> np.ndarray:
         return self.intrinsics.project(points_cam)
@@ -107,9 +108,13 @@ class SceneRenderer:
         """Warp the board image into this camera's image (a plane: one homography)."""
         if T_cam_board[2, 3] <= 0.05:
             return
-        metres_per_pixel = self.board.square_m / 60.0
+        metres_per_pixel = self.board.square_m / BOARD_PIXELS_PER_SQUARE
+        # board-image pixel (i, j) covers [i, i+1) x [j, j+1) of the printed board, so its centre, where
+        # OpenCV puts the pixel's coordinate, is at ((i + 0.5), (j + 0.5)) * metres_per_pixel on the board
+        centre_offset = 0.5 * metres_per_pixel * (T_cam_board[:3, 0] + T_cam_board[:3, 1])
         H = self.intrinsics.K @ np.column_stack([T_cam_board[:3, 0] * metres_per_pixel,
-                                                 T_cam_board[:3, 1] * metres_per_pixel, T_cam_board[:3, 3]])
+                                                 T_cam_board[:3, 1] * metres_per_pixel,
+                                                 T_cam_board[:3, 3] + centre_offset])
         size = (image.shape[1], image.shape[0])
         warped = cv2.warpPerspective(self._board_image, H, size, flags=cv2.INTER_LINEAR)
         mask = cv2.warpPerspective(np.full(self._board_image.shape[:2], 255, np.uint8), H, size, flags=cv2.INTER_NEAREST)
