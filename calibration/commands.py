@@ -79,11 +79,11 @@ def _covered(session, start_ns: int, seconds: float) -> bool:
 class HeadCameraGuide:
     """Live guidance while the engineer moves the head around the board: views seen, rotation coverage."""
 
-    def __init__(self, board: BoardConfig, intrinsics: CameraIntrinsics, out=sys.stderr):
+    def __init__(self, board: BoardConfig, intrinsics: CameraIntrinsics, out=None):
         self.detector = BoardDetector(board)
         self.intrinsics = intrinsics
         self.rotations: list[np.ndarray] = []
-        self.out = out
+        self.out = out if out is not None else sys.stderr  # looked up now: a redirected stderr is honoured
 
     def __call__(self, session) -> None:
         from capture_app.monitor.overlay import image_from
@@ -495,8 +495,8 @@ def add_parser(sub) -> None:
             p.add_argument("--duration", type=float, default=seconds,
                            help=f"seconds to record (default {seconds:g})")
         if name == "head-camera":
-            p.add_argument("--max-views", type=int, default=30,
-                           help="views used by the solver, spread over rotations (default 30)")
+            p.add_argument("--max-views", type=int, default=100,
+                           help="views used by the solver, spread over rotations (default 100)")
             p.add_argument("--intrinsics", action="store_true",
                            help="also calibrate the ego camera's intrinsics (for a camera that gives none, e.g. UVC)")
         if name == "top-camera":

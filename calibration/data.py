@@ -15,6 +15,8 @@ from capture_app.geometry import pose_to_transform, quat_angle
 from capture_app.interpolation import Limits, evaluate
 
 MAX_ANGULAR_SPEED_RAD_S = 1.0  # faster head motion blurs the image and magnifies timing errors: view rejected
+SPEED_BASELINE_S = 0.04  # speed over 40 ms: between consecutive 250 Hz samples, tracker noise (0.05 deg)
+                         # alone reads as ~0.3 rad/s and rejected most slow views
 
 
 @dataclass
@@ -64,7 +66,7 @@ def board_pairs(path: str, calibration: Calibration, camera: str, tracker: str, 
         frame_times = corrected_times(f, camera, calibration)
         rows = np.arange(0, len(frame_times), every)
         poses = tracker_pose_at(f, tracker, calibration, frame_times[rows])
-        speed_t, speed = angular_speed(f, tracker, calibration)
+        speed_t, speed = angular_speed(f, tracker, calibration, baseline_s=SPEED_BASELINE_S)
         for row, T in zip(rows, poses):
             if T is None:
                 rejected["tracker invalid"] += 1
