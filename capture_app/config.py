@@ -92,12 +92,16 @@ class SyncConfig:
     max_interpolation_gap_ms: float = 60.0
     max_extrapolation_ms: float = 10.0
     max_image_offset_ms: float = 40.0
+    realtime_priority: int = 10  # SCHED_FIFO priority of the ticking thread where permitted (0 = normal scheduling)
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
-            _check_positive("[sync]", f.name, getattr(self, f.name), allow_zero=f.name == "max_extrapolation_ms")
+            if f.name != "realtime_priority":
+                _check_positive("[sync]", f.name, getattr(self, f.name), allow_zero=f.name == "max_extrapolation_ms")
         if not 1 <= self.rate_hz <= 60:
             raise _fail("[sync]", "rate_hz", self.rate_hz, "1 to 60")
+        if not isinstance(self.realtime_priority, int) or not 0 <= self.realtime_priority <= 99:
+            raise _fail("[sync]", "realtime_priority", self.realtime_priority, "an integer 0..99 (0 = off)")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as _dt
 import gc
 import logging
-import os
 import re
 import shutil
 import sys
@@ -29,6 +28,7 @@ from capture_app.clock import now_ns
 from capture_app.config import RigConfig, sim_epoch_ns, with_changes
 from capture_app.errors import CalibrationError, CaptureError, ConfigError
 from capture_app.health import StreamMonitor, StreamStatus
+from capture_app.priority import raise_priority
 from capture_app.stream_schema import MessageCheck, fill_optional
 from capture_app.stream_watch import StreamWatch
 from capture_app.synchronizer import VALIDITY_NAMES, SyncedTick, Synchronizer
@@ -44,29 +44,11 @@ STOP_DRAIN_MAX_S = 30.0
 STOP_LIVE_WINDOW_S = 1.0  # a stream that published this recently before a stop is waited for
 FINALIZE_TIMEOUT_S = 600
 GIL_SWITCH_INTERVAL_S = 0.0005
-RECORDER_NICENESS = -5
 # After a wake-up the dispatcher lets messages gather this long before draining them together: one wake-up
 # per ~2 ms instead of one per message (~1,200/s on the full rig) saves ~1.5 ms of CPU per tick; receive
 # stamps are then up to this much after a message reached the socket (docs/episode-format.md).
 DISPATCH_GATHER_S = 0.002
 DISPATCH_TURN = 64  # messages taken from one endpoint before the next endpoint's turn
-
-
-def raise_priority(niceness: int = RECORDER_NICENESS) -> bool:
-    """Give this process (and the threads it starts from now on) priority over ordinary work on the machine,
-    so a busy machine delays the monitor and the simulated devices, not the synchronizer's ticks. Needs
-    CAP_SYS_NICE or a nice limit (README: "Priority"); without it the recorder runs at normal priority
-    and says so once."""
-    current = os.getpriority(os.PRIO_PROCESS, 0)
-    if current <= niceness:
-        return True
-    try:
-        os.setpriority(os.PRIO_PROCESS, 0, niceness)
-        return True
-    except OSError as exc:
-        log.info("recorder runs at normal priority (could not set niceness %d: %s); ticks may be late on a busy "
-                 "machine. README, 'Priority', says how to allow it", niceness, exc.strerror)
-        return False
 
 
 def default_calibration(config: RigConfig) -> Calibration:

@@ -29,6 +29,7 @@ from capture_app.episode_format import TRACKING_CODES
 from capture_app.geometry import invert_transform, pose_to_transform, transform_to_pose
 from capture_app.hand import NUM_KEYPOINTS
 from capture_app.interpolation import STATUS_NAMES, Evaluation, Limits, evaluate, nearest
+from capture_app.priority import make_this_thread_realtime
 from capture_app.streams import CAMERA_STREAMS, STREAM_KINDS, SYNCED_STREAMS
 
 log = logging.getLogger(__name__)
@@ -153,6 +154,7 @@ class Synchronizer:
     def __init__(self, config: SyncConfig, calibration: Calibration,
                  on_tick: Callable[[SyncedTick], None] | None = None, rates_hz: dict[str, float] | None = None):
         self.config = config
+        self.scheduling = "not started"  # how the ticking thread is scheduled (capture_app.priority)
         self.calibration = calibration
         self.on_tick = on_tick
         self.period_ns = int(round(NS_PER_S / config.rate_hz))
@@ -257,6 +259,7 @@ class Synchronizer:
             "calibration_id": self.calibration.calibration_id,
             "receive_floor_ns": self.receive_floor_ns,
             "latency_offsets_ns": {s: self._offsets[s] for s in SYNCED_STREAMS},
+            "scheduling": self.scheduling,
         }
 
     # --- the ticking thread ----------------------------------------------------------
@@ -274,6 +277,9 @@ class Synchronizer:
             self._thread.join(5)
 
     def _run(self) -> None:
+        # a real-time thread wakes on time however busy the machine is; it sleeps between ticks, and its
+        # children (none) would inherit the policy
+        self.scheduling = make_this_thread_realtime(self.config.realtime_priority)
         k = 0
         while not self._stop.is_set():
             t_tick = self.t0_ns + k * self.period_ns

@@ -225,15 +225,59 @@ def test_encode_in_picks_where_colour_frames_are_encoded():
 def test_the_recorder_raises_its_priority_or_says_why_not(monkeypatch, caplog):
     import os
 
-    from capture_app import session
+    from capture_app import priority
     monkeypatch.setattr(os, "getpriority", lambda *_: 0)
     calls = []
     monkeypatch.setattr(os, "setpriority", lambda *args: calls.append(args))
-    assert session.raise_priority(-5) and calls == [(os.PRIO_PROCESS, 0, -5)]
+    assert priority.raise_priority(-5) and calls == [(os.PRIO_PROCESS, 0, -5)]
 
     def refuse(*_):
         raise PermissionError(13, "Permission denied")
     monkeypatch.setattr(os, "setpriority", refuse)
     with caplog.at_level("INFO"):
-        assert not session.raise_priority(-5)
+        assert not priority.raise_priority(-5)
     assert "normal priority" in caplog.text and "README, 'Priority'" in caplog.text
+
+
+def test_the_ticking_thread_runs_real_time_where_permitted_and_says_why_not(monkeypatch, caplog):
+    import os
+    import threading
+
+    from capture_app import priority
+    calls = []
+    monkeypatch.setattr(os, "sched_setscheduler", lambda *args: calls.append(args))
+    assert priority.make_this_thread_realtime(10) == "SCHED_FIFO 10"
+    assert calls[0][:2] == (threading.get_native_id(), os.SCHED_FIFO) and calls[0][2].sched_priority == 10
+    assert priority.make_this_thread_realtime(0) == "normal (realtime_priority = 0)" and len(calls) == 1
+
+    def refuse(*_):
+        raise PermissionError(1, "Operation not permitted")
+    monkeypatch.setattr(os, "sched_setscheduler", refuse)
+    with caplog.at_level("INFO"):
+        assert priority.make_this_thread_realtime(10) == "normal (SCHED_FIFO 10 refused: Operation not permitted)"
+    assert "README, 'Priority'" in caplog.text
+
+
+def test_the_synchronizer_records_how_its_ticks_were_scheduled():
+    import os
+    import time
+
+    from capture_app.config import load_config
+    from capture_app.session import default_calibration
+    from capture_app.synchronizer import Synchronizer
+    config = load_config()
+    synchronizer = Synchronizer(config.sync, default_calibration(config)).start()
+    try:
+        deadline = time.monotonic() + 5
+        while synchronizer.scheduling == "not started" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        scheduling = synchronizer.describe()["scheduling"]
+        native_id = synchronizer._thread.native_id
+        policy = os.sched_getscheduler(native_id)
+    finally:
+        synchronizer.stop()
+    # the policy the thread really has is the one recorded (root in CI may or may not hold CAP_SYS_NICE)
+    if policy == os.SCHED_FIFO:
+        assert scheduling == "SCHED_FIFO 10"
+    else:
+        assert scheduling.startswith("normal (SCHED_FIFO 10 refused")
