@@ -116,6 +116,8 @@ def test_discard_needs_a_second_x_and_abort_keeps_a_file_marked_aborted(qtbot, w
     press(qtbot, window, QtCore.Qt.Key_Escape)
     qtbot.waitUntil(lambda: bool(window.saved_episodes), timeout=60000)
     assert "[aborted;" in window.session_list.item(1).text()
+    # the recorder computes the final table in the file right after the stop: read it once that is done
+    qtbot.waitUntil(lambda: "checking quality" not in window.session_list.item(1).text(), timeout=120000)
     with h5py.File(window.saved_episodes[0], "r") as f:
         assert f.attrs["outcome"] == "aborted"
 
@@ -199,6 +201,7 @@ def test_review_annotates_validates_and_logs_edits(qtbot, window, tmp_path):
     qtbot.waitUntil(lambda: bool(window.saved_episodes), timeout=60000)
     settled(qtbot, window)
     path = window.saved_episodes[0]
+    qtbot.waitUntil(lambda: "checking quality" not in window.session_list.item(0).text(), timeout=120000)
     with h5py.File(path, "r") as f:
         before = read_segments(f)
     window.open_review(path)
