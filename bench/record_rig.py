@@ -1,12 +1,14 @@
 """Record the full simulated rig (720p ego, 640x480 colour + depth, 3 trackers at 250 Hz,
-2 gloves at 120 Hz) and report CPU per tick, writer back-log, losses and tick lateness.
+2 gloves at 120 Hz) and report CPU per tick, writer back-log, losses, tick lateness and the
+episode's bytes per second; ``--video`` stores both cameras as H.264 ([writer] video_streams).
 
-    python bench/record_rig.py [--seconds 60] [--out DIR]
+    python bench/record_rig.py [--seconds 60] [--out DIR] [--video]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import tempfile
@@ -18,20 +20,24 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._util import machine, pct, process_cpu_seconds, rss_mb  # noqa: E402
-from capture_app.config import load_config  # noqa: E402
+from capture_app.config import load_config, with_changes  # noqa: E402
+from capture_app.driver_host import driver_video_settings  # noqa: E402
 from capture_app.episode_format import validate_and_summarize  # noqa: E402
 from capture_app.session import CaptureSession  # noqa: E402
 
 
-def encoder_floor_ms_per_tick(path: Path, jpeg_quality: int, rate_hz: float, frames: int = 30) -> dict:
-    """The physical floor of the same work: the encoders alone on the episode's own frames (JPEG of each
-    colour image, Blosc-lz4 + bitshuffle of each depth image through HDF5), as CPU ms per synchronizer tick
-    at the cameras' recorded rates. Medians of ``frames`` frames per stream."""
+def encoder_floor_ms_per_tick(path: Path, jpeg_quality: int, rate_hz: float, frames: int = 30,
+                              video: dict | None = None) -> dict:
+    """The physical floor of the same work: the encoders alone on the episode's own frames (JPEG, or H.264
+    for the streams in ``video``, of each colour image; Blosc-lz4 + bitshuffle of each depth image through
+    HDF5), as CPU ms per synchronizer tick at the cameras' recorded rates. Medians of ``frames`` frames per
+    stream."""
     import cv2
     import h5py
     import hdf5plugin
 
-    from capture_app.image_codec import decode_jpeg
+    from capture_app.episode_frames import FrameReader
+    from capture_app.video_codec import VideoEncoder
 
     def median_ms(work, items):
         times = []
@@ -47,10 +53,17 @@ def encoder_floor_ms_per_tick(path: Path, jpeg_quality: int, rate_hz: float, fra
         for stream in ("ego_camera", "top_camera"):
             group = f[f"streams/{stream}"]
             fps = len(group["seq"]) / ((group["t_capture_ns"][-1] - group["t_capture_ns"][0]) / 1e9)
-            images = [cv2.cvtColor(decode_jpeg(group["color"][i]), cv2.COLOR_RGB2BGR) for i in range(frames)]
-            per_frame = median_ms(lambda im: cv2.imencode(".jpg", im, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality]),
-                                  images)
-            out[f"{stream} JPEG"] = (per_frame, per_frame * fps / rate_hz)
+            reader = FrameReader(f, stream)
+            images = [reader.frame(i) for i in range(frames)]
+            if video and stream in video:
+                encoder = VideoEncoder(images[0].shape[1], images[0].shape[0], video[stream])
+                per_frame = median_ms(encoder.encode, images)
+                out[f"{stream} H.264"] = (per_frame, per_frame * fps / rate_hz)
+            else:
+                bgr = [cv2.cvtColor(image, cv2.COLOR_RGB2BGR) for image in images]
+                per_frame = median_ms(lambda im: cv2.imencode(".jpg", im, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality]),
+                                      bgr)
+                out[f"{stream} JPEG"] = (per_frame, per_frame * fps / rate_hz)
             if "depth" in group:
                 depths = [group["depth"][i] for i in range(frames)]
                 table = scratch.create_dataset("depth", shape=(0, *depths[0].shape), maxshape=(None, *depths[0].shape),
@@ -68,9 +81,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--video", action="store_true", help="store both cameras as H.264 instead of JPEG")
     args = parser.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="bench-record-"))
     config = load_config()
+    if args.video:
+        config = with_changes(config, writer=dataclasses.replace(config.writer,
+                                                                  video_streams=("ego_camera", "top_camera")))
     print(f"machine: {machine()}")
     with CaptureSession(config) as session:
         missing = session.wait_for_streams(10)
@@ -111,8 +128,9 @@ def main() -> None:
     print(f"losses: seq gaps {sum(stats.seq_gaps.values())}, writer overflow {sum(stats.overflow.values())}")
     for s in summary.streams:
         print(f"  {s.name:<22} {s.samples:>7} samples {s.rate_hz:8.2f} Hz (expected {s.expected_rate_hz:.0f}) "
-              f"gaps {s.seq_gaps} overflow {s.writer_overflow}")
-    floor = encoder_floor_ms_per_tick(path, config.writer.jpeg_quality, config.sync.rate_hz)
+              f"gaps {s.seq_gaps} overflow {s.writer_overflow}, {s.nbytes / 1e6 / args.seconds:.2f} MB/s")
+    floor = encoder_floor_ms_per_tick(path, config.writer.jpeg_quality, config.sync.rate_hz,
+                                      video=driver_video_settings(config))
     total = sum(per_tick for _, per_tick in floor.values())
     print("floor, the encoders alone on the same frames: " + ", ".join(
         f"{name} {per_frame:.2f} ms/frame" for name, (per_frame, _) in floor.items())

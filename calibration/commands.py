@@ -26,6 +26,7 @@ from calibration.model import Calibration, CameraIntrinsics
 from calibration.store import CalibrationStore, changes, describe, new_version_id, now_iso
 from calibration.timing import assign_roles, estimate_lag_ns
 from capture_app.config import RigConfig, load_config, sim_epoch_ns, with_changes
+from capture_app.episode_frames import FrameReader
 from capture_app.errors import CalibrationError
 from capture_app.geometry import make_transform, quat_angle, quat_to_matrix
 
@@ -382,9 +383,10 @@ def _wrist_procedure(args, config: RigConfig, store: CalibrationStore, old: Cali
     boards, times = [], []
     with h5py.File(path, "r") as f:
         frame_times = corrected_times(f, "top_camera", old)
+        frames = FrameReader(f, "top_camera")
         for row in range(0, len(frame_times), 3):
-            image = cv2.cvtColor(cv2.imdecode(f["streams/top_camera/color"][row], cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-            view = detector.detect(image, intrinsics)
+            image = frames.frame(row)
+            view = detector.detect(image, intrinsics) if image is not None else None
             if view is not None:
                 boards.append(old.T_world_topcam @ view.T_cam_board)
                 times.append(frame_times[row])

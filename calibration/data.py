@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import h5py
 import numpy as np
 
 from calibration.board import BoardDetector, BoardView
 from calibration.model import Calibration, CameraIntrinsics
+from capture_app.episode_frames import FrameReader
 from capture_app.geometry import pose_to_transform, quat_angle
 from capture_app.interpolation import Limits, evaluate
 
@@ -67,6 +67,7 @@ def board_pairs(path: str, calibration: Calibration, camera: str, tracker: str, 
         rows = np.arange(0, len(frame_times), every)
         poses = tracker_pose_at(f, tracker, calibration, frame_times[rows])
         speed_t, speed = angular_speed(f, tracker, calibration, baseline_s=SPEED_BASELINE_S)
+        frames = FrameReader(f, camera)
         for row, T in zip(rows, poses):
             if T is None:
                 rejected["tracker invalid"] += 1
@@ -75,8 +76,8 @@ def board_pairs(path: str, calibration: Calibration, camera: str, tracker: str, 
             if max_speed is not None and nearby.any() and speed[nearby].max() > max_speed:
                 rejected["moving too fast"] += 1
                 continue
-            image = cv2.cvtColor(cv2.imdecode(f[f"streams/{camera}/color"][row], cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-            view = detector.detect(image, intrinsics)
+            image = frames.frame(int(row))
+            view = detector.detect(image, intrinsics) if image is not None else None
             if view is None or (max_pnp_error_px is not None and view.reprojection_px > max_pnp_error_px):
                 rejected["board not seen"] += 1
                 continue

@@ -6,8 +6,8 @@ Wire format (protocol version 1, documented in ``docs/protocol.md``)::
     frame 1  header  msgpack map (see ``Message``)
     frame 2+ buffers one raw byte buffer per entry of header["buffers"]
 
-Buffers are raw numpy bytes (encoding "raw") or an encoded image ("jpeg"); never
-pickle or base64. Everything is serialized before the first frame is sent.
+Buffers are raw numpy bytes (encoding "raw"), an encoded image ("jpeg") or one frame of an
+H.264 stream ("h264"); never pickle or base64. Everything is serialized before the first frame is sent.
 
 Topology: the application's subscriber *binds* an ``inproc://`` endpoint that the
 in-process driver threads *connect* their publishers to, and *connects* to the
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 PROTOCOL_VERSION = 1
 STATUS_PREFIX = "_status/"
 TRACKING_STATES = ("ok", "degraded", "lost")
-ENCODINGS = ("raw", "jpeg")
+ENCODINGS = ("raw", "jpeg", "h264")
 ALLOWED_DTYPES = frozenset({"|u1", "<u2", "<i4", "<u4", "<i8", "<u8", "<f4", "<f8", "|b1"})
 MAX_HEADER_BYTES = 64 * 1024
 INT64_LIMIT = 1 << 63
@@ -98,7 +98,7 @@ def encode_message(
 ) -> list:
     """Serialize one sample into the frames of a bus message.
 
-    ``arrays`` maps buffer names to numpy arrays (raw) or 1-D uint8 blobs (jpeg, with
+    ``arrays`` maps buffer names to numpy arrays (raw) or 1-D uint8 blobs (jpeg, h264, with
     the decoded image shape given in ``decoded_shapes``). Returns
     ``[topic, header, *buffers]`` ready for ``send_multipart``.
     """

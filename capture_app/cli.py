@@ -38,6 +38,8 @@ def _progress_line(session, elapsed: float) -> str:
         stats = writer.stats()
         parts.append(f"gaps {sum(stats.seq_gaps.values())} overflow {sum(stats.overflow.values())} "
                      f"backlog {stats.backlog_items}")
+        if sum(stats.video_undecodable.values()):
+            parts.append(f"video undecodable {sum(stats.video_undecodable.values())}")
     rejected = sum(st.rejected for st in status.values())
     if rejected:
         parts.append(f"rejected {rejected}")

@@ -16,7 +16,7 @@ from typing import Any
 
 from capture_app.quality import QualityThresholds
 from capture_app.errors import ConfigError
-from capture_app.streams import STREAM_KINDS
+from capture_app.streams import CAMERA_STREAMS, STREAM_KINDS
 
 CONFIG_VERSION = 1
 DEFAULT_SIM_CONFIG = "sim_rig.toml"
@@ -104,6 +104,9 @@ class SyncConfig:
             raise _fail("[sync]", "realtime_priority", self.realtime_priority, "an integer 0..99 (0 = off)")
 
 
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium")
+
+
 @dataclass(frozen=True)
 class WriterConfig:
     """Episode writer settings."""
@@ -112,9 +115,26 @@ class WriterConfig:
     queue_size: int = 12000  # samples queued for the writer, shared by the streams in proportion to their rates
     jpeg_quality: int = 90
     encode_in: str = "driver"  # driver: local drivers JPEG their colour frames before publishing; writer: the writer does
+    video_streams: tuple = ()  # camera streams stored as H.264 video instead of JPEG (encoded in their driver)
+    video_crf: int = 26
+    video_preset: str = "superfast"
+    video_keyframe_interval: int = 10
 
     def __post_init__(self):
         _check_positive("[writer]", "flush_interval_s", self.flush_interval_s)
+        if not isinstance(self.video_streams, (list, tuple)) or not all(
+                s in CAMERA_STREAMS for s in self.video_streams):
+            raise _fail("[writer]", "video_streams", self.video_streams, f"a list of camera streams from {list(CAMERA_STREAMS)}")
+        object.__setattr__(self, "video_streams", tuple(self.video_streams))
+        if self.video_streams and self.encode_in != "driver":
+            raise _fail("[writer]", "video_streams", list(self.video_streams),
+                        "empty when encode_in = 'writer': video is encoded in each camera's driver")
+        if not isinstance(self.video_crf, int) or not 0 <= self.video_crf <= 51:
+            raise _fail("[writer]", "video_crf", self.video_crf, "an integer 0..51 (x264 quality; lower is better)")
+        if self.video_preset not in X264_PRESETS:
+            raise _fail("[writer]", "video_preset", self.video_preset, f"one of {list(X264_PRESETS)}")
+        if not isinstance(self.video_keyframe_interval, int) or not 1 <= self.video_keyframe_interval <= 300:
+            raise _fail("[writer]", "video_keyframe_interval", self.video_keyframe_interval, "an integer 1..300 (frames)")
         if self.encode_in not in ("driver", "writer"):
             raise _fail("[writer]", "encode_in", self.encode_in,
                         "'driver' (each local driver encodes its colour frames, the default) or 'writer'")

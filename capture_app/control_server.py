@@ -35,8 +35,10 @@ REPLY_CACHE = 1000
 CAMERAS = {"ego_camera": "ego", "top_camera": "top"}
 
 
-def view_of_tick(tick) -> dict:
-    """A synchronizer tick as the monitor draws it (``view`` topic of docs/control.md)."""
+def view_of_tick(tick, sent_seq: dict[str, int] | None = None) -> dict:
+    """A synchronizer tick as the monitor draws it (``view`` topic of docs/control.md). A camera stored as
+    H.264 sends, instead of one image, its frames after ``sent_seq[stream]`` up to the one shown (a
+    monitor decodes them in order); ``sent_seq`` is updated."""
     view = {"t_eval_ns": tick.t_eval_ns, "t_tick_ns": tick.t_tick_ns, "lateness_ns": tick.lateness_ns,
             "action_valid": tick.action_valid, "T_world_cam": tick.T_world_cam,
             "T_cam_wrist": dict(tick.T_cam_wrist), "T_world_wrist": dict(tick.T_world_wrist),
@@ -47,8 +49,17 @@ def view_of_tick(tick) -> dict:
         if message is None:
             continue
         frame = {"seq": message.seq, "encoding": message.encodings.get("color", "raw"),
-                 "shape": list(message.shapes.get("color", message.arrays["color"].shape)),
-                 "color": message.arrays["color"]}
+                 "shape": list(message.shapes.get("color", message.arrays["color"].shape))}
+        if frame["encoding"] == "h264":
+            after = (sent_seq or {}).get(stream, -1)
+            if after > message.seq:  # the sender restarted and counts from 0 again
+                after = -1
+            frame["packets"] = [[m.seq, bool(m.meta.get("keyframe")), m.arrays["color"]]
+                                for m in tick.video_packets.get(stream, []) if m.seq > after]
+            if sent_seq is not None:
+                sent_seq[stream] = message.seq
+        else:
+            frame["color"] = message.arrays["color"]
         if "depth" in message.arrays:
             frame["depth"] = message.arrays["depth"][::DEPTH_STEP, ::DEPTH_STEP]
         view[key] = frame
@@ -65,7 +76,8 @@ def status_of(session, takes: Takes, control_refused: int = 0) -> dict:
         stats = writer.stats()
         writer_state = {"written": dict(stats.written), "refused": dict(stats.overflow),
                         "seq_gaps": dict(stats.seq_gaps), "backlog_items": stats.backlog_items,
-                        "backlog_bytes": stats.backlog_bytes, "error": stats.error}
+                        "backlog_bytes": stats.backlog_bytes, "error": stats.error,
+                        "video_undecodable": dict(stats.video_undecodable)}
     return {"t_ns": now_ns(), "rig": session.config.name, "streams": streams, "drivers": drivers,
             "writer": writer_state, "rejected": session.rejected_counts(),
             "losses": {**session.loss_counts(), "control_refused": control_refused}, "takes": takes.state()}
@@ -219,13 +231,13 @@ class ControlServer:
         if socket is None:
             return
         socket.sndhwm = 50  # a slow monitor loses views, never blocks the recorder
-        last_tick, next_status = None, 0.0
+        last_tick, next_status, sent_seq = None, 0.0, {}
         try:
             while not self._stop.wait(VIEW_PERIOD_S):
                 tick = self.session.latest_tick
                 if tick is not None and tick is not last_tick:
                     last_tick = tick
-                    self._send(socket, b"view", view_of_tick(tick))
+                    self._send(socket, b"view", view_of_tick(tick, sent_seq))
                 if time.monotonic() >= next_status:
                     next_status = time.monotonic() + STATUS_PERIOD_S
                     self._send(socket, b"status", self._status())

@@ -18,6 +18,8 @@ import zmq
 from capture_app.child_process import child_env, cli_command
 from capture_app.config import RigConfig
 from capture_app.errors import ConfigError
+from capture_app.image_codec import EncodeError
+from capture_app.video_codec import VideoSettings, require_av
 from drivers.registry import create_driver
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,22 @@ def driver_jpeg_quality(config: RigConfig) -> int | None:
     return config.writer.jpeg_quality if config.writer.encode_in == "driver" else None
 
 
+def driver_video_settings(config: RigConfig) -> dict[str, VideoSettings]:
+    """Per camera stream stored as video ([writer] video_streams): how its driver encodes it. Raises
+    ConfigError, saying how to install it, when PyAV is missing."""
+    writer = config.writer
+    if not writer.video_streams:
+        return {}
+    try:
+        require_av()
+    except EncodeError as exc:
+        raise ConfigError(f"{config.source_path}: [writer] video_streams = {list(writer.video_streams)}: {exc}") from None
+    rates = {s: d.rate_hz for d in config.drivers for s in d.streams}
+    return {s: VideoSettings(crf=writer.video_crf, preset=writer.video_preset,
+                             keyframe_interval=writer.video_keyframe_interval, rate_hz=float(rates.get(s, 30.0)))
+            for s in writer.video_streams}
+
+
 def run_drivers(config: RigConfig, names: list[str], endpoint: str, *, bind: bool, parent_pid: int | None = None,
                 stop: threading.Event | None = None, duration_s: float | None = None, keys_dir: str | None = None) -> int:
     """Run the named drivers until SIGINT/SIGTERM, ``stop``, ``duration_s`` or the parent's death.
@@ -72,7 +90,8 @@ def run_drivers(config: RigConfig, names: list[str], endpoint: str, *, bind: boo
     if bind:
         clock = ClockServer(clock_endpoint(endpoint), context, keys)
     drivers = [create_driver(driver_config_with_seed(config.driver(n), config.sim_seed, config.sim_timing), endpoint, bind=bind,
-                             context=context, curve=keys, jpeg_quality=driver_jpeg_quality(config)) for n in names]
+                             context=context, curve=keys, jpeg_quality=driver_jpeg_quality(config),
+                             video=driver_video_settings(config)) for n in names]
     for d in drivers:
         d.start()
     waited = 0.0

@@ -9,8 +9,10 @@ One HDF5 file per episode::
     /calibration           attrs: json (the calibration used while recording), calibration_id
     /streams/<stream>/     one group per stream, one row per received sample, in arrival order
         seq, t_capture_ns, t_device_ns, t_publish_ns, t_receive_ns, tracking
-        <buffer>           the sample's data (raw arrays; "color" as JPEG blobs; "depth" Blosc-zstd)
-        attrs: kind, expected_rate_hz, seq_gaps, writer_overflow, non_monotonic, device (JSON)
+        <buffer>           the sample's data (raw arrays; "color" as JPEG blobs or H.264 packets with
+                           "color_keyframe"; "depth" Blosc-zstd)
+        attrs: kind, expected_rate_hz, seq_gaps, writer_overflow, non_monotonic, device (JSON);
+               video: video_undecodable, video_preroll
     /synced/               one row per synchronizer tick (format 1.1: see docs)
     /annotations/subtasks  subtask segments (see docs)
     /events                t_ns, level, source, message: errors, warnings, gaps, operator actions
@@ -26,7 +28,7 @@ import h5py
 import numpy as np
 
 FORMAT_NAME = "capture_app.episode"
-FORMAT_VERSION = "1.2"
+FORMAT_VERSION = "1.3"
 PARTIAL_SUFFIX = ".partial"
 EPISODE_SUFFIX = ".h5"
 NO_DEVICE_TIME = np.iinfo(np.int64).min  # t_device_ns when the device has no clock of its own
@@ -90,6 +92,20 @@ def _json_or_none(text) -> dict | None:
         return None
 
 
+def _video_problems(name: str, group: h5py.Group) -> list[str]:
+    """A video stream's layout: keyframe flags present, and every stored frame decodable (a keyframe
+    before it, no frame missing in between)."""
+    from capture_app.episode_frames import decodable_rows
+    if "color_keyframe" not in group or "seq" not in group or "sender_epoch" not in group:
+        return [f"/streams/{name}/color_keyframe missing (an H.264 stream needs its keyframe flags)"]
+    n = min(len(group["color_keyframe"]), len(group["seq"]), len(group["sender_epoch"]))
+    ok = decodable_rows(group["seq"][:n], group["sender_epoch"][:n], group["color_keyframe"][:n])
+    if not ok.all():
+        return [f"/streams/{name}/color: {int((~ok).sum())} of {n} video frames cannot be decoded (first at row "
+                f"{int(np.flatnonzero(~ok)[0])}): no keyframe before them, or a frame missing in between"]
+    return []
+
+
 def validate_and_summarize(path: str | Path) -> EpisodeSummary:
     """Open an episode read-only, check it against the documented layout and summarise it.
 
@@ -119,6 +135,7 @@ def validate_and_summarize(path: str | Path) -> EpisodeSummary:
             except (TypeError, ValueError):
                 problems.append("/calibration json is not valid JSON")
         streams: list[StreamSummary] = []
+        warnings: list[str] = []
         starts, ends = [], []
         for name, group in f.get("streams", {}).items():
             n = None
@@ -145,6 +162,11 @@ def validate_and_summarize(path: str | Path) -> EpisodeSummary:
                 same = np.diff(epoch) == 0
                 if np.any(np.diff(seq)[same] <= 0):
                     problems.append(f"/streams/{name}/seq is not strictly increasing within a sender epoch")
+            if group.attrs.get("color_encoding") == "h264":
+                problems.extend(_video_problems(name, group))
+                if group.attrs.get("video_undecodable", 0):
+                    warnings.append(f"{name}: {int(group.attrs['video_undecodable'])} video frames after lost ones "
+                                    f"could not be decoded and were not stored")
             duration = (t[-1] - t[0]) / 1e9 if n > 1 else 0.0
             if n:
                 starts.append(t[0])
@@ -159,7 +181,6 @@ def validate_and_summarize(path: str | Path) -> EpisodeSummary:
         synced_rows = len(f["synced/t_tick_ns"]) if "synced/t_tick_ns" in f else 0
         subtasks = len(f["annotations/subtasks/label"]) if "annotations/subtasks/label" in f else 0
         events = len(f["events/t_ns"]) if "events/t_ns" in f else 0
-        warnings: list[str] = []
         try:
             expected = json.loads(attrs.get("expected_rates_hz", "{}"))
         except (TypeError, ValueError):

@@ -20,6 +20,7 @@ import numpy as np
 
 from calibration.model import calibration_from_json
 from capture_app.action_space import PART_COLUMNS, PART_NAMES
+from capture_app.episode_frames import FrameReader
 from capture_app.hand import HANDS, KEYPOINT_PARENTS
 
 BONES = [(parent, child) for child, parent in enumerate(KEYPOINT_PARENTS) if parent >= 0]  # the hand model's tree
@@ -73,6 +74,7 @@ def log_episode(path: str | Path, rec, depth_every: int = DEPTH_EVERY) -> dict[s
         poses = {entity: synced[column][:] for entity, column in POSES.items()}
         keypoints = synced["keypoints"][:]
         valid = synced["action_valid"][:]
+        frames = {name: FrameReader(f, name) for name in ("ego_camera", "top_camera") if f"streams/{name}/color" in f}
         for row, t in enumerate(seconds):
             rec.set_time("episode", duration=float(t))
             for entity, pose in poses.items():
@@ -83,9 +85,14 @@ def log_episode(path: str | Path, rec, depth_every: int = DEPTH_EVERY) -> dict[s
                 if valid[row, 2 + hand] and np.isfinite(points).all():
                     log(f"world/{side}_wrist/hand", *_hand(rr, points))
             for name in ("ego_camera", "top_camera"):
-                if name in streams and index[row, streams.index(name)] >= 0:
-                    blob = f[f"streams/{name}/color"][index[row, streams.index(name)]]
-                    log(f"world/{name}/image", rr.EncodedImage(contents=np.asarray(blob).tobytes(), media_type="image/jpeg"))
+                if name in frames and name in streams and index[row, streams.index(name)] >= 0:
+                    stream_row = int(index[row, streams.index(name)])
+                    if frames[name].encoding == "jpeg":  # logged as the JPEG it is: no decoding
+                        blob = f[f"streams/{name}/color"][stream_row]
+                        log(f"world/{name}/image", rr.EncodedImage(contents=np.asarray(blob).tobytes(),
+                                                                   media_type="image/jpeg"))
+                    elif (image := frames[name].frame(stream_row)) is not None:
+                        log(f"world/{name}/image", rr.Image(image))
             if "top_camera" in streams and row % depth_every == 0 and index[row, streams.index("top_camera")] >= 0:
                 depth = f["streams/top_camera/depth"][index[row, streams.index("top_camera")]]
                 scale = float(f["streams/top_camera"].attrs["depth_scale_m"])
@@ -176,7 +183,8 @@ class LiveRerun:
             if points is not None and np.isfinite(points).all():
                 rec.log(f"world/{side}_wrist/hand", *_hand(rr, points))
         frame = tick.frames.get("ego_camera")
-        if frame is not None and "color" in frame.arrays:
+        if frame is not None and "color" in frame.arrays and frame.encodings.get("color") != "h264":
+            # an H.264 frame does not decode alone: a camera stored as video shows no live image here
             color = frame.arrays["color"]
             image = rr.EncodedImage(contents=np.asarray(color).tobytes(), media_type="image/jpeg") if color.ndim == 1 \
                 else rr.Image(color)

@@ -33,7 +33,8 @@ from capture_app.stream_schema import MessageCheck, fill_optional
 from capture_app.stream_watch import StreamWatch
 from capture_app.synchronizer import VALIDITY_NAMES, SyncedTick, Synchronizer
 from capture_app.writer import EpisodeMetadata, EpisodeWriter
-from capture_app.driver_host import DriverHostProcess, driver_config_with_seed, driver_jpeg_quality
+from capture_app.driver_host import (DriverHostProcess, driver_config_with_seed, driver_jpeg_quality,
+                                     driver_video_settings)
 from drivers.base import DriverHealth
 from drivers.registry import create_driver, driver_class
 
@@ -157,6 +158,7 @@ class CaptureSession:
         over ``ipc://`` (``[rig] drivers_in = "process"``, the default) or as threads here.
         """
         raise_priority()
+        video = driver_video_settings(self.config)  # before anything starts: a missing PyAV is a ConfigError
         bind = [self.config.bus_endpoint]
         local = [d.name for d in self.config.drivers if not d.endpoint]
         isolated = [n for n in local if driver_class(self.config.driver(n).type).isolated]
@@ -189,7 +191,7 @@ class CaptureSession:
                 driver = create_driver(driver_config_with_seed(self.config.driver(name), self.config.sim_seed,
                                                                self.config.sim_timing),
                                        self.config.bus_endpoint, context=self._context,
-                                       jpeg_quality=driver_jpeg_quality(self.config))
+                                       jpeg_quality=driver_jpeg_quality(self.config), video=video)
                 self.drivers.append(driver.start())
         # Everything allocated so far lives as long as the session: keep it out of the cyclic
         # GC's full collections, which otherwise stall every thread (18 ms measured) and make ticks late.

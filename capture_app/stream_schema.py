@@ -26,6 +26,7 @@ import numpy as np
 
 from capture_app.bus import Message
 from capture_app.streams import STREAM_KINDS
+from capture_app.video_codec import is_annex_b
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class BufferSpec:
 
 
 _POSE = BufferSpec("<f8", (7,))
-_IMAGE = BufferSpec("|u1", (None, None, 3), ("raw", "jpeg"))
+_IMAGE = BufferSpec("|u1", (None, None, 3), ("raw", "jpeg", "h264"))
 SCHEMAS: dict[str, dict[str, BufferSpec]] = {
     "pose": {"pose": _POSE},
     "keypoints": {"keypoints": BufferSpec("<f4", (25, 3)), "wrist_quat": BufferSpec("<f8", (4,), optional=True)},
@@ -71,6 +72,7 @@ class _StreamState:
     last_t: int | None = None
     retired: set = field(default_factory=set)   # senders replaced by a newer one (a restarted driver)
     shapes: dict = field(default_factory=dict)  # buffer -> shape fixed by the first accepted sample
+    encodings: dict = field(default_factory=dict)  # buffer -> encoding fixed by the first sample that fits
     outlier_seq: int | None = None
     outlier_run: int = 0
 
@@ -121,6 +123,12 @@ class MessageCheck:
                 return f"dtype:{name}"
             if encoding == "jpeg" and (array.nbytes < 4 or bytes(array[:2]) != JPEG_MAGIC):
                 return f"not-jpeg:{name}"
+            if encoding == "h264" and (array.nbytes < 5 or not is_annex_b(array)):
+                return f"not-h264:{name}"
+            if encoding == "h264" and not isinstance(m.meta.get("keyframe"), bool):
+                return "meta:keyframe"
+            if state.encodings.get(name, encoding) != encoding:
+                return f"encoding-changed:{name}"
             if len(shape) != len(spec.shape) or any(want is not None and got != want
                                                      for got, want in zip(shape, spec.shape)):
                 return f"shape:{name}"
@@ -162,6 +170,7 @@ class MessageCheck:
         state.outlier_seq, state.outlier_run = None, 0
         for name, array in m.arrays.items():
             state.shapes.setdefault(name, tuple(m.shapes.get(name, array.shape)))
+            state.encodings.setdefault(name, m.encodings.get(name, "raw"))
         return None
 
     def _readopt(self, state: _StreamState, seq: int) -> bool:

@@ -116,6 +116,9 @@ class SyncedTick:
     action: np.ndarray
     action_valid: np.ndarray
     frames: dict[str, Message | None] = field(default_factory=dict)
+    # for cameras sending H.264: the recent frames up to the chosen one, in seq order (a frame decodes
+    # only after those before it; the monitor feed forwards the ones it has not sent yet)
+    video_packets: dict[str, list[Message]] = field(default_factory=dict)
 
     @property
     def lateness_ns(self) -> int:
@@ -199,6 +202,7 @@ class Synchronizer:
         evaluations: dict[str, Evaluation] = {}
         seqs: dict[str, int] = {}
         frames: dict[str, Message | None] = {}
+        video: dict[str, list[Message]] = {}
         for stream, buffer in self.buffers.items():
             visible = buffer.visible(cutoff, self.receive_floor_ns)
             times = buffer.times[visible]
@@ -210,8 +214,12 @@ class Synchronizer:
             seqs[stream] = int(buffer.seq[visible][result.index]) if result.valid else -1
             if stream in CAMERA_STREAMS:
                 frames[stream] = buffer.frames.get(seqs[stream]) if result.valid else None
+                if frames[stream] is not None and frames[stream].encodings.get("color") == "h264":
+                    video[stream] = [m for s, m in buffer.frames.items() if s <= seqs[stream]]
             evaluations[stream] = result
-        return self._assemble(t_tick_ns, t_eval, evaluations, seqs, frames)
+        tick = self._assemble(t_tick_ns, t_eval, evaluations, seqs, frames)
+        tick.video_packets = video
+        return tick
 
     def _assemble(self, t_tick, t_eval, evaluations, seqs, frames) -> SyncedTick:
         cal = self.calibration

@@ -82,6 +82,7 @@ class WriterStats:
     backlog_items: int
     backlog_bytes: int
     error: str = ""
+    video_undecodable: Counter = field(default_factory=Counter)  # video frames dropped after a lost frame
 
 
 def _set_attrs(target, attrs: dict[str, Any]) -> None:
@@ -106,7 +107,8 @@ class _Table:
         self._rows: dict[str, int] = {}
 
     def mark(self, column: str, kind: str) -> None:
-        """Declare ``column`` as 'jpeg' (variable-length bytes), 'depth' (Blosc image) or 'text'."""
+        """Declare ``column`` as 'bytes' (variable-length: JPEG files, H.264 packets), 'depth' (Blosc image)
+        or 'text'."""
         self._special[column] = kind
 
     def append(self, row: dict[str, Any]) -> None:
@@ -115,7 +117,7 @@ class _Table:
 
     def _create(self, name: str, first: Any) -> h5py.Dataset:
         kind = self._special.get(name)
-        if kind == "jpeg":
+        if kind == "bytes":
             return self.group.create_dataset(name, (0,), maxshape=(None,), dtype=h5py.vlen_dtype(np.uint8), chunks=(64,))
         if kind == "text":
             return self.group.create_dataset(name, (0,), maxshape=(None,), dtype=h5py.string_dtype(), chunks=(256,))
@@ -141,7 +143,7 @@ class _Table:
             start = self._rows[name]
             dataset.resize(start + len(values), axis=0)
             self._rows[name] = start + len(values)
-            if self._special.get(name) in ("jpeg", "text", "depth"):
+            if self._special.get(name) in ("bytes", "text", "depth"):
                 # one by one: h5py mis-broadcasts a 1-row object array; and h5py holds the GIL for a whole
                 # write call, so a depth frame (compressed inside HDF5, ~0.5 ms) at a time lets the
                 # synchronizer's tick in between instead of waiting for a flush's every frame
@@ -190,6 +192,10 @@ class EpisodeWriter:
         self._overflow: Counter = Counter()
         self._seq_gaps: Counter = Counter()
         self._non_monotonic: Counter = Counter()
+        self._video_undecodable: Counter = Counter()  # video frames after a lost one, until the next keyframe
+        self._video_preroll: Counter = Counter()       # video frames before a sender's first keyframe
+        self._video_streams: set[str] = set()
+        self._undecodable_run: dict[str, int | None] = {}  # stream -> last stored seq (None: none) of its current run
         self._error: WriterError | None = None
         self._finished = threading.Event()
         self._end_ns = 0
@@ -277,7 +283,8 @@ class EpisodeWriter:
     def stats(self) -> WriterStats:
         with self._lock:
             return WriterStats(Counter(self._written), Counter(self._overflow), Counter(self._seq_gaps),
-                               self._queue.qsize(), self._queued_bytes, str(self._error or ""))
+                               self._queue.qsize(), self._queued_bytes, str(self._error or ""),
+                               Counter(self._video_undecodable))
 
     @property
     def error(self) -> WriterError | None:
@@ -434,8 +441,13 @@ class EpisodeWriter:
             table = self._streams[message.stream] = _Table(group)
             for name, array in message.arrays.items():
                 encoding = message.encodings[name]
-                if encoding == "jpeg" or (array.dtype == np.uint8 and array.ndim == 3 and name == "color"):
-                    table.mark(name, "jpeg")
+                if encoding == "h264":
+                    table.mark(name, "bytes")
+                    group.attrs[f"{name}_encoding"] = "h264"
+                    group.attrs[f"{name}_shape"] = list(message.shapes[name])
+                    self._video_streams.add(message.stream)
+                elif encoding == "jpeg" or (array.dtype == np.uint8 and array.ndim == 3 and name == "color"):
+                    table.mark(name, "bytes")
                     group.attrs[f"{name}_encoding"] = "jpeg"
                     group.attrs[f"{name}_shape"] = list(message.shapes[name])
                 elif name == "depth":
@@ -463,6 +475,10 @@ class EpisodeWriter:
                 "message": f"non-monotonic sample rejected: seq {message.seq} after {last_seq}, t_capture "
                            f"{message.t_capture_ns} after {last_t} (check the driver's clock)"})
             return
+        if message.encodings.get("color") == "h264" and not message.meta.get("keyframe") and (
+                last_seq is None or message.seq != last_seq + 1):
+            self._drop_undecodable(message, last_seq)
+            return
         if last_seq is not None and message.seq > last_seq + 1:
             with self._lock:
                 self._seq_gaps[stream] += message.seq - last_seq - 1
@@ -480,13 +496,15 @@ class EpisodeWriter:
             "clock_offset_ns": np.int64(message.clock_offset_ns),
         }
         for name, array in message.arrays.items():
-            if table._special.get(name) == "jpeg" and message.encodings[name] == "raw":
+            if table._special.get(name) == "bytes" and message.encodings[name] == "raw":
                 try:  # a driver that did not encode its frames (encode_in = "writer", or a remote driver)
                     row[name] = encode_jpeg(array, self.config.jpeg_quality)
                 except EncodeError as exc:
                     raise WriterError(f"{stream} seq {message.seq}: {exc}") from None
             else:
                 row[name] = array
+            if message.encodings[name] == "h264":
+                row[f"{name}_keyframe"] = np.bool_(message.meta["keyframe"])
         table.append(row)
         self._pending_bytes += message.nbytes + ROW_HEADER_BYTES  # JPEG encoded here only shrinks it
         rows = self._row_of_seq[stream]
@@ -495,6 +513,21 @@ class EpisodeWriter:
             del rows[next(iter(rows))]
         with self._lock:
             self._written[stream] += 1
+
+    def _drop_undecodable(self, message: Message, last_seq: int | None) -> None:
+        """A video frame whose predecessor was not stored (the episode's first frames before a keyframe, or
+        the frames after a lost one) cannot be decoded: it is counted and not stored, so that every stored
+        frame decodes. Logged once per run of such frames."""
+        stream = message.stream
+        with self._lock:
+            (self._video_preroll if last_seq is None else self._video_undecodable)[stream] += 1
+        if self._undecodable_run.get(stream, -1) != last_seq:  # the first frame of a run: say why
+            self._undecodable_run[stream] = last_seq
+            why = "before the episode's first keyframe" if last_seq is None else f"after a lost frame (seq {last_seq} was the last stored)"
+            self._tables["events"].append({
+                "t_ns": np.int64(message.t_receive_ns), "level": "info" if last_seq is None else "warning",
+                "source": stream, "message": f"video frames {why} cannot be decoded: not stored until the next "
+                                             f"keyframe (counted in video_{'preroll' if last_seq is None else 'undecodable'})"})
 
     def _rows_of(self, stream_seq: np.ndarray) -> np.ndarray:
         """Row indices in /streams/<s> of the samples a synced row used (-1: none, or not stored)."""
@@ -549,6 +582,9 @@ class EpisodeWriter:
                 counts = {"seq_gaps": int(self._seq_gaps[stream]) + self._tail_gap(stream),
                           "writer_overflow": int(self._overflow[stream])}
             counts["non_monotonic"] = int(self._non_monotonic[stream])
+            if stream in self._video_streams:
+                counts["video_undecodable"] = int(self._video_undecodable[stream])
+                counts["video_preroll"] = int(self._video_preroll[stream])
             if self._written_counts.get(stream) != counts:  # an attribute write costs ~0.1 ms: only on change
                 _set_attrs(table.group.attrs, counts)
                 self._written_counts[stream] = counts

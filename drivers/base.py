@@ -29,6 +29,7 @@ import zmq
 
 from capture_app.bus import STATUS_PREFIX, BusPublisher, encode_message
 from capture_app.image_codec import encode_jpeg, is_raw_colour
+from capture_app.video_codec import VideoEncoder, VideoSettings
 from capture_app.clock import NS_PER_S, now_ns
 from capture_app.config import DriverConfig
 from capture_app.errors import CaptureError, ConfigError, SDKMissingError
@@ -119,9 +120,12 @@ class Driver:
     isolated = False  # True: always run in a process of its own (an SDK crash must not take the app down)
 
     def __init__(self, config: DriverConfig, bus_endpoint: str, *, bind: bool = False,
-                 context: zmq.Context | None = None, curve=None, jpeg_quality: int | None = None):
+                 context: zmq.Context | None = None, curve=None, jpeg_quality: int | None = None,
+                 video: dict[str, VideoSettings] | None = None):
         self.config = config
         self.jpeg_quality = jpeg_quality  # set: raw colour frames are published as JPEG of this quality
+        self.video = video or {}          # stream -> settings: its raw colour frames are published as H.264
+        self._video_encoders: dict[str, VideoEncoder] = {}
         self.options = parse_options(self.Options, config)
         self._bus_endpoint = bus_endpoint
         self._bind = bind
@@ -245,21 +249,33 @@ class Driver:
             time.sleep(0.01)  # let the last status leave before the socket closes
             publisher.close()
 
-    def _encode_colour(self, sample: Sample) -> None:
-        """JPEG the sample's raw colour frame here, in the driver's thread and process (OpenCV releases the
-        GIL), so the recorder only moves its bytes."""
+    def _encode_colour(self, sample: Sample, stream: str) -> None:
+        """Compress the sample's raw colour frame here, in the driver's thread and process (the encoders
+        release the GIL), so the recorder only moves its bytes: H.264 for a stream stored as video, else JPEG."""
         colour = sample.arrays.get("color")
         encodings = dict(sample.encodings or {})
         if colour is None or encodings.get("color", "raw") != "raw" or not is_raw_colour(colour):
             return
-        sample.arrays = {**sample.arrays, "color": encode_jpeg(colour, self.jpeg_quality)}
-        sample.encodings = {**encodings, "color": "jpeg"}
+        settings = self.video.get(stream)
+        if settings is not None:
+            encoder = self._video_encoders.get(stream)
+            if encoder is None or (encoder.height, encoder.width) != colour.shape[:2]:
+                encoder = self._video_encoders[stream] = VideoEncoder(colour.shape[1], colour.shape[0], settings)
+            packet, keyframe = encoder.encode(colour)
+            sample.arrays = {**sample.arrays, "color": packet}
+            sample.encodings = {**encodings, "color": "h264"}
+            sample.meta = {**(sample.meta or {}), "keyframe": keyframe}
+        elif self.jpeg_quality is not None:
+            sample.arrays = {**sample.arrays, "color": encode_jpeg(colour, self.jpeg_quality)}
+            sample.encodings = {**encodings, "color": "jpeg"}
+        else:
+            return
         sample.decoded_shapes = {**(sample.decoded_shapes or {}), "color": tuple(colour.shape)}
 
     def _publish(self, publisher: BusPublisher, sample: Sample) -> None:
-        if self.jpeg_quality is not None:
-            self._encode_colour(sample)
         stream = sample.stream or self.config.stream
+        if self.jpeg_quality is not None or stream in self.video:
+            self._encode_colour(sample, stream)
         seq = sample.seq
         if seq is None:
             seq = self._next_seq.get(stream, 0)

@@ -2,7 +2,8 @@
 
 Capture times keep their recorded spacing, shifted onto the current host clock; the
 original sequence numbers, tracking flags and device times are kept. Images are
-published as the JPEG stored in the file (encoding "jpeg"); everything else raw.
+published as stored in the file: JPEG (encoding "jpeg"), or H.264 packets (encoding "h264",
+with ``meta.keyframe``); everything else raw.
 Type ``replay``; options ``episode`` (path), ``source_stream`` (default: the driver's stream), ``loop``.
 """
 
@@ -58,8 +59,10 @@ class ReplayDriver(Driver):
         self._seq = group["seq"][:].astype(np.int64)
         self._device = group["t_device_ns"][:]
         self._tracking = group["tracking"][:]
-        self._columns = [name for name in group if name not in TIME_COLUMNS]
-        self._jpeg = {name for name in self._columns if group.attrs.get(f"{name}_encoding") == "jpeg"}
+        # a video column's keyframe flags travel as meta["keyframe"], not as a buffer
+        self._columns = [name for name in group if name not in TIME_COLUMNS and not name.endswith("_keyframe")]
+        self._encoded = {name: group.attrs[f"{name}_encoding"] for name in self._columns
+                         if group.attrs.get(f"{name}_encoding") in ("jpeg", "h264")}
         self._restart()
         self.device_info.update({"model": f"replay of {source}", "episode": str(path), "rows": len(self._times)})
 
@@ -80,20 +83,23 @@ class ReplayDriver(Driver):
         if not sleep_until_ns(t_capture, self._stop):
             return None
         self._row += 1
-        arrays, encodings, shapes = {}, {}, {}
+        arrays, encodings, shapes, meta = {}, {}, {}, {}
         for name in self._columns:
             value = self._group[name][i]
-            if name in self._jpeg:
+            if name in self._encoded:
                 arrays[name] = np.asarray(value, dtype=np.uint8)
-                encodings[name] = "jpeg"
+                encodings[name] = self._encoded[name]
                 shapes[name] = tuple(self._group.attrs[f"{name}_shape"])
+                if encodings[name] == "h264":
+                    meta["keyframe"] = bool(self._group[f"{name}_keyframe"][i])
             else:
                 arrays[name] = np.asarray(value)
-        meta = {"depth_scale_m": float(self._group.attrs["depth_scale_m"])} if "depth_scale_m" in self._group.attrs else None
+        if "depth_scale_m" in self._group.attrs:
+            meta["depth_scale_m"] = float(self._group.attrs["depth_scale_m"])
         device = int(self._device[i])
         return Sample(t_capture, arrays, tracking=_TRACKING[int(self._tracking[i])],
                       t_device_ns=None if device == NO_DEVICE_TIME else device, seq=self._seq_base + int(self._seq[i]),
-                      encodings=encodings, decoded_shapes=shapes, meta=meta)
+                      encodings=encodings, decoded_shapes=shapes, meta=meta or None)
 
     def close(self) -> None:
         if self._file is not None:

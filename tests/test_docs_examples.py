@@ -22,12 +22,16 @@ EXAMPLES = [(path.name, i, block) for path in sorted(DOCS.glob("*.md"))
 
 @pytest.fixture(scope="module")
 def episode(tmp_path_factory):
+    """episode.h5 (JPEG colour) and, beside it, video-episode.h5 (the ego camera stored as H.264)."""
     out = tmp_path_factory.mktemp("docs")
-    with CaptureSession(parse_config(small_sim_text(), "<docs>")) as session:
-        assert session.wait_for_streams(5) == []
-        session.start_episode(out, name="episode")
-        time.sleep(2.0)
-        return session.stop_episode()
+    video = small_sim_text().replace("[writer]\n", '[writer]\nvideo_streams = ["ego_camera"]\n')
+    for name, text in (("video-episode", video), ("episode", small_sim_text())):
+        with CaptureSession(parse_config(text, "<docs>")) as session:
+            assert session.wait_for_streams(5) == []
+            session.start_episode(out, name=name)
+            time.sleep(2.0)
+            path = session.stop_episode()
+    return path
 
 
 def test_the_docs_have_examples():

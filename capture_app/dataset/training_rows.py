@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 
 from capture_app.errors import EpisodeFormatError
-from capture_app.image_codec import decode_jpeg
+from capture_app.episode_frames import FrameReader
 
 CAMERAS = {"ego": "ego_camera", "top": "top_camera"}  # training-set key -> stream
 
@@ -85,13 +85,22 @@ def read_training_rows(path: str | Path) -> TrainingRows:
 
 
 class ImageReader:
-    """Decodes colour frames of an episode by stream row (JPEG -> RGB uint8), keeping the file open."""
+    """Decodes colour frames of an episode by stream row (JPEG or H.264 -> RGB uint8), keeping the file open."""
 
     def __init__(self, path: str):
+        self.path = path
         self._file = h5py.File(path, "r")
+        self._readers: dict[str, FrameReader] = {}
 
     def frame(self, key: str, row: int) -> np.ndarray:
-        return decode_jpeg(self._file[f"streams/{CAMERAS[key]}/color"][row])
+        reader = self._readers.get(key)
+        if reader is None:
+            reader = self._readers[key] = FrameReader(self._file, CAMERAS[key])
+        image = reader.frame(row)
+        if image is None:
+            raise ValueError(f"{self.path}: {CAMERAS[key]} row {row} cannot be decoded (a video frame whose "
+                             f"keyframe or a frame before it is missing); `capture-app inspect` lists such rows")
+        return image
 
     def close(self) -> None:
         self._file.close()

@@ -1,6 +1,7 @@
 """A monitor's link to a recorder (docs/control.md): commands with acknowledgements, and the state feed.
 
-Two threads, no Qt: ``monitor-state`` keeps the newest ``view`` and ``status`` (the GUI timer
+Two threads, no Qt: ``monitor-state`` keeps the newest ``view`` (its images decoded there, off the GUI
+thread) and ``status`` (the GUI timer
 reads them) and queues ``take`` reports; ``monitor-commands`` sends queued commands one at a
 time, in order, and resends a command with the same id until the recorder answers it, so an
 operator's mark is never lost to a slow recorder and never applied twice. Replies go to the
@@ -16,10 +17,12 @@ import uuid
 from collections import deque
 from typing import Callable
 
+import cv2
 import zmq
 
 from capture_app import control_protocol as protocol
 from capture_app.errors import CaptureError
+from capture_app.monitor.overlay import LiveVideo, ViewState, state_from_view
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,8 @@ class RecorderClient:
         self._stop = threading.Event()
         self._commands: queue.Queue = queue.Queue()
         self.view: dict | None = None
+        self.view_state: ViewState | None = None  # the newest view with its images decoded, on the receiving thread
+        self._video = LiveVideo()
         self.status: dict | None = None
         self.takes_finished: deque = deque(maxlen=100)
         self._pending = 0                 # commands sent or queued and not answered yet
@@ -161,7 +166,12 @@ class RecorderClient:
                     self.malformed += 1
                     continue
                 if topic == b"view":
-                    self.view = payload
+                    try:  # JPEG decoding releases the GIL: done here, it keeps the GUI thread's frames short
+                        state = state_from_view(payload, self._video)
+                    except (KeyError, TypeError, ValueError, cv2.error):
+                        self.malformed += 1
+                        continue
+                    self.view, self.view_state = payload, state
                 elif topic == b"status":
                     self.status = payload
                 elif topic == b"take":

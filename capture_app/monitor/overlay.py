@@ -36,13 +36,15 @@ class ViewState:
 
 
 def image_from(message) -> np.ndarray | None:
-    """The RGB image of a camera message (raw, or JPEG decoded)."""
+    """The RGB image of a camera message (raw, or JPEG decoded); None for an H.264 frame, which does not
+    decode alone (``LiveVideo`` decodes a stream of them)."""
     if message is None:
         return None
     color = message.arrays["color"]
-    if message.encodings.get("color") == "jpeg":
+    encoding = message.encodings.get("color")
+    if encoding == "jpeg":
         return decode_jpeg(color)
-    return color
+    return None if encoding == "h264" else color
 
 
 def state_from_tick(tick) -> ViewState:
@@ -62,9 +64,39 @@ def state_from_tick(tick) -> ViewState:
 DISPLAY_WIDTH = 960  # live images wider than this are decoded at half size: the view shows no more pixels
 
 
-def _image_of_view(frame: dict | None) -> np.ndarray | None:
+class LiveVideo:
+    """The monitor's decoders of cameras a recorder sends as H.264: each view carries the frames since
+    the previous one (docs/control.md); they are decoded in order, and after a lost view the camera
+    waits for its next keyframe (at most ``[writer] video_keyframe_interval`` frames)."""
+
+    def __init__(self):
+        self._decoders: dict = {}
+        self._next_seq: dict[str, int | None] = {}   # the seq that continues the decoded stream
+        self._image: dict[str, tuple[int, np.ndarray]] = {}
+
+    def image(self, key: str, frame: dict) -> np.ndarray | None:
+        """The decoded image of ``frame["seq"]``, or None when it could not be decoded yet."""
+        decoder = self._decoders.get(key)
+        if decoder is None:
+            from capture_app.video_codec import VideoDecoder
+            decoder = self._decoders[key] = VideoDecoder()
+        for seq, keyframe, packet in frame["packets"]:
+            if not keyframe and seq != self._next_seq.get(key):
+                self._next_seq[key] = None  # a frame is missing: wait for a keyframe
+                continue
+            image = decoder.decode(packet)
+            self._next_seq[key] = seq + 1
+            if image is not None:
+                self._image[key] = (seq, image)
+        seq, image = self._image.get(key, (None, None))
+        return image if seq == frame["seq"] else None
+
+
+def _image_of_view(frame: dict | None, key: str = "", video: LiveVideo | None = None) -> np.ndarray | None:
     if frame is None:
         return None
+    if frame["encoding"] == "h264":
+        return video.image(key, frame) if video is not None else None
     if frame["encoding"] != "jpeg":
         return np.asarray(frame["color"])
     return decode_jpeg(frame["color"], reduce=2 if frame.get("shape", [0, 0])[1] > DISPLAY_WIDTH else 1)
@@ -77,11 +109,13 @@ def hand_validity(action_valid) -> dict[str, bool]:
     return {"left": valid[0] and valid[2], "right": valid[1] and valid[3]}
 
 
-def state_from_view(view: dict) -> ViewState:
-    """The view state of a recorder's ``view`` message (docs/control.md); JPEG decoded here, in the monitor."""
+def state_from_view(view: dict, video: LiveVideo | None = None) -> ViewState:
+    """The view state of a recorder's ``view`` message (docs/control.md); images decoded here, in the
+    monitor (H.264 cameras through ``video``, which must see every view in order)."""
     top = view.get("top")
     return ViewState(
-        t_ns=int(view["t_eval_ns"]), ego_image=_image_of_view(view.get("ego")), top_image=_image_of_view(top),
+        t_ns=int(view["t_eval_ns"]), ego_image=_image_of_view(view.get("ego"), "ego", video),
+        top_image=_image_of_view(top, "top", video),
         top_depth=None if top is None else top.get("depth"),
         T_cam_wrist=dict(view["T_cam_wrist"]), keypoints=dict(view["keypoints"]), T_world_cam=view["T_world_cam"],
         T_world_wrist=dict(view["T_world_wrist"]), stream_status=dict(view["stream_status"]),

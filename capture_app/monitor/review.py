@@ -12,7 +12,7 @@ from capture_app.annotations import Segment, read_segments, write_segments
 from capture_app.geometry import pose_to_transform
 from capture_app.clock import now_ns
 from capture_app.interpolation import STATUS_NAMES
-from capture_app.image_codec import decode_jpeg
+from capture_app.episode_frames import FrameReader
 from capture_app.monitor.overlay import HANDS, ViewState, hand_validity, wrist_transform_from_action
 
 
@@ -29,6 +29,7 @@ class EpisodeReview:
 
     def _open(self) -> None:
         self.file = h5py.File(self.path, "r")
+        self._readers: dict[str, FrameReader] = {}
         synced = self.file["synced"]
         self.ticks = len(synced["t_tick_ns"])
         self.streams = json.loads(synced.attrs["streams"])
@@ -45,8 +46,12 @@ class EpisodeReview:
     def _frame(self, stream: str, row: int, column: str):
         if row < 0 or f"streams/{stream}/{column}" not in self.file:
             return None
-        data = self.file[f"streams/{stream}/{column}"][row]
-        return decode_jpeg(data) if column == "color" else data
+        if column != "color":
+            return self.file[f"streams/{stream}/{column}"][row]
+        reader = self._readers.get(stream)
+        if reader is None:  # one per stream: stepping through ticks decodes each video frame once
+            reader = self._readers[stream] = FrameReader(self.file, stream)
+        return reader.frame(row)
 
     def state(self, i: int) -> ViewState:
         """The view state of synced row ``i``."""

@@ -20,7 +20,7 @@ import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from capture_app.monitor.cues import Cues
-from capture_app.monitor.overlay import ViewState, state_from_view
+from capture_app.monitor.overlay import ViewState
 from capture_app.monitor.review import EpisodeReview
 from capture_app.monitor.views import (EgoView, HandView, HealthTable, Timeline, TopView, WorldView,
                                        drivers_by_stream)
@@ -100,6 +100,9 @@ def losses_of(status: dict) -> list[str]:
         out.append("writer refused " + ", ".join(f"{s} {n}" for s, n in refused.items()))
     if writer.get("error"):
         out.append(f"writer failed: {writer['error']}")
+    undecodable = {s: n for s, n in (writer.get("video_undecodable") or {}).items() if n}
+    if undecodable:
+        out.append("video frames undecodable after a loss " + ", ".join(f"{s} {n}" for s, n in undecodable.items()))
     rejected = {s: sum(r.values()) for s, r in (status.get("rejected") or {}).items() if r}
     if rejected:
         out.append("rejected " + ", ".join(f"{s} {n}" for s, n in rejected.items()))
@@ -509,11 +512,11 @@ class MainWindow(QtWidgets.QMainWindow):
         started = time.perf_counter()
         self._refreshes += 1
         if self.review is None:
-            view = self.client.view
-            if view is not None and view["t_eval_ns"] != self._last_view_t:
-                self._last_view_t = view["t_eval_ns"]
+            state = self.client.view_state
+            if state is not None and state.t_ns != self._last_view_t:
+                self._last_view_t = state.t_ns
                 self._shown_views += 1
-                self.show_state(state_from_view(view), plots=self._shown_views % 2 == 0)
+                self.show_state(state, plots=self._shown_views % 2 == 0)
         if self._refreshes % HEALTH_EVERY == 0:
             while len(self.client.takes_finished) > self._takes_seen:
                 self._take_checked(self.client.takes_finished[self._takes_seen])

@@ -1,0 +1,107 @@
+"""H.264 video of camera frames (PyAV / FFmpeg's libx264), for camera streams stored as video.
+
+A frame becomes one packet the moment it is encoded (x264 ``zerolatency``: no B-frames, no
+look-ahead), so a driver publishes each frame under its own stamp and sequence number. Every
+``keyframe_interval``-th frame is a keyframe (IDR) that carries the SPS/PPS in-band (Annex B):
+a frame decodes from the nearest keyframe at or before it through every packet in between.
+Chroma is kept at full resolution (4:4:4, High 4:4:4 profile): 4:2:0 smeared thin coloured
+lines (hands, markers) to 36 dB PSNR where 4:4:4 keeps 39-41 dB at a third of the bytes
+(docs/performance.md). FFmpeg decodes it; some hardware decoders do not.
+
+Pure codec: no files, no threads. ``capture_app.episode_frames`` reads frames from episodes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+
+from capture_app.image_codec import EncodeError
+
+VIDEO_ENCODINGS = ("h264",)
+ANNEX_B_STARTS = (b"\x00\x00\x00\x01", b"\x00\x00\x01")
+
+
+@dataclass(frozen=True)
+class VideoSettings:
+    """How camera frames are encoded as video: x264 ``crf`` (quality, lower is better, 0..51),
+    ``preset`` (speed against size), a keyframe every ``keyframe_interval`` frames (random access
+    decodes at most that many frames), ``rate_hz`` the nominal frame rate."""
+
+    crf: int = 26
+    preset: str = "superfast"
+    keyframe_interval: int = 10
+    rate_hz: float = 30.0
+
+
+def require_av():
+    """The PyAV module, or an EncodeError that says how to install it."""
+    try:
+        import av
+    except ImportError:
+        raise EncodeError("camera streams stored as video need PyAV: pip install 'capture-app[video]'") from None
+    return av
+
+
+def is_annex_b(packet: np.ndarray | bytes) -> bool:
+    """Whether ``packet`` starts like an H.264 Annex B access unit (a start code)."""
+    head = bytes(np.asarray(packet, np.uint8)[:4]) if not isinstance(packet, bytes) else packet[:4]
+    return head.startswith(ANNEX_B_STARTS)
+
+
+class VideoEncoder:
+    """RGB frames (h, w, 3) uint8 of one size -> one H.264 packet each, with its keyframe flag."""
+
+    def __init__(self, width: int, height: int, settings: VideoSettings = VideoSettings()):
+        av = require_av()
+        if width % 2 or height % 2:
+            raise EncodeError(f"video frames need an even width and height, got {width}x{height}")
+        self.width, self.height = width, height
+        self._av = av
+        ctx = av.CodecContext.create("libx264", "w")
+        ctx.width, ctx.height, ctx.pix_fmt = width, height, "yuv444p"
+        ctx.framerate = Fraction(settings.rate_hz).limit_denominator(1000)
+        ctx.time_base = 1 / ctx.framerate  # pts = frame count
+        ctx.gop_size = settings.keyframe_interval
+        ctx.options = {"preset": settings.preset, "tune": "zerolatency", "crf": str(settings.crf), "bf": "0",
+                       "x264-params": f"keyint={settings.keyframe_interval}:min-keyint={settings.keyframe_interval}"
+                                      f":scenecut=0:repeat-headers=1"}
+        self._ctx = ctx
+        self._frames = 0
+
+    def encode(self, rgb: np.ndarray) -> tuple[np.ndarray, bool]:
+        """The packet of ``rgb`` (1-D uint8) and whether it is a keyframe."""
+        if rgb.shape != (self.height, self.width, 3) or rgb.dtype != np.uint8:
+            raise EncodeError(f"video encoder of {self.width}x{self.height} RGB got a {rgb.shape} {rgb.dtype} frame")
+        frame = self._av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        frame.pts = self._frames
+        self._frames += 1
+        packets = self._ctx.encode(frame)
+        if len(packets) != 1:  # zerolatency and no B-frames: exactly one packet per frame
+            raise EncodeError(f"the H.264 encoder gave {len(packets)} packets for one frame")
+        packet = packets[0]
+        return np.frombuffer(bytes(packet), np.uint8), bool(packet.is_keyframe)
+
+
+class VideoDecoder:
+    """Decodes one stream's packets in order; ``reset`` before jumping to another keyframe."""
+
+    def __init__(self):
+        self._av = require_av()
+        self.reset()
+
+    def reset(self) -> None:
+        self._ctx = self._av.CodecContext.create("h264", "r")
+        self._ctx.thread_type = "SLICE"  # frame threading would hold frames back
+
+    def decode(self, packet: np.ndarray | bytes) -> np.ndarray | None:
+        """The RGB image (h, w, 3) of ``packet``'s frame, or None when the decoder could not produce it
+        (a packet whose references are missing, e.g. the first packets after joining mid-stream)."""
+        try:
+            frames = self._ctx.decode(self._av.Packet(bytes(np.asarray(packet, np.uint8)) if not isinstance(packet, bytes)
+                                                      else packet))
+        except self._av.error.FFmpegError:
+            return None
+        return frames[-1].to_ndarray(format="rgb24") if frames else None
