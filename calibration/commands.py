@@ -380,15 +380,19 @@ def _wrist_procedure(args, config: RigConfig, store: CalibrationStore, old: Cali
     path = _episode(args, config, store)
     intrinsics = _ego_intrinsics_for(path, old, "top_camera")
     detector = BoardDetector(board)
-    boards, times = [], []
+    boards, times, on_depth = [], [], 0
     with h5py.File(path, "r") as f:
         frame_times = corrected_times(f, "top_camera", old)
         frames = FrameReader(f, "top_camera")
+        depth_geometry = _depth_geometry(f["streams/top_camera"], intrinsics)
         for row in range(0, len(frame_times), 3):
             image = frames.frame(row)
             view = detector.detect(image, intrinsics) if image is not None else None
             if view is not None:
-                boards.append(old.T_world_topcam @ view.T_cam_board)
+                T_cam_board = _board_on_depth_plane(f["streams/top_camera"], row, view.T_cam_board, board,
+                                                    depth_geometry)
+                on_depth += T_cam_board is not None
+                boards.append(old.T_world_topcam @ (view.T_cam_board if T_cam_board is None else T_cam_board))
                 times.append(frame_times[row])
         if len(boards) < 5:
             raise CalibrationFailed(f"the top camera saw the board in only {len(boards)} frames: put the board in its "
@@ -405,9 +409,43 @@ def _wrist_procedure(args, config: RigConfig, store: CalibrationStore, old: Cali
             T_world_wrist = T_world_board @ T_board_wrist_mark(hand)
             mounts[hand] = _mean_transform([invert_transform(T) @ T_world_wrist for T in poses])
             residuals[hand] = {"samples": len(poses), "tracker_spread_mm": round(spread, 2)}
+    residuals["board_tilt_from_depth"] = f"{on_depth} of {len(boards)} views"
     new = _new_version(old, "wrist", "hands on the board's wrist marks under the top camera", args,
                        {"wrist": residuals, "episode": str(path)}, T_wristtracker_wrist=mounts)
     return _save(store, old, new)
+
+
+def _depth_geometry(group, color_intrinsics: CameraIntrinsics) -> tuple[CameraIntrinsics, np.ndarray] | None:
+    """The top camera's depth intrinsics and ``T_color_depth`` from its device record (a RealSense gives
+    both; a camera that aligns depth to colour, like the simulated one, gives neither: the colour
+    intrinsics and identity). None when the stream has no depth."""
+    if "depth" not in group:
+        return None
+    device = json.loads(group.attrs.get("device", "{}"))
+    k = device.get("depth_intrinsics")
+    extrinsics = device.get("T_color_depth")
+    if k is None or extrinsics is None:
+        return color_intrinsics, np.eye(4)
+    R = np.array(extrinsics["rotation_colmajor"], float).reshape(3, 3).T  # librealsense: column-major
+    depth_k = CameraIntrinsics(int(k["width"]), int(k["height"]), float(k["fx"]), float(k["fy"]), float(k["cx"]),
+                               float(k["cy"]))
+    return depth_k, make_transform(R, np.array(extrinsics["translation_m"], float))
+
+
+def _board_on_depth_plane(group, row: int, T_cam_board: np.ndarray, board: BoardConfig, depth_geometry
+                          ) -> np.ndarray | None:
+    """PnP's board pose with its tilt taken from the depth image's plane (PnP pins a far, face-on board's
+    tilt to ~0.5 deg only), or None when there is no usable depth."""
+    from calibration.plane import board_points_from_depth, fit_board_plane, snap_to_plane
+    if depth_geometry is None:
+        return None
+    depth_k, T_color_depth = depth_geometry
+    depth_m = group["depth"][row].astype(np.float64) * float(group.attrs.get("depth_scale_m", 0.001))
+    if depth_m.shape != (depth_k.height, depth_k.width):
+        return None
+    points = board_points_from_depth(depth_m, depth_k, T_color_depth, T_cam_board, board.width_m, board.height_m)
+    plane = fit_board_plane(points, T_cam_board)
+    return None if plane is None else snap_to_plane(T_cam_board, *plane)
 
 
 def cmd_show(args, store: CalibrationStore) -> int:

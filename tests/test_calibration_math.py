@@ -66,3 +66,26 @@ def test_the_simulated_camera_draws_the_board_where_its_true_pose_puts_it():
     offsets = np.concatenate(offsets)
     assert np.all(np.abs(offsets.mean(axis=0)) < 0.05)       # no systematic shift (was -0.33, -0.23 px)
     assert np.sqrt(np.mean(offsets ** 2)) < 0.3              # and each corner within a fraction of a pixel
+
+
+def test_the_board_plane_from_depth_corrects_pnp_tilt_and_ignores_hands_on_it():
+    from calibration.model import CameraIntrinsics
+    from calibration.plane import board_points_from_depth, fit_board_plane, snap_to_plane
+    from capture_app.geometry import axis_angle_to_matrix, make_transform, rotation_angle
+    k = CameraIntrinsics(640, 480, 600.0, 600.0, 320.0, 240.0)
+    true = make_transform(axis_angle_to_matrix(np.array([0.2, -0.1, 0.3])), np.array([-0.2, -0.15, 1.5]))
+    # the depth image of the board's plane (mm steps, as a RealSense gives), a "hand" 4 cm above part of it
+    v, u = np.mgrid[0:480, 0:640]
+    rays = np.stack([(u - 320.0) / 600.0, (v - 240.0) / 600.0, np.ones_like(u, float)], -1)
+    n, c = true[:3, 2], true[:3, 2] @ true[:3, 3]
+    depth = np.round(c / (rays @ n) * 1000) / 1000
+    depth[200:260, 300:380] -= 0.04
+    pnp = true.copy()
+    pnp[:3, :3] = true[:3, :3] @ axis_angle_to_matrix(np.radians([0.5, -0.4, 0.0]))  # PnP's typical tilt error
+    points = board_points_from_depth(depth, k, np.eye(4), pnp, 0.4, 0.3)
+    normal, offset = fit_board_plane(points, pnp)
+    assert np.degrees(np.arccos(min(1.0, normal @ n))) < 0.02 and abs(offset - c) < 0.001
+    snapped = snap_to_plane(pnp, normal, offset)
+    assert np.degrees(rotation_angle(snapped[:3, :3], true[:3, :3])) < 0.05
+    assert np.linalg.norm(snapped[:3, 3] - true[:3, 3]) < 0.002
+    assert fit_board_plane(points[:50], pnp) is None  # too little depth on the board: PnP's pose stays
