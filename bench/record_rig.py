@@ -29,12 +29,11 @@ from capture_app.session import CaptureSession  # noqa: E402
 def encoder_floor_ms_per_tick(path: Path, jpeg_quality: int, rate_hz: float, frames: int = 30,
                               video: dict | None = None) -> dict:
     """The physical floor of the same work: the encoders alone on the episode's own frames (JPEG, or H.264
-    for the streams in ``video``, of each colour image; Blosc-lz4 + bitshuffle of each depth image through
+    for the streams in ``video``, of each colour image; the writer's Blosc filter on each depth image through
     HDF5), as CPU ms per synchronizer tick at the cameras' recorded rates. Medians of ``frames`` frames per
     stream."""
     import cv2
     import h5py
-    import hdf5plugin
 
     from capture_app.episode_frames import FrameReader
     from capture_app.video_codec import VideoEncoder
@@ -48,7 +47,7 @@ def encoder_floor_ms_per_tick(path: Path, jpeg_quality: int, rate_hz: float, fra
         return float(np.median(times))
 
     out = {}
-    depth_filter = hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.BITSHUFFLE)
+    from capture_app.writer import DEPTH_FILTER as depth_filter
     with h5py.File(path, "r") as f, h5py.File("floor.h5", "w", driver="core", backing_store=False) as scratch:
         for stream in ("ego_camera", "top_camera"):
             group = f[f"streams/{stream}"]
@@ -129,6 +128,9 @@ def main() -> None:
     for s in summary.streams:
         print(f"  {s.name:<22} {s.samples:>7} samples {s.rate_hz:8.2f} Hz (expected {s.expected_rate_hz:.0f}) "
               f"gaps {s.seq_gaps} overflow {s.writer_overflow}, {s.nbytes / 1e6 / args.seconds:.2f} MB/s")
+    real = sum(s.nbytes for s in summary.streams if s.name != "ground_truth") / 1e6 / args.seconds
+    print(f"what a real rig records (every stream but the simulator's ground truth): {real:.2f} MB/s; the whole "
+          f"file with the synced tables: {summary.size_bytes / 1e6 / summary.duration_s:.2f} MB/s of episode")
     floor = encoder_floor_ms_per_tick(path, config.writer.jpeg_quality, config.sync.rate_hz,
                                       video=driver_video_settings(config))
     total = sum(per_tick for _, per_tick in floor.values())

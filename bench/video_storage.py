@@ -61,10 +61,12 @@ def video_file(frames: list[np.ndarray], settings: VideoSettings, path: Path) ->
     with h5py.File(path, "w") as f:
         group = f.create_group("streams/cam")
         group.attrs["color_encoding"] = "h264"
-        data = group.create_dataset("color", (len(packets),), dtype=h5py.vlen_dtype(np.uint8), chunks=(64,))
-        for i, (packet, _) in enumerate(packets):
+        data = group.create_dataset("color", (len(packets),), maxshape=(None,), dtype=h5py.vlen_dtype(np.uint8),
+                                    chunks=(64,))
+        for i, (packet, _, _) in enumerate(packets):
             data[i] = packet
-        group["color_keyframe"] = np.array([keyframe for _, keyframe in packets])
+        group["color_keyframe"] = np.array([keyframe for _, keyframe, _ in packets])
+        group["color_packet"] = np.array([number for _, _, number in packets], np.uint64)
         group["seq"] = np.arange(len(packets), dtype=np.uint64)
         group["sender_epoch"] = np.zeros(len(packets), np.uint16)
 
@@ -95,7 +97,7 @@ def main() -> None:
         video_psnr = [psnr(frame, image) for frame, image in zip(frames, decoded)]
         seconds = len(frames) / FPS
         jpeg_rate = sum(b.nbytes for b in jpegs) / seconds / 1e6
-        video_rate = sum(p.nbytes for p, _ in packets) / seconds / 1e6
+        video_rate = sum(p.nbytes for p, _, _ in packets) / seconds / 1e6
         print(f"{camera} {frames[0].shape[1]}x{frames[0].shape[0]}, {len(frames)} frames:")
         print(f"  JPEG  {jpeg_rate:.3f} MB/s, PSNR mean {np.mean(jpeg_psnr):.1f} dB min {min(jpeg_psnr):.1f}, "
               f"encode median {np.median(jpeg_ms):.2f} ms/frame")

@@ -54,7 +54,7 @@ def view_of_tick(tick, sent_seq: dict[str, int] | None = None) -> dict:
             after = (sent_seq or {}).get(stream, -1)
             if after > message.seq:  # the sender restarted and counts from 0 again
                 after = -1
-            frame["packets"] = [[m.seq, bool(m.meta.get("keyframe")), m.arrays["color"]]
+            frame["packets"] = [[m.seq, bool(m.meta["keyframe"]), int(m.meta["packet"]), m.arrays["color"]]
                                 for m in tick.video_packets.get(stream, []) if m.seq > after]
             if sent_seq is not None:
                 sent_seq[stream] = message.seq

@@ -10,7 +10,7 @@ One HDF5 file per episode::
     /streams/<stream>/     one group per stream, one row per received sample, in arrival order
         seq, t_capture_ns, t_device_ns, t_publish_ns, t_receive_ns, tracking
         <buffer>           the sample's data (raw arrays; "color" as JPEG blobs or H.264 packets with
-                           "color_keyframe"; "depth" Blosc-zstd)
+                           "color_keyframe", "color_packet"; "depth" Blosc zstd)
         attrs: kind, expected_rate_hz, seq_gaps, writer_overflow, non_monotonic, device (JSON);
                video: video_undecodable, video_preroll
     /synced/               one row per synchronizer tick (format 1.1: see docs)
@@ -96,10 +96,12 @@ def _video_problems(name: str, group: h5py.Group) -> list[str]:
     """A video stream's layout: keyframe flags present, and every stored frame decodable (a keyframe
     before it, no frame missing in between)."""
     from capture_app.episode_frames import decodable_rows
-    if "color_keyframe" not in group or "seq" not in group or "sender_epoch" not in group:
-        return [f"/streams/{name}/color_keyframe missing (an H.264 stream needs its keyframe flags)"]
-    n = min(len(group["color_keyframe"]), len(group["seq"]), len(group["sender_epoch"]))
-    ok = decodable_rows(group["seq"][:n], group["sender_epoch"][:n], group["color_keyframe"][:n])
+    missing = [c for c in ("color_keyframe", "color_packet", "sender_epoch") if c not in group]
+    if missing:
+        return [f"/streams/{name}/{', '.join(missing)} missing (an H.264 stream needs its keyframe flags and "
+                f"packet numbers)"]
+    n = min(len(group["color_keyframe"]), len(group["color_packet"]), len(group["sender_epoch"]))
+    ok = decodable_rows(group["color_packet"][:n], group["sender_epoch"][:n], group["color_keyframe"][:n])
     if not ok.all():
         return [f"/streams/{name}/color: {int((~ok).sum())} of {n} video frames cannot be decoded (first at row "
                 f"{int(np.flatnonzero(~ok)[0])}): no keyframe before them, or a frame missing in between"]

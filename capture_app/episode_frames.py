@@ -16,23 +16,22 @@ def colour_encoding(group: h5py.Group, column: str = "color") -> str:
     return str(group.attrs.get(f"{column}_encoding", "raw"))
 
 
-def decodable_rows(seq: np.ndarray, sender_epoch: np.ndarray, keyframe: np.ndarray) -> np.ndarray:
+def decodable_rows(packet: np.ndarray, sender_epoch: np.ndarray, keyframe: np.ndarray) -> np.ndarray:
     """Per row of a video stream: whether its frame decodes cleanly, i.e. a keyframe precedes it
-    and no packet between that keyframe and it is missing (consecutive seq, same sender epoch). Pure."""
-    n = len(seq)
-    ok = np.zeros(n, bool)
+    and no packet between that keyframe and it is missing (consecutive encoder packet numbers, same
+    sender epoch). Pure."""
+    n = len(packet)
     if n == 0:
-        return ok
-    seq = np.asarray(seq, np.int64)
+        return np.zeros(0, bool)
+    seq = np.asarray(packet, np.int64)
     epoch = np.asarray(sender_epoch)
     keyframe = np.asarray(keyframe, bool)
-    continues = np.ones(n, bool)
-    continues[1:] = (np.diff(seq) == 1) & (epoch[1:] == epoch[:-1])
-    good = False
-    for i in range(n):  # a run from a keyframe stays good while packets follow each other
-        good = bool(keyframe[i]) or (good and bool(continues[i]))
-        ok[i] = good
-    return ok
+    rows = np.arange(n)
+    breaks = np.zeros(n, bool)  # row i does not follow row i-1 in the stream
+    breaks[1:] = (np.diff(seq) != 1) | (epoch[1:] != epoch[:-1])
+    last_keyframe = np.maximum.accumulate(np.where(keyframe, rows, -1))
+    last_break = np.maximum.accumulate(np.where(breaks, rows, -1))
+    return (last_keyframe >= 0) & (last_break <= last_keyframe)
 
 
 class FrameReader:
@@ -50,7 +49,8 @@ class FrameReader:
             from capture_app.video_codec import VideoDecoder
             self._decoder = VideoDecoder()
             self.keyframes = np.flatnonzero(group[f"{column}_keyframe"][:])
-            self.decodable = decodable_rows(group["seq"][:], group["sender_epoch"][:], group[f"{column}_keyframe"][:])
+            self.decodable = decodable_rows(group[f"{column}_packet"][:], group["sender_epoch"][:],
+                                            group[f"{column}_keyframe"][:])
 
     def __len__(self) -> int:
         return len(self._data)
@@ -70,9 +70,9 @@ class FrameReader:
         if not start < self._next_row <= row:  # not continuing the current run: restart at the keyframe
             self._decoder.reset()
             self._next_row = start
-        image = None
-        for r in range(self._next_row, row + 1):
-            image = self._decoder.decode(self._data[r])
+        for r in range(self._next_row, row):  # the frames on the way: decoded, not converted to RGB
+            self._decoder.decode(self._data[r], image=False)
+        image = self._decoder.decode(self._data[row])
         self._next_row = row + 1
         self._last = (row, image)
         return image

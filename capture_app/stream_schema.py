@@ -127,6 +127,9 @@ class MessageCheck:
                 return f"not-h264:{name}"
             if encoding == "h264" and not isinstance(m.meta.get("keyframe"), bool):
                 return "meta:keyframe"
+            if encoding == "h264" and (isinstance(m.meta.get("packet"), bool) or not isinstance(m.meta.get("packet"), int)
+                                       or not 0 <= m.meta["packet"] < 2 ** 63):
+                return "meta:packet"
             if state.encodings.get(name, encoding) != encoding:
                 return f"encoding-changed:{name}"
             if len(shape) != len(spec.shape) or any(want is not None and got != want

@@ -1,7 +1,9 @@
 """H.264 video of camera frames (PyAV / FFmpeg's libx264), for camera streams stored as video.
 
 A frame becomes one packet the moment it is encoded (x264 ``zerolatency``: no B-frames, no
-look-ahead), so a driver publishes each frame under its own stamp and sequence number. Every
+look-ahead), so a driver publishes each frame under its own stamp and sequence number;
+``fastdecode`` (no CABAC, no deblocking) costs a third more bytes and halves the time to decode
+a frame from its keyframe (random access within 20 ms at 720p). Every
 ``keyframe_interval``-th frame is a keyframe (IDR) that carries the SPS/PPS in-band (Annex B):
 a frame decodes from the nearest keyframe at or before it through every packet in between.
 Chroma is kept at full resolution (4:4:4, High 4:4:4 profile): 4:2:0 smeared thin coloured
@@ -65,14 +67,16 @@ class VideoEncoder:
         ctx.framerate = Fraction(settings.rate_hz).limit_denominator(1000)
         ctx.time_base = 1 / ctx.framerate  # pts = frame count
         ctx.gop_size = settings.keyframe_interval
-        ctx.options = {"preset": settings.preset, "tune": "zerolatency", "crf": str(settings.crf), "bf": "0",
+        ctx.options = {"preset": settings.preset, "tune": "zerolatency,fastdecode", "crf": str(settings.crf), "bf": "0",
                        "x264-params": f"keyint={settings.keyframe_interval}:min-keyint={settings.keyframe_interval}"
                                       f":scenecut=0:repeat-headers=1"}
         self._ctx = ctx
         self._frames = 0
 
-    def encode(self, rgb: np.ndarray) -> tuple[np.ndarray, bool]:
-        """The packet of ``rgb`` (1-D uint8) and whether it is a keyframe."""
+    def encode(self, rgb: np.ndarray) -> tuple[np.ndarray, bool, int]:
+        """The packet of ``rgb`` (1-D uint8), whether it is a keyframe, and its number in this encoder's
+        stream (0, 1, 2...: a receiver that sees a number skipped knows a packet is missing, whereas a
+        frame the camera lost before it was encoded leaves no gap here)."""
         if rgb.shape != (self.height, self.width, 3) or rgb.dtype != np.uint8:
             raise EncodeError(f"video encoder of {self.width}x{self.height} RGB got a {rgb.shape} {rgb.dtype} frame")
         frame = self._av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
@@ -82,7 +86,7 @@ class VideoEncoder:
         if len(packets) != 1:  # zerolatency and no B-frames: exactly one packet per frame
             raise EncodeError(f"the H.264 encoder gave {len(packets)} packets for one frame")
         packet = packets[0]
-        return np.frombuffer(bytes(packet), np.uint8), bool(packet.is_keyframe)
+        return np.frombuffer(bytes(packet), np.uint8), bool(packet.is_keyframe), self._frames - 1
 
 
 class VideoDecoder:
@@ -96,12 +100,15 @@ class VideoDecoder:
         self._ctx = self._av.CodecContext.create("h264", "r")
         self._ctx.thread_type = "SLICE"  # frame threading would hold frames back
 
-    def decode(self, packet: np.ndarray | bytes) -> np.ndarray | None:
+    def decode(self, packet: np.ndarray | bytes, image: bool = True) -> np.ndarray | None:
         """The RGB image (h, w, 3) of ``packet``'s frame, or None when the decoder could not produce it
-        (a packet whose references are missing, e.g. the first packets after joining mid-stream)."""
+        (a packet whose references are missing, e.g. the first packets after joining mid-stream).
+        ``image=False`` only advances the decoder (frames on the way to another: no colour conversion)."""
         try:
             frames = self._ctx.decode(self._av.Packet(bytes(np.asarray(packet, np.uint8)) if not isinstance(packet, bytes)
                                                       else packet))
         except self._av.error.FFmpegError:
             return None
-        return frames[-1].to_ndarray(format="rgb24") if frames else None
+        if not frames or not image:
+            return None
+        return frames[-1].to_ndarray(format="rgb24")

@@ -4,7 +4,7 @@ The file is written as ``<name>.h5.partial`` and renamed to ``<name>.h5`` on a c
 finish. Buffered rows are appended and the file flushed every ``flush_interval_s``
 (<= 1 s), so a killed recorder leaves a readable file missing at most that much.
 Images are JPEG-encoded here (OpenCV releases the GIL), depth is stored lossless
-with Blosc-zstd + bitshuffle (hdf5plugin). The queue is bounded in messages and
+with Blosc zstd + byte shuffle (hdf5plugin). The queue is bounded in messages and
 bytes: when it is full a sample is refused and counted (``writer_overflow``), never
 allowed to grow memory. Layout: ``capture_app.episode_format`` / docs/episode-format.md.
 """
@@ -41,8 +41,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_QUEUE_BYTES = 768 * 1024 * 1024
 _TIME_CHUNK = 1024
-# lz4 + bitshuffle: ~0.65 ms per 640x480 frame, ratio ~2.3 (zstd level 1: ~1.5 ms, ~2.7)
-_DEPTH_FILTER = hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.BITSHUFFLE)
+# Depth: Blosc zstd level 3 with byte shuffle. On the simulated 640x480 depth: 3.8 kB a frame in 0.8 ms,
+# where lz4 + bitshuffle (the choice before 2026-12-02) took 16 kB in 0.7 ms (docs/performance.md)
+DEPTH_FILTER = hdf5plugin.Blosc(cname="zstd", clevel=3, shuffle=hdf5plugin.Blosc.SHUFFLE)
 DISK_MARGIN_BYTES = 8 * 1024 * 1024  # free space kept for HDF5 metadata and a clean close
 
 
@@ -124,7 +125,7 @@ class _Table:
         first = np.asarray(first)
         if kind == "depth":
             return self.group.create_dataset(name, (0, *first.shape), maxshape=(None, *first.shape), dtype=first.dtype,
-                                             chunks=(1, *first.shape), **_DEPTH_FILTER)
+                                             chunks=(1, *first.shape), **DEPTH_FILTER)
         rows_per_chunk = max(1, min(_TIME_CHUNK, (256 * 1024) // max(1, first.nbytes)))
         return self.group.create_dataset(name, (0, *first.shape), maxshape=(None, *first.shape), dtype=first.dtype,
                                          chunks=(rows_per_chunk, *first.shape))
@@ -195,7 +196,8 @@ class EpisodeWriter:
         self._video_undecodable: Counter = Counter()  # video frames after a lost one, until the next keyframe
         self._video_preroll: Counter = Counter()       # video frames before a sender's first keyframe
         self._video_streams: set[str] = set()
-        self._undecodable_run: dict[str, int | None] = {}  # stream -> last stored seq (None: none) of its current run
+        self._undecodable_run: dict[str, int | None] = {}  # stream -> last stored packet (None: none) of its current run
+        self._last_packet: dict[str, int] = {}  # video stream -> the encoder's number of its last stored packet
         self._error: WriterError | None = None
         self._finished = threading.Event()
         self._end_ns = 0
@@ -461,6 +463,7 @@ class EpisodeWriter:
             # a new sender (the driver process was restarted): its seq starts afresh; the gap in time stays visible
             self._epoch[stream] += 1
             self._last_seq.pop(stream, None)
+            self._last_packet.pop(stream, None)
             self._tables["events"].append({
                 "t_ns": np.int64(message.t_receive_ns), "level": "warning", "source": stream,
                 "message": f"new sender on {stream} (driver restarted): sender epoch {self._epoch[stream]}; samples "
@@ -475,10 +478,12 @@ class EpisodeWriter:
                 "message": f"non-monotonic sample rejected: seq {message.seq} after {last_seq}, t_capture "
                            f"{message.t_capture_ns} after {last_t} (check the driver's clock)"})
             return
-        if message.encodings.get("color") == "h264" and not message.meta.get("keyframe") and (
-                last_seq is None or message.seq != last_seq + 1):
-            self._drop_undecodable(message, last_seq)
-            return
+        if message.encodings.get("color") == "h264":
+            last_packet = self._last_packet.get(stream)
+            if not message.meta["keyframe"] and (last_packet is None or message.meta["packet"] != last_packet + 1):
+                self._drop_undecodable(message, last_packet)
+                return
+            self._last_packet[stream] = message.meta["packet"]
         if last_seq is not None and message.seq > last_seq + 1:
             with self._lock:
                 self._seq_gaps[stream] += message.seq - last_seq - 1
@@ -505,6 +510,7 @@ class EpisodeWriter:
                 row[name] = array
             if message.encodings[name] == "h264":
                 row[f"{name}_keyframe"] = np.bool_(message.meta["keyframe"])
+                row[f"{name}_packet"] = np.uint64(message.meta["packet"])
         table.append(row)
         self._pending_bytes += message.nbytes + ROW_HEADER_BYTES  # JPEG encoded here only shrinks it
         rows = self._row_of_seq[stream]
@@ -514,20 +520,21 @@ class EpisodeWriter:
         with self._lock:
             self._written[stream] += 1
 
-    def _drop_undecodable(self, message: Message, last_seq: int | None) -> None:
-        """A video frame whose predecessor was not stored (the episode's first frames before a keyframe, or
-        the frames after a lost one) cannot be decoded: it is counted and not stored, so that every stored
-        frame decodes. Logged once per run of such frames."""
+    def _drop_undecodable(self, message: Message, last_packet: int | None) -> None:
+        """A video frame whose predecessor packet was not stored (the episode's first frames before a
+        keyframe, or the frames after a lost packet) cannot be decoded: it is counted and not stored, so that
+        every stored frame decodes. Logged once per run of such frames."""
         stream = message.stream
         with self._lock:
-            (self._video_preroll if last_seq is None else self._video_undecodable)[stream] += 1
-        if self._undecodable_run.get(stream, -1) != last_seq:  # the first frame of a run: say why
-            self._undecodable_run[stream] = last_seq
-            why = "before the episode's first keyframe" if last_seq is None else f"after a lost frame (seq {last_seq} was the last stored)"
+            (self._video_preroll if last_packet is None else self._video_undecodable)[stream] += 1
+        if self._undecodable_run.get(stream, -1) != last_packet:  # the first frame of a run: say why
+            self._undecodable_run[stream] = last_packet
+            why = ("before the episode's first keyframe" if last_packet is None else
+                   f"after a lost packet (packet {last_packet} was the last stored, seq {self._last_seq.get(stream)})")
             self._tables["events"].append({
-                "t_ns": np.int64(message.t_receive_ns), "level": "info" if last_seq is None else "warning",
+                "t_ns": np.int64(message.t_receive_ns), "level": "info" if last_packet is None else "warning",
                 "source": stream, "message": f"video frames {why} cannot be decoded: not stored until the next "
-                                             f"keyframe (counted in video_{'preroll' if last_seq is None else 'undecodable'})"})
+                                             f"keyframe (counted in video_{'preroll' if last_packet is None else 'undecodable'})"})
 
     def _rows_of(self, stream_seq: np.ndarray) -> np.ndarray:
         """Row indices in /streams/<s> of the samples a synced row used (-1: none, or not stored)."""

@@ -261,10 +261,10 @@ class Driver:
             encoder = self._video_encoders.get(stream)
             if encoder is None or (encoder.height, encoder.width) != colour.shape[:2]:
                 encoder = self._video_encoders[stream] = VideoEncoder(colour.shape[1], colour.shape[0], settings)
-            packet, keyframe = encoder.encode(colour)
+            packet, keyframe, number = encoder.encode(colour)
             sample.arrays = {**sample.arrays, "color": packet}
             sample.encodings = {**encodings, "color": "h264"}
-            sample.meta = {**(sample.meta or {}), "keyframe": keyframe}
+            sample.meta = {**(sample.meta or {}), "keyframe": keyframe, "packet": number}
         elif self.jpeg_quality is not None:
             sample.arrays = {**sample.arrays, "color": encode_jpeg(colour, self.jpeg_quality)}
             sample.encodings = {**encodings, "color": "jpeg"}

@@ -3,7 +3,7 @@
 Capture times keep their recorded spacing, shifted onto the current host clock; the
 original sequence numbers, tracking flags and device times are kept. Images are
 published as stored in the file: JPEG (encoding "jpeg"), or H.264 packets (encoding "h264",
-with ``meta.keyframe``); everything else raw.
+with ``meta.keyframe`` and ``meta.packet``); everything else raw.
 Type ``replay``; options ``episode`` (path), ``source_stream`` (default: the driver's stream), ``loop``.
 """
 
@@ -59,8 +59,9 @@ class ReplayDriver(Driver):
         self._seq = group["seq"][:].astype(np.int64)
         self._device = group["t_device_ns"][:]
         self._tracking = group["tracking"][:]
-        # a video column's keyframe flags travel as meta["keyframe"], not as a buffer
-        self._columns = [name for name in group if name not in TIME_COLUMNS and not name.endswith("_keyframe")]
+        # a video column's keyframe flags and packet numbers travel as meta["keyframe"], ["packet"], not as buffers
+        self._columns = [name for name in group if name not in TIME_COLUMNS
+                         and not name.endswith(("_keyframe", "_packet"))]
         self._encoded = {name: group.attrs[f"{name}_encoding"] for name in self._columns
                          if group.attrs.get(f"{name}_encoding") in ("jpeg", "h264")}
         self._restart()
@@ -92,6 +93,7 @@ class ReplayDriver(Driver):
                 shapes[name] = tuple(self._group.attrs[f"{name}_shape"])
                 if encodings[name] == "h264":
                     meta["keyframe"] = bool(self._group[f"{name}_keyframe"][i])
+                    meta["packet"] = int(self._group[f"{name}_packet"][i])  # a loop restarts at a keyframe
             else:
                 arrays[name] = np.asarray(value)
         if "depth_scale_m" in self._group.attrs:

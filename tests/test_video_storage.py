@@ -45,27 +45,28 @@ def test_the_default_settings_keep_38_db_with_a_keyframe_every_interval(camera):
     frames = _sim_frames(intrinsics, 24, fixed)
     encoder, decoder = VideoEncoder(intrinsics.width, intrinsics.height, VideoSettings()), VideoDecoder()
     packets = [encoder.encode(frame) for frame in frames]
-    assert [keyframe for _, keyframe in packets] == [i % 10 == 0 for i in range(24)]
-    assert all(is_annex_b(packet) for packet, _ in packets)
-    decoded = [decoder.decode(packet) for packet, _ in packets]
+    assert [keyframe for _, keyframe, _ in packets] == [i % 10 == 0 for i in range(24)]
+    assert [number for _, _, number in packets] == list(range(24))
+    assert all(is_annex_b(packet) for packet, _, _ in packets)
+    decoded = [decoder.decode(packet) for packet, _, _ in packets]
     assert all(image is not None and image.shape == frames[0].shape for image in decoded)  # no frame held back
     assert min(_psnr(a, b) for a, b in zip(frames, decoded)) >= 38.0
     # from a fresh decoder, a keyframe and what follows it decode to the same images
     fresh = VideoDecoder()
-    assert np.array_equal([fresh.decode(p) for p, _ in packets[10:14]][-1], decoded[13])
+    assert np.array_equal([fresh.decode(p) for p, _, _ in packets[10:14]][-1], decoded[13])
     assert VideoDecoder().decode(packets[13][0]) is None  # mid-interval, without its keyframe: nothing
 
 
-def test_decodable_rows_need_a_keyframe_and_no_missing_frame_since():
-    seq = np.array([5, 6, 7, 9, 10, 11, 0, 1])
+def test_decodable_rows_need_a_keyframe_and_no_missing_packet_since():
+    packet = np.array([5, 6, 7, 9, 10, 11, 0, 1])
     epoch = np.array([0, 0, 0, 0, 0, 0, 1, 1])
     keyframe = np.array([0, 1, 0, 0, 1, 0, 0, 1], bool)
-    assert decodable_rows(seq, epoch, keyframe).tolist() == [False, True, True, False, True, True, False, True]
-    assert decodable_rows(seq[:0], epoch[:0], keyframe[:0]).tolist() == []
+    assert decodable_rows(packet, epoch, keyframe).tolist() == [False, True, True, False, True, True, False, True]
+    assert decodable_rows(packet[:0], epoch[:0], keyframe[:0]).tolist() == []
 
 
-def _message(seq: int, packet, keyframe, encoding="h264", t0=10**12) -> Message:
-    meta = {} if keyframe is None else {"keyframe": keyframe}
+def _message(seq: int, packet, keyframe, number=None, encoding="h264", t0=10**12) -> Message:
+    meta = ({} if keyframe is None else {"keyframe": keyframe}) | ({} if number is None else {"packet": number})
     return Message("ego_camera", seq, t0 + seq * 33_000_000, None, t0 + seq * 33_000_000, "ok",
                    {"color": np.frombuffer(packet, np.uint8) if isinstance(packet, bytes) else packet}, {"color": encoding}, {"color": (64, 64, 3)}, meta,
                    t_receive_ns=t0 + seq * 33_000_000 + 1_000_000)
@@ -74,13 +75,15 @@ def _message(seq: int, packet, keyframe, encoding="h264", t0=10**12) -> Message:
 def test_the_bus_schema_checks_video_frames():
     encoder = VideoEncoder(64, 64)
     frame = np.zeros((64, 64, 3), np.uint8)
-    packet, keyframe = encoder.encode(frame)
+    packet, keyframe, number = encoder.encode(frame)
     check = MessageCheck(["ego_camera"])
-    assert check.check(_message(0, packet, keyframe)) is None
-    assert check.check(_message(1, packet, None)) == "meta:keyframe"
-    assert check.check(_message(2, b"\x01\x02\x03\x04\x05\x06", False)) == "not-h264:color"
-    assert check.check(_message(3, b"\xff\xd8\xff\xe0" + bytes(20), None, encoding="jpeg")) == "encoding-changed:color"
-    assert check.check(_message(4, encoder.encode(frame)[0], False)) is None  # the stream goes on
+    assert check.check(_message(0, packet, keyframe, number)) is None
+    assert check.check(_message(1, packet, None, 1)) == "meta:keyframe"
+    assert check.check(_message(2, packet, False)) == "meta:packet"
+    assert check.check(_message(3, packet, False, -1)) == "meta:packet"
+    assert check.check(_message(4, b"\x01\x02\x03\x04\x05\x06", False, 1)) == "not-h264:color"
+    assert check.check(_message(5, b"\xff\xd8\xff\xe0" + bytes(20), None, encoding="jpeg")) == "encoding-changed:color"
+    assert check.check(_message(6, encoder.encode(frame)[0], False, 1)) is None  # the stream goes on
 
 
 def test_the_writer_stores_only_frames_that_decode_and_counts_the_rest(tmp_path):
@@ -89,21 +92,23 @@ def test_the_writer_stores_only_frames_that_decode_and_counts_the_rest(tmp_path)
     packets = [encoder.encode(frame) for frame in frames]
     metadata = EpisodeMetadata(episode_name="video", expected_rates_hz={"ego_camera": 30.0})
     writer = EpisodeWriter(tmp_path, metadata).start()
-    # joined at frame 2 (mid-interval: 2..4 wait for keyframe 5), frame 12 lost (13, 14 wait for 15)
-    for seq in [s for s in range(2, 20) if s != 12]:
-        assert writer.submit(_message(seq, *packets[seq]))
+    # joined at packet 2 (mid-interval: 2..4 wait for keyframe 5); the camera lost its frame seq 8 before it
+    # was encoded (a seq gap, but no packet missing: stored on); packet 12 lost on the way (13, 14 wait for 15)
+    for i in [i for i in range(2, 20) if i != 12]:
+        assert writer.submit(_message(i + (i >= 8), *packets[i]))
     path = writer.finish()
     with h5py.File(path, "r") as f:
         group = f["streams/ego_camera"]
-        assert group["seq"][:].tolist() == [5, 6, 7, 8, 9, 10, 11, 15, 16, 17, 18, 19]
+        assert group["color_packet"][:].tolist() == [5, 6, 7, 8, 9, 10, 11, 15, 16, 17, 18, 19]
+        assert group["seq"][:].tolist() == [5, 6, 7, 9, 10, 11, 12, 16, 17, 18, 19, 20]
         assert group.attrs["video_preroll"] == 3 and group.attrs["video_undecodable"] == 2
-        assert group.attrs["seq_gaps"] == 3  # 12 lost, 13 and 14 not stored: the file is missing those three
+        assert group.attrs["seq_gaps"] == 4  # 8 never sent, 13 lost, 14 and 15 not stored
         reader = FrameReader(f, "ego_camera")
         for row in [3, 0, 11, 7, 8, 2]:  # random access, backwards too
             image = reader.frame(row)
-            assert image is not None and abs(int(image.mean()) - 10 * int(group["seq"][row])) <= 2
+            assert image is not None and abs(int(image.mean()) - 10 * int(group["color_packet"][row])) <= 2
         events = [m.decode() if isinstance(m, bytes) else m for m in f["events/message"][:]]
-    assert any("after a lost frame" in m and "video_undecodable" in m for m in events)
+    assert any("after a lost packet" in m and "video_undecodable" in m for m in events)
     assert any("before the episode's first keyframe" in m for m in events)
     summary = validate_and_summarize(path)
     assert summary.problems == [] and any("could not be decoded" in w for w in summary.warnings)

@@ -71,7 +71,7 @@ class LiveVideo:
 
     def __init__(self):
         self._decoders: dict = {}
-        self._next_seq: dict[str, int | None] = {}   # the seq that continues the decoded stream
+        self._next_packet: dict[str, int | None] = {}   # the packet number that continues the decoded stream
         self._image: dict[str, tuple[int, np.ndarray]] = {}
 
     def image(self, key: str, frame: dict) -> np.ndarray | None:
@@ -80,12 +80,12 @@ class LiveVideo:
         if decoder is None:
             from capture_app.video_codec import VideoDecoder
             decoder = self._decoders[key] = VideoDecoder()
-        for seq, keyframe, packet in frame["packets"]:
-            if not keyframe and seq != self._next_seq.get(key):
-                self._next_seq[key] = None  # a frame is missing: wait for a keyframe
+        for seq, keyframe, number, packet in frame["packets"]:
+            if not keyframe and number != self._next_packet.get(key):
+                self._next_packet[key] = None  # a packet is missing: wait for a keyframe
                 continue
-            image = decoder.decode(packet)
-            self._next_seq[key] = seq + 1
+            image = decoder.decode(packet, image=seq == frame["seq"])  # only the shown frame in RGB
+            self._next_packet[key] = number + 1
             if image is not None:
                 self._image[key] = (seq, image)
         seq, image = self._image.get(key, (None, None))
