@@ -38,7 +38,10 @@ def episode_figures(path: str) -> dict:
         streams = f["streams"]
         lateness = f["synced_live/lateness_ns"][:] / 1e6
         messages = [m.decode() for m in f["events/message"][:]]
-        return {"refused": sum(int(streams[s].attrs.get("writer_overflow", 0)) for s in streams),
+        valid = f["synced_live/action_valid"][:].all(axis=1) if "synced_live/action_valid" in f else np.zeros(0)
+        return {"samples": sum(len(streams[s]["seq"]) for s in streams), "streams": len(streams),
+                "valid_rows": float(valid.mean()) if len(valid) else 0.0,
+                "refused": sum(int(streams[s].attrs.get("writer_overflow", 0)) for s in streams),
                 "gaps": sum(int(streams[s].attrs.get("seq_gaps", 0)) for s in streams),
                 "segments": len(read_segments(f)),
                 "mark_events": sum(m.startswith("subtask ") and " started" in m for m in messages),
@@ -55,27 +58,32 @@ def wait_finalized(client: RecorderClient, path: str, timeout_s: float = 600) ->
         time.sleep(0.2)
 
 
-def take_with_monitor(endpoint: str, seconds: float) -> tuple[dict, int, np.ndarray, np.ndarray]:
+def take_with_monitor(endpoint: str, seconds: float) -> tuple[dict, int, np.ndarray, np.ndarray, np.ndarray]:
     from PySide6 import QtCore, QtWidgets
 
     from capture_app.monitor.window import MainWindow
     from capture_app.tasks import load_tasks
     import gc
 
-    from capture_app.monitor.app import MONITOR_NICENESS
+    from capture_app.monitor.app import pace_the_display
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
     client = RecorderClient(endpoint, name="bench monitor")
     window = MainWindow(client, load_tasks(), ".")
     window.resize(1600, 1000)
     window.show()
-    os.nice(MONITOR_NICENESS)  # as `capture-app monitor` does
+    print(f"GUI thread: {pace_the_display()} (as `capture-app monitor` does)")
     gc.freeze()
     stamps: list[float] = []
     refresh = window.refresh
 
+    ages_ms: list[float] = []  # how old each newly drawn view was: now - its t_eval (the sync delay included)
+
     def timed_refresh():
         stamps.append(time.perf_counter())
+        shown = window._shown_views
         refresh()
+        if window._shown_views != shown:
+            ages_ms.append((time.monotonic_ns() - window._last_view_t) / 1e6)
     window.timer.timeout.disconnect()
     window.timer.timeout.connect(timed_refresh)
     window.start_recording()
@@ -95,12 +103,15 @@ def take_with_monitor(endpoint: str, seconds: float) -> tuple[dict, int, np.ndar
     marker.stop()
     durations = np.array(window.timer_durations_ms)
     intervals = np.diff(stamps) * 1000
+    deadline = time.monotonic() + 30
+    while client.pending and time.monotonic() < deadline:  # a mark sent just before the end goes first
+        time.sleep(0.05)
     take = client.call("stop")
     wait_finalized(client, take["path"])
     window.timer.stop()
     window.close()
     client.close()
-    return take, marks, durations, intervals
+    return take, marks, durations, intervals, np.array(ages_ms)
 
 
 def take_headless(endpoint: str, seconds: float) -> tuple[dict, int]:
@@ -133,7 +144,7 @@ def main() -> None:
     busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
     try:
         RecorderClient(endpoint, connect_timeout_s=60).close()
-        take, marks, durations, intervals = take_with_monitor(endpoint, args.seconds)
+        take, marks, durations, intervals, ages = take_with_monitor(endpoint, args.seconds)
         shown = episode_figures(take["path"])
         take_b, marks_b = take_headless(endpoint, args.headless_seconds or args.seconds)
         headless = episode_figures(take_b["path"])
@@ -143,12 +154,16 @@ def main() -> None:
         recorder.terminate()
         recorder.wait(120)
     for name, figures, sent in (("monitor open", shown, marks), ("headless", headless, marks_b)):
-        print(f"{name:>12}: refused {figures['refused']}, gaps {figures['gaps']}, marks sent {sent} / stored "
+        print(f"{name:>12}: {figures['samples']} samples in {figures['streams']} streams, live rows fully valid "
+              f"{100 * figures['valid_rows']:.1f} %, refused {figures['refused']}, gaps {figures['gaps']}, marks sent {sent} / stored "
               f"{figures['segments']} / events {figures['mark_events']}, tick lateness median "
               f"{figures['lateness_p50']:.2f} ms p99 {figures['lateness_p99']:.2f} ms, ticks late by a period "
               f"{figures['late_ticks']} of {figures['rows']}")
     print(f"GUI timer callback: median {np.median(durations):.2f} ms, p99 {pct(durations, 99):.2f} ms; "
           f"frame interval (30 ms timer): median {np.median(intervals):.1f} ms, p99 {pct(intervals, 99):.1f} ms")
+    print(f"views drawn: {len(ages) / args.seconds:.1f} per second (the recorder sends 20); age when drawn (now - the "
+          f"view's t_eval, which is the 100 ms sync delay behind its tick): median {np.median(ages):.0f} ms, "
+          f"p99 {pct(ages, 99):.0f} ms")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from dataclasses import asdict
 import zmq
 
 from capture_app import control_protocol as protocol
+from capture_app.priority import prioritise_recorder_thread
 from capture_app.clock import now_ns
 from capture_app.errors import CaptureError
 from capture_app.takes import Takes
@@ -162,6 +163,7 @@ class ControlServer:
                                               f"({self.bad_requests} refused since the recorder started)")
 
     def _serve_commands(self) -> None:
+        prioritise_recorder_thread()
         socket = self._bound_when_ready(zmq.ROUTER, self.control_endpoint)
         if socket is None:
             return
@@ -227,6 +229,7 @@ class ControlServer:
             self._finished_takes.append(take)
 
     def _publish_state(self) -> None:
+        prioritise_recorder_thread()
         socket = self._bound_when_ready(zmq.PUB, self.state_endpoint)
         if socket is None:
             return

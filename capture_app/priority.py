@@ -31,19 +31,40 @@ def raise_priority(niceness: int = RECORDER_NICENESS) -> bool:
         return False
 
 
-def make_this_thread_realtime(priority: int) -> str:
+def make_this_thread_realtime(priority: int, reset_on_fork: bool = False) -> str:
     """Run the calling thread under SCHED_FIFO at ``priority`` (1..99; 0 leaves it as it is), so it
     preempts ordinary processes the moment it wakes; other threads keep their policy. Returns how the
     thread is scheduled, e.g. ``"SCHED_FIFO 10"`` or ``"normal (...why...)"``, for the episode's record.
+    Threads it starts later inherit the policy; processes it starts do not when ``reset_on_fork``.
     Linux only; needs CAP_SYS_NICE or an rtprio limit (README: "Priority")."""
     if priority <= 0:
         return "normal (realtime_priority = 0)"
     if not hasattr(os, "sched_setscheduler"):
         return "normal (no real-time scheduling on this platform)"
     try:  # on Linux a thread id names the thread alone
-        os.sched_setscheduler(threading.get_native_id(), os.SCHED_FIFO, os.sched_param(priority))
+        policy = os.SCHED_FIFO | (os.SCHED_RESET_ON_FORK if reset_on_fork else 0)
+        os.sched_setscheduler(threading.get_native_id(), policy, os.sched_param(priority))
     except OSError as exc:
         log.info("synchronizer ticks at normal priority (SCHED_FIFO %d refused: %s); ticks may be late on a busy "
                  "machine. README, 'Priority', says how to allow it", priority, exc.strerror)
         return f"normal (SCHED_FIFO {priority} refused: {exc.strerror})"
     return f"SCHED_FIFO {priority}"
+
+
+# Threads of the recorder that hold its GIL (dispatcher, writer, state publisher...) run real-time just
+# below the ticks once ``enable_recorder_threads`` was called: a tick that wakes on time still waits for
+# the GIL, and a GIL holder preempted by ordinary work (or by the monitor's display thread) makes it late.
+_recorder_thread_priority = 0
+
+
+def enable_recorder_threads(priority: int) -> None:
+    """From now on ``prioritise_recorder_thread`` makes its caller SCHED_FIFO ``priority`` (0: not)."""
+    global _recorder_thread_priority
+    _recorder_thread_priority = priority
+
+
+def prioritise_recorder_thread() -> str:
+    """Call first thing in a recorder thread that takes the GIL often; returns how it is scheduled."""
+    if _recorder_thread_priority <= 0:
+        return "normal"
+    return make_this_thread_realtime(_recorder_thread_priority)

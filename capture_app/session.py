@@ -28,7 +28,7 @@ from capture_app.clock import now_ns
 from capture_app.config import RigConfig, sim_epoch_ns, with_changes
 from capture_app.errors import CalibrationError, CaptureError, ConfigError
 from capture_app.health import StreamMonitor, StreamStatus
-from capture_app.priority import raise_priority
+from capture_app.priority import enable_recorder_threads, prioritise_recorder_thread, raise_priority
 from capture_app.stream_schema import MessageCheck, fill_optional
 from capture_app.stream_watch import StreamWatch
 from capture_app.synchronizer import VALIDITY_NAMES, SyncedTick, Synchronizer
@@ -158,6 +158,7 @@ class CaptureSession:
         over ``ipc://`` (``[rig] drivers_in = "process"``, the default) or as threads here.
         """
         raise_priority()
+        enable_recorder_threads(max(0, self.config.sync.realtime_priority - 5))  # below the ticks, above the GUI
         video = driver_video_settings(self.config)  # before anything starts: a missing PyAV is a ConfigError
         bind = [self.config.bus_endpoint]
         local = [d.name for d in self.config.drivers if not d.endpoint]
@@ -275,6 +276,7 @@ class CaptureSession:
 
     # --- the dispatcher thread -----------------------------------------------------------
     def _dispatch(self) -> None:
+        prioritise_recorder_thread()
         sync = self.synchronizer
         poller = zmq.Poller()
         for subscriber in self._subscribers:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from typing import Callable
 
+from capture_app.priority import prioritise_recorder_thread
 from capture_app.health import StreamMonitor
 from capture_app.synchronizer import VALIDITY_NAMES
 
@@ -88,5 +89,6 @@ class StreamWatch:
                                  t_ns=tick.t_eval_ns)
 
     def _run(self) -> None:
+        prioritise_recorder_thread()
         while not self._stop.wait(POLL_S):
             self.check()

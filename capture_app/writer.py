@@ -27,6 +27,7 @@ import hdf5plugin
 import numpy as np
 
 from capture_app import __version__
+from capture_app.priority import prioritise_recorder_thread
 from capture_app.annotations import write_segments
 from capture_app.bus import Message
 from capture_app.clock import NS_PER_S, now_ns, wall_clock_iso
@@ -352,6 +353,7 @@ class EpisodeWriter:
 
     def _run(self) -> None:
         # Not niced: with other processes busy on the machine a niced writer starved and refused samples.
+        prioritise_recorder_thread()
         interval_ns = int(self.config.flush_interval_s * NS_PER_S)
         next_flush = now_ns() + interval_ns
         try:

@@ -281,3 +281,22 @@ def test_the_synchronizer_records_how_its_ticks_were_scheduled():
         assert scheduling == "SCHED_FIFO 10"
     else:
         assert scheduling.startswith("normal (SCHED_FIFO 10 refused")
+
+
+def test_the_recorder_threads_that_share_the_tick_gil_run_real_time_below_the_ticks():
+    import os
+    import threading
+
+    from capture_app.config import parse_config
+    from capture_app.session import CaptureSession
+    from tests.conftest import small_sim_text
+    config = parse_config(small_sim_text(), "<test>")
+    with CaptureSession(config) as session:
+        ids = {t.name: t.native_id for t in threading.enumerate()}
+        policies = {name: (os.sched_getscheduler(ids[name]), os.sched_getparam(ids[name]).sched_priority)
+                    for name in ("bus-dispatcher", "synchronizer")}
+    if session.synchronizer.scheduling.startswith("SCHED_FIFO"):  # permitted here
+        assert policies == {"bus-dispatcher": (os.SCHED_FIFO, 5), "synchronizer": (os.SCHED_FIFO, 10)}
+    else:
+        assert policies["bus-dispatcher"][0] == os.SCHED_OTHER
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the thread that started the session is unchanged

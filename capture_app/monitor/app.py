@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import shutil
 import subprocess
@@ -13,8 +14,25 @@ from pathlib import Path
 from capture_app.child_process import child_env, cli_command
 from capture_app.errors import CaptureError
 
+log = logging.getLogger(__name__)
+
 
 MONITOR_NICENESS = 5
+GUI_REALTIME_PRIORITY = 1  # below the recorder's ticking thread ([sync] realtime_priority = 10)
+
+
+def pace_the_display() -> str:
+    """Call on the GUI thread once the window is up. It draws every 30 ms: where permitted it runs under
+    SCHED_FIFO at a priority below the recorder's ticks, so it wakes on time on a busy machine (it uses
+    ~2 ms per frame); otherwise it is niced instead, so that the recording gets the CPU first. Returns how
+    the thread is scheduled. (On Linux a nice value is per thread: the monitor's receiving threads keep
+    theirs.)"""
+    from capture_app.priority import make_this_thread_realtime
+    scheduling = make_this_thread_realtime(GUI_REALTIME_PRIORITY)
+    if not scheduling.startswith("SCHED_FIFO"):
+        os.nice(MONITOR_NICENESS)
+        scheduling += f", niceness {MONITOR_NICENESS}"
+    return scheduling
 
 
 def start_recorder_process(config_path: str | None, out_dir: str, control: str, log_path: Path) -> subprocess.Popen:
@@ -73,9 +91,9 @@ def run_monitor(config_path: str | None, *, out_dir: str, connect: str | None = 
         if review:
             window.open_review(review)
         window.show()
-        # The window is for display: on a busy machine the recorder (niceness -5) gets the CPU first, and
-        # the long-lived Qt/pyqtgraph objects stay out of the cyclic GC's full collections (stalls).
-        os.nice(MONITOR_NICENESS)
+        # Frames on time, the recording first; the long-lived Qt/pyqtgraph objects stay out of the cyclic
+        # GC's full collections (stalls).
+        log.info("monitor display thread: %s", pace_the_display())
         gc.freeze()
         if screenshot:
             def shoot():
