@@ -30,7 +30,6 @@ from capture_app.annotations import read_segments  # noqa: E402
 from capture_app.child_process import child_env, cli_command  # noqa: E402
 from capture_app.monitor.client import RecorderClient  # noqa: E402
 
-MARK_EVERY_S = 4.0
 
 
 def episode_figures(path: str) -> dict:
@@ -58,7 +57,7 @@ def wait_finalized(client: RecorderClient, path: str, timeout_s: float = 600) ->
         time.sleep(0.2)
 
 
-def take_with_monitor(endpoint: str, seconds: float) -> tuple[dict, int, np.ndarray, np.ndarray, np.ndarray]:
+def take_with_monitor(endpoint: str, seconds: float, mark_every_s: float) -> tuple[dict, int, np.ndarray, np.ndarray, np.ndarray]:
     from PySide6 import QtCore, QtWidgets
 
     from capture_app.monitor.window import MainWindow
@@ -67,11 +66,11 @@ def take_with_monitor(endpoint: str, seconds: float) -> tuple[dict, int, np.ndar
 
     from capture_app.monitor.app import pace_the_display
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
+    print(f"GUI thread: {pace_the_display()} (as `capture-app monitor` does)")
     client = RecorderClient(endpoint, name="bench monitor")
     window = MainWindow(client, load_tasks(), ".")
     window.resize(1600, 1000)
     window.show()
-    print(f"GUI thread: {pace_the_display()} (as `capture-app monitor` does)")
     gc.freeze()
     stamps: list[float] = []
     refresh = window.refresh
@@ -96,7 +95,7 @@ def take_with_monitor(endpoint: str, seconds: float) -> tuple[dict, int, np.ndar
             marks += 1
     marker = QtCore.QTimer()
     marker.timeout.connect(mark)
-    marker.start(int(MARK_EVERY_S * 1000))
+    marker.start(int(mark_every_s * 1000))
     window.timer_durations_ms.clear()
     QtCore.QTimer.singleShot(int(seconds * 1000), app.quit)
     app.exec()
@@ -114,12 +113,12 @@ def take_with_monitor(endpoint: str, seconds: float) -> tuple[dict, int, np.ndar
     return take, marks, durations, intervals, np.array(ages_ms)
 
 
-def take_headless(endpoint: str, seconds: float) -> tuple[dict, int]:
+def take_headless(endpoint: str, seconds: float, mark_every_s: float) -> tuple[dict, int]:
     client = RecorderClient(endpoint, name="bench script")
     client.call("start", {"task": "pour"})
     marks, deadline = 0, time.monotonic() + seconds
     while time.monotonic() < deadline:
-        time.sleep(MARK_EVERY_S)
+        time.sleep(mark_every_s)
         view = client.view
         if view is not None:
             client.call("mark_start", {"label": ["grasp", "lift", "pour"][marks % 3], "t_ns": view["t_eval_ns"]})
@@ -135,6 +134,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=600.0, help="seconds per take (default 600)")
     parser.add_argument("--busy", type=int, default=1, help="busy processes beside the rig (default 1)")
     parser.add_argument("--headless-seconds", type=float, help="seconds of the headless take (default: --seconds)")
+    parser.add_argument("--mark-every", type=float, default=4.0, help="seconds between subtask marks (default 4)")
     args = parser.parse_args()
     print(f"machine: {machine()}; {args.busy} busy process(es); {args.seconds:.0f} s per take")
     work = Path(tempfile.mkdtemp(prefix="bench-monitor-"))
@@ -144,9 +144,9 @@ def main() -> None:
     busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
     try:
         RecorderClient(endpoint, connect_timeout_s=60).close()
-        take, marks, durations, intervals, ages = take_with_monitor(endpoint, args.seconds)
+        take, marks, durations, intervals, ages = take_with_monitor(endpoint, args.seconds, args.mark_every)
         shown = episode_figures(take["path"])
-        take_b, marks_b = take_headless(endpoint, args.headless_seconds or args.seconds)
+        take_b, marks_b = take_headless(endpoint, args.headless_seconds or args.seconds, args.mark_every)
         headless = episode_figures(take_b["path"])
     finally:
         for p in busy:

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -31,6 +36,29 @@ def small_sim_text(extra: str = "", *, drivers_in: str = "threads", ego=(320, 18
         line_start = text.index("options = {", start)
         text = text[:line_start] + "options = { " + opts + ", " + text[line_start + len("options = { "):]
     return text + extra
+
+
+def record_and_kill(config_path, out_dir, name: str, after_s: float) -> tuple[Path, int]:
+    """`capture-app record --config config_path` into ``out_dir`` as ``name``, SIGKILLed with its driver
+    processes ``after_s`` seconds after its .partial file appeared. Returns (the .partial path, the kill's
+    monotonic time in ns)."""
+    command = [sys.executable, "-m", "capture_app.cli", "record", "--config", str(config_path),
+               "--out", str(out_dir), "--name", name, "--duration", "60"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    partial = Path(out_dir) / f"{name}.h5.partial"
+    try:
+        deadline = time.monotonic() + 30
+        while not partial.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert partial.exists(), "the recording never created its .partial file"
+        time.sleep(after_s)
+        killed_at = time.monotonic_ns()
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    return partial, killed_at
 
 
 @pytest.fixture

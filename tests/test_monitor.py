@@ -293,3 +293,22 @@ def test_the_end_of_take_summary_names_every_loss():
     report["streams"]["left_glove"].update(seq_gaps=0, rejected=0)
     report["hands"]["left"]["valid"] = 1.0
     assert take_losses(report) == "nothing lost"
+
+
+def test_the_live_timeline_updates_bars_in_place_and_keeps_the_last_minute(qtbot):
+    from capture_app.annotations import Segment
+    from capture_app.monitor.views import Timeline
+    timeline = Timeline()
+    qtbot.addWidget(timeline)
+    s = 1_000_000_000
+    done = [Segment(f"step{i}", "", "both", i * 4 * s, (i * 4 + 3) * s) for i in range(30)]
+    timeline.show_segments(done + [Segment("pour", "", "both", 120 * s)], 0, 121 * s, window_s=60)
+    assert len(timeline._bars) == 1 + sum(seg.end_ns >= 61 * s for seg in done)  # only the last minute is drawn
+    kept = timeline._bars[(100 * s, "step25")][0]
+    closed = Segment("pour", "", "both", 120 * s, 123 * s)
+    timeline.show_segments(done + [closed], 0, 124 * s, window_s=60)
+    assert timeline._bars[(100 * s, "step25")][0] is kept                   # an unchanged bar is not rebuilt
+    assert timeline._bars[(120 * s, "pour")][1].textItem.toPlainText() == "pour"  # the open bar was closed in place
+    assert (60 * s, "step15") not in timeline._bars                        # it left the window
+    timeline.show_segments(done[:2], 0, 9 * s)                               # review: the whole take
+    assert set(timeline._bars) == {(0, "step0"), (4 * s, "step1")}

@@ -17,7 +17,7 @@ import pytest
 
 from capture_app.cli import main
 from capture_app.episode_format import validate_and_summarize
-from tests.conftest import small_sim_text
+from tests.conftest import record_and_kill, small_sim_text
 
 pytestmark = pytest.mark.slow
 
@@ -133,21 +133,7 @@ def _group_alive(pgid: int) -> bool:
 def test_killed_at_a_random_moment_then_recovered(tmp_path, attempt):
     """SIGKILL at a random moment, `recover`, `inspect`: readable, marked, at most the last second lost."""
     rng = np.random.default_rng(attempt)
-    command = [sys.executable, "-m", "capture_app.cli", "record", "--config", str(_rig_file(tmp_path)),
-               "--out", str(tmp_path / "out"), "--name", "crash", "--duration", "60"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    partial = tmp_path / "out" / "crash.h5.partial"
-    try:
-        deadline = time.monotonic() + 30
-        while not partial.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(float(rng.uniform(0.3, 3.0)))
-        killed_at = time.monotonic_ns()
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(10)
-    finally:
-        if process.poll() is None:
-            process.kill()
+    partial, killed_at = record_and_kill(_rig_file(tmp_path), tmp_path / "out", "crash", float(rng.uniform(0.3, 3.0)))
     assert main(["recover", str(partial)]) == 0
     path = tmp_path / "out" / "crash.h5"
     assert path.exists() and not partial.exists()

@@ -3,11 +3,6 @@ the bus schema, the writer's every-stored-frame-decodes rule, random access, and
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import h5py
 import numpy as np
@@ -24,7 +19,7 @@ from capture_app.writer import EpisodeMetadata, EpisodeWriter
 from drivers.sim.calibration import EGO_INTRINSICS_720P, TOP_INTRINSICS_480P
 from drivers.sim.motion import MotionModel, true_rig_geometry
 from drivers.sim.render import SceneRenderer
-from tests.conftest import small_sim_text
+from tests.conftest import record_and_kill, small_sim_text
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -151,22 +146,7 @@ def test_a_recorded_video_episode_reads_back_every_frame_and_exports(tmp_path):
 
 @pytest.mark.slow
 def test_sigkill_while_recording_video_keeps_every_frame_up_to_the_last_second(tmp_path):
-    command = [sys.executable, "-m", "capture_app.cli", "record", "--config", _video_rig(tmp_path),
-               "--out", str(tmp_path / "out"), "--name", "killed", "--duration", "60"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    partial = tmp_path / "out" / "killed.h5.partial"
-    try:
-        deadline = time.monotonic() + 30
-        while not partial.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert partial.exists(), "no partial file"
-        time.sleep(2.7)
-        killed_at = time.monotonic_ns()
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(10)
-    finally:
-        if process.poll() is None:
-            process.kill()
+    partial, killed_at = record_and_kill(_video_rig(tmp_path), tmp_path / "out", "killed", 2.7)
     assert main(["recover", str(partial)]) == 0
     path = tmp_path / "out" / "killed.h5"
     assert validate_and_summarize(path).problems == []

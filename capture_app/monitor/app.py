@@ -22,13 +22,14 @@ GUI_REALTIME_PRIORITY = 1  # below the recorder's ticking thread ([sync] realtim
 
 
 def pace_the_display() -> str:
-    """Call on the GUI thread once the window is up. It draws every 30 ms: where permitted it runs under
-    SCHED_FIFO at a priority below the recorder's ticks, so it wakes on time on a busy machine (it uses
-    ~2 ms per frame); otherwise it is niced instead, so that the recording gets the CPU first. Returns how
-    the thread is scheduled. (On Linux a nice value is per thread: the monitor's receiving threads keep
-    theirs.)"""
+    """Call on the GUI thread before the recorder client starts its threads. The window draws every 30 ms:
+    where permitted the GUI thread runs under SCHED_FIFO at a priority below the recorder's ticks, so it
+    wakes on time on a busy machine (it uses ~2 ms per frame); otherwise it is niced, so that the
+    recording gets the CPU first. The client's threads, started afterwards, inherit the same (they hold
+    the GIL the GUI thread needs: at a lower priority they would make it wait behind other work);
+    processes started afterwards do not. Returns how the thread is scheduled."""
     from capture_app.priority import make_this_thread_realtime
-    scheduling = make_this_thread_realtime(GUI_REALTIME_PRIORITY)
+    scheduling = make_this_thread_realtime(GUI_REALTIME_PRIORITY, reset_on_fork=True)
     if not scheduling.startswith("SCHED_FIFO"):
         os.nice(MONITOR_NICENESS)
         scheduling += f", niceness {MONITOR_NICENESS}"
@@ -76,6 +77,7 @@ def run_monitor(config_path: str | None, *, out_dir: str, connect: str | None = 
         recorder = start_recorder_process(config_path, out_dir, connect, workdir / "recorder.log")
         print(f"recorder: pid {recorder.pid}, control {connect}, log {workdir / 'recorder.log'}", file=sys.stderr)
     try:
+        scheduling = pace_the_display()  # the client's threads are started below and inherit it
         try:
             client = RecorderClient(connect, name=f"monitor@{os.uname().nodename}", curve=curve,
                                     connect_timeout_s=60)
@@ -93,7 +95,7 @@ def run_monitor(config_path: str | None, *, out_dir: str, connect: str | None = 
         window.show()
         # Frames on time, the recording first; the long-lived Qt/pyqtgraph objects stay out of the cyclic
         # GC's full collections (stalls).
-        log.info("monitor display thread: %s", pace_the_display())
+        log.info("monitor display thread: %s", scheduling)
         gc.freeze()
         if screenshot:
             def shoot():

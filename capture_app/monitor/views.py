@@ -6,6 +6,8 @@ none of them touches the session or a thread.
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
@@ -274,6 +276,9 @@ class HealthTable(QtWidgets.QTableWidget):
                 self._set_row(row, (stream, colour, "", "", "", "", "", "", f"recorded: {state}"), colour)
 
 
+_PALETTE = pg.colormap.get("CET-C6").getLookupTable(0, 1, 9)
+
+
 class Timeline(pg.PlotWidget):
     """The episode's subtask segments as coloured bars over time (seconds since the start)."""
 
@@ -284,9 +289,8 @@ class Timeline(pg.PlotWidget):
         self.getPlotItem().hideAxis("left")
         self.setYRange(0, 1)
         self.setMouseEnabled(False, False)
-        self._items: list = []
-        self._shown: tuple = ()
-        self._open_bar = None
+        self._bars: dict = {}  # (start_ns, label) -> (bar, text, end_ns as drawn)
+        self._t0_ns: int | None = None
         self.playhead = pg.InfiniteLine(pos=0, angle=90, pen=pg.mkPen("w", width=2))
         self.playhead.setVisible(False)
         self.addItem(self.playhead, ignoreBounds=True)
@@ -303,31 +307,45 @@ class Timeline(pg.PlotWidget):
         if seconds is not None:
             self.playhead.setPos(seconds)
 
-    def show_segments(self, segments, t0_ns: int, t_now_ns: int) -> None:
-        """Bars for ``segments`` (an open one runs to ``t_now_ns``). Rebuilt only when the segments change;
-        otherwise only the open bar grows (a long take has hundreds of bars)."""
-        key = (t0_ns, tuple(segments))
-        if key != self._shown:
-            self._shown = key
-            for item in self._items:
-                self.removeItem(item)
-            self._items, self._open_bar = [], None
-            palette = pg.colormap.get("CET-C6").getLookupTable(0, 1, 9)
-            labels = sorted({s.label for s in segments})
-            for s in segments:
-                start = (s.start_ns - t0_ns) / 1e9
-                end = ((s.end_ns if s.end_ns >= 0 else t_now_ns) - t0_ns) / 1e9
-                colour = palette[labels.index(s.label) % len(palette)]
-                bar = pg.LinearRegionItem((start, max(end, start + 0.01)), movable=False,
-                                          brush=pg.mkBrush(*colour[:3], 120))
+    def show_segments(self, segments, t0_ns: int, t_now_ns: int, window_s: float | None = None) -> None:
+        """Bars for ``segments`` (an open one runs to ``t_now_ns``); with ``window_s`` only the last that
+        many seconds. Incremental: a bar is made once, when its segment appears, changed when its segment
+        is, and removed when it leaves (rebuilding every bar at each mark cost ~1.5 ms a bar on the GUI
+        thread, and painting a long take's hundreds of bars made frames late)."""
+        if t0_ns != self._t0_ns:
+            self._clear()
+            self._t0_ns = t0_ns
+        if window_s is not None:
+            since = t_now_ns - int(window_s * 1e9)
+            segments = [s for s in segments if s.end_ns < 0 or s.end_ns >= since]
+        wanted = {(s.start_ns, s.label): s for s in segments}
+        for key in [k for k in self._bars if k not in wanted]:
+            bar, text, _ = self._bars.pop(key)
+            self.removeItem(bar)
+            self.removeItem(text)
+        for key, s in wanted.items():
+            start = (s.start_ns - t0_ns) / 1e9
+            end = max(((s.end_ns if s.end_ns >= 0 else t_now_ns) - t0_ns) / 1e9, start + 0.01)
+            entry = self._bars.get(key)
+            if entry is None:
+                colour = _PALETTE[zlib.crc32(s.label.encode()) % len(_PALETTE)]  # a label keeps its colour
+                bar = pg.LinearRegionItem((start, end), movable=False, brush=pg.mkBrush(*colour[:3], 120))
                 text = pg.TextItem(s.label + (" ..." if s.end_ns < 0 else ""), color="w", anchor=(0, 0.5))
                 text.setPos(start, 0.5)
-                for item in (bar, text):
-                    self.addItem(item)
-                    self._items.append(item)
-                if s.end_ns < 0:
-                    self._open_bar = (bar, start)
-        elif self._open_bar is not None:
-            bar, start = self._open_bar
-            bar.setRegion((start, max((t_now_ns - t0_ns) / 1e9, start + 0.01)))
-        self.setXRange(0, max(5.0, (t_now_ns - t0_ns) / 1e9))
+                self.addItem(bar)
+                self.addItem(text)
+                self._bars[key] = (bar, text, s.end_ns)
+            elif entry[2] != s.end_ns or s.end_ns < 0:  # closed, moved, or still open and growing
+                bar, text, _ = entry
+                bar.setRegion((start, end))
+                if entry[2] != s.end_ns:
+                    text.setText(s.label + (" ..." if s.end_ns < 0 else ""))
+                    self._bars[key] = (bar, text, s.end_ns)
+        now_s = (t_now_ns - t0_ns) / 1e9
+        self.setXRange(max(0.0, now_s - window_s) if window_s is not None else 0.0, max(5.0, now_s))
+
+    def _clear(self) -> None:
+        for bar, text, _ in self._bars.values():
+            self.removeItem(bar)
+            self.removeItem(text)
+        self._bars = {}

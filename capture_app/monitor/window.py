@@ -31,6 +31,7 @@ from capture_app.tasks import TaskTemplate
 log = logging.getLogger(__name__)
 
 REFRESH_MS = 30
+LIVE_TIMELINE_S = 60.0  # the live timeline shows the last minute of subtasks (review shows the whole take)
 HEALTH_EVERY = 6  # refreshes: health, banner and REC panel 5 times a second
 LOST_WARNING_S = 0.5
 CONFIRM_S = 3.0   # a second X (discard) or Space (drop review edits) within this confirms
@@ -619,7 +620,8 @@ class MainWindow(QtWidgets.QMainWindow):
             t0 = takes.get("episode", {}).get("t_start_ns", 0)
             if t0:
                 from capture_app.annotations import Segment
-                self.timeline.show_segments([Segment(**s) for s in self.segments], t0, self._display_time() or t0)
+                self.timeline.show_segments([Segment(**s) for s in self.segments], t0, self._display_time() or t0,
+                                            window_s=LIVE_TIMELINE_S)
 
     # --- review ------------------------------------------------------------------------------
     def open_review_dialog(self) -> None:
