@@ -197,6 +197,7 @@ def test_review_annotates_validates_and_logs_edits(qtbot, window, tmp_path):
     press(qtbot, window, QtCore.Qt.Key_1)
     qtbot.wait(400)
     press(qtbot, window, QtCore.Qt.Key_0)
+    qtbot.wait(500)                                           # the take goes on after the subtask's end
     press(qtbot, window, QtCore.Qt.Key_Space)
     qtbot.waitUntil(lambda: bool(window.saved_episodes), timeout=60000)
     settled(qtbot, window)
@@ -220,8 +221,12 @@ def test_review_annotates_validates_and_logs_edits(qtbot, window, tmp_path):
     press(qtbot, window, QtCore.Qt.Key_Backspace)             # undo both time edits
     press(qtbot, window, QtCore.Qt.Key_Backspace)
     window.segment_table.item(0, 1).setText("use right hand to grasp the mug by its handle")
-    window.step_review(window.review.ticks)                   # playhead at the end, then mark subtask 3 there
-    window.step_review(-5)
+    # the playhead just after the recorded 'grasp' ends (under load the take may end a few ticks after it),
+    # then mark subtask 3 there
+    after_grasp = int(np.searchsorted(window.review.t_eval, before[0].end_ns, side="right"))
+    assert after_grasp < window.review.ticks
+    window.step_review(-window.review.ticks)
+    window.step_review(after_grasp)
     press(qtbot, window, QtCore.Qt.Key_3)
     press(qtbot, window, QtCore.Qt.Key_S, QtCore.Qt.ControlModifier)
     window.back_to_live()
