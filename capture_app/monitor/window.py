@@ -192,7 +192,6 @@ class MainWindow(QtWidgets.QMainWindow):
         self._select_task(0)
         self._adopt_status(client.status or {}, initial=True)  # attaching mid-take shows that take
         self.timer = QtCore.QTimer(self)
-        self.timer.setTimerType(QtCore.Qt.PreciseTimer)  # a coarse timer may fire 5 % (1.5 ms) off
         self.timer.timeout.connect(self.refresh)
         self.timer.start(REFRESH_MS)
 
