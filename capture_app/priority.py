@@ -67,4 +67,5 @@ def prioritise_recorder_thread() -> str:
     """Call first thing in a recorder thread that takes the GIL often; returns how it is scheduled."""
     if _recorder_thread_priority <= 0:
         return "normal"
-    return make_this_thread_realtime(_recorder_thread_priority)
+    # processes these threads start (the take finalizer's child computing the final table) stay ordinary
+    return make_this_thread_realtime(_recorder_thread_priority, reset_on_fork=True)

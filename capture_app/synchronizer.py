@@ -287,7 +287,7 @@ class Synchronizer:
     def _run(self) -> None:
         # a real-time thread wakes on time however busy the machine is; it sleeps between ticks, and its
         # children (none) would inherit the policy
-        self.scheduling = make_this_thread_realtime(self.config.realtime_priority)
+        self.scheduling = make_this_thread_realtime(self.config.realtime_priority, reset_on_fork=True)
         k = 0
         while not self._stop.is_set():
             t_tick = self.t0_ns + k * self.period_ns

@@ -273,7 +273,7 @@ def test_the_synchronizer_records_how_its_ticks_were_scheduled():
             time.sleep(0.01)
         scheduling = synchronizer.describe()["scheduling"]
         native_id = synchronizer._thread.native_id
-        policy = os.sched_getscheduler(native_id)
+        policy = os.sched_getscheduler(native_id) & ~os.SCHED_RESET_ON_FORK
     finally:
         synchronizer.stop()
     # the policy the thread really has is the one recorded (root in CI may or may not hold CAP_SYS_NICE)
@@ -293,10 +293,33 @@ def test_the_recorder_threads_that_share_the_tick_gil_run_real_time_below_the_ti
     config = parse_config(small_sim_text(), "<test>")
     with CaptureSession(config) as session:
         ids = {t.name: t.native_id for t in threading.enumerate()}
-        policies = {name: (os.sched_getscheduler(ids[name]), os.sched_getparam(ids[name]).sched_priority)
+        policies = {name: (os.sched_getscheduler(ids[name]) & ~os.SCHED_RESET_ON_FORK,
+                           os.sched_getparam(ids[name]).sched_priority)
                     for name in ("bus-dispatcher", "synchronizer")}
     if session.synchronizer.scheduling.startswith("SCHED_FIFO"):  # permitted here
         assert policies == {"bus-dispatcher": (os.SCHED_FIFO, 5), "synchronizer": (os.SCHED_FIFO, 10)}
     else:
         assert policies["bus-dispatcher"][0] == os.SCHED_OTHER
     assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the thread that started the session is unchanged
+
+
+def test_a_process_started_from_a_real_time_recorder_thread_is_ordinary():
+    import os
+    import subprocess
+    import sys
+    import threading
+
+    from capture_app import priority
+    seen = {}
+
+    def recorder_thread():
+        seen["thread"] = priority.make_this_thread_realtime(3, reset_on_fork=True)
+        seen["child"] = subprocess.run([sys.executable, "-c", "import os; print(os.sched_getscheduler(0))"],
+                                       capture_output=True, text=True).stdout.strip()
+    thread = threading.Thread(target=recorder_thread)
+    thread.start()
+    thread.join(30)
+    if seen["thread"].startswith("SCHED_FIFO"):  # permitted here: the child must not inherit it
+        assert seen["child"] == str(os.SCHED_OTHER)
+    else:
+        assert seen["thread"].startswith("normal (SCHED_FIFO 3 refused")
