@@ -22,9 +22,9 @@ from dataclasses import asdict
 import zmq
 
 from capture_app import control_protocol as protocol
-from capture_app.priority import prioritise_recorder_thread
 from capture_app.clock import now_ns
 from capture_app.errors import CaptureError
+from capture_app.priority import prioritise_recorder_thread
 from capture_app.takes import Takes
 
 log = logging.getLogger(__name__)

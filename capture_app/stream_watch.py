@@ -12,8 +12,8 @@ from __future__ import annotations
 import threading
 from typing import Callable
 
-from capture_app.priority import prioritise_recorder_thread
 from capture_app.health import StreamMonitor
+from capture_app.priority import prioritise_recorder_thread
 from capture_app.synchronizer import VALIDITY_NAMES
 
 POLL_S = 0.25

@@ -22,7 +22,6 @@ import numpy as np
 
 from capture_app.image_codec import EncodeError
 
-VIDEO_ENCODINGS = ("h264",)
 ANNEX_B_STARTS = (b"\x00\x00\x00\x01", b"\x00\x00\x01")
 
 

@@ -27,7 +27,6 @@ import hdf5plugin
 import numpy as np
 
 from capture_app import __version__
-from capture_app.priority import prioritise_recorder_thread
 from capture_app.annotations import write_segments
 from capture_app.bus import Message
 from capture_app.clock import NS_PER_S, now_ns, wall_clock_iso
@@ -36,6 +35,7 @@ from capture_app.episode_format import (EPISODE_SUFFIX, FORMAT_NAME, FORMAT_VERS
                                         TRACKING_CODES)
 from capture_app.errors import WriterError
 from capture_app.image_codec import EncodeError, encode_jpeg
+from capture_app.priority import prioritise_recorder_thread
 from capture_app.streams import STREAM_KINDS, SYNCED_STREAMS
 
 log = logging.getLogger(__name__)
