@@ -21,8 +21,8 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} vCPU, Python {platform.python_version()}, {platform.system()} {platform.release()}"
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process (Linux /proc)."""
+def process_cpu_seconds(pid: int | str) -> float:
+    """User + system CPU seconds of a process, or of a thread as "self/task/TID" (Linux /proc)."""
     fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -42,3 +42,15 @@ def pct(values, q) -> float:
 def stopwatch():
     start = time.perf_counter()
     return lambda: time.perf_counter() - start
+
+
+def thread_cpu_seconds() -> dict[str, float]:
+    """User + system CPU seconds of each live Python thread of this process, by thread name (Linux /proc)."""
+    import threading
+    out = {}
+    for thread in threading.enumerate():
+        try:
+            out[thread.name] = process_cpu_seconds(f"self/task/{thread.native_id}")
+        except OSError:  # the thread ended
+            pass
+    return out

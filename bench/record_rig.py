@@ -19,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._util import machine, pct, process_cpu_seconds, rss_mb  # noqa: E402
+from bench._util import machine, pct, process_cpu_seconds, rss_mb, thread_cpu_seconds  # noqa: E402
 from capture_app.config import load_config, with_changes  # noqa: E402
 from capture_app.driver_host import driver_video_settings  # noqa: E402
 from capture_app.episode_format import validate_and_summarize  # noqa: E402
@@ -97,6 +97,7 @@ def main() -> None:
         ticks0 = sync.ticks
         lateness_start = len(sync.lateness_ns)
         cpu_app0, cpu_child0 = process_cpu_seconds(os.getpid()), process_cpu_seconds(child)
+        threads0 = thread_cpu_seconds()
         backlog_items, backlog_mb, rss = [], [], []
         t_end = time.monotonic() + args.seconds
         while time.monotonic() < t_end:
@@ -107,6 +108,7 @@ def main() -> None:
             time.sleep(0.5)
         cpu_app = process_cpu_seconds(os.getpid()) - cpu_app0
         cpu_child = process_cpu_seconds(child) - cpu_child0
+        threads = {name: cpu - threads0.get(name, 0.0) for name, cpu in thread_cpu_seconds().items()}
         ticks = sync.ticks - ticks0
         lateness = np.array(sync.lateness_ns[lateness_start:]) / 1e6
         wake = np.array(sync.wake_lateness_ns[lateness_start:]) / 1e6
@@ -118,6 +120,8 @@ def main() -> None:
           f"{summary.size_bytes / 1e6 / args.seconds:.1f} MB/s)")
     print(f"ticks: {ticks}; CPU per 50 ms tick: app process {1000 * cpu_app / ticks:.1f} ms, "
           f"driver process (the simulator) {1000 * cpu_child / ticks:.1f} ms")
+    print("  by thread: " + ", ".join(f"{name} {1000 * cpu / ticks:.1f}" for name, cpu in
+                                      sorted(threads.items(), key=lambda item: -item[1]) if cpu * 1000 / ticks >= 0.05))
     print(f"tick lateness: median {np.median(lateness):.2f} ms, p99 {pct(lateness, 99):.2f} ms, "
           f"max {lateness.max():.2f} ms, late by a whole period: {(lateness >= period_ms).sum()}; "
           f"wake-up alone: median {np.median(wake):.2f} p99 {pct(wake, 99):.2f} ms")

@@ -126,8 +126,13 @@ class SyncedTick:
 
     def row(self) -> dict[str, np.ndarray]:
         """The fixed-shape row written to /synced (NaN where invalid)."""
-        def pose(T):
-            return transform_to_pose(T) if T is not None else np.full(7, np.nan)
+        transforms = {"T_world_cam": self.T_world_cam, "T_world_headtracker": self.T_world_headtracker,
+                      "T_world_left_wrist": self.T_world_wrist["left"], "T_world_right_wrist": self.T_world_wrist["right"]}
+        poses = {name: np.full(7, np.nan) for name in transforms}
+        valid = [name for name, T in transforms.items() if T is not None]
+        if valid:  # one vectorised conversion: four small ones cost ~0.3 ms each on the writer's thread
+            for name, pose in zip(valid, transform_to_pose(np.stack([transforms[name] for name in valid]))):
+                poses[name] = pose
         keypoints = np.stack([k if k is not None else np.full((NUM_KEYPOINTS, 3), np.nan)
                               for k in (self.keypoints["left"], self.keypoints["right"])]).astype(np.float32)
         return {
@@ -136,10 +141,7 @@ class SyncedTick:
             "lateness_ns": np.int64(self.lateness_ns),
             "action": self.action,
             "action_valid": self.action_valid,
-            "T_world_cam": pose(self.T_world_cam),
-            "T_world_headtracker": pose(self.T_world_headtracker),
-            "T_world_left_wrist": pose(self.T_world_wrist["left"]),
-            "T_world_right_wrist": pose(self.T_world_wrist["right"]),
+            **poses,
             "keypoints": keypoints,
             "stream_status": np.array([self.evaluations[s].status for s in SYNCED_STREAMS], np.uint8),
             "stream_dt_ns": np.array([self.evaluations[s].dt_ns for s in SYNCED_STREAMS], np.int64),

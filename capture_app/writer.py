@@ -81,7 +81,7 @@ class WriterStats:
     written: Counter
     overflow: Counter
     seq_gaps: Counter
-    backlog_items: int
+    backlog_items: int  # samples queued, not yet written
     backlog_bytes: int
     error: str = ""
     video_undecodable: Counter = field(default_factory=Counter)  # video frames dropped after a lost frame
@@ -239,19 +239,28 @@ class EpisodeWriter:
     def submit(self, message: Message) -> bool:
         """Queue one sample; False (and counted as overflow of its stream) when that stream's share of the
         queue, or the byte bound, is used up: a flooding stream loses its own samples, not others'. Never blocks."""
-        stream = message.stream
+        return self.submit_many([message]) == 1
+
+    def submit_many(self, messages: list[Message]) -> int:
+        """Queue samples in order as one queue entry (one wake-up of the writer for a batch); each is accepted
+        or refused (counted) as by ``submit``. Returns how many were accepted. Never blocks."""
+        accepted = []
         with self._lock:
             if self._error is not None or self._finished.is_set():
-                return False
-            cap = self._stream_cap.get(stream, 50)
-            if self._queued_samples[stream] >= cap or self._queued_bytes + message.nbytes > self._max_queue_bytes:
-                self._overflow[stream] += 1
-                self._refused_tail[stream] = (message.sender, message.seq)
-                return False
-            self._queue.put_nowait(("sample", message))
-            self._queued_samples[stream] += 1
-            self._queued_bytes += message.nbytes
-            return True
+                return 0
+            for message in messages:
+                stream = message.stream
+                cap = self._stream_cap.get(stream, 50)
+                if self._queued_samples[stream] >= cap or self._queued_bytes + message.nbytes > self._max_queue_bytes:
+                    self._overflow[stream] += 1
+                    self._refused_tail[stream] = (message.sender, message.seq)
+                    continue
+                accepted.append(message)
+                self._queued_samples[stream] += 1
+                self._queued_bytes += message.nbytes
+            if accepted:
+                self._queue.put_nowait(("samples", accepted))
+        return len(accepted)
 
     def submit_row(self, table: str, row) -> bool:
         """Queue one row of a table such as 'synced': a dict (column -> value), or an object whose
@@ -286,7 +295,7 @@ class EpisodeWriter:
     def stats(self) -> WriterStats:
         with self._lock:
             return WriterStats(Counter(self._written), Counter(self._overflow), Counter(self._seq_gaps),
-                               self._queue.qsize(), self._queued_bytes, str(self._error or ""),
+                               sum(self._queued_samples.values()), self._queued_bytes, str(self._error or ""),
                                Counter(self._video_undecodable))
 
     @property
@@ -407,12 +416,14 @@ class EpisodeWriter:
 
     def _handle(self, item: tuple) -> None:
         kind = item[0]
-        if kind == "sample":
-            message: Message = item[1]
+        if kind == "samples":
+            messages: list[Message] = item[1]
             with self._lock:
-                self._queued_bytes -= message.nbytes
-                self._queued_samples[message.stream] -= 1
-            self._append_sample(message)
+                for message in messages:
+                    self._queued_bytes -= message.nbytes
+                    self._queued_samples[message.stream] -= 1
+            for message in messages:
+                self._append_sample(message)
         elif kind == "row":
             row = item[2] if isinstance(item[2], dict) else item[2].row()
             if "stream_seq" in row:

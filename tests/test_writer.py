@@ -99,6 +99,26 @@ def test_full_queue_refuses_and_counts_instead_of_growing(tmp_path):
     writer._file.close()
 
 
+def test_a_batch_refuses_only_the_flooding_streams_samples_and_keeps_the_order(tmp_path):
+    writer = EpisodeWriter(tmp_path, _metadata(), WriterConfig(flush_interval_s=0.1))
+    writer._stream_cap = {"ego_camera": 2, "head_tracker": 50}
+    batch = []
+    for i in range(6):
+        batch.append(_message("ego_camera", i, 10 + i, {"color": _image(i)}))
+        batch.append(_message("head_tracker", i, 10 + i, {"pose": np.full(7, float(i))}))
+    assert writer.submit_many(batch) == 2 + 6  # nothing drains the queue yet: ego's share is 2
+    stats = writer.stats()
+    assert stats.overflow == {"ego_camera": 4} and stats.backlog_items == 8
+    writer.start()
+    assert writer.submit_many([_message("ego_camera", 6, 20, {"color": _image(6)})]) == 1
+    path = writer.finish({})
+    with h5py.File(path, "r") as f:
+        assert list(f["streams/ego_camera/seq"][:]) == [0, 1, 6]
+        assert f["streams/ego_camera"].attrs["writer_overflow"] == 4
+        assert f["streams/ego_camera"].attrs["seq_gaps"] == 4  # the refused ones show as the gap they left
+        np.testing.assert_array_equal(f["streams/head_tracker/pose"][:, 0], np.arange(6))
+
+
 def test_non_monotonic_samples_are_rejected_and_reported(tmp_path):
     writer = EpisodeWriter(tmp_path, _metadata(), WriterConfig()).start()
     for seq, t in ((0, 100), (1, 200), (2, 150), (1, 300), (3, 400)):  # time backwards, then seq backwards
