@@ -45,12 +45,15 @@ def stopwatch():
 
 
 def thread_cpu_seconds() -> dict[str, float]:
-    """User + system CPU seconds of each live Python thread of this process, by thread name (Linux /proc)."""
+    """User + system CPU seconds of each live thread of this process (Linux /proc): Python threads by their
+    name, the others (ZeroMQ's I/O threads, HDF5/Blosc workers) by their kernel name in brackets."""
     import threading
-    out = {}
-    for thread in threading.enumerate():
+    names = {thread.native_id: thread.name for thread in threading.enumerate()}
+    out: dict[str, float] = {}
+    for tid in os.listdir("/proc/self/task"):
         try:
-            out[thread.name] = process_cpu_seconds(f"self/task/{thread.native_id}")
+            name = names.get(int(tid)) or f"[{open(f'/proc/self/task/{tid}/comm').read().strip()}]"
+            out[name] = out.get(name, 0.0) + process_cpu_seconds(f"self/task/{tid}")
         except OSError:  # the thread ended
             pass
     return out

@@ -17,6 +17,7 @@ import logging
 import queue
 import shutil
 import threading
+import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,9 @@ DEPTH_FILTER = hdf5plugin.Blosc(cname="zstd", clevel=3, shuffle=hdf5plugin.Blosc
 DISK_MARGIN_BYTES = 8 * 1024 * 1024  # free space kept for HDF5 metadata and a clean close
 
 
+# the writer sleeps this long after draining its queue: the dispatcher queues a batch every few ms and the
+# file is flushed every flush_interval_s anyway; waking for each batch cost ~1 ms of CPU per tick
+WRITER_GATHER_S = 0.01
 ROW_HEADER_BYTES = 64  # a sample's seq, times, tracking, epoch and offset columns
 
 
@@ -152,7 +156,7 @@ class _Table:
                 for i, v in enumerate(values):
                     dataset[start + i] = v
             else:
-                dataset[start:] = np.stack([np.asarray(v) for v in values])
+                dataset[start:] = np.array(values)  # same-shaped rows; 10x faster than stacking 0-d arrays
             written = len(values)
         self._pending.clear()
         return written
@@ -366,19 +370,25 @@ class EpisodeWriter:
         interval_ns = int(self.config.flush_interval_s * NS_PER_S)
         next_flush = now_ns() + interval_ns
         try:
-            while True:
-                timeout = max(0.0, (next_flush - now_ns()) / NS_PER_S)
+            stopping = False
+            while not stopping:
+                items = []
                 try:
-                    item = self._queue.get(timeout=timeout)
+                    items.append(self._queue.get(timeout=max(0.0, (next_flush - now_ns()) / NS_PER_S)))
+                    while True:  # and whatever else is waiting
+                        items.append(self._queue.get_nowait())
                 except queue.Empty:
-                    item = None
-                if item is _STOP:
-                    break
-                if item is not None:
+                    pass
+                for item in items:
+                    if item is _STOP:
+                        stopping = True
+                        break
                     self._handle(item)
                 if now_ns() >= next_flush:
                     self._flush()
                     next_flush = now_ns() + interval_ns
+                elif items and not stopping:  # let the next items gather: one wake-up per WRITER_GATHER_S, not per item
+                    time.sleep(min(WRITER_GATHER_S, max(0.0, (next_flush - now_ns()) / NS_PER_S)))
             self._flush()
         except DiskFullStop as exc:
             self._stop_for_disk_full(str(exc))
