@@ -318,11 +318,10 @@ class CaptureSession:
         with sync.lock:
             samples = []
             while taken < DISPATCH_LOCKED:
-                message = subscriber.recv_waiting()
-                if message is False:  # nothing waiting
-                    break
-                taken += 1
                 try:
+                    message = subscriber.recv_waiting()
+                    if message is False:  # nothing waiting
+                        break
                     if message is None:  # malformed (counted)
                         self._note_malformed(subscriber)
                     elif message.is_status:
@@ -333,6 +332,7 @@ class CaptureSession:
                         handled.append(message)
                 except Exception:  # a bug in one message must not stop the bus
                     log.exception("bus dispatcher: message dropped")
+                taken += 1
             writer = self._writer
             if writer is not None and samples:
                 writer.submit_many(samples)

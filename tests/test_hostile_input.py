@@ -178,6 +178,42 @@ def test_a_live_recorder_keeps_every_valid_sample_and_counts_every_bad_one(tmp_p
         assert f.attrs["bus_malformed"] >= 15
 
 
+def test_a_bug_while_handling_one_message_drops_that_message_only(tmp_path, caplog):
+    """The dispatcher survives an exception in receiving and in handling a message: the stream goes on."""
+    with CaptureSession(parse_config(small_sim_text(), "<bug>")) as session:
+        assert session.wait_for_streams(10) == []
+        subscriber = session._subscribers[0]
+        receive, ingest = subscriber.recv_waiting, session.synchronizer.ingest
+        faults = {"receive": 1, "ingest": 1}
+        fault_times = []
+
+        def failing_receive(*args, **kwargs):
+            if faults["receive"]:
+                faults["receive"] -= 1
+                fault_times.append(time.monotonic_ns())
+                raise RuntimeError("a bug while receiving")
+            return receive(*args, **kwargs)
+
+        def failing_ingest(message):
+            if message.stream == "head_tracker" and faults["ingest"]:
+                faults["ingest"] -= 1
+                fault_times.append(time.monotonic_ns())
+                raise RuntimeError("a bug while ingesting")
+            return ingest(message)
+
+        session.start_episode(tmp_path, name="bug")
+        time.sleep(0.3)
+        subscriber.recv_waiting, session.synchronizer.ingest = failing_receive, failing_ingest
+        time.sleep(1.0)
+        assert session._dispatcher.is_alive()
+        path = session.stop_episode()
+    assert faults == {"receive": 0, "ingest": 0} and len(fault_times) == 2
+    assert sum("bus dispatcher: message dropped" in r.getMessage() for r in caplog.records) == 2
+    with h5py.File(path, "r") as f:
+        head = f["streams/head_tracker/t_receive_ns"][:]
+        assert np.sum(head > max(fault_times)) >= 150  # ~1 s at 250 Hz went on being stored after both faults
+
+
 def read_whole(name, item):
     if isinstance(item, h5py.Dataset):
         item[...]
