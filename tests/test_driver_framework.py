@@ -210,6 +210,22 @@ def test_a_driver_encodes_its_colour_frames_when_given_a_jpeg_quality(bus, quali
         assert np.abs(decoded[..., 0].astype(int) - np.arange(64)[None, :] * 4).max() < 12
 
 
+def test_a_repeated_sim_frame_is_published_like_any_other(bus):
+    """The simulated camera repeats frames (duplicate_probability): a repeat of a frame already published
+    was sent raw, as the 1-D JPEG bytes the driver had put in its place, and the recorder rejected it
+    (encoding-changed:color)."""
+    from capture_app.stream_schema import MessageCheck
+    context, subscriber = bus
+    config = DriverConfig(name="cam", type="sim_ego_camera", stream="ego_camera", rate_hz=60,
+                          options={"width": 64, "height": 48, "duplicate_probability": 0.9})
+    with create_driver(config, "inproc://drivers", context=context, jpeg_quality=80):
+        subscriber.poll(2000)
+        frames = [m for m in _collect(subscriber, 1.0) if m.stream == "ego_camera"]
+    assert len(frames) >= 30  # batches of 15 frames: a repeat at the start of each of the 2+ later batches
+    check = MessageCheck(["ego_camera"])
+    assert [(m.encodings["color"], check.check(m)) for m in frames] == [("jpeg", None)] * len(frames)
+
+
 def test_encode_in_picks_where_colour_frames_are_encoded():
     from capture_app.config import load_config, with_changes
     from capture_app.driver_host import driver_jpeg_quality
