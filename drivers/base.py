@@ -249,33 +249,35 @@ class Driver:
             time.sleep(0.01)  # let the last status leave before the socket closes
             publisher.close()
 
-    def _encode_colour(self, sample: Sample, stream: str) -> None:
-        """Compress the sample's raw colour frame here, in the driver's thread and process (the encoders
-        release the GIL), so the recorder only moves its bytes: H.264 for a stream stored as video, else JPEG."""
+    def _encode_colour(self, sample: Sample, stream: str) -> Sample:
+        """The sample to publish, its raw colour frame compressed here, in the driver's thread and process (the
+        encoders release the GIL), so the recorder only moves its bytes: H.264 for a stream stored as video,
+        else JPEG. A copy: the device's own Sample keeps its raw frame (a simulated camera repeats it)."""
         colour = sample.arrays.get("color")
         encodings = dict(sample.encodings or {})
         if colour is None or encodings.get("color", "raw") != "raw" or not is_raw_colour(colour):
-            return
+            return sample
         settings = self.video.get(stream)
+        meta = sample.meta
         if settings is not None:
             encoder = self._video_encoders.get(stream)
             if encoder is None or (encoder.height, encoder.width) != colour.shape[:2]:
                 encoder = self._video_encoders[stream] = VideoEncoder(colour.shape[1], colour.shape[0], settings)
-            packet, keyframe, number = encoder.encode(colour)
-            sample.arrays = {**sample.arrays, "color": packet}
-            sample.encodings = {**encodings, "color": "h264"}
-            sample.meta = {**(sample.meta or {}), "keyframe": keyframe, "packet": number}
+            encoded, keyframe, number = encoder.encode(colour)
+            encodings["color"] = "h264"
+            meta = {**(meta or {}), "keyframe": keyframe, "packet": number}
         elif self.jpeg_quality is not None:
-            sample.arrays = {**sample.arrays, "color": encode_jpeg(colour, self.jpeg_quality)}
-            sample.encodings = {**encodings, "color": "jpeg"}
+            encoded = encode_jpeg(colour, self.jpeg_quality)
+            encodings["color"] = "jpeg"
         else:
-            return
-        sample.decoded_shapes = {**(sample.decoded_shapes or {}), "color": tuple(colour.shape)}
+            return sample
+        return dataclasses.replace(sample, arrays={**sample.arrays, "color": encoded}, encodings=encodings, meta=meta,
+                                   decoded_shapes={**(sample.decoded_shapes or {}), "color": tuple(colour.shape)})
 
     def _publish(self, publisher: BusPublisher, sample: Sample) -> None:
         stream = sample.stream or self.config.stream
         if self.jpeg_quality is not None or stream in self.video:
-            self._encode_colour(sample, stream)
+            sample = self._encode_colour(sample, stream)
         seq = sample.seq
         if seq is None:
             seq = self._next_seq.get(stream, 0)

@@ -130,7 +130,7 @@ class SimDevice(Driver):
         self._burst_rng = np.random.default_rng([o.seed, stream_key, 2])
         self._bursts: list[tuple[float, float]] = []
         self._clock = ClockMapper()
-        self._previous_content: tuple[dict, dict | None] | None = None  # arrays and meta of the last frame made
+        self._previous_content: Sample | None = None
         self.device_info.update({"model": self.model_name, "simulated": True, "seed": o.seed,
                                  "timestamp_domain": f"sim:{o.stamp}" + (" (dejittered)" if o.dejitter else "")})
 
@@ -197,10 +197,8 @@ class SimDevice(Driver):
         for i in range(n):
             content = contents[i]
             if duplicated[i] and self._previous_content is not None:
-                arrays, meta = self._previous_content
-                content = Sample(0, dict(arrays), meta=meta)
-            # the raw arrays, not the Sample: once published, the driver has replaced its colour by the JPEG
-            self._previous_content = (dict(contents[i].arrays), contents[i].meta)
+                content = Sample(0, dict(self._previous_content.arrays), meta=self._previous_content.meta)
+            self._previous_content = contents[i]
             self._pending.append((int(ks[i]), int(t_capture_ns[i]), int(t_publish_ns[i]), int(device_ns[i]),
                                   dropped[i], bool(lost[i]), content))
         self._k += n
