@@ -132,8 +132,11 @@ def _ego_intrinsics_for(path: Path, calibration: Calibration, camera: str) -> Ca
     return k if (k.width, k.height) == (width, height) else k.scaled(width, height)
 
 
-def calibrate_intrinsics(pairs, guess: CameraIntrinsics, max_views: int = 40) -> tuple[CameraIntrinsics, float]:
-    """Pinhole intrinsics and distortion from the board corners of (up to ``max_views``) views."""
+def calibrate_intrinsics(pairs, guess: CameraIntrinsics, max_views: int = 300) -> tuple[CameraIntrinsics, float]:
+    """Pinhole intrinsics and distortion from the board corners of (up to ``max_views``, evenly spread) views.
+
+    Use many views: with 40 of a 30 s sim take the principal point came out 3 px off in one run of four (the
+    views chosen happened to cover the image poorly); with all ~440 it stays within 0.6 px, in ~0.3 s."""
     views = [p.view for p in pairs][:: max(1, len(pairs) // max_views)]
     if len(views) < 8:
         raise CalibrationFailed(f"only {len(views)} board views to calibrate the camera's intrinsics (need 8)")
