@@ -119,6 +119,7 @@ class WriterConfig:
     video_crf: int = 26
     video_preset: str = "superfast"
     video_keyframe_interval: int = 10
+    video_encoder: str = "auto"  # auto: NVIDIA's h264_nvenc where it opens, else libx264; or either by name
 
     def __post_init__(self):
         _check_positive("[writer]", "flush_interval_s", self.flush_interval_s)
@@ -135,6 +136,10 @@ class WriterConfig:
             raise _fail("[writer]", "video_preset", self.video_preset, f"one of {list(X264_PRESETS)}")
         if not isinstance(self.video_keyframe_interval, int) or not 1 <= self.video_keyframe_interval <= 300:
             raise _fail("[writer]", "video_keyframe_interval", self.video_keyframe_interval, "an integer 1..300 (frames)")
+        from capture_app.video_codec import VIDEO_ENCODERS  # here: the codec module imports OpenCV
+        if self.video_encoder not in VIDEO_ENCODERS:
+            raise _fail("[writer]", "video_encoder", self.video_encoder,
+                        f"one of {list(VIDEO_ENCODERS)} (auto: NVENC where an NVIDIA GPU has it, else libx264)")
         if self.encode_in not in ("driver", "writer"):
             raise _fail("[writer]", "encode_in", self.encode_in,
                         "'driver' (each local driver encodes its colour frames, the default) or 'writer'")

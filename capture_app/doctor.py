@@ -111,10 +111,24 @@ def usb_permission_checks(sysfs: str = "/sys/bus/usb/devices") -> list[Check]:
     return checks
 
 
+def video_encoder_checks(config: RigConfig) -> list[Check]:
+    """Which H.264 encoder the streams stored as video will get ([writer] video_streams), and why not NVENC."""
+    if not config.writer.video_streams:
+        return []
+    from capture_app.driver_host import driver_video_settings
+    from capture_app.video_codec import VideoEncoder
+    try:
+        encoder = VideoEncoder(64, 64, next(iter(driver_video_settings(config).values())))
+    except (CaptureError, ValueError) as exc:  # ConfigError; EncodeError (a ValueError): no encoder opens
+        return [Check("video encoder", False, str(exc), 'set [writer] video_encoder = "auto" (NVENC, else libx264)')]
+    skipped = "; ".join(f"{name} not used: {why}" for name, why in encoder.skipped.items())
+    return [Check("video encoder", True, encoder.codec_name + (f" ({skipped})" if skipped else ""))]
+
+
 def run_doctor(config: RigConfig) -> tuple[list[Check], bool]:
-    """All checks, and whether every configured device is usable."""
+    """All checks, and whether every configured device (and the video encoder, if any) is usable."""
     sdk = sdk_versions(config)
-    devices = device_checks(config)
+    devices = device_checks(config) + video_encoder_checks(config)
     real = any(not d.type.startswith("sim_") and d.type != "replay" for d in config.drivers)
     system = [udev_check(), *usb_permission_checks()] if real else []
     return sdk + devices + system, all(c.ok for c in devices)

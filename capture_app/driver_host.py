@@ -19,7 +19,7 @@ from capture_app.child_process import child_env, cli_command
 from capture_app.config import RigConfig
 from capture_app.errors import ConfigError
 from capture_app.image_codec import EncodeError
-from capture_app.video_codec import VideoSettings, require_av
+from capture_app.video_codec import VideoEncoder, VideoSettings, require_av
 from drivers.registry import create_driver
 
 log = logging.getLogger(__name__)
@@ -60,9 +60,16 @@ def driver_video_settings(config: RigConfig) -> dict[str, VideoSettings]:
     except EncodeError as exc:
         raise ConfigError(f"{config.source_path}: [writer] video_streams = {list(writer.video_streams)}: {exc}") from None
     rates = {s: d.rate_hz for d in config.drivers for s in d.streams}
-    return {s: VideoSettings(crf=writer.video_crf, preset=writer.video_preset,
-                             keyframe_interval=writer.video_keyframe_interval, rate_hz=float(rates.get(s, 30.0)))
-            for s in writer.video_streams}
+    settings = {s: VideoSettings(crf=writer.video_crf, preset=writer.video_preset,
+                                 keyframe_interval=writer.video_keyframe_interval, rate_hz=float(rates.get(s, 30.0)),
+                                 encoder=writer.video_encoder)
+                for s in writer.video_streams}
+    if writer.video_encoder != "auto":  # one asked for by name must open now, not fail on the first frame
+        try:
+            VideoEncoder(64, 64, next(iter(settings.values())))
+        except EncodeError as exc:
+            raise ConfigError(f"{config.source_path}: [writer] video_encoder = {writer.video_encoder!r}: {exc}") from None
+    return settings
 
 
 def run_drivers(config: RigConfig, names: list[str], endpoint: str, *, bind: bool, parent_pid: int | None = None,

@@ -1,4 +1,5 @@
-"""H.264 video of camera frames (PyAV / FFmpeg's libx264), for camera streams stored as video.
+"""H.264 video of camera frames (PyAV / FFmpeg: NVIDIA's NVENC where it opens, else libx264), for
+camera streams stored as video.
 
 A frame becomes one packet the moment it is encoded (x264 ``zerolatency``: no B-frames, no
 look-ahead), so a driver publishes each frame under its own stamp and sequence number;
@@ -10,11 +11,21 @@ Chroma is kept at full resolution (4:4:4, High 4:4:4 profile): 4:2:0 smeared thi
 lines (hands, markers) to 36 dB PSNR where 4:4:4 keeps 39-41 dB at a third of the bytes
 (docs/performance.md). FFmpeg decodes it; some hardware decoders do not.
 
+``encoder = "auto"`` tries ``h264_nvenc`` first (a ZED rig carries an NVIDIA GPU: the encoding
+then costs the CPU almost nothing) and falls back to ``libx264`` when it does not open (no GPU,
+no driver, no 4:4:4 support), keeping why in ``VideoEncoder.skipped``. NVENC is set up to give
+the same stream shape, from FFmpeg's documented options (libavcodec/nvenc_h264.c, nvenc.c):
+``delay 0`` + ``zerolatency`` + ``tune ull`` + ``bf 0`` (one packet per frame, no reordering),
+``gop_size`` = keyframe interval with ``forced-idr`` (every keyframe an IDR), SPS/PPS repeated
+in-band on every IDR (FFmpeg sets NVENC's ``repeatSPSPPS`` when the global-header flag is
+unset, as here), constant QP = ``crf``. Its quality and size were not measured here (no GPU).
+
 Pure codec: no files, no threads. ``capture_app.episode_frames`` reads frames from episodes.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -23,18 +34,23 @@ import numpy as np
 from capture_app.image_codec import EncodeError
 
 ANNEX_B_STARTS = (b"\x00\x00\x00\x01", b"\x00\x00\x01")
+H264_ENCODERS = ("h264_nvenc", "libx264")  # what encoder = "auto" tries, in this order
+VIDEO_ENCODERS = ("auto",) + H264_ENCODERS
+_LOG_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
 class VideoSettings:
     """How camera frames are encoded as video: x264 ``crf`` (quality, lower is better, 0..51),
     ``preset`` (speed against size), a keyframe every ``keyframe_interval`` frames (random access
-    decodes at most that many frames), ``rate_hz`` the nominal frame rate."""
+    decodes at most that many frames), ``rate_hz`` the nominal frame rate, ``encoder`` one of
+    ``VIDEO_ENCODERS`` ("auto": NVENC where it opens, else x264)."""
 
     crf: int = 26
     preset: str = "superfast"
     keyframe_interval: int = 10
     rate_hz: float = 30.0
+    encoder: str = "auto"
 
 
 def require_av():
@@ -52,24 +68,71 @@ def is_annex_b(packet: np.ndarray | bytes) -> bool:
     return head.startswith(ANNEX_B_STARTS)
 
 
+def _encoder_options(name: str, settings: VideoSettings) -> dict[str, str]:
+    """FFmpeg options that make ``name`` give one self-contained-at-keyframes packet per frame."""
+    if name == "h264_nvenc":
+        return {"preset": "p4", "tune": "ull", "zerolatency": "1", "delay": "0", "bf": "0", "forced-idr": "1",
+                "rc": "constqp", "qp": str(settings.crf)}
+    return {"preset": settings.preset, "tune": "zerolatency,fastdecode", "crf": str(settings.crf), "bf": "0",
+            "x264-params": f"keyint={settings.keyframe_interval}:min-keyint={settings.keyframe_interval}"
+                           f":scenecut=0:repeat-headers=1"}
+
+
+def _open_encoder(av, name: str, width: int, height: int, settings: VideoSettings):
+    """An opened encoder context, or av's error (with FFmpeg's own last error line, e.g. "Cannot load
+    libcuda.so.1", which PyAV adds to the message when its logging is on)."""
+    ctx = av.CodecContext.create(name, "w")
+    ctx.width, ctx.height, ctx.pix_fmt = width, height, "yuv444p"
+    ctx.framerate = Fraction(settings.rate_hz).limit_denominator(1000)
+    ctx.time_base = 1 / ctx.framerate  # pts = frame count
+    ctx.gop_size = settings.keyframe_interval
+    ctx.options = _encoder_options(name, settings)
+    with _LOG_LOCK:
+        level = av.logging.get_level()
+        if level is None:
+            av.logging.set_level(av.logging.ERROR)
+        try:
+            with av.logging.Capture():  # FFmpeg's errors go into the exception, not to stderr
+                ctx.open()
+        finally:
+            av.logging.set_level(level)
+    return ctx
+
+
+def _reason(exc: Exception) -> str:
+    """FFmpeg's own error line when PyAV carried it ("[h264_nvenc] Cannot load libcuda.so.1"), else the error."""
+    text = str(exc)
+    _, found, log = text.partition("last error log: ")
+    return log.strip() if found else (getattr(exc, "strerror", None) or text)
+
+
 class VideoEncoder:
-    """RGB frames (h, w, 3) uint8 of one size -> one H.264 packet each, with its keyframe flag."""
+    """RGB frames (h, w, 3) uint8 of one size -> one H.264 packet each, with its keyframe flag.
+    ``codec_name`` is the FFmpeg encoder in use; ``skipped`` maps each encoder tried before it to why
+    it did not open."""
 
     def __init__(self, width: int, height: int, settings: VideoSettings = VideoSettings()):
         av = require_av()
         if width % 2 or height % 2:
             raise EncodeError(f"video frames need an even width and height, got {width}x{height}")
+        if settings.encoder not in VIDEO_ENCODERS:
+            raise EncodeError(f"video encoder {settings.encoder!r} is not one of {list(VIDEO_ENCODERS)}")
         self.width, self.height = width, height
         self._av = av
-        ctx = av.CodecContext.create("libx264", "w")
-        ctx.width, ctx.height, ctx.pix_fmt = width, height, "yuv444p"
-        ctx.framerate = Fraction(settings.rate_hz).limit_denominator(1000)
-        ctx.time_base = 1 / ctx.framerate  # pts = frame count
-        ctx.gop_size = settings.keyframe_interval
-        ctx.options = {"preset": settings.preset, "tune": "zerolatency,fastdecode", "crf": str(settings.crf), "bf": "0",
-                       "x264-params": f"keyint={settings.keyframe_interval}:min-keyint={settings.keyframe_interval}"
-                                      f":scenecut=0:repeat-headers=1"}
-        self._ctx = ctx
+        self.skipped: dict[str, str] = {}
+        for name in H264_ENCODERS if settings.encoder == "auto" else (settings.encoder,):
+            try:
+                self._ctx = _open_encoder(av, name, width, height, settings)
+            except (av.error.FFmpegError, ValueError) as exc:  # ValueError: FFmpeg built without it
+                self.skipped[name] = _reason(exc)
+                continue
+            self.codec_name = name
+            break
+        else:
+            hint = (" (h264_nvenc needs an NVIDIA GPU and driver: set [writer] video_encoder = \"auto\" or "
+                    "\"libx264\")" if "h264_nvenc" in self.skipped else "")
+            raise EncodeError(f"no H.264 encoder opens for {width}x{height}: "
+                              + "; ".join(f"{n}: {why}" for n, why in self.skipped.items()) + hint)
         self._frames = 0
 
     def encode(self, rgb: np.ndarray) -> tuple[np.ndarray, bool, int]:

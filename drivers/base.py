@@ -263,6 +263,9 @@ class Driver:
             encoder = self._video_encoders.get(stream)
             if encoder is None or (encoder.height, encoder.width) != colour.shape[:2]:
                 encoder = self._video_encoders[stream] = VideoEncoder(colour.shape[1], colour.shape[0], settings)
+                self.device_info["video_encoder"] = encoder.codec_name  # stored as the stream's `device` attribute
+                if encoder.skipped:
+                    self.device_info["video_encoder_skipped"] = dict(encoder.skipped)
             encoded, keyframe, number = encoder.encode(colour)
             encodings["color"] = "h264"
             meta = {**(meta or {}), "keyframe": keyframe, "packet": number}

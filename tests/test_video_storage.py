@@ -3,7 +3,9 @@ the bus schema, the writer's every-stored-frame-decodes rule, random access, and
 
 from __future__ import annotations
 
+import json
 
+import av
 import h5py
 import numpy as np
 import pytest
@@ -11,6 +13,8 @@ import pytest
 from capture_app.bus import Message
 from capture_app.cli import main
 from capture_app.config import parse_config
+from capture_app.driver_host import driver_video_settings
+from capture_app.errors import ConfigError
 from capture_app.episode_format import validate_and_summarize
 from capture_app.episode_frames import FrameReader, decodable_rows
 from capture_app.stream_schema import MessageCheck
@@ -50,6 +54,37 @@ def test_the_default_settings_keep_38_db_with_a_keyframe_every_interval(camera):
     fresh = VideoDecoder()
     assert np.array_equal([fresh.decode(p) for p, _, _ in packets[10:14]][-1], decoded[13])
     assert VideoDecoder().decode(packets[13][0]) is None  # mid-interval, without its keyframe: nothing
+
+
+def test_auto_uses_nvenc_where_it_opens_and_otherwise_x264_saying_why():
+    """Through the real PyAV/FFmpeg: its wheels carry h264_nvenc, which opens only with an NVIDIA GPU and
+    driver (libcuda, libnvidia-encode). Without one "auto" falls back to x264 and keeps FFmpeg's reason."""
+    encoder = VideoEncoder(64, 64, VideoSettings(encoder="auto"))
+    assert encoder.codec_name in ("h264_nvenc", "libx264")
+    if encoder.codec_name == "libx264":
+        assert list(encoder.skipped) == ["h264_nvenc"] and encoder.skipped["h264_nvenc"].strip()
+        if "h264_nvenc" in av.codecs_available:  # built in but no GPU here: FFmpeg's own line, e.g. libcuda
+            assert "h264_nvenc" in encoder.skipped["h264_nvenc"]
+    packets = [encoder.encode(np.full((64, 64, 3), 8 * i, np.uint8)) for i in range(12)]
+    assert [k for _, k, _ in packets] == [i % 10 == 0 for i in range(12)]  # either encoder: IDR every interval
+    decoder = VideoDecoder()
+    assert all(abs(int(decoder.decode(p).mean()) - 8 * i) <= 2 for i, (p, _, _) in enumerate(packets))
+    assert VideoEncoder(64, 64, VideoSettings(encoder="libx264")).skipped == {}
+
+
+def test_an_encoder_asked_for_by_name_that_does_not_open_stops_record_at_start():
+    text = small_sim_text(drivers_in="process").replace(
+        "[writer]\n", '[writer]\nvideo_streams = ["ego_camera"]\nvideo_encoder = "h264_nvenc"\n')
+    config = parse_config(text, "<nvenc rig>")
+    try:
+        VideoEncoder(64, 64, VideoSettings(encoder="h264_nvenc"))
+    except Exception:
+        with pytest.raises(ConfigError, match=r"video_encoder = 'h264_nvenc'.*NVIDIA GPU.*\"libx264\""):
+            driver_video_settings(config)
+    else:
+        assert driver_video_settings(config)["ego_camera"].encoder == "h264_nvenc"  # a machine with NVENC
+    with pytest.raises(ConfigError, match="video_encoder"):
+        parse_config(text.replace('"h264_nvenc"', '"hevc_vaapi"'), "<bad encoder>")
 
 
 def test_decodable_rows_need_a_keyframe_and_no_missing_packet_since():
@@ -130,6 +165,9 @@ def test_a_recorded_video_episode_reads_back_every_frame_and_exports(tmp_path):
         for stream in ("ego_camera", "top_camera"):
             group = f[f"streams/{stream}"]
             assert group.attrs["color_encoding"] == "h264" and bool(group["color_keyframe"][0])
+            device = json.loads(group.attrs["device"])  # which encoder made it, and why not NVENC
+            assert device["video_encoder"] == VideoEncoder(64, 64).codec_name
+            assert ("video_encoder_skipped" in device) == (device["video_encoder"] == "libx264")
             assert group.attrs["video_preroll"] <= 9 and group.attrs["video_undecodable"] == 0
             sequential = FrameReader(f, stream)
             images = [sequential.frame(row) for row in range(len(group["seq"]))]
@@ -156,3 +194,17 @@ def test_sigkill_while_recording_video_keeps_every_frame_up_to_the_last_second(t
             assert killed_at - group["t_receive_ns"][-1] < 1_000_000_000, stream
             reader = FrameReader(f, stream)
             assert all(reader.frame(row) is not None for row in range(len(group["seq"])))
+
+
+def test_doctor_says_which_video_encoder_a_rig_gets():
+    from capture_app.doctor import format_checks, video_encoder_checks
+    rig = small_sim_text(drivers_in="process")
+    assert video_encoder_checks(parse_config(rig, "<no video>")) == []
+    checks = video_encoder_checks(parse_config(rig.replace("[writer]\n", '[writer]\nvideo_streams = ["top_camera"]\n'), "<v>"))
+    assert len(checks) == 1 and checks[0].ok and checks[0].detail.startswith(VideoEncoder(64, 64).codec_name)
+    assert ("h264_nvenc not used" in checks[0].detail) == (VideoEncoder(64, 64).codec_name == "libx264")
+    named = parse_config(rig.replace("[writer]\n", '[writer]\nvideo_streams = ["top_camera"]\nvideo_encoder = "h264_nvenc"\n'), "<n>")
+    check = video_encoder_checks(named)[0]
+    assert check.ok == (VideoEncoder(64, 64).codec_name == "h264_nvenc")
+    if not check.ok:
+        assert "next:" in format_checks([check]) and "video_encoder" in check.detail
