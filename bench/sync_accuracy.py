@@ -92,8 +92,11 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--speed", type=float, default=1.6)
     parser.add_argument("--variant", choices=("realistic", "arrival", "exact"), default="realistic")
+    parser.add_argument("--batch-ms", type=float, default=None, help="[bus] batch_ms (default: the rig's)")
     args = parser.parse_args()
     config = with_changes(load_config(), {"*": {"speed": args.speed}})
+    if args.batch_ms is not None:
+        config = with_changes(config, bus_batch_ms=args.batch_ms)
     if args.variant == "exact":
         config = with_changes(config, sim_timing="exact")
     elif args.variant == "arrival":

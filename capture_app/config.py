@@ -159,6 +159,7 @@ class RigConfig:
     drivers: tuple[DriverConfig, ...]
     bus_endpoint: str = "inproc://capture-bus"
     bus_keys_dir: str = ""
+    bus_batch_ms: float = 20.0  # drivers send pose and keypoint samples in batches held at most this long; 0: one by one
     sync: SyncConfig = field(default_factory=SyncConfig)
     writer: WriterConfig = field(default_factory=WriterConfig)
     quality: QualityThresholds = field(default_factory=QualityThresholds)
@@ -233,6 +234,7 @@ def parse_config(text: str, source_path: str = "<string>") -> RigConfig:
             drivers=tuple(drivers),
             bus_endpoint=str(bus.get("endpoint", "inproc://capture-bus")),
             bus_keys_dir=str(bus.get("keys", "")),
+            bus_batch_ms=_batch_ms(bus.get("batch_ms", 20.0), source_path),
             sync=_build(SyncConfig, data.get("sync"), f"{source_path}: [sync]"),
             writer=_build(WriterConfig, data.get("writer"), f"{source_path}: [writer]"),
             quality=_build(QualityThresholds, data.get("quality"), f"{source_path}: [quality]"),
@@ -278,11 +280,19 @@ def _toml_value(value: Any) -> str:
     raise TypeError(f"cannot write {type(value).__name__} to TOML")
 
 
+def _batch_ms(value: Any, source_path: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 50:
+        raise _fail(f"{source_path}: [bus]", "batch_ms", value, "milliseconds 0..50 (0 sends every sample alone; "
+                    "above 50 the synchronizer's delay would wait for batches)")
+    return float(value)
+
+
 def to_toml(config: RigConfig) -> str:
     """The rig config as TOML text that ``parse_config`` reads back to an equal config."""
     lines = [f"version = {CONFIG_VERSION}", f"name = {_toml_value(config.name)}", "",
              "[rig]", f"drivers_in = {_toml_value(config.drivers_in)}", "",
-             "[bus]", f"endpoint = {_toml_value(config.bus_endpoint)}", f"keys = {_toml_value(config.bus_keys_dir)}", ""]
+             "[bus]", f"endpoint = {_toml_value(config.bus_endpoint)}", f"keys = {_toml_value(config.bus_keys_dir)}",
+             f"batch_ms = {_toml_value(config.bus_batch_ms)}", ""]
     for section, obj in (("sync", config.sync), ("writer", config.writer), ("quality", config.quality)):
         lines.append(f"[{section}]")
         lines += [f"{f.name} = {_toml_value(getattr(obj, f.name))}" for f in dataclasses.fields(obj)]

@@ -98,7 +98,7 @@ def run_drivers(config: RigConfig, names: list[str], endpoint: str, *, bind: boo
         clock = ClockServer(clock_endpoint(endpoint), context, keys)
     drivers = [create_driver(driver_config_with_seed(config.driver(n), config.sim_seed, config.sim_timing), endpoint, bind=bind,
                              context=context, curve=keys, jpeg_quality=driver_jpeg_quality(config),
-                             video=driver_video_settings(config)) for n in names]
+                             video=driver_video_settings(config), batch_ms=config.bus_batch_ms) for n in names]
     for d in drivers:
         d.start()
     waited = 0.0

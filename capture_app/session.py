@@ -195,7 +195,8 @@ class CaptureSession:
                 driver = create_driver(driver_config_with_seed(self.config.driver(name), self.config.sim_seed,
                                                                self.config.sim_timing),
                                        self.config.bus_endpoint, context=self._context,
-                                       jpeg_quality=driver_jpeg_quality(self.config), video=video)
+                                       jpeg_quality=driver_jpeg_quality(self.config), video=video,
+                                       batch_ms=self.config.bus_batch_ms)
                 self.drivers.append(driver.start())
         # Everything allocated so far lives as long as the session: keep it out of the cyclic
         # GC's full collections, which otherwise stall every thread (18 ms measured) and make ticks late.

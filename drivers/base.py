@@ -33,6 +33,8 @@ from capture_app.video_codec import VideoEncoder, VideoSettings
 from capture_app.clock import NS_PER_S, now_ns
 from capture_app.config import DriverConfig
 from capture_app.errors import CaptureError, ConfigError, SDKMissingError
+from capture_app.streams import CAMERA_STREAMS
+from drivers.batching import SampleBatcher
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +123,7 @@ class Driver:
 
     def __init__(self, config: DriverConfig, bus_endpoint: str, *, bind: bool = False,
                  context: zmq.Context | None = None, curve=None, jpeg_quality: int | None = None,
-                 video: dict[str, VideoSettings] | None = None):
+                 video: dict[str, VideoSettings] | None = None, batch_ms: float = 0.0):
         self.config = config
         self.jpeg_quality = jpeg_quality  # set: raw colour frames are published as JPEG of this quality
         self.video = video or {}          # stream -> settings: its raw colour frames are published as H.264
@@ -142,6 +144,8 @@ class Driver:
         self._status_seq = 0
         self.sender = int.from_bytes(os.urandom(6), "big")  # this instance's id on the bus
         self.device_info: dict = {"serial": config.serial}
+        # batch_ms > 0: pose and keypoint samples go out in batches held at most this long (drivers/batching.py)
+        self._batcher = SampleBatcher(int(batch_ms * 1e6), self.sender) if batch_ms > 0 else None
 
     # --- hooks for subclasses -------------------------------------------------
     def open(self) -> None:
@@ -222,6 +226,9 @@ class Driver:
                         sample = self.read()
                         if sample is not None:
                             self._publish(publisher, sample)
+                        if self._batcher is not None:
+                            for frames in self._batcher.due(now_ns()):
+                                publisher.send_frames(frames)
                         if now_ns() >= next_status_ns:
                             next_status_ns = now_ns() + STATUS_INTERVAL_NS
                             self._publish_status(publisher)
@@ -237,6 +244,9 @@ class Driver:
                     self._set(state="reconnecting")
                     self._publish_status(publisher)
                 finally:
+                    if self._batcher is not None:  # what was read goes out before the device closes
+                        for frames in self._batcher.drain():
+                            publisher.send_frames(frames)
                     try:
                         self.close()
                     except Exception as exc:
@@ -288,11 +298,17 @@ class Driver:
         last = self._last_seq.get(stream)
         lost = 0 if last is None else max(0, seq - last - 1)
         self._last_seq[stream] = seq
-        publisher.publish(
-            stream, seq, sample.t_capture_ns, sample.arrays,
-            tracking=sample.tracking, t_device_ns=sample.t_device_ns, encodings=sample.encodings,
-            decoded_shapes=sample.decoded_shapes, meta=sample.meta, sender=self.sender,
-        )
+        if self._batcher is not None and stream not in CAMERA_STREAMS and not any(
+                e != "raw" for e in (sample.encodings or {}).values()):
+            for frames in self._batcher.add(stream, seq, sample.t_capture_ns, sample.t_device_ns, sample.tracking,
+                                            sample.arrays, sample.meta, now_ns()):
+                publisher.send_frames(frames)
+        else:
+            publisher.publish(
+                stream, seq, sample.t_capture_ns, sample.arrays,
+                tracking=sample.tracking, t_device_ns=sample.t_device_ns, encodings=sample.encodings,
+                decoded_shapes=sample.decoded_shapes, meta=sample.meta, sender=self.sender,
+            )
         with self._lock:
             self._health.samples += 1
             self._health.lost += lost

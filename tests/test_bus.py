@@ -1,4 +1,4 @@
-"""Bus protocol v1: round trips over inproc and ipc, and malformed messages never crash a subscriber."""
+"""Bus protocol v1 and v2 (batches): round trips over inproc and ipc, and malformed messages never crash a subscriber."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import zmq
 
-from capture_app.bus import (PROTOCOL_VERSION, BusPublisher, BusSubscriber, decode_message, encode_message)
+from capture_app.bus import (BATCH_VERSION, MAX_BATCH, BusPublisher, BusSubscriber, decode_message, decode_messages,
+                             encode_batch, encode_message)
 from capture_app.errors import BusProtocolError
 
 
@@ -83,7 +84,8 @@ MALFORMED = {
     "only-topic": ([b"left_glove"], "truncated"),
     "garbage-header": ([b"left_glove", b"\x93not msgpack at all", b""], "header-decode"),
     "header-not-map": ([b"left_glove", msgpack.packb([1, 2, 3])], "header-type"),
-    "future-version": (_with_header(v=PROTOCOL_VERSION + 1), "version"),
+    "future-version": (_with_header(v=BATCH_VERSION + 1), "version"),
+    "float-version": (_with_header(v=1.0), "version"),
     "missing-seq": (_with_header(seq=None), "header-field"),
     "negative-seq": (_with_header(seq=-3), "header-field"),
     "bool-as-int": (_with_header(t_capture_ns=True), "header-field"),
@@ -126,7 +128,7 @@ def test_subscriber_counts_malformed_messages_and_keeps_receiving(caplog):
         assert [m.stream for m in good] == ["left_glove"]
         assert sum(subscriber.malformed.values()) == len(MALFORMED)
         assert subscriber.malformed["truncated"] == 3
-        assert "malformed bus message" in caplog.text and "bus protocol v1" in caplog.text
+        assert "malformed bus message" in caplog.text and "bus protocol v1/2" in caplog.text
     finally:
         raw.close(0)
         subscriber.close()
@@ -147,3 +149,96 @@ def test_fuzzed_bytes_never_raise_anything_but_protocol_errors():
             decode_message([bytes(f) for f in frames])
         except BusProtocolError:
             pass
+
+
+def _batch(n=4, **kwargs):
+    poses = np.arange(n * 7, dtype=np.float64).reshape(n, 7)
+    return encode_batch("head_tracker", 100, [1000 + 4 * i for i in range(n)], {"pose": poses},
+                        tracking=["ok"] * (n - 1) + ["lost"], t_device_ns=[None] + [50 + i for i in range(1, n)],
+                        meta={"note": 1}, t_publish_ns=2000, sender=7, **kwargs), poses
+
+
+def test_a_batch_decodes_into_its_samples_in_order():
+    frames, poses = _batch()
+    messages = decode_messages(frames, t_receive_ns=3000)
+    assert [m.seq for m in messages] == [100, 101, 102, 103]
+    assert [m.t_capture_ns for m in messages] == [1000, 1004, 1008, 1012]
+    assert [m.t_device_ns for m in messages] == [None, 51, 52, 53]
+    assert [m.tracking for m in messages] == ["ok", "ok", "ok", "lost"]
+    assert all(m.t_publish_ns == 2000 and m.t_receive_ns == 3000 and m.sender == 7 for m in messages)
+    assert all(m.meta == {"note": 1} and m.shapes == {"pose": (7,)} and m.stream == "head_tracker" for m in messages)
+    for m, pose in zip(messages, poses):
+        np.testing.assert_array_equal(m.arrays["pose"], pose)
+    one = encode_message("head_tracker", 5, 10, {"pose": poses[0]})
+    assert [m.seq for m in decode_messages(one)] == [5]  # version 1 still decodes
+    with pytest.raises(BusProtocolError, match="decode_messages"):
+        decode_message(frames)  # the one-sample decoder says a batch needs the other
+
+
+def _batch_with_header(**changes):
+    frames, _ = _batch()
+    header = msgpack.unpackb(frames[1])
+    header.update(changes)
+    frames[1] = msgpack.packb(header)
+    return frames
+
+
+MALFORMED_BATCHES = {
+    "no-n": (_batch_with_header(n=None), "header-field"),
+    "n-too-big": (_batch_with_header(n=MAX_BATCH + 1), "header-field"),
+    "n-zero": (_batch_with_header(n=0), "header-field"),
+    "fewer-stamps": (_batch_with_header(t_capture_ns=[1, 2, 3]), "header-field"),
+    "stamp-as-float": (_batch_with_header(t_capture_ns=[1, 2, 3.5, 4]), "header-field"),
+    "stamp-overflow": (_batch_with_header(t_capture_ns=[1, 2, 3, 1 << 63]), "header-field"),
+    "single-stamp": (_batch_with_header(t_capture_ns=1), "header-field"),
+    "bad-tracking": (_batch_with_header(tracking=["ok", "ok", "maybe", "ok"]), "header-field"),
+    "device-wrong-length": (_batch_with_header(t_device_ns=[1, 2]), "header-field"),
+    "device-not-list": (_batch_with_header(t_device_ns=5), "header-field"),
+    "last-seq-overflows": (_batch_with_header(seq=(1 << 63) - 2), "header-field"),
+    "leading-dim": (_batch_with_header(buffers=[["pose", "<f8", [2, 14], "raw"]]), "buffer-descriptor"),
+    "encoded-buffer": (_batch_with_header(buffers=[["pose", "|u1", [224], "jpeg"]]), "buffer-descriptor"),
+    "short-buffer": ([*_batch()[0][:2], b"\x00" * 10], "truncated"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED_BATCHES))
+def test_a_malformed_batch_is_refused_whole_with_a_reason(case):
+    frames, reason = MALFORMED_BATCHES[case]
+    with pytest.raises(BusProtocolError) as info:
+        decode_messages(frames)
+    assert info.value.reason == reason
+
+
+def test_encode_batch_refuses_what_it_could_not_send_correctly():
+    with pytest.raises(ValueError, match="first dimension"):
+        encode_batch("head_tracker", 0, [1, 2], {"pose": np.zeros((3, 7))}, tracking=["ok", "ok"])
+    with pytest.raises(ValueError, match="tracking"):
+        encode_batch("head_tracker", 0, [1, 2], {"pose": np.zeros((2, 7))}, tracking=["ok"])
+    with pytest.raises(ValueError, match="1..256"):
+        encode_batch("head_tracker", 0, [], {}, tracking=[])
+
+
+def test_the_subscriber_hands_out_a_batch_sample_by_sample():
+    context = zmq.Context()
+    subscriber = BusSubscriber(bind=["inproc://batches"], context=context)
+    raw = context.socket(zmq.PUB)
+    raw.connect("inproc://batches")
+    try:
+        subscriber.poll(200)
+        time.sleep(0.05)
+        raw.send_multipart(_batch()[0])
+        raw.send_multipart(MALFORMED_BATCHES["fewer-stamps"][0])
+        raw.send_multipart(encode_message("head_tracker", 104, 1016, {"pose": np.zeros(7)}))
+        got = []
+        deadline = time.monotonic() + 3
+        while len(got) < 5 and time.monotonic() < deadline:
+            message = subscriber.recv(100)
+            if message is not None:
+                got.append(message.seq)
+        assert got == [100, 101, 102, 103, 104]
+        assert subscriber.received == 5 and subscriber.malformed == {"header-field": 1}
+        assert not subscriber.poll(0)
+    finally:
+        raw.close(linger=0)
+        subscriber.close()
+        context.term()

@@ -19,7 +19,7 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from capture_app.bus import Message, decode_message
+from capture_app.bus import Message, decode_message, decode_messages
 from capture_app.cli import main
 from capture_app.config import DriverConfig, parse_config, to_toml, with_changes
 from capture_app.episode_format import validate_and_summarize
@@ -55,6 +55,27 @@ def test_the_decoder_raises_only_protocol_errors_on_garbage(frames, header):
             decode_message(candidate)
         except BusProtocolError:
             pass
+
+
+_SCALARS = st.one_of(st.integers(-2**63, 2**64 - 1), st.text(max_size=8), st.none(), st.booleans(), st.floats())
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(-2, 300), st.lists(_SCALARS, max_size=5), st.lists(st.sampled_from(["ok", "lost", "maybe", 3]), max_size=5),
+       st.one_of(st.none(), st.lists(_SCALARS, max_size=5)), st.integers(0, 2**63 + 5),
+       st.lists(st.tuples(st.sampled_from(["pose", "x"]), st.sampled_from(["<f8", "|u1", "object"]),
+                          st.lists(st.integers(-1, 8), max_size=3), st.sampled_from(["raw", "jpeg"])), max_size=2),
+       st.lists(st.binary(max_size=128), max_size=3))
+def test_a_batch_decodes_whole_and_consistent_or_raises_a_protocol_error(n, stamps, tracking, device, seq, buffers, payloads):
+    header = {"v": 2, "stream": "head_tracker", "n": n, "seq": seq, "t_capture_ns": stamps, "t_publish_ns": 1,
+              "tracking": tracking, "t_device_ns": device, "buffers": [list(b) for b in buffers], "meta": {}}
+    try:
+        messages = decode_messages([b"head_tracker", msgpack.packb(header, use_bin_type=True), *payloads])
+    except BusProtocolError:
+        return
+    assert len(messages) == n and [m.seq for m in messages] == list(range(seq, seq + n))
+    assert [m.t_capture_ns for m in messages] == stamps and [m.tracking for m in messages] == tracking
+    assert all(m.arrays[name].shape == tuple(shape[1:]) for m in messages for name, _, shape, _ in buffers)
 
 
 # --- the check every message passes ---------------------------------------------------------------
