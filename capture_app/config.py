@@ -185,6 +185,12 @@ class RigConfig:
             raise ConfigError(f"{self.source_path}: stream(s) {duplicates} are produced by more than one driver")
         if not self.drivers:
             raise ConfigError(f"{self.source_path}: no [[drivers]] listed; a rig needs at least one")
+        batch, most = self.bus_batch_ms, min(50.0, self.sync.delay_ms / 2)
+        if isinstance(batch, bool) or not isinstance(batch, (int, float)) or not 0 <= batch <= most:
+            raise _fail(f"{self.source_path}: [bus]", "batch_ms", batch,
+                        f"milliseconds 0..{most:g}: at most 50 and half of [sync] delay_ms = {self.sync.delay_ms:g}, "
+                        f"or samples held in batches arrive after their live rows (0 sends every sample alone)")
+        object.__setattr__(self, "bus_batch_ms", float(batch))
 
     @property
     def is_simulated(self) -> bool:
@@ -234,7 +240,7 @@ def parse_config(text: str, source_path: str = "<string>") -> RigConfig:
             drivers=tuple(drivers),
             bus_endpoint=str(bus.get("endpoint", "inproc://capture-bus")),
             bus_keys_dir=str(bus.get("keys", "")),
-            bus_batch_ms=_batch_ms(bus.get("batch_ms", 20.0), source_path),
+            bus_batch_ms=bus.get("batch_ms", 20.0),
             sync=_build(SyncConfig, data.get("sync"), f"{source_path}: [sync]"),
             writer=_build(WriterConfig, data.get("writer"), f"{source_path}: [writer]"),
             quality=_build(QualityThresholds, data.get("quality"), f"{source_path}: [quality]"),
@@ -278,13 +284,6 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, dict):
         return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
     raise TypeError(f"cannot write {type(value).__name__} to TOML")
-
-
-def _batch_ms(value: Any, source_path: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 50:
-        raise _fail(f"{source_path}: [bus]", "batch_ms", value, "milliseconds 0..50 (0 sends every sample alone; "
-                    "above 50 the synchronizer's delay would wait for batches)")
-    return float(value)
 
 
 def to_toml(config: RigConfig) -> str:

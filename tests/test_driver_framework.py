@@ -163,6 +163,8 @@ def test_unknown_or_bad_driver_option_is_refused_naming_it():
     ('version = 1', "no [[drivers]]"),
     ('version = 1\n[bus]\nbatch_ms = 80\n[[drivers]]\nname="a"\ntype="x"\nstream="left_glove"\nrate_hz=1', "'batch_ms'"),
     ('version = 1\n[bus]\nbatch_ms = "20"\n[[drivers]]\nname="a"\ntype="x"\nstream="left_glove"\nrate_hz=1', "0..50"),
+    ('version = 1\n[sync]\ndelay_ms = 30\n[[drivers]]\nname="a"\ntype="x"\nstream="left_glove"\nrate_hz=1',
+     "'batch_ms' = 20.0 is invalid; allowed: milliseconds 0..15"),
     ('version = [', "not valid TOML"),
 ])
 def test_invalid_rig_config_is_refused_naming_the_field(text, fragment):
