@@ -52,8 +52,12 @@ def base_calibration(store: CalibrationStore, config: RigConfig) -> Calibration:
 
 
 def record_calibration_episode(config: RigConfig, seconds: float, out_dir: Path, guide=None) -> Path:
-    """Record ``seconds`` of the rig; ``guide(session)`` is called about once a second to print guidance."""
+    """Record ``seconds`` of the rig; ``guide(session)`` is called about once a second to print guidance.
+    Cameras are recorded as JPEG even where the rig stores them as video ([writer] video_streams): the live
+    guide detects the board in every frame it is shown and the corners are found in the sharper image."""
     from capture_app.session import CaptureSession
+    if config.writer.video_streams:
+        config = with_changes(config, writer=dataclasses.replace(config.writer, video_streams=()))
     with CaptureSession(config) as session:
         missing = session.wait_for_streams(8)
         if missing:

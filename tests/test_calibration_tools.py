@@ -175,3 +175,21 @@ def test_head_camera_also_calibrates_intrinsics_when_the_camera_gives_none(tmp_p
     assert k.cx == pytest.approx(true_k.cx, abs=3) and k.cy == pytest.approx(true_k.cy, abs=3)
     truth = true_rig_geometry()["T_headtracker_cam"]
     assert np.linalg.norm(store.current().T_headtracker_cam[:3, 3] - truth[:3, 3]) < 0.004
+
+
+def test_calibration_records_cameras_as_jpeg_where_the_rig_stores_video(tmp_path):
+    """The live guide and the corner detection need each frame on its own, sharp."""
+    import dataclasses
+
+    import h5py
+
+    from capture_app.config import with_changes
+    config = commands.sim_calibration_rig()
+    video = with_changes(config, writer=dataclasses.replace(config.writer, video_streams=("ego_camera",)))
+    shown = []
+    path = commands.record_calibration_episode(video, 2.0, tmp_path, guide=lambda session: shown.append(
+        session.latest_tick is not None and session.latest_tick.frames.get("ego_camera") is not None))
+    with h5py.File(path, "r") as f:
+        assert f["streams/ego_camera"].attrs["color_encoding"] == "jpeg"
+        assert len(f["streams/ego_camera/seq"]) > 30
+    assert any(shown)
