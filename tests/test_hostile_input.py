@@ -199,6 +199,58 @@ def test_a_live_recorder_keeps_every_valid_sample_and_counts_every_bad_one(tmp_p
         assert f.attrs["bus_malformed"] >= 15
 
 
+def raw_batch(stream, first_seq, stamps, name, rows, *, sender=7, tracking=None):
+    """A batch exactly as docs/protocol.md "Batches" describes it: version 2, lists per sample, buffers with a
+    leading n."""
+    rows = np.ascontiguousarray(rows)
+    header = {"v": 2, "stream": stream, "n": len(stamps), "seq": first_seq, "t_capture_ns": list(stamps),
+              "t_device_ns": None, "t_publish_ns": time.monotonic_ns(), "tracking": tracking or ["ok"] * len(stamps),
+              "sender": sender, "meta": {}, "buffers": [[name, rows.dtype.str, list(rows.shape), "raw"]]}
+    return [stream.encode(), msgpack.packb(header), rows.tobytes()]
+
+
+@pytest.mark.slow
+def test_an_outsiders_batches_are_stored_sample_by_sample_and_bad_ones_refused(tmp_path):
+    """A head-tracker publisher written from docs/protocol.md sends batches of 5 poses; one batch is malformed
+    (refused whole) and one batch holds a sample whose stamp goes backwards (refused alone)."""
+    endpoint = f"ipc://{tmp_path}/head.sock"
+    context = zmq.Context()
+    remote = context.socket(zmq.PUB)
+    remote.bind(endpoint)
+    sent = {}  # seq -> (t_capture_ns, x) of every sample that should be stored
+    try:
+        with _hostile_session(tmp_path, endpoint) as session:
+            session.wait_for_streams(4)
+            session.start_episode(tmp_path, name="batches")
+            for b in range(40):
+                t = time.monotonic_ns()
+                seqs = range(5 * b, 5 * b + 5)
+                stamps = [t - (4 - i) * 4_000_000 for i in range(5)]
+                poses = np.array([[0.001 * s, 1.5, 0.0, 1.0, 0.0, 0.0, 0.0] for s in seqs])
+                if b == 10:
+                    frames = raw_batch("head_tracker", 5 * b, stamps[:4], "pose", poses)  # 4 stamps for 5 rows
+                else:
+                    if b == 20:
+                        stamps[2] = stamps[1] - 1  # backwards: that sample alone is refused
+                    frames = raw_batch("head_tracker", 5 * b, stamps, "pose", poses)
+                    sent.update({s: (t_s, 0.001 * s) for s, t_s in zip(seqs, stamps) if not (b == 20 and s == 5 * b + 2)})
+                remote.send_multipart(frames)
+                time.sleep(0.02)
+            time.sleep(0.3)
+            path = session.stop_episode()
+    finally:
+        remote.close()
+        context.term()
+    with h5py.File(path, "r") as f:
+        head = f["streams/head_tracker"]
+        stored = dict(zip(head["seq"][:].tolist(), zip(head["t_capture_ns"][:].tolist(), head["pose"][:, 0].tolist())))
+        assert json_attr(head, "rejected") == {"time-backwards": 1}
+        assert f.attrs["bus_malformed"] >= 1
+    first = min(stored)  # the recording may start after the first batches
+    assert {s: v for s, v in sent.items() if s >= first} == pytest.approx(stored)
+    assert first < 50 and 50 not in stored and 102 not in stored and len(stored) >= 150
+
+
 def test_a_bug_while_handling_one_message_drops_that_message_only(tmp_path, caplog):
     """The dispatcher survives an exception in receiving and in handling a message: the stream goes on."""
     with CaptureSession(parse_config(small_sim_text(), "<bug>")) as session:
