@@ -244,9 +244,12 @@ class Driver:
                     self._set(state="reconnecting")
                     self._publish_status(publisher)
                 finally:
-                    if self._batcher is not None:  # what was read goes out before the device closes
-                        for frames in self._batcher.drain():
-                            publisher.send_frames(frames)
+                    try:
+                        if self._batcher is not None:  # what was read goes out before the device closes
+                            for frames in self._batcher.drain():
+                                publisher.send_frames(frames)
+                    except Exception as exc:
+                        self._record_error(exc)
                     try:
                         self.close()
                     except Exception as exc:
