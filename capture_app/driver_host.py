@@ -156,6 +156,7 @@ class DriverHostProcess:
         self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, env=child_env())
 
     def start(self) -> "DriverHostProcess":
+        remove_orphans()  # frame rings left by driver processes killed with their recorder (SIGKILL of both)
         self._spawn()
         self._watchdog = threading.Thread(target=self._watch, name="driver-host-watchdog", daemon=True)
         self._watchdog.start()
