@@ -33,7 +33,6 @@ import zmq
 
 from capture_app.clock import now_ns
 from capture_app.errors import BusProtocolError
-from capture_app.frame_ring import RingReader
 
 log = logging.getLogger(__name__)
 
@@ -104,15 +103,12 @@ def encode_message(
     meta: dict[str, Any] | None = None,
     t_publish_ns: int | None = None,
     sender: int = 0,
-    shared: dict[str, list] | None = None,
 ) -> list:
     """Serialize one sample into the frames of a bus message.
 
     ``arrays`` maps buffer names to numpy arrays (raw) or 1-D uint8 blobs (jpeg, h264, with
-    the decoded image shape given in ``decoded_shapes``). ``shared`` maps buffer names already
-    written to a frame ring (``capture_app.frame_ring``) to their references: those go as an empty
-    frame and the reference, in a version-2 message. Returns ``[topic, header, *buffers]`` ready
-    for ``send_multipart``.
+    the decoded image shape given in ``decoded_shapes``). Returns
+    ``[topic, header, *buffers]`` ready for ``send_multipart``.
     """
     if tracking not in TRACKING_STATES:
         raise ValueError(f"tracking must be one of {TRACKING_STATES}, got {tracking!r}")
@@ -127,9 +123,9 @@ def encode_message(
             array = array.astype(array.dtype.newbyteorder("<"))
         shape = decoded_shapes.get(name, array.shape) if encoding != "raw" else array.shape
         descriptors.append([name, array.dtype.str, [int(n) for n in shape], encoding])
-        buffers.append(b"" if shared and name in shared else array)
+        buffers.append(array)
     header = {
-        "v": BATCH_VERSION if shared else PROTOCOL_VERSION,
+        "v": PROTOCOL_VERSION,
         "stream": stream,
         "seq": int(seq),
         "t_capture_ns": int(t_capture_ns),
@@ -140,8 +136,6 @@ def encode_message(
         "meta": meta or {},
         "sender": int(sender),
     }
-    if shared:
-        header["shm"] = shared
     return [stream.encode("utf-8"), msgpack.packb(header, use_bin_type=True), *buffers]
 
 
@@ -202,13 +196,10 @@ def _check_header(header: Any) -> None:
     version = header.get("v")
     if type(version) is not int or version not in ACCEPTED_VERSIONS:  # not True, not 1.0
         raise BusProtocolError("version", f"protocol version {version!r}, this build speaks {list(ACCEPTED_VERSIONS)}")
-    batch = version == BATCH_VERSION and "n" in header
-    for key, kind in (_REQUIRED_BATCH if batch else _REQUIRED).items():
+    for key, kind in (_REQUIRED_BATCH if version == BATCH_VERSION else _REQUIRED).items():
         if not isinstance(header.get(key), kind) or isinstance(header.get(key), bool) and kind is int:
             raise BusProtocolError("header-field", f"field {key!r} missing or not {kind.__name__}")
-    if "shm" in header and (version != BATCH_VERSION or batch or not isinstance(header["shm"], dict)):
-        raise BusProtocolError("header-field", "shm must be a map, in a version-2 message that is not a batch")
-    if batch:
+    if version == BATCH_VERSION:
         _check_batch_fields(header)
     else:
         if header["tracking"] not in TRACKING_STATES:
@@ -223,7 +214,7 @@ def _check_header(header: Any) -> None:
         value = header.get(key)
         if isinstance(value, int) and not -INT64_LIMIT <= value < INT64_LIMIT:
             raise BusProtocolError("header-field", f"{key} {value} does not fit a signed 64-bit integer")
-    if batch and header["seq"] + header["n"] - 1 >= INT64_LIMIT:
+    if version == BATCH_VERSION and header["seq"] + header["n"] - 1 >= INT64_LIMIT:
         raise BusProtocolError("header-field", "the batch's last seq does not fit a signed 64-bit integer")
     if not isinstance(header.get("sender", 0), int) or isinstance(header.get("sender", 0), bool):
         raise BusProtocolError("header-field", "sender must be an integer")
@@ -248,13 +239,12 @@ def _check_batch_fields(header: dict) -> None:
         raise BusProtocolError("header-field", f"t_device_ns must be nil or list {n} integers or nils")
 
 
-def decode_messages(frames: list, t_receive_ns: int | None = None, rings=None) -> list[Message]:
-    """Decode one bus message into its samples: ``[Message]`` for one sample, ``n`` Messages for a
+def decode_messages(frames: list, t_receive_ns: int | None = None) -> list[Message]:
+    """Decode one bus message into its samples: ``[Message]`` for version 1, ``n`` Messages for a
     version-2 batch (consecutive seqs, the batch's receive time, arrays as read-only views). Raises
-    ``BusProtocolError`` like ``decode_message``; a batch is used whole or refused whole. ``rings``
-    (a ``frame_ring.RingReader``) resolves shared-memory buffers; without it they are refused."""
-    header, message = _decode(frames, t_receive_ns, rings)
-    if "n" not in header:
+    ``BusProtocolError`` like ``decode_message``; a batch is used whole or refused whole."""
+    header, message = _decode(frames, t_receive_ns)
+    if header["v"] != BATCH_VERSION:
         return [message]
     n = header["n"]
     for name, array in message.arrays.items():
@@ -279,12 +269,12 @@ def decode_message(frames: list, t_receive_ns: int | None = None) -> Message:
     views on the received buffers (no copy).
     """
     header, message = _decode(frames, t_receive_ns)
-    if "n" in header:
+    if header["v"] == BATCH_VERSION:
         raise BusProtocolError("version", "a batch (protocol version 2): decode it with decode_messages")
     return message
 
 
-def _decode(frames: list, t_receive_ns: int | None, rings=None) -> tuple[dict, Message]:
+def _decode(frames: list, t_receive_ns: int | None) -> tuple[dict, Message]:
     """The checked header and the message (for a batch: its stamps and tracking still the lists)."""
     if len(frames) < 2:
         raise BusProtocolError("truncated", f"{len(frames)} frame(s), need at least topic and header")
@@ -312,7 +302,7 @@ def _decode(frames: list, t_receive_ns: int | None, rings=None) -> tuple[dict, M
     encodings: dict[str, str] = {}
     shapes: dict[str, tuple[int, ...]] = {}
     total = 0
-    for descriptor in descriptors:
+    for descriptor, buf in zip(descriptors, raw[2:]):
         if not (isinstance(descriptor, list) and len(descriptor) == 4):
             raise BusProtocolError("buffer-descriptor", f"descriptor {descriptor!r} is not [name, dtype, shape, encoding]")
         name, dtype, shape, encoding = descriptor
@@ -320,8 +310,6 @@ def _decode(frames: list, t_receive_ns: int | None, rings=None) -> tuple[dict, M
             raise BusProtocolError("buffer-descriptor", f"bad descriptor {descriptor!r}")
         if not (isinstance(shape, list) and all(isinstance(n, int) and 0 <= n < 1 << 31 for n in shape)):
             raise BusProtocolError("buffer-descriptor", f"bad shape {shape!r} for {name!r}")
-    buffers = _shared_buffers(header, raw[2:], rings) if "shm" in header else raw[2:]
-    for (name, dtype, shape, encoding), buf in zip(descriptors, buffers):
         nbytes = buf.nbytes
         total += nbytes
         if nbytes > MAX_BUFFER_BYTES:
@@ -350,24 +338,6 @@ def _decode(frames: list, t_receive_ns: int | None, rings=None) -> tuple[dict, M
         nbytes=total,
         sender=header.get("sender", 0),
     )
-
-
-def _shared_buffers(header: dict, frames: list, rings) -> list:
-    """The message's buffers with each one named in ``header["shm"]`` (sent as an empty frame) copied out of
-    its frame ring."""
-    shared = header["shm"]
-    names = [d[0] for d in header["buffers"]]
-    if rings is None:
-        raise BusProtocolError("shared-memory", "a shared-memory buffer on a socket that is not local to this host")
-    if not set(shared) <= set(names):
-        raise BusProtocolError("shared-memory", f"shm names {sorted(shared)} not all among the buffers {names}")
-    out = list(frames)
-    for i, name in enumerate(names):
-        if name in shared:
-            if frames[i].nbytes:
-                raise BusProtocolError("shared-memory", f"buffer {name!r} is in shared memory and in the message")
-            out[i] = memoryview(rings.read(shared[name]))
-    return out
 
 
 class BusPublisher:
@@ -418,12 +388,9 @@ class BusSubscriber:
         topics: Iterable[str] = ("",),
         context: zmq.Context | None = None,
         curve=None,
-        shared_memory: bool = False,
     ):
         self._context = context or zmq.Context.instance()
         self._socket = self._context.socket(zmq.SUB)
-        # local drivers' camera buffers may come through frame rings in shared memory (capture_app.frame_ring)
-        self._rings = RingReader() if shared_memory else None
         if curve is not None:  # capture_app.remote.CurveKeys: connect as a CurveZMQ client
             from capture_app.remote import secure_client
             secure_client(self._socket, curve)
@@ -454,7 +421,7 @@ class BusSubscriber:
         except zmq.Again:
             return False
         try:
-            messages = decode_messages(frames, t_receive_ns=stamp() if stamp else None, rings=self._rings)
+            messages = decode_messages(frames, t_receive_ns=stamp() if stamp else None)
         except BusProtocolError as exc:
             self._count_malformed(exc)
             return None
@@ -493,5 +460,3 @@ class BusSubscriber:
 
     def close(self) -> None:
         self._socket.close()
-        if self._rings is not None:
-            self._rings.close()

@@ -160,7 +160,6 @@ class RigConfig:
     bus_endpoint: str = "inproc://capture-bus"
     bus_keys_dir: str = ""
     bus_batch_ms: float = 20.0  # drivers send pose and keypoint samples in batches held at most this long; 0: one by one
-    bus_shared_memory: bool = True  # drivers publishing on ipc:// pass camera buffers through /dev/shm frame rings
     sync: SyncConfig = field(default_factory=SyncConfig)
     writer: WriterConfig = field(default_factory=WriterConfig)
     quality: QualityThresholds = field(default_factory=QualityThresholds)
@@ -192,9 +191,6 @@ class RigConfig:
                         f"milliseconds 0..{most:g}: at most 50 and half of [sync] delay_ms = {self.sync.delay_ms:g}, "
                         f"or samples held in batches arrive after their live rows (0 sends every sample alone)")
         object.__setattr__(self, "bus_batch_ms", float(batch))
-        if not isinstance(self.bus_shared_memory, bool):
-            raise _fail(f"{self.source_path}: [bus]", "shared_memory", self.bus_shared_memory,
-                        "true (local drivers pass camera frames through /dev/shm) or false (every byte over the bus)")
 
     @property
     def is_simulated(self) -> bool:
@@ -245,7 +241,6 @@ def parse_config(text: str, source_path: str = "<string>") -> RigConfig:
             bus_endpoint=str(bus.get("endpoint", "inproc://capture-bus")),
             bus_keys_dir=str(bus.get("keys", "")),
             bus_batch_ms=bus.get("batch_ms", 20.0),
-            bus_shared_memory=bus.get("shared_memory", True),
             sync=_build(SyncConfig, data.get("sync"), f"{source_path}: [sync]"),
             writer=_build(WriterConfig, data.get("writer"), f"{source_path}: [writer]"),
             quality=_build(QualityThresholds, data.get("quality"), f"{source_path}: [quality]"),
@@ -296,7 +291,7 @@ def to_toml(config: RigConfig) -> str:
     lines = [f"version = {CONFIG_VERSION}", f"name = {_toml_value(config.name)}", "",
              "[rig]", f"drivers_in = {_toml_value(config.drivers_in)}", "",
              "[bus]", f"endpoint = {_toml_value(config.bus_endpoint)}", f"keys = {_toml_value(config.bus_keys_dir)}",
-             f"batch_ms = {_toml_value(config.bus_batch_ms)}", f"shared_memory = {_toml_value(config.bus_shared_memory)}", ""]
+             f"batch_ms = {_toml_value(config.bus_batch_ms)}", ""]
     for section, obj in (("sync", config.sync), ("writer", config.writer), ("quality", config.quality)):
         lines.append(f"[{section}]")
         lines += [f"{f.name} = {_toml_value(getattr(obj, f.name))}" for f in dataclasses.fields(obj)]

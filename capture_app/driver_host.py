@@ -18,7 +18,6 @@ import zmq
 from capture_app.child_process import child_env, cli_command
 from capture_app.config import RigConfig
 from capture_app.errors import ConfigError
-from capture_app.frame_ring import remove_orphans
 from capture_app.image_codec import EncodeError
 from capture_app.video_codec import VideoEncoder, VideoSettings, require_av
 from drivers.registry import create_driver
@@ -99,8 +98,7 @@ def run_drivers(config: RigConfig, names: list[str], endpoint: str, *, bind: boo
         clock = ClockServer(clock_endpoint(endpoint), context, keys)
     drivers = [create_driver(driver_config_with_seed(config.driver(n), config.sim_seed, config.sim_timing), endpoint, bind=bind,
                              context=context, curve=keys, jpeg_quality=driver_jpeg_quality(config),
-                             video=driver_video_settings(config), batch_ms=config.bus_batch_ms,
-                             shared_memory=config.bus_shared_memory and endpoint.startswith("ipc://")) for n in names]
+                             video=driver_video_settings(config), batch_ms=config.bus_batch_ms) for n in names]
     for d in drivers:
         d.start()
     waited = 0.0
@@ -156,7 +154,6 @@ class DriverHostProcess:
         self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, env=child_env())
 
     def start(self) -> "DriverHostProcess":
-        remove_orphans()  # frame rings left by driver processes killed with their recorder (SIGKILL of both)
         self._spawn()
         self._watchdog = threading.Thread(target=self._watch, name="driver-host-watchdog", daemon=True)
         self._watchdog.start()
@@ -172,7 +169,6 @@ class DriverHostProcess:
             code = self._process.poll()
             if code is None:
                 continue
-            remove_orphans(self._process.pid)  # the frame rings a killed driver process could not remove
             if self._stop.is_set():
                 return
             delay = self.RESTART_BACKOFF_S[min(failures, len(self.RESTART_BACKOFF_S) - 1)]
@@ -196,5 +192,3 @@ class DriverHostProcess:
             except Exception:
                 self._process.kill()
                 self._process.wait()
-        if self._process is not None:
-            remove_orphans(self._process.pid)

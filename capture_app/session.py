@@ -174,15 +174,14 @@ class CaptureSession:
             bind.append(self._ipc_endpoint)
         self._start_remote()
         # One subscriber per endpoint, so that each stream is accepted only from where the rig config puts it
-        self._subscriber = BusSubscriber(bind=bind, context=self._context, shared_memory=bool(in_process) and self.config.bus_shared_memory)
+        self._subscriber = BusSubscriber(bind=bind, context=self._context)
         self._subscribers = [self._subscriber]
         self._allowed_streams[id(self._subscriber)] = frozenset(
             s for d in self.config.drivers if not d.endpoint for s in d.streams)
         for d in self.config.drivers:
             if d.endpoint:
                 curve = self._keys if d.endpoint.startswith("tcp://") and self._keys else None
-                subscriber = BusSubscriber(connect=[d.endpoint], context=self._context, curve=curve,
-                                           shared_memory=self.config.bus_shared_memory and d.endpoint.startswith("ipc://"))
+                subscriber = BusSubscriber(connect=[d.endpoint], context=self._context, curve=curve)
                 self._subscribers.append(subscriber)
                 self._allowed_streams[id(subscriber)] = frozenset(d.streams)
         self._dispatcher = threading.Thread(target=self._dispatch, name="bus-dispatcher", daemon=True)

@@ -33,7 +33,6 @@ from capture_app.video_codec import VideoEncoder, VideoSettings
 from capture_app.clock import NS_PER_S, now_ns
 from capture_app.config import DriverConfig
 from capture_app.errors import CaptureError, ConfigError, SDKMissingError
-from capture_app.frame_ring import FrameRing
 from capture_app.streams import CAMERA_STREAMS
 from drivers.batching import SampleBatcher
 
@@ -124,7 +123,7 @@ class Driver:
 
     def __init__(self, config: DriverConfig, bus_endpoint: str, *, bind: bool = False,
                  context: zmq.Context | None = None, curve=None, jpeg_quality: int | None = None,
-                 video: dict[str, VideoSettings] | None = None, batch_ms: float = 0.0, shared_memory: bool = False):
+                 video: dict[str, VideoSettings] | None = None, batch_ms: float = 0.0):
         self.config = config
         self.jpeg_quality = jpeg_quality  # set: raw colour frames are published as JPEG of this quality
         self.video = video or {}          # stream -> settings: its raw colour frames are published as H.264
@@ -147,8 +146,6 @@ class Driver:
         self.device_info: dict = {"serial": config.serial}
         # batch_ms > 0: pose and keypoint samples go out in batches held at most this long (drivers/batching.py)
         self._batcher = SampleBatcher(int(batch_ms * 1e6), self.sender) if batch_ms > 0 else None
-        # shared_memory: camera buffers go through frame rings in /dev/shm (the receiver is on this host, ipc://)
-        self._rings: dict[str, FrameRing] | None = {} if shared_memory else None
 
     # --- hooks for subclasses -------------------------------------------------
     def open(self) -> None:
@@ -196,8 +193,6 @@ class Driver:
         window = [x for x in recent if t - x <= NS_PER_S]
         health.rate_hz = float(len(window))
         health.device = dict(self.device_info)
-        if self._rings:
-            health.device["shared_memory"] = {key: {"sent": r.sent, "inline": r.inline} for key, r in self._rings.items()}
         return health
 
     # --- the thread -----------------------------------------------------------
@@ -266,8 +261,6 @@ class Driver:
         finally:
             time.sleep(0.01)  # let the last status leave before the socket closes
             publisher.close()
-            for ring in (self._rings or {}).values():
-                ring.close()
 
     def _encode_colour(self, sample: Sample, stream: str) -> Sample:
         """The sample to publish, its raw colour frame compressed here, in the driver's thread and process (the
@@ -314,11 +307,10 @@ class Driver:
                                             sample.arrays, sample.meta, now_ns()):
                 publisher.send_frames(frames)
         else:
-            shared = self._share(stream, sample) if self._rings is not None and stream in CAMERA_STREAMS else None
             publisher.publish(
                 stream, seq, sample.t_capture_ns, sample.arrays,
                 tracking=sample.tracking, t_device_ns=sample.t_device_ns, encodings=sample.encodings,
-                decoded_shapes=sample.decoded_shapes, meta=sample.meta, sender=self.sender, shared=shared,
+                decoded_shapes=sample.decoded_shapes, meta=sample.meta, sender=self.sender,
             )
         with self._lock:
             self._health.samples += 1
@@ -326,27 +318,6 @@ class Driver:
             self._health.tracking = sample.tracking
             self._health.last_sample_age_s = 0.0
             self._recent_ns.append(now_ns())
-
-    def _share(self, stream: str, sample: Sample) -> dict[str, list] | None:
-        """Write the sample's buffers into this driver's frame rings: their references, for the ones that fit
-        (the others go inline). A ring's slot holds the raw frame's size, which bounds its JPEG or H.264."""
-        shared = {}
-        for name, array in sample.arrays.items():
-            key = f"{stream}/{name}"
-            ring = self._rings.get(key)
-            if ring is None:
-                shape = (sample.decoded_shapes or {}).get(name, array.shape)
-                try:
-                    ring = self._rings[key] = FrameRing(stream, name, max(array.nbytes, int(np.prod(shape))))
-                except OSError as exc:  # no /dev/shm, or full: this driver sends inline, as before
-                    log.warning("%s: frames go inline over the bus, no shared memory (%s)", self.config.name, exc)
-                    self.device_info["shared_memory_off"] = f"{type(exc).__name__}: {exc}"
-                    self._rings = None
-                    return None
-            ref = ring.put(array)
-            if ref is not None:
-                shared[name] = ref
-        return shared or None
 
     def _publish_status(self, publisher: BusPublisher) -> None:
         health = self.health()

@@ -163,7 +163,6 @@ def test_unknown_or_bad_driver_option_is_refused_naming_it():
     ('version = 1', "no [[drivers]]"),
     ('version = 1\n[bus]\nbatch_ms = 80\n[[drivers]]\nname="a"\ntype="x"\nstream="left_glove"\nrate_hz=1', "'batch_ms'"),
     ('version = 1\n[bus]\nbatch_ms = "20"\n[[drivers]]\nname="a"\ntype="x"\nstream="left_glove"\nrate_hz=1', "0..50"),
-    ('version = 1\n[bus]\nshared_memory = 1\n[[drivers]]\nname="a"\ntype="x"\nstream="left_glove"\nrate_hz=1', "'shared_memory'"),
     ('version = 1\n[sync]\ndelay_ms = 30\n[[drivers]]\nname="a"\ntype="x"\nstream="left_glove"\nrate_hz=1',
      "'batch_ms' = 20.0 is invalid; allowed: milliseconds 0..15"),
     ('version = [', "not valid TOML"),
@@ -177,10 +176,9 @@ def test_invalid_rig_config_is_refused_naming_the_field(text, fragment):
 def test_config_written_as_toml_reads_back_equal():
     from capture_app.config import load_config, to_toml, with_changes
     config = with_changes(load_config(), {"*": {"speed": 1.5}, "head_tracker": {"drop_spells_s": [[1.0, 2.0]]}},
-                          sim_seed=7, name='lab "2"', bus_batch_ms=5.0, bus_shared_memory=False)
+                          sim_seed=7, name='lab "2"', bus_batch_ms=5.0)
     again = parse_config(to_toml(config))
     assert again.bus_batch_ms == 5.0 and load_config().bus_batch_ms == 20.0
-    assert again.bus_shared_memory is False and load_config().bus_shared_memory is True
     assert again.drivers == config.drivers and again.sync == config.sync and again.writer == config.writer
     assert (again.sim_seed, again.name, again.drivers_in) == (7, 'lab "2"', "process")
     assert again.driver("head_tracker").options["drop_spells_s"] == [[1.0, 2.0]]
