@@ -2,9 +2,10 @@
 2 gloves at 120 Hz) and report CPU per tick, writer back-log, losses, tick lateness and the
 episode's bytes per second; ``--video`` stores both cameras as H.264 ([writer] video_streams).
 
-    python bench/record_rig.py [--seconds 60] [--out DIR] [--video] [--batch-ms MS]
+    python bench/record_rig.py [--seconds 60] [--out DIR] [--video] [--batch-ms MS] [--encode-in driver|writer]
 
-``--batch-ms 0`` sends every pose and keypoint sample alone (the baseline for the rig's default batches).
+``--batch-ms 0`` sends every pose and keypoint sample alone (the baseline for the rig's default batches);
+``--encode-in writer`` sends raw colour frames over the bus and JPEGs them in the recorder's writer.
 """
 
 from __future__ import annotations
@@ -85,15 +86,19 @@ def main() -> None:
     parser.add_argument("--video", action="store_true", help="store both cameras as H.264 instead of JPEG")
     parser.add_argument("--batch-ms", type=float, default=None,
                         help="[bus] batch_ms: hold pose/keypoint samples this long per batch (default: the rig's)")
+    parser.add_argument("--encode-in", choices=("driver", "writer"), default=None,
+                        help="[writer] encode_in: where colour frames become JPEG (default: the rig's)")
     args = parser.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="bench-record-"))
     config = load_config()
     if args.batch_ms is not None:
         config = with_changes(config, bus_batch_ms=args.batch_ms)
+    if args.encode_in is not None:
+        config = with_changes(config, writer=dataclasses.replace(config.writer, encode_in=args.encode_in))
     if args.video:
         config = with_changes(config, writer=dataclasses.replace(config.writer,
                                                                   video_streams=("ego_camera", "top_camera")))
-    print(f"machine: {machine()}; [bus] batch_ms = {config.bus_batch_ms:g}")
+    print(f"machine: {machine()}; [bus] batch_ms = {config.bus_batch_ms:g}; [writer] encode_in = {config.writer.encode_in}")
     with CaptureSession(config) as session:
         missing = session.wait_for_streams(10)
         assert not missing, missing
