@@ -186,10 +186,16 @@ def test_calibration_records_cameras_as_jpeg_where_the_rig_stores_video(tmp_path
     from capture_app.config import with_changes
     config = commands.sim_calibration_rig()
     video = with_changes(config, writer=dataclasses.replace(config.writer, video_streams=("ego_camera",)))
-    shown = []
-    path = commands.record_calibration_episode(video, 2.0, tmp_path, guide=lambda session: shown.append(
-        session.latest_tick is not None and session.latest_tick.frames.get("ego_camera") is not None))
+    from capture_app.monitor.overlay import image_from
+    shown = []  # per ego frame the guide was given (how many depends on the machine's load): did it decode?
+
+    def guide(session):
+        frame = session.latest_tick.frames.get("ego_camera") if session.latest_tick is not None else None
+        if frame is not None:
+            shown.append(image_from(frame) is not None)
+
+    path = commands.record_calibration_episode(video, 2.0, tmp_path, guide=guide)
     with h5py.File(path, "r") as f:
         assert f["streams/ego_camera"].attrs["color_encoding"] == "jpeg"
         assert len(f["streams/ego_camera/seq"]) > 30
-    assert any(shown)
+    assert all(shown)  # an H.264 frame would not decode on its own
