@@ -4,6 +4,7 @@ endpoints that do not own a stream, floods; the decoder fuzzed; full disks; kill
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -138,21 +139,35 @@ def test_a_second_live_sender_cannot_take_a_stream_over_but_a_restarted_driver_c
 
 
 # --- a live recorder under attack ---------------------------------------------------------------------
-def _hostile_session(tmp_path, endpoint):
+def _hostile_session(tmp_path, endpoint, stream="head_tracker"):
+    """A small simulated rig whose ``stream`` (a tracker) is published at ``endpoint`` by the test."""
     base = parse_config(small_sim_text(), "<hostile>")
-    drivers = [d for d in base.drivers if d.stream != "head_tracker"]
-    drivers.append(DriverConfig("head_tracker", "sim_tracker", "head_tracker", 250, endpoint=endpoint))
+    drivers = [d for d in base.drivers if d.stream != stream]
+    drivers.append(DriverConfig(stream, "sim_tracker", stream, 250, endpoint=endpoint))
     return CaptureSession(with_changes(base, drivers=tuple(drivers)))
+
+
+@contextlib.contextmanager
+def _bound_publisher(endpoint, unbounded=False):
+    """A raw PUB socket bound at a driver's configured endpoint (no clock service: same host), closed after.
+    ``unbounded``: no send high-water mark, so a whole burst leaves and the receiver's bounds decide."""
+    context = zmq.Context()
+    socket = context.socket(zmq.PUB)
+    if unbounded:
+        socket.setsockopt(zmq.SNDHWM, 0)
+    socket.bind(endpoint)
+    try:
+        yield socket
+    finally:
+        socket.close()
+        context.term()
 
 
 @pytest.mark.slow
 def test_a_live_recorder_keeps_every_valid_sample_and_counts_every_bad_one(tmp_path):
     """A peer on the app's own bus and a peer at a configured ipc endpoint, both hostile."""
     endpoint = f"ipc://{tmp_path}/head.sock"
-    context = zmq.Context()
-    remote = context.socket(zmq.PUB)
-    remote.bind(endpoint)  # the configured head_tracker endpoint; no clock service: same host
-    try:
+    with _bound_publisher(endpoint) as remote:  # the configured head_tracker endpoint
         with _hostile_session(tmp_path, endpoint) as session:
             peer = session._context.socket(zmq.PUB)  # a peer on the in-process bus shares the session's context
             peer.connect(session.config.bus_endpoint)
@@ -175,9 +190,6 @@ def test_a_live_recorder_keeps_every_valid_sample_and_counts_every_bad_one(tmp_p
             status = session.stream_status()
             path = session.stop_episode()
             peer.close()
-    finally:
-        remote.close()
-        context.term()
     assert status["left_glove"].rejected >= 20
     summary = validate_and_summarize(path)
     assert summary.problems == [] and summary.status == "complete"
@@ -214,11 +226,8 @@ def test_an_outsiders_batches_are_stored_sample_by_sample_and_bad_ones_refused(t
     """A head-tracker publisher written from docs/protocol.md sends batches of 5 poses; one batch is malformed
     (refused whole) and one batch holds a sample whose stamp goes backwards (refused alone)."""
     endpoint = f"ipc://{tmp_path}/head.sock"
-    context = zmq.Context()
-    remote = context.socket(zmq.PUB)
-    remote.bind(endpoint)
     sent = {}  # seq -> (t_capture_ns, x) of every sample that should be stored
-    try:
+    with _bound_publisher(endpoint) as remote:
         with _hostile_session(tmp_path, endpoint) as session:
             session.wait_for_streams(4)
             session.start_episode(tmp_path, name="batches")
@@ -238,9 +247,6 @@ def test_an_outsiders_batches_are_stored_sample_by_sample_and_bad_ones_refused(t
                 time.sleep(0.02)
             time.sleep(0.3)
             path = session.stop_episode()
-    finally:
-        remote.close()
-        context.term()
     with h5py.File(path, "r") as f:
         head = f["streams/head_tracker"]
         stored = dict(zip(head["seq"][:].tolist(), zip(head["t_capture_ns"][:].tolist(), head["pose"][:, 0].tolist())))
@@ -301,15 +307,8 @@ def json_attr(group, name):
 def test_a_flood_on_one_stream_costs_the_others_nothing(tmp_path):
     """20,000 valid messages in one burst from the publisher that owns left_wrist_tracker."""
     endpoint = f"ipc://{tmp_path}/wrist.sock"
-    base = parse_config(small_sim_text(), "<flood>")
-    drivers = [d for d in base.drivers if d.stream != "left_wrist_tracker"]
-    drivers.append(DriverConfig("left_wrist_tracker", "sim_tracker", "left_wrist_tracker", 250, endpoint=endpoint))
-    context = zmq.Context()
-    owner = context.socket(zmq.PUB)
-    owner.setsockopt(zmq.SNDHWM, 0)  # the whole burst leaves; the receiver's bounds decide what is kept
-    owner.bind(endpoint)
-    try:
-        with CaptureSession(with_changes(base, drivers=tuple(drivers))) as session:
+    with _bound_publisher(endpoint, unbounded=True) as owner:
+        with _hostile_session(tmp_path, endpoint, "left_wrist_tracker") as session:
             session.wait_for_streams(3)
             session.start_episode(tmp_path, name="flood")
             time.sleep(0.3)
@@ -329,9 +328,6 @@ def test_a_flood_on_one_stream_costs_the_others_nothing(tmp_path):
                     break
             sent = k
             path = session.stop_episode()
-    finally:
-        owner.close()
-        context.term()
     with h5py.File(path, "r") as f:
         flooded = f["streams/left_wrist_tracker"]
         assert len(flooded["seq"]) + flooded.attrs["seq_gaps"] == sent  # every sample stored or counted lost
