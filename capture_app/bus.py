@@ -90,6 +90,17 @@ class Message:
         return self.stream.startswith(STATUS_PREFIX)
 
 
+def _wire_array(array: np.ndarray) -> np.ndarray:
+    """``array`` as it goes on the wire: C-contiguous, little-endian."""
+    array = np.ascontiguousarray(array)
+    return array.astype(array.dtype.newbyteorder("<")) if array.dtype.byteorder == ">" else array
+
+
+def _frames(stream: str, header: dict, buffers: list) -> list:
+    """``[topic, msgpack header, *buffers]``, ready for ``send_multipart``."""
+    return [stream.encode("utf-8"), msgpack.packb(header, use_bin_type=True), *buffers]
+
+
 def encode_message(
     stream: str,
     seq: int,
@@ -118,9 +129,7 @@ def encode_message(
     buffers = []
     for name, array in arrays.items():
         encoding = encodings.get(name, "raw")
-        array = np.ascontiguousarray(array)
-        if array.dtype.byteorder == ">":
-            array = array.astype(array.dtype.newbyteorder("<"))
+        array = _wire_array(array)
         shape = decoded_shapes.get(name, array.shape) if encoding != "raw" else array.shape
         descriptors.append([name, array.dtype.str, [int(n) for n in shape], encoding])
         buffers.append(array)
@@ -136,7 +145,7 @@ def encode_message(
         "meta": meta or {},
         "sender": int(sender),
     }
-    return [stream.encode("utf-8"), msgpack.packb(header, use_bin_type=True), *buffers]
+    return _frames(stream, header, buffers)
 
 
 def encode_batch(
@@ -164,9 +173,7 @@ def encode_batch(
         raise ValueError(f"t_device_ns must list {n} stamps")
     descriptors, buffers = [], []
     for name, array in arrays.items():
-        array = np.ascontiguousarray(array)
-        if array.dtype.byteorder == ">":
-            array = array.astype(array.dtype.newbyteorder("<"))
+        array = _wire_array(array)
         if array.ndim < 1 or array.shape[0] != n:
             raise ValueError(f"buffer {name!r} has shape {array.shape}, needs a first dimension of {n}")
         descriptors.append([name, array.dtype.str, [int(x) for x in array.shape], "raw"])
@@ -184,7 +191,7 @@ def encode_batch(
         "meta": meta or {},
         "sender": int(sender),
     }
-    return [stream.encode("utf-8"), msgpack.packb(header, use_bin_type=True), *buffers]
+    return _frames(stream, header, buffers)
 
 
 _ITEMSIZE = {name: np.dtype(name).itemsize for name in ALLOWED_DTYPES}

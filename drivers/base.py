@@ -301,8 +301,8 @@ class Driver:
         last = self._last_seq.get(stream)
         lost = 0 if last is None else max(0, seq - last - 1)
         self._last_seq[stream] = seq
-        if self._batcher is not None and stream not in CAMERA_STREAMS and not any(
-                e != "raw" for e in (sample.encodings or {}).values()):
+        if self._batcher is not None and stream not in CAMERA_STREAMS and all(
+                e == "raw" for e in (sample.encodings or {}).values()):
             for frames in self._batcher.add(stream, seq, sample.t_capture_ns, sample.t_device_ns, sample.tracking,
                                             sample.arrays, sample.meta, now_ns()):
                 publisher.send_frames(frames)
