@@ -22,10 +22,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._util import machine  # noqa: E402
-from calibration import commands  # noqa: E402
+from capture_app.tools import calibrate as commands  # noqa: E402
 from calibration.store import CalibrationStore  # noqa: E402
-from capture_app.config import with_changes  # noqa: E402
-from capture_app.geometry import rotation_angle  # noqa: E402
+from capture_app.rig.config import with_changes  # noqa: E402
+from capture_app.core.geometry import rotation_angle  # noqa: E402
 from drivers.sim.motion import true_rig_geometry  # noqa: E402
 
 

@@ -21,14 +21,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._util import machine  # noqa: E402
-from capture_app.config import load_config  # noqa: E402
+from capture_app.rig.config import load_config  # noqa: E402
 from capture_app.dataset.catalog import catalog_row  # noqa: E402
 from capture_app.dataset.commands import export_item  # noqa: E402
 from capture_app.dataset.jobs import run_jobs  # noqa: E402
 from capture_app.dataset.lerobot_export import ExportOptions, merge_shards  # noqa: E402
 from capture_app.dataset.sources import list_episodes  # noqa: E402
-from capture_app.session import CaptureSession  # noqa: E402
-from capture_app.takes import Takes  # noqa: E402
+from capture_app.recorder.session import CaptureSession  # noqa: E402
+from capture_app.recorder.takes import Takes  # noqa: E402
 
 
 def record_episodes(folder: Path, distinct: int, seconds: float, total: int) -> list[str]:

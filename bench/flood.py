@@ -24,8 +24,8 @@ import zmq
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._util import machine  # noqa: E402
-from capture_app.config import DriverConfig, load_config, with_changes  # noqa: E402
-from capture_app.session import CaptureSession  # noqa: E402
+from capture_app.rig.config import DriverConfig, load_config, with_changes  # noqa: E402
+from capture_app.recorder.session import CaptureSession  # noqa: E402
 
 
 def frames(seq: int, t_ns: int) -> list:

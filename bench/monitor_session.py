@@ -26,8 +26,8 @@ import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench._util import machine, pct  # noqa: E402
-from capture_app.annotations import read_segments  # noqa: E402
-from capture_app.child_process import child_env, cli_command  # noqa: E402
+from capture_app.episode.annotations import read_segments  # noqa: E402
+from capture_app.rig.child_process import child_env, cli_command  # noqa: E402
 from capture_app.monitor.client import RecorderClient  # noqa: E402
 
 
@@ -61,7 +61,7 @@ def take_with_monitor(endpoint: str, seconds: float, mark_every_s: float) -> tup
     from PySide6 import QtCore, QtWidgets
 
     from capture_app.monitor.window import MainWindow
-    from capture_app.tasks import load_tasks
+    from capture_app.rig.tasks import load_tasks
     import gc
 
     from capture_app.monitor.app import pace_the_display

@@ -23,10 +23,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._util import machine, pct, process_cpu_seconds, rss_mb, thread_cpu_seconds  # noqa: E402
-from capture_app.config import load_config, with_changes  # noqa: E402
-from capture_app.driver_host import driver_video_settings  # noqa: E402
-from capture_app.episode_format import validate_and_summarize  # noqa: E402
-from capture_app.session import CaptureSession  # noqa: E402
+from capture_app.rig.config import load_config, with_changes  # noqa: E402
+from drivers.host import driver_video_settings  # noqa: E402
+from capture_app.episode.format import validate_and_summarize  # noqa: E402
+from capture_app.recorder.session import CaptureSession  # noqa: E402
 
 
 def encoder_floor_ms_per_tick(path: Path, jpeg_quality: int, rate_hz: float, frames: int = 30,
@@ -38,8 +38,8 @@ def encoder_floor_ms_per_tick(path: Path, jpeg_quality: int, rate_hz: float, fra
     import cv2
     import h5py
 
-    from capture_app.episode_frames import FrameReader
-    from capture_app.video_codec import VideoEncoder
+    from capture_app.episode.frames import FrameReader
+    from capture_app.episode.video_codec import VideoEncoder
 
     def median_ms(work, items):
         times = []
@@ -50,7 +50,7 @@ def encoder_floor_ms_per_tick(path: Path, jpeg_quality: int, rate_hz: float, fra
         return float(np.median(times))
 
     out = {}
-    from capture_app.writer import DEPTH_FILTER as depth_filter
+    from capture_app.recorder.writer import DEPTH_FILTER as depth_filter
     with h5py.File(path, "r") as f, h5py.File("floor.h5", "w", driver="core", backing_store=False) as scratch:
         for stream in ("ego_camera", "top_camera"):
             group = f[f"streams/{stream}"]

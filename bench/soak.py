@@ -18,9 +18,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._util import machine, pct, process_cpu_seconds, rss_mb  # noqa: E402
-from capture_app.config import load_config  # noqa: E402
-from capture_app.episode_format import validate_and_summarize  # noqa: E402
-from capture_app.session import CaptureSession  # noqa: E402
+from capture_app.rig.config import load_config  # noqa: E402
+from capture_app.episode.format import validate_and_summarize  # noqa: E402
+from capture_app.recorder.session import CaptureSession  # noqa: E402
 
 
 def main() -> None:

@@ -28,10 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._util import machine, pct  # noqa: E402
 from calibration.model import calibration_from_json  # noqa: E402
-from capture_app.action_space import fingertip_state, wrist_state  # noqa: E402
-from capture_app.config import load_config, parse_config, sim_epoch_ns, with_changes  # noqa: E402
-from capture_app.geometry import invert_transform, pose_to_transform, rotation_angle, rotation_from_6d  # noqa: E402
-from capture_app.session import CaptureSession  # noqa: E402
+from capture_app.core.action_space import fingertip_state, wrist_state  # noqa: E402
+from capture_app.rig.config import load_config, parse_config, sim_epoch_ns, with_changes  # noqa: E402
+from capture_app.core.geometry import invert_transform, pose_to_transform, rotation_angle, rotation_from_6d  # noqa: E402
+from capture_app.recorder.session import CaptureSession  # noqa: E402
 from drivers.sim.motion import MotionModel  # noqa: E402
 
 

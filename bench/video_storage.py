@@ -20,10 +20,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._util import machine, pct  # noqa: E402
-from capture_app.config import WriterConfig  # noqa: E402
-from capture_app.episode_frames import FrameReader  # noqa: E402
-from capture_app.image_codec import decode_jpeg, encode_jpeg  # noqa: E402
-from capture_app.video_codec import VideoEncoder, VideoSettings  # noqa: E402
+from capture_app.rig.config import WriterConfig  # noqa: E402
+from capture_app.episode.frames import FrameReader  # noqa: E402
+from capture_app.episode.image_codec import decode_jpeg, encode_jpeg  # noqa: E402
+from capture_app.episode.video_codec import VideoEncoder, VideoSettings  # noqa: E402
 from drivers.sim.calibration import EGO_INTRINSICS_720P, TOP_INTRINSICS_480P  # noqa: E402
 from drivers.sim.motion import MotionModel, true_rig_geometry  # noqa: E402
 from drivers.sim.render import SceneRenderer  # noqa: E402

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from calibration.model import CameraIntrinsics
-from capture_app.geometry import make_transform, rot_x
+from capture_app.core.geometry import make_transform, rot_x
 
 DICTIONARIES = {"4X4_50": cv2.aruco.DICT_4X4_50, "4X4_100": cv2.aruco.DICT_4X4_100, "5X5_100": cv2.aruco.DICT_5X5_100,
                 "6X6_250": cv2.aruco.DICT_6X6_250}

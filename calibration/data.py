@@ -10,9 +10,9 @@ import numpy as np
 
 from calibration.board import BoardDetector, BoardView
 from calibration.model import Calibration, CameraIntrinsics
-from capture_app.episode_frames import FrameReader
-from capture_app.geometry import pose_to_transform, quat_angle
-from capture_app.interpolation import Limits, evaluate
+from capture_app.episode.frames import FrameReader
+from capture_app.core.geometry import pose_to_transform, quat_angle
+from capture_app.core.interpolation import Limits, evaluate
 
 MAX_ANGULAR_SPEED_RAD_S = 1.0  # faster head motion blurs the image and magnifies timing errors: view rejected
 SPEED_BASELINE_S = 0.04  # speed over 40 ms: between consecutive 250 Hz samples, tracker noise (0.05 deg)

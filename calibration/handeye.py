@@ -16,8 +16,8 @@ from scipy.optimize import least_squares
 
 from calibration.board import BoardView
 from calibration.model import CameraIntrinsics
-from capture_app.errors import CalibrationError
-from capture_app.geometry import invert_transform, make_transform, matrix_to_quat, quat_to_matrix, rotation_angle
+from capture_app.core.errors import CalibrationError
+from capture_app.core.geometry import invert_transform, make_transform, matrix_to_quat, quat_to_matrix, rotation_angle
 
 METHODS = {"TSAI": cv2.CALIB_HAND_EYE_TSAI, "PARK": cv2.CALIB_HAND_EYE_PARK, "HORAUD": cv2.CALIB_HAND_EYE_HORAUD,
            "ANDREFF": cv2.CALIB_HAND_EYE_ANDREFF, "DANIILIDIS": cv2.CALIB_HAND_EYE_DANIILIDIS}

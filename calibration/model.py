@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from capture_app.errors import CalibrationError
+from capture_app.core.errors import CalibrationError
 
 FORMAT_VERSION = 1
 TRACKER_ROLES = ("head", "left_wrist", "right_wrist")

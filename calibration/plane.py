@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from calibration.model import CameraIntrinsics
-from capture_app.geometry import axis_angle_to_matrix, invert_transform, make_transform
+from capture_app.core.geometry import axis_angle_to_matrix, invert_transform, make_transform
 
 
 def board_points_from_depth(depth_m: np.ndarray, depth_intrinsics: CameraIntrinsics, T_color_depth: np.ndarray,

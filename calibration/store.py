@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from calibration.model import Calibration, calibration_from_json, load_calibration
-from capture_app.errors import CalibrationError
-from capture_app.geometry import rotation_angle
+from capture_app.core.errors import CalibrationError
+from capture_app.core.geometry import rotation_angle
 
 
 class CalibrationStore:

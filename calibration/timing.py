@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from capture_app.errors import CalibrationError
+from capture_app.core.errors import CalibrationError
 
 GRID_HZ = 1000.0
 

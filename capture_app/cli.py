@@ -14,14 +14,14 @@ import signal
 import sys
 import threading
 
-from capture_app.clock import NS_PER_S, now_ns
-from capture_app.errors import CalibrationError, CaptureError, ConfigError, WriterError
+from capture_app.core.clock import NS_PER_S, now_ns
+from capture_app.core.errors import CalibrationError, CaptureError, ConfigError, WriterError
 
 log = logging.getLogger("capture_app")
 
 
 def _load_rig(args):
-    from capture_app.config import load_config
+    from capture_app.rig.config import load_config
     return load_config(None if getattr(args, "sim", False) or not args.config else args.config)
 
 
@@ -47,11 +47,11 @@ def _progress_line(session, elapsed: float) -> str:
 
 
 def cmd_record(args) -> int:
-    from capture_app.session import CaptureSession
+    from capture_app.recorder.session import CaptureSession
 
     config = _load_rig(args)
     if args.seed is not None:
-        from capture_app.config import with_changes
+        from capture_app.rig.config import with_changes
         config = with_changes(config, sim_seed=args.seed)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -96,7 +96,7 @@ def cmd_record(args) -> int:
             path = session.stop_episode()
             report = session.last_quality_report
             if report is not None:
-                from capture_app.quality import format_report
+                from capture_app.episode.quality import format_report
                 print(format_report(report), file=sys.stderr)
             print(str(path))
             return 0
@@ -110,7 +110,7 @@ def _live_rerun(target: str | None, session):
     if target is None:
         return None
     try:
-        from capture_app.rerun_view import LiveRerun
+        from capture_app.tools.rerun_view import LiveRerun
         return LiveRerun(target, session.episode_started_ns, session.calibration)
     except ImportError:
         raise CaptureError("--rerun needs rerun-sdk: pip install 'capture-app[rerun]'") from None
@@ -118,7 +118,7 @@ def _live_rerun(target: str | None, session):
 
 def cmd_view(args) -> int:
     try:
-        from capture_app.rerun_view import rrd_entity_rows, view_episode
+        from capture_app.tools.rerun_view import rrd_entity_rows, view_episode
     except ImportError:
         raise CaptureError("capture-app view needs rerun-sdk: pip install 'capture-app[rerun]'") from None
     view_episode(args.episode, save=args.save)
@@ -129,7 +129,7 @@ def cmd_view(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from capture_app.episode_format import format_summary, validate_and_summarize
+    from capture_app.episode.format import format_summary, validate_and_summarize
 
     status = 0
     for path in args.files:
@@ -147,7 +147,7 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_recover(args) -> int:
-    from capture_app.recover import recover
+    from capture_app.episode.recover import recover
 
     for path in args.files:
         target, trimmed = recover(path)
@@ -156,7 +156,7 @@ def cmd_recover(args) -> int:
 
 
 def cmd_driver(args) -> int:
-    from capture_app.driver_host import run_drivers
+    from drivers.host import run_drivers
 
     config = _load_rig(args)
     names = [d.name for d in config.drivers if not d.endpoint] if args.all else args.names
@@ -173,7 +173,7 @@ def cmd_driver(args) -> int:
 
 
 def cmd_keys(args) -> int:
-    from capture_app.remote import generate_keys
+    from capture_app.bus.remote import generate_keys
 
     for name, path in generate_keys(args.directory).items():
         print(f"{name}: {path}")
@@ -189,7 +189,7 @@ def cmd_monitor(args) -> int:
         _load_rig(args)  # a bad rig config is reported here, before a recorder is started on it
     curve = None
     if args.keys:
-        from capture_app.remote import load_keys
+        from capture_app.bus.remote import load_keys
         curve = load_keys(f"{args.keys}/driver.key_secret", f"{args.keys}/app.key")
     return run_monitor(None if args.sim else args.config, out_dir=args.out, connect=args.connect, curve=curve,
                        tasks_path=args.tasks, operator=args.operator, screenshot=args.screenshot, after_s=args.after,
@@ -198,16 +198,16 @@ def cmd_monitor(args) -> int:
 
 def cmd_serve(args) -> int:
     """The recorder process: the rig, the synchronizer and the writer, headless, driven by monitors."""
-    from capture_app.control_server import ControlServer
-    from capture_app.session import CaptureSession
-    from capture_app.takes import Takes
+    from capture_app.recorder.control_server import ControlServer
+    from capture_app.recorder.session import CaptureSession
+    from capture_app.recorder.takes import Takes
 
     config = _load_rig(args)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     curve = None
     if args.control.startswith("tcp://"):
-        from capture_app.remote import is_loopback, load_keys
+        from capture_app.bus.remote import is_loopback, load_keys
         if config.bus_keys_dir:  # monitors must hold a key pair of that directory (driver.key_secret)
             curve = load_keys(f"{config.bus_keys_dir}/app.key_secret", allowed_clients_dir=config.bus_keys_dir)
         elif not is_loopback(args.control):
@@ -236,7 +236,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_doctor(args) -> int:
-    from capture_app.doctor import format_checks, run_doctor
+    from capture_app.tools.doctor import format_checks, run_doctor
 
     config = _load_rig(args)
     checks, all_present = run_doctor(config)
@@ -245,7 +245,7 @@ def cmd_doctor(args) -> int:
     if not all_present:
         print("Some configured devices are not usable: see FAIL above.", file=sys.stderr)
     if args.live:
-        from capture_app.doctor_live import format_timings, live_check
+        from capture_app.tools.doctor_live import format_timings, live_check
         print(f"\nstreaming {args.seconds:g} s from each device:")
         timings, errors = live_check(config, args.seconds, include_simulated=args.include_sim)
         print(format_timings(timings, errors))
@@ -255,11 +255,11 @@ def cmd_doctor(args) -> int:
 
 def cmd_resync(args) -> int:
     from calibration.store import CalibrationStore
-    from capture_app.resync import resync_episode
+    from capture_app.recorder.resync import resync_episode
 
     calibration = CalibrationStore(args.calibration_dir).get(args.calibration) if args.calibration else None
-    from capture_app.final_table import finalize_episode
-    from capture_app.quality import format_report
+    from capture_app.recorder.final_table import finalize_episode
+    from capture_app.episode.quality import format_report
 
     for path in args.files:
         version = resync_episode(path, calibration)
@@ -282,7 +282,7 @@ def positive_seconds(text: str) -> float:
 
 def control_endpoint(text: str) -> str:
     """argparse type: a recorder's control endpoint, ipc://PATH or tcp://HOST:PORT (docs/control.md)."""
-    from capture_app.control_protocol import ProtocolError, state_endpoint_for
+    from capture_app.bus.control_protocol import ProtocolError, state_endpoint_for
     try:
         state_endpoint_for(text)
     except (ProtocolError, ValueError):
@@ -387,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("directory")
     keys.set_defaults(func=cmd_keys)
     driver.set_defaults(func=cmd_driver)
-    from calibration.commands import add_parser as add_calibrate
+    from capture_app.tools.calibrate import add_parser as add_calibrate
     add_calibrate(sub)
     from capture_app.dataset.commands import add_parsers as add_dataset_commands
     add_dataset_commands(sub)

@@ -27,13 +27,14 @@ from typing import Any
 import numpy as np
 import zmq
 
-from capture_app.bus import STATUS_PREFIX, BusPublisher, encode_message
-from capture_app.image_codec import encode_jpeg, is_raw_colour
-from capture_app.video_codec import VideoEncoder, VideoSettings
-from capture_app.clock import NS_PER_S, now_ns
-from capture_app.config import DriverConfig
-from capture_app.errors import CaptureError, ConfigError, SDKMissingError
-from capture_app.streams import CAMERA_STREAMS
+from capture_app.bus.driver_status import DriverHealth
+from capture_app.bus.wire import STATUS_PREFIX, BusPublisher, encode_message
+from capture_app.episode.image_codec import encode_jpeg, is_raw_colour
+from capture_app.episode.video_codec import VideoEncoder, VideoSettings
+from capture_app.core.clock import NS_PER_S, now_ns
+from capture_app.rig.config import DriverConfig
+from capture_app.core.errors import CaptureError, ConfigError, SDKMissingError
+from capture_app.core.streams import CAMERA_STREAMS
 from drivers.batching import SampleBatcher
 
 log = logging.getLogger(__name__)
@@ -61,33 +62,6 @@ class Sample:
     encodings: dict[str, str] | None = None
     decoded_shapes: dict[str, tuple[int, ...]] | None = None
     meta: dict[str, Any] | None = None
-
-
-@dataclass
-class DriverHealth:
-    """A snapshot of a driver's health, as published in its status message."""
-
-    name: str
-    stream: str
-    streams: list = field(default_factory=list)  # every stream the driver publishes
-    state: str = "starting"  # starting | connecting | running | reconnecting | stopped | failed
-    expected_rate_hz: float = 0.0
-    rate_hz: float = 0.0
-    last_sample_age_s: float | None = None
-    samples: int = 0
-    lost: int = 0
-    errors: int = 0
-    last_error: str = ""
-    tracking: str = "ok"
-    device: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "DriverHealth":
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass(frozen=True)

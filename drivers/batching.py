@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from capture_app.bus import MAX_BATCH, encode_batch, encode_message
+from capture_app.bus.wire import MAX_BATCH, encode_batch, encode_message
 
 MAX_SAMPLES = 32  # per batch: a burst of late samples goes out in a few messages, not one huge one
 

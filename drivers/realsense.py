@@ -29,9 +29,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from capture_app.clock import NS_PER_S, now_ns, sleep_until_ns
-from capture_app.clock_mapping import ClockMapper
-from capture_app.errors import DeviceNotFoundError, DeviceTimeoutError
+from capture_app.core.clock import NS_PER_S, now_ns, sleep_until_ns
+from capture_app.core.clock_mapping import ClockMapper
+from capture_app.core.errors import DeviceNotFoundError, DeviceTimeoutError
 from drivers.base import Driver, Sample, import_sdk
 from drivers.rgbd_pairing import Frame, FramePairer
 

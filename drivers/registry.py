@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import importlib
 
-from capture_app.config import DriverConfig
-from capture_app.errors import ConfigError
+from capture_app.rig.config import DriverConfig
+from capture_app.core.errors import ConfigError
 
 # type -> "module:Class", imported on first use
 _BUILTIN: dict[str, str] = {

@@ -15,9 +15,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from capture_app.clock import now_ns, sleep_until_ns
-from capture_app.episode_format import NO_DEVICE_TIME, TIME_COLUMNS
-from capture_app.errors import DeviceNotFoundError
+from capture_app.core.clock import now_ns, sleep_until_ns
+from capture_app.episode.format import NO_DEVICE_TIME, TIME_COLUMNS
+from capture_app.core.errors import DeviceNotFoundError
 from drivers.base import Driver, Sample
 
 _TRACKING = {0: "ok", 1: "degraded", 2: "lost"}

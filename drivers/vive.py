@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from capture_app.clock import NS_PER_S, now_ns, sleep_until_ns
-from capture_app.errors import DeviceDisconnectedError, DeviceNotFoundError
-from capture_app.geometry import matrix_to_quat
+from capture_app.core.clock import NS_PER_S, now_ns, sleep_until_ns
+from capture_app.core.errors import DeviceDisconnectedError, DeviceNotFoundError
+from capture_app.core.geometry import matrix_to_quat
 from drivers.base import Driver, Sample, import_sdk
 
 STEAMVR_HINT = ("install SteamVR and run it; without a headset enable the null HMD driver "

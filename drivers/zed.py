@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from capture_app.clock import NS_PER_S, now_ns, sleep_until_ns
-from capture_app.clock_mapping import ClockMapper
-from capture_app.errors import DeviceDisconnectedError, DeviceNotFoundError, SDKMissingError
+from capture_app.core.clock import NS_PER_S, now_ns, sleep_until_ns
+from capture_app.core.clock_mapping import ClockMapper
+from capture_app.core.errors import DeviceDisconnectedError, DeviceNotFoundError, SDKMissingError
 from drivers.base import Driver, Sample, import_sdk
 
 SDK_HINT = ("pyzed.sl comes only with the Stereolabs ZED SDK installer (needs CUDA); do not pip install 'pyzed' "

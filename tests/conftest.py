@@ -15,7 +15,7 @@ import threading  # noqa: E402
 
 import pytest  # noqa: E402
 
-from capture_app.config import RigConfig, load_config, parse_config  # noqa: E402
+from capture_app.rig.config import RigConfig, load_config, parse_config  # noqa: E402
 
 OUR_THREAD_PREFIXES = ("driver-", "synchronizer", "bus-dispatcher", "episode-writer", "driver-host", "stream-watch",
                         "control-server", "state-publisher", "monitor-", "take-finalize")

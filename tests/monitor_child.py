@@ -14,7 +14,7 @@ from PySide6 import QtCore, QtTest, QtWidgets  # noqa: E402
 
 from capture_app.monitor.client import RecorderClient  # noqa: E402
 from capture_app.monitor.window import MainWindow  # noqa: E402
-from capture_app.tasks import load_tasks  # noqa: E402
+from capture_app.rig.tasks import load_tasks  # noqa: E402
 
 
 def wait_until(app, condition, timeout_s=60):

@@ -9,10 +9,10 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from capture_app.config import parse_config
-from capture_app.control_server import ControlServer
-from capture_app.session import CaptureSession
-from capture_app.takes import Takes
+from capture_app.rig.config import parse_config
+from capture_app.recorder.control_server import ControlServer
+from capture_app.recorder.session import CaptureSession
+from capture_app.recorder.takes import Takes
 from tests.conftest import small_sim_text
 
 

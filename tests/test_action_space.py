@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from capture_app.action_space import ACTION_DIM, ACTION_NAMES, camera_from_wrist, fingertip_state, unified_action, wrist_state
-from capture_app.geometry import make_transform, rot_x, rot_y, rot_z
-from capture_app.hand import FINGERTIP_INDICES, KEYPOINT_NAMES, NUM_KEYPOINTS
+from capture_app.core.action_space import ACTION_DIM, ACTION_NAMES, camera_from_wrist, fingertip_state, unified_action, wrist_state
+from capture_app.core.geometry import make_transform, rot_x, rot_y, rot_z
+from capture_app.core.hand import FINGERTIP_INDICES, KEYPOINT_NAMES, NUM_KEYPOINTS
 
 
 def test_keypoint_order_is_the_documented_one():

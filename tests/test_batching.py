@@ -7,8 +7,8 @@ import time
 import numpy as np
 import zmq
 
-from capture_app.bus import BATCH_VERSION, PROTOCOL_VERSION, decode_messages
-from capture_app.config import DriverConfig
+from capture_app.bus.wire import BATCH_VERSION, PROTOCOL_VERSION, decode_messages
+from capture_app.rig.config import DriverConfig
 from drivers.base import Driver, Sample
 from drivers.batching import SampleBatcher
 from drivers.registry import create_driver, register

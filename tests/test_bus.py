@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import zmq
 
-from capture_app.bus import (BATCH_VERSION, MAX_BATCH, BusPublisher, BusSubscriber, decode_message, decode_messages,
+from capture_app.bus.wire import (BATCH_VERSION, MAX_BATCH, BusPublisher, BusSubscriber, decode_message, decode_messages,
                              encode_batch, encode_message)
-from capture_app.errors import BusProtocolError
+from capture_app.core.errors import BusProtocolError
 
 
 def _sample_arrays():

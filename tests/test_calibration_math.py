@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from calibration.timing import assign_roles, estimate_lag_ns
-from capture_app.errors import CalibrationError
+from capture_app.core.errors import CalibrationError
 
 
 def _motion(t):
@@ -45,7 +45,7 @@ def test_the_simulated_camera_draws_the_board_where_its_true_pose_puts_it():
     """Board corners detected in rendered images sit on the true pose's projection, without bias
     (a half-pixel texture offset once moved every corner 0.3 px and the head-camera result 0.1 deg)."""
     from calibration.board import BoardConfig, BoardDetector
-    from capture_app.geometry import invert_transform
+    from capture_app.core.geometry import invert_transform
     from drivers.sim.calibration import EGO_INTRINSICS_720P as k
     from drivers.sim.motion import MotionModel, T_world_board
     from drivers.sim.render import SceneRenderer
@@ -71,7 +71,7 @@ def test_the_simulated_camera_draws_the_board_where_its_true_pose_puts_it():
 def test_the_board_plane_from_depth_corrects_pnp_tilt_and_ignores_hands_on_it():
     from calibration.model import CameraIntrinsics
     from calibration.plane import board_points_from_depth, fit_board_plane, snap_to_plane
-    from capture_app.geometry import axis_angle_to_matrix, make_transform, rotation_angle
+    from capture_app.core.geometry import axis_angle_to_matrix, make_transform, rotation_angle
     k = CameraIntrinsics(640, 480, 600.0, 600.0, 320.0, 240.0)
     true = make_transform(axis_angle_to_matrix(np.array([0.2, -0.1, 0.3])), np.array([-0.2, -0.15, 1.5]))
     # the depth image of the board's plane (mm steps, as a RealSense gives), a "hand" 4 cm above part of it

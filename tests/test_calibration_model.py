@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from calibration.model import calibration_from_dict, load_calibration
-from capture_app.config import load_config
-from capture_app.errors import CalibrationError
+from capture_app.rig.config import load_config
+from capture_app.core.errors import CalibrationError
 from drivers.sim.calibration import sim_calibration
 
 

@@ -8,12 +8,12 @@ import json
 import numpy as np
 import pytest
 
-from calibration import commands
+from capture_app.tools import calibrate as commands
 from calibration.store import CalibrationStore
 from capture_app.cli import main
-from capture_app.config import with_changes
-from capture_app.errors import CalibrationError
-from capture_app.geometry import rotation_angle
+from capture_app.rig.config import with_changes
+from capture_app.core.errors import CalibrationError
+from capture_app.core.geometry import rotation_angle
 from drivers.sim.calibration import EGO_INTRINSICS_720P
 from drivers.sim.motion import true_rig_geometry
 
@@ -135,7 +135,7 @@ def test_board_geometry_and_mount_offset_are_options_the_procedures_read(tmp_pat
     assert main(["calibrate", "board", "--out", str(tmp_path), "--columns", "5", "--rows", "4", "--square-mm", "40",
                  "--marker-mm", "30", "--paper", "A4", "--tracker-offset", "-60", "0", "10", "90", "0", "0"]) == 0
     from calibration.board import BoardConfig
-    from calibration.commands import board_from_args
+    from capture_app.tools.calibrate import board_from_args
     board = board_from_args(argparse.Namespace(board=str(tmp_path / "charuco_board.json")))
     assert (board.columns, board.rows, board.square_m, board.marker_m) == (5, 4, 0.04, 0.03)
     np.testing.assert_allclose(np.array(board.T_tracker_board)[:3, 3], [-0.06, 0.0, 0.01])
@@ -183,7 +183,7 @@ def test_calibration_records_cameras_as_jpeg_where_the_rig_stores_video(tmp_path
 
     import h5py
 
-    from capture_app.config import with_changes
+    from capture_app.rig.config import with_changes
     config = commands.sim_calibration_rig()
     video = with_changes(config, writer=dataclasses.replace(config.writer, video_streams=("ego_camera",)))
     from capture_app.monitor.overlay import image_from

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from capture_app.clock_mapping import ClockMapper
+from capture_app.core.clock_mapping import ClockMapper
 
 
 @pytest.mark.parametrize("drift_ppm", [0.0, 80.0, -40.0])
@@ -47,7 +47,7 @@ def test_a_device_clock_that_jumps_back_restarts_the_fit():
 
 
 def test_doctor_live_judges_rate_jitter_and_silence():
-    from capture_app.doctor_live import measure_stream
+    from capture_app.tools.doctor_live import measure_stream
     period = 33_333_333
     good = measure_stream("top_camera", 30, [k * period for k in range(90)], ["ok"] * 90,
                           {"timestamp_domain": "realsense:hardware_clock", "clock": {"offset_ns": 5_000_000}}, 3.0)

@@ -11,9 +11,9 @@ import msgpack
 import pytest
 import zmq
 
-from capture_app import control_protocol as protocol
-from capture_app.annotations import read_segments
-from capture_app.child_process import child_env
+from capture_app.bus import control_protocol as protocol
+from capture_app.episode.annotations import read_segments
+from capture_app.rig.child_process import child_env
 from capture_app.monitor.client import RecorderClient
 from tests.recorder_fixture import running_recorder
 
@@ -36,7 +36,7 @@ def raw_request(endpoint: str, payload: dict | bytes, timeout_s: float = 30) -> 
 
 def labels_on_disk(path: str) -> list[str]:
     """The subtask labels another process reads from the file as it is on disk now."""
-    code = ("import sys, h5py; from capture_app.annotations import read_segments; "
+    code = ("import sys, h5py; from capture_app.episode.annotations import read_segments; "
             "f = h5py.File(sys.argv[1], 'r', locking=False); print(','.join(s.label for s in read_segments(f)))")
     out = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, env=child_env(), timeout=60)
     assert out.returncode == 0, out.stderr
@@ -119,11 +119,11 @@ def test_state_endpoint_beside_the_control_endpoint():
 
 def test_a_monitor_on_another_host_needs_the_keys(tmp_path):
     """tcp with CurveZMQ (docs/control.md): a client with the key directory's pair is served, one without is not."""
-    from capture_app.config import parse_config
-    from capture_app.control_server import ControlServer
-    from capture_app.remote import generate_keys, load_keys
-    from capture_app.session import CaptureSession
-    from capture_app.takes import Takes
+    from capture_app.rig.config import parse_config
+    from capture_app.recorder.control_server import ControlServer
+    from capture_app.bus.remote import generate_keys, load_keys
+    from capture_app.recorder.session import CaptureSession
+    from capture_app.recorder.takes import Takes
     from tests.conftest import small_sim_text
     from tests.test_remote import _free_port_pair
     keys = tmp_path / "keys"

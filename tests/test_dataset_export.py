@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 import pytest
 
-from capture_app.config import parse_config
+from capture_app.rig.config import parse_config
 from capture_app.dataset.catalog import catalog_stats, load_catalog
 from capture_app.dataset.commands import export_lerobot, update_catalog
 from capture_app.dataset.feature_stats import aggregate_stats, feature_stats
@@ -23,10 +23,10 @@ from capture_app.dataset.frames import fill_missing_rows, frame_runs, hold_inval
 from capture_app.dataset.jobs import run_jobs, summary
 from capture_app.dataset.lerobot_export import ExportOptions
 from capture_app.dataset.video import psnr, read_video
-from capture_app.errors import CaptureError
-from capture_app.image_codec import decode_jpeg
-from capture_app.session import CaptureSession
-from capture_app.takes import Takes
+from capture_app.core.errors import CaptureError
+from capture_app.episode.image_codec import decode_jpeg
+from capture_app.recorder.session import CaptureSession
+from capture_app.recorder.takes import Takes
 from tests.conftest import small_sim_text
 
 pa = pytest.importorskip("pyarrow")

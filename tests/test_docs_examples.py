@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from capture_app.config import parse_config
-from capture_app.session import CaptureSession
+from capture_app.rig.config import parse_config
+from capture_app.recorder.session import CaptureSession
 from tests.conftest import small_sim_text
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import zmq
 
-from capture_app.bus import BusSubscriber
-from capture_app.config import DriverConfig, parse_config
-from capture_app.errors import ConfigError, DeviceDisconnectedError, DeviceNotFoundError, SDKMissingError
+from capture_app.bus.wire import BusSubscriber
+from capture_app.rig.config import DriverConfig, parse_config
+from capture_app.core.errors import ConfigError, DeviceDisconnectedError, DeviceNotFoundError, SDKMissingError
 from drivers import base
 from drivers.base import Driver, Sample
 from drivers.registry import create_driver, driver_class, register
@@ -174,7 +174,7 @@ def test_invalid_rig_config_is_refused_naming_the_field(text, fragment):
 
 
 def test_config_written_as_toml_reads_back_equal():
-    from capture_app.config import load_config, to_toml, with_changes
+    from capture_app.rig.config import load_config, to_toml, with_changes
     config = with_changes(load_config(), {"*": {"speed": 1.5}, "head_tracker": {"drop_spells_s": [[1.0, 2.0]]}},
                           sim_seed=7, name='lab "2"', bus_batch_ms=5.0)
     again = parse_config(to_toml(config))
@@ -199,7 +199,7 @@ class CameraDriver(Driver):
 
 @pytest.mark.parametrize("quality", [None, 80])
 def test_a_driver_encodes_its_colour_frames_when_given_a_jpeg_quality(bus, quality):
-    from capture_app.image_codec import decode_jpeg
+    from capture_app.episode.image_codec import decode_jpeg
     context, subscriber = bus
     config = DriverConfig(name="cam", type="test_camera", stream="ego_camera", rate_hz=30)
     with create_driver(config, "inproc://drivers", context=context, jpeg_quality=quality):
@@ -219,7 +219,7 @@ def test_a_repeated_sim_frame_is_published_like_any_other(bus):
     """The simulated camera repeats frames (duplicate_probability): a repeat of a frame already published
     was sent raw, as the 1-D JPEG bytes the driver had put in its place, and the recorder rejected it
     (encoding-changed:color)."""
-    from capture_app.stream_schema import MessageCheck
+    from capture_app.bus.checks import MessageCheck
     context, subscriber = bus
     config = DriverConfig(name="cam", type="sim_ego_camera", stream="ego_camera", rate_hz=60,
                           options={"width": 64, "height": 48, "duplicate_probability": 0.9})
@@ -232,8 +232,8 @@ def test_a_repeated_sim_frame_is_published_like_any_other(bus):
 
 
 def test_encode_in_picks_where_colour_frames_are_encoded():
-    from capture_app.config import load_config, with_changes
-    from capture_app.driver_host import driver_jpeg_quality
+    from capture_app.rig.config import load_config, with_changes
+    from drivers.host import driver_jpeg_quality
     config = load_config()
     assert driver_jpeg_quality(config) == config.writer.jpeg_quality
     import dataclasses
@@ -246,7 +246,7 @@ def test_encode_in_picks_where_colour_frames_are_encoded():
 def test_the_recorder_raises_its_priority_or_says_why_not(monkeypatch, caplog):
     import os
 
-    from capture_app import priority
+    from capture_app.rig import priority
     monkeypatch.setattr(os, "getpriority", lambda *_: 0)
     calls = []
     monkeypatch.setattr(os, "setpriority", lambda *args: calls.append(args))
@@ -264,7 +264,7 @@ def test_the_ticking_thread_runs_real_time_where_permitted_and_says_why_not(monk
     import os
     import threading
 
-    from capture_app import priority
+    from capture_app.rig import priority
     calls = []
     monkeypatch.setattr(os, "sched_setscheduler", lambda *args: calls.append(args))
     assert priority.make_this_thread_realtime(10) == "SCHED_FIFO 10"
@@ -283,9 +283,9 @@ def test_the_synchronizer_records_how_its_ticks_were_scheduled():
     import os
     import time
 
-    from capture_app.config import load_config
-    from capture_app.session import default_calibration
-    from capture_app.synchronizer import Synchronizer
+    from capture_app.rig.config import load_config
+    from capture_app.recorder.session import default_calibration
+    from capture_app.recorder.synchronizer import Synchronizer
     config = load_config()
     synchronizer = Synchronizer(config.sync, default_calibration(config)).start()
     try:
@@ -308,8 +308,8 @@ def test_the_recorder_threads_that_share_the_tick_gil_run_real_time_below_the_ti
     import os
     import threading
 
-    from capture_app.config import parse_config
-    from capture_app.session import CaptureSession
+    from capture_app.rig.config import parse_config
+    from capture_app.recorder.session import CaptureSession
     from tests.conftest import small_sim_text
     config = parse_config(small_sim_text(), "<test>")
     with CaptureSession(config) as session:
@@ -330,7 +330,7 @@ def test_a_process_started_from_a_real_time_recorder_thread_is_ordinary():
     import sys
     import threading
 
-    from capture_app import priority
+    from capture_app.rig import priority
     seen = {}
 
     def recorder_thread():

@@ -10,10 +10,10 @@ import h5py
 import numpy as np
 import pytest
 
-from capture_app.bus import BusPublisher
-from capture_app.config import DriverConfig, parse_config, with_changes
-from capture_app.episode_format import validate_and_summarize
-from capture_app.session import CaptureSession
+from capture_app.bus.wire import BusPublisher
+from capture_app.rig.config import DriverConfig, parse_config, with_changes
+from capture_app.episode.format import validate_and_summarize
+from capture_app.recorder.session import CaptureSession
 from drivers.base import Driver, Sample
 from drivers.registry import register
 from tests.conftest import small_sim_text

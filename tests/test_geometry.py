@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy.spatial.transform import Rotation
 
-from capture_app import geometry as g
+from capture_app.core import geometry as g
 
 finite = st.floats(-10, 10, allow_nan=False, allow_infinity=False)
 vec3 = arrays(np.float64, 3, elements=finite)

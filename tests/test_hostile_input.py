@@ -20,13 +20,13 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from capture_app.bus import Message, decode_message, decode_messages
+from capture_app.bus.wire import Message, decode_message, decode_messages
 from capture_app.cli import main
-from capture_app.config import DriverConfig, parse_config, to_toml, with_changes
-from capture_app.episode_format import validate_and_summarize
-from capture_app.errors import BusProtocolError
-from capture_app.session import CaptureSession
-from capture_app.stream_schema import MessageCheck, Plausibility
+from capture_app.rig.config import DriverConfig, parse_config, to_toml, with_changes
+from capture_app.episode.format import validate_and_summarize
+from capture_app.core.errors import BusProtocolError
+from capture_app.recorder.session import CaptureSession
+from capture_app.bus.checks import MessageCheck, Plausibility
 from tests.conftest import small_sim_text
 
 

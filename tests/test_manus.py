@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from capture_app.config import DriverConfig
-from capture_app.errors import DeviceNotFoundError, SDKMissingError
-from capture_app.hand import KEYPOINT_NAMES
+from capture_app.rig.config import DriverConfig
+from capture_app.core.errors import DeviceNotFoundError, SDKMissingError
+from capture_app.core.hand import KEYPOINT_NAMES
 from drivers.manus import binding
 from drivers.manus.driver import ManusGloves
 
@@ -163,8 +163,8 @@ def test_an_sdk_crash_does_not_take_the_app_down_and_the_gloves_come_back(fake_s
     """The glove SDK segfaults mid-episode: its process dies, the app records the gap and restarts it."""
     import h5py
 
-    from capture_app.config import parse_config, with_changes
-    from capture_app.session import CaptureSession
+    from capture_app.rig.config import parse_config, with_changes
+    from capture_app.recorder.session import CaptureSession
     from tests.conftest import small_sim_text
 
     monkeypatch.setenv("FAKE_MANUS_CRASH_ONCE", str(tmp_path / "crashed-once"))

@@ -16,13 +16,13 @@ import pytest
 pytest.importorskip("pytestqt")
 from PySide6 import QtCore, QtGui  # noqa: E402
 
-from capture_app.annotations import read_segments  # noqa: E402
-from capture_app.child_process import child_env  # noqa: E402
+from capture_app.episode.annotations import read_segments  # noqa: E402
+from capture_app.rig.child_process import child_env  # noqa: E402
 from capture_app.monitor.client import RecorderClient  # noqa: E402
 from capture_app.monitor.overlay import state_from_view  # noqa: E402
 from capture_app.monitor.views import TIP_BRUSH  # noqa: E402
 from capture_app.monitor.window import SHORTCUTS, MainWindow  # noqa: E402
-from capture_app.tasks import load_tasks  # noqa: E402
+from capture_app.rig.tasks import load_tasks  # noqa: E402
 from tests.recorder_fixture import running_recorder  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -301,7 +301,7 @@ def test_the_end_of_take_summary_names_every_loss():
 
 
 def test_the_live_timeline_updates_bars_in_place_and_keeps_the_last_minute(qtbot):
-    from capture_app.annotations import Segment
+    from capture_app.episode.annotations import Segment
     from capture_app.monitor.views import Timeline
     timeline = Timeline()
     qtbot.addWidget(timeline)

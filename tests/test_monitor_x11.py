@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from capture_app.child_process import child_env
+from capture_app.rig.child_process import child_env
 
 pytestmark = pytest.mark.slow
 

@@ -10,8 +10,8 @@ import h5py
 import numpy as np
 import pytest
 
-from capture_app.config import load_config, parse_config, to_toml, with_changes, DriverConfig
-from capture_app.episode_format import validate_and_summarize
+from capture_app.rig.config import load_config, parse_config, to_toml, with_changes, DriverConfig
+from capture_app.episode.format import validate_and_summarize
 from drivers.sim.calibration import sim_calibration
 from tests.conftest import small_sim_text
 
@@ -131,7 +131,7 @@ def test_a_realsense_recording_plus_simulated_gloves_and_trackers(tmp_path):
 
 
 def test_replay_of_a_recorded_stream_publishes_it_again_at_its_rate(tmp_path):
-    from capture_app.session import CaptureSession
+    from capture_app.recorder.session import CaptureSession
     config = parse_config(small_sim_text(), "<source>")
     with CaptureSession(config) as session:
         assert session.wait_for_streams(5) == []

@@ -10,8 +10,8 @@ import pytest
 
 rs = pytest.importorskip("pyrealsense2")
 
-from capture_app.config import DriverConfig  # noqa: E402
-from capture_app.errors import ConfigError, DeviceNotFoundError  # noqa: E402
+from capture_app.rig.config import DriverConfig  # noqa: E402
+from capture_app.core.errors import ConfigError, DeviceNotFoundError  # noqa: E402
 from drivers.realsense import RealSenseCamera  # noqa: E402
 from tests import realsense_fixture as fx  # noqa: E402
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from capture_app.cli import main
-from capture_app.episode_format import validate_and_summarize
+from capture_app.episode.format import validate_and_summarize
 from tests.conftest import record_and_kill, small_sim_text
 
 pytestmark = pytest.mark.slow

@@ -12,11 +12,11 @@ import h5py
 import numpy as np
 import pytest
 
-from capture_app.bus import BusSubscriber
-from capture_app.config import parse_config, sim_epoch_ns, to_toml, with_changes
-from capture_app.geometry import invert_transform
-from capture_app.remote import generate_keys
-from capture_app.session import CaptureSession
+from capture_app.bus.wire import BusSubscriber
+from capture_app.rig.config import parse_config, sim_epoch_ns, to_toml, with_changes
+from capture_app.core.geometry import invert_transform
+from capture_app.bus.remote import generate_keys
+from capture_app.recorder.session import CaptureSession
 from drivers.sim.motion import MotionModel
 from tests.conftest import small_sim_text
 

@@ -10,12 +10,12 @@ import h5py
 import numpy as np
 import pytest
 
-from capture_app.annotations import Segment, write_segments
+from capture_app.episode.annotations import Segment, write_segments
 from capture_app.cli import main
 from tests.test_record_cli import _record
 
 pytest.importorskip("rerun")
-from capture_app.rerun_view import DEPTH_EVERY, rrd_entity_rows  # noqa: E402
+from capture_app.tools.rerun_view import DEPTH_EVERY, rrd_entity_rows  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -13,10 +13,10 @@ import pytest
 
 from calibration.model import calibration_from_json
 from capture_app.cli import main
-from capture_app.config import parse_config
-from capture_app.interpolation import EXTRAPOLATED, INTERPOLATED
-from capture_app.resync import live_rows, resync_episode
-from capture_app.session import CaptureSession
+from capture_app.rig.config import parse_config
+from capture_app.core.interpolation import EXTRAPOLATED, INTERPOLATED
+from capture_app.recorder.resync import live_rows, resync_episode
+from capture_app.recorder.session import CaptureSession
 from tests.conftest import small_sim_text
 
 pytestmark = pytest.mark.slow

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from capture_app.bus import Message
-from capture_app.config import SyncConfig, parse_config
-from capture_app.geometry import invert_transform, rotation_angle, rotation_from_6d, transform_to_pose
-from capture_app.hand import FINGERTIP_INDICES
-from capture_app.interpolation import EXTRAPOLATED, INTERPOLATED, LOST, MISSING, NEAREST
-from capture_app.streams import SYNCED_STREAMS
-from capture_app.synchronizer import Synchronizer
+from capture_app.bus.wire import Message
+from capture_app.rig.config import SyncConfig, parse_config
+from capture_app.core.geometry import invert_transform, rotation_angle, rotation_from_6d, transform_to_pose
+from capture_app.core.hand import FINGERTIP_INDICES
+from capture_app.core.interpolation import EXTRAPOLATED, INTERPOLATED, LOST, MISSING, NEAREST
+from capture_app.core.streams import SYNCED_STREAMS
+from capture_app.recorder.synchronizer import Synchronizer
 from drivers.sim.calibration import sim_calibration
 from drivers.sim.motion import MotionModel, true_rig_geometry
 from tests.conftest import small_sim_text

@@ -10,16 +10,16 @@ import h5py
 import numpy as np
 import pytest
 
-from capture_app.bus import Message
+from capture_app.bus.wire import Message
 from capture_app.cli import main
-from capture_app.config import parse_config
-from capture_app.driver_host import driver_video_settings
-from capture_app.errors import ConfigError
-from capture_app.episode_format import validate_and_summarize
-from capture_app.episode_frames import FrameReader, decodable_rows
-from capture_app.stream_schema import MessageCheck
-from capture_app.video_codec import VideoDecoder, VideoEncoder, VideoSettings, is_annex_b
-from capture_app.writer import EpisodeMetadata, EpisodeWriter
+from capture_app.rig.config import parse_config
+from drivers.host import driver_video_settings
+from capture_app.core.errors import ConfigError
+from capture_app.episode.format import validate_and_summarize
+from capture_app.episode.frames import FrameReader, decodable_rows
+from capture_app.bus.checks import MessageCheck
+from capture_app.episode.video_codec import VideoDecoder, VideoEncoder, VideoSettings, is_annex_b
+from capture_app.recorder.writer import EpisodeMetadata, EpisodeWriter
 from drivers.sim.calibration import EGO_INTRINSICS_720P, TOP_INTRINSICS_480P
 from drivers.sim.motion import MotionModel, true_rig_geometry
 from drivers.sim.render import SceneRenderer
@@ -197,7 +197,7 @@ def test_sigkill_while_recording_video_keeps_every_frame_up_to_the_last_second(t
 
 
 def test_doctor_says_which_video_encoder_a_rig_gets():
-    from capture_app.doctor import format_checks, video_encoder_checks
+    from capture_app.tools.doctor import format_checks, video_encoder_checks
     rig = small_sim_text(drivers_in="process")
     assert video_encoder_checks(parse_config(rig, "<no video>")) == []
     checks = video_encoder_checks(parse_config(rig.replace("[writer]\n", '[writer]\nvideo_streams = ["top_camera"]\n'), "<v>"))

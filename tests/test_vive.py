@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import zmq
 
-from capture_app.bus import BusSubscriber
-from capture_app.config import DriverConfig
-from capture_app.errors import DeviceDisconnectedError, DeviceNotFoundError
-from capture_app.geometry import quat_to_matrix, rot_y
+from capture_app.bus.wire import BusSubscriber
+from capture_app.rig.config import DriverConfig
+from capture_app.core.errors import DeviceDisconnectedError, DeviceNotFoundError
+from capture_app.core.geometry import quat_to_matrix, rot_y
 from drivers import base, vive
 from tests.openvr_runtime import StubRuntime
 

@@ -10,11 +10,11 @@ import h5py
 import numpy as np
 import pytest
 
-from capture_app.bus import decode_message, encode_message
-from capture_app.config import WriterConfig
-from capture_app.episode_format import NO_DEVICE_TIME, validate_and_summarize
-from capture_app.errors import WriterError
-from capture_app.writer import EpisodeMetadata, EpisodeWriter, _Table
+from capture_app.bus.wire import decode_message, encode_message
+from capture_app.rig.config import WriterConfig
+from capture_app.episode.format import NO_DEVICE_TIME, validate_and_summarize
+from capture_app.core.errors import WriterError
+from capture_app.recorder.writer import EpisodeMetadata, EpisodeWriter, _Table
 
 
 def _message(stream, seq, t, arrays, **kwargs):

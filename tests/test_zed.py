@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from capture_app.config import DriverConfig
-from capture_app.errors import DeviceDisconnectedError, DeviceNotFoundError, SDKMissingError
+from capture_app.rig.config import DriverConfig
+from capture_app.core.errors import DeviceDisconnectedError, DeviceNotFoundError, SDKMissingError
 from drivers import zed
 from tests import fake_pyzed
 

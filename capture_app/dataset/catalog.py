@@ -17,7 +17,7 @@ COLUMNS = ("source", "name", "size_bytes", "mtime", "created", "operator", "task
 def catalog_row(source: str) -> dict:
     """Validate one episode against docs/episode-format.md and summarise it (a worker job)."""
     import h5py
-    from capture_app.episode_format import validate_and_summarize
+    from capture_app.episode.format import validate_and_summarize
     size, mtime = file_identity(source)
     with local_copy(source) as path:
         summary = validate_and_summarize(path)

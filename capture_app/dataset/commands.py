@@ -13,7 +13,7 @@ from capture_app.dataset.catalog import catalog_row, catalog_stats, failed_row, 
 from capture_app.dataset.jobs import run_jobs, summary
 from capture_app.dataset.lerobot_export import ExportOptions, export_shard, merge_shards
 from capture_app.dataset.sources import is_local, list_episodes, local_copy, local_path_of
-from capture_app.errors import CaptureError
+from capture_app.core.errors import CaptureError
 
 
 # --- per-episode jobs (top-level functions: they run in pool processes and Ray workers) -----------
@@ -29,8 +29,8 @@ def export_item(item: tuple[int, str], staging: str, options: ExportOptions):
 def resync_item(source: str, calibration_json: str | None):
     """Recompute an episode's final table (and its quality report) in place, with a new calibration or its own."""
     from calibration.model import calibration_from_json
-    from capture_app.final_table import finalize_episode
-    from capture_app.resync import resync_episode
+    from capture_app.recorder.final_table import finalize_episode
+    from capture_app.recorder.resync import resync_episode
     if not is_local(source):
         raise CaptureError(f"{source}: resync rewrites the file; run it where the episodes are stored")
     path = local_path_of(source)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from capture_app.action_space import PART_COLUMNS
+from capture_app.core.action_space import PART_COLUMNS
 
 
 def hold_invalid(action: np.ndarray, valid: np.ndarray) -> np.ndarray:

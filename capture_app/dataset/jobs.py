@@ -15,7 +15,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from capture_app.child_process import child_env
+from capture_app.rig.child_process import child_env
 
 
 @dataclass

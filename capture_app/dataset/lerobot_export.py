@@ -25,7 +25,7 @@ from capture_app.dataset.feature_stats import aggregate_stats, feature_stats, im
 from capture_app.dataset.frames import fill_missing_rows, frame_runs, hold_invalid, row_subtasks, sample_frames
 from capture_app.dataset.training_rows import CAMERAS, ImageReader, read_training_rows
 from capture_app.dataset.video import VideoWriter, video_info
-from capture_app.errors import EpisodeFormatError
+from capture_app.core.errors import EpisodeFormatError
 
 CODEBASE_VERSION = "v3.0"
 ROBOT_TYPE = "bimanual_human_hands"  # a wearable rig: the "robot" is two tracked human hands

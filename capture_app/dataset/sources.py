@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urlparse
 
-from capture_app.errors import CaptureError
+from capture_app.core.errors import CaptureError
 
 EPISODE_SUFFIX = ".h5"  # finished episodes; a .partial is an interrupted one (`capture-app recover`)
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from capture_app.errors import EpisodeFormatError
-from capture_app.episode_frames import FrameReader
+from capture_app.core.errors import EpisodeFormatError
+from capture_app.episode.frames import FrameReader
 
 CAMERAS = {"ego": "ego_camera", "top": "top_camera"}  # training-set key -> stream
 

@@ -11,8 +11,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from capture_app.child_process import child_env, cli_command
-from capture_app.errors import CaptureError
+from capture_app.rig.child_process import child_env, cli_command
+from capture_app.core.errors import CaptureError
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ def pace_the_display() -> str:
     recording gets the CPU first. The client's threads, started afterwards, inherit the same (they hold
     the GIL the GUI thread needs: at a lower priority they would make it wait behind other work);
     processes started afterwards do not. Returns how the thread is scheduled."""
-    from capture_app.priority import make_this_thread_realtime
+    from capture_app.rig.priority import make_this_thread_realtime
     scheduling = make_this_thread_realtime(GUI_REALTIME_PRIORITY, reset_on_fork=True)
     if not scheduling.startswith("SCHED_FIFO"):
         os.nice(MONITOR_NICENESS)
@@ -67,7 +67,7 @@ def run_monitor(config_path: str | None, *, out_dir: str, connect: str | None = 
     from capture_app.monitor.client import RecorderClient
     from capture_app.monitor.cues import Cues
     from capture_app.monitor.window import MainWindow, not_delivering
-    from capture_app.tasks import load_tasks
+    from capture_app.rig.tasks import load_tasks
 
     tasks = load_tasks(tasks_path)
     recorder, workdir = None, None

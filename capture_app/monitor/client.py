@@ -20,8 +20,8 @@ from typing import Callable
 import cv2
 import zmq
 
-from capture_app import control_protocol as protocol
-from capture_app.errors import CaptureError
+from capture_app.bus import control_protocol as protocol
+from capture_app.core.errors import CaptureError
 from capture_app.monitor.overlay import LiveVideo, ViewState, state_from_view
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class RecorderClient:
         socket = self._context.socket(kind)
         socket.linger = 0
         if self._curve is not None and self.control_endpoint.startswith("tcp://"):
-            from capture_app.remote import secure_client
+            from capture_app.bus.remote import secure_client
             secure_client(socket, self._curve)
         return socket
 

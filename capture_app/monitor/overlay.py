@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from calibration.model import CameraIntrinsics
-from capture_app.geometry import make_transform, rotation_from_6d, transform_points
-from capture_app.hand import FINGERTIP_INDICES
-from capture_app.image_codec import decode_jpeg
+from capture_app.core.geometry import make_transform, rotation_from_6d, transform_points
+from capture_app.core.hand import FINGERTIP_INDICES
+from capture_app.episode.image_codec import decode_jpeg
 
 AXIS_LENGTH_M = 0.04
 HANDS = ("left", "right")
@@ -78,7 +78,7 @@ class LiveVideo:
         """The decoded image of ``frame["seq"]``, or None when it could not be decoded yet."""
         decoder = self._decoders.get(key)
         if decoder is None:
-            from capture_app.video_codec import VideoDecoder
+            from capture_app.episode.video_codec import VideoDecoder
             decoder = self._decoders[key] = VideoDecoder()
         for seq, keyframe, number, packet in frame["packets"]:
             if not keyframe and number != self._next_packet.get(key):

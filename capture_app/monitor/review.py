@@ -8,11 +8,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from capture_app.annotations import Segment, read_segments, write_segments
-from capture_app.geometry import pose_to_transform
-from capture_app.clock import now_ns
-from capture_app.interpolation import STATUS_NAMES
-from capture_app.episode_frames import FrameReader
+from capture_app.episode.annotations import Segment, read_segments, write_segments
+from capture_app.core.geometry import pose_to_transform
+from capture_app.core.clock import now_ns
+from capture_app.core.interpolation import STATUS_NAMES
+from capture_app.episode.frames import FrameReader
 from capture_app.monitor.overlay import HANDS, ViewState, hand_validity, wrist_transform_from_action
 
 

@@ -13,7 +13,7 @@ import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from calibration.model import CameraIntrinsics
-from capture_app.hand import KEYPOINT_PARENTS
+from capture_app.core.hand import KEYPOINT_PARENTS
 from capture_app.monitor.overlay import HANDS, ViewState, fingertip_pixels, intrinsics_for, wrist_axes_pixels
 
 TIP_BRUSH = (255, 0, 255)  # magenta: not a colour the cameras' scenes use

@@ -24,9 +24,9 @@ from capture_app.monitor.overlay import ViewState
 from capture_app.monitor.review import EpisodeReview
 from capture_app.monitor.views import (EgoView, HandView, HealthTable, Timeline, TopView, WorldView,
                                        drivers_by_stream)
-from capture_app.segment_edits import SegmentEdits
-from capture_app.streams import SYNCED_STREAMS
-from capture_app.tasks import TaskTemplate
+from capture_app.episode.segment_edits import SegmentEdits
+from capture_app.core.streams import SYNCED_STREAMS
+from capture_app.rig.tasks import TaskTemplate
 
 log = logging.getLogger(__name__)
 
@@ -618,7 +618,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if self.review is None and self.take_state == "recording":
             t0 = takes.get("episode", {}).get("t_start_ns", 0)
             if t0:
-                from capture_app.annotations import Segment
+                from capture_app.episode.annotations import Segment
                 self.timeline.show_segments([Segment(**s) for s in self.segments], t0, self._display_time() or t0,
                                             window_s=LIVE_TIMELINE_S)
 

@@ -27,7 +27,7 @@ import os
 from ctypes import (CFUNCTYPE, POINTER, Structure, c_bool, c_char, c_float, c_int32, c_uint8, c_uint32,
                     c_uint64)
 
-from capture_app.errors import DeviceError, DeviceNotFoundError, SDKMissingError
+from capture_app.core.errors import DeviceError, DeviceNotFoundError, SDKMissingError
 
 LIBRARY_ENV = "MANUS_SDK_LIB"
 

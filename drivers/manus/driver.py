@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from capture_app.clock import now_ns
-from capture_app.clock_mapping import ClockMapper
-from capture_app.errors import DeviceError
+from capture_app.core.clock import now_ns
+from capture_app.core.clock_mapping import ClockMapper
+from capture_app.core.errors import DeviceError
 from drivers.base import Driver, Sample
 from drivers.manus.binding import ManusSDK, library_path
 from drivers.manus.topology import (canonical_indices, hand_side, parent_indices, root_frame_positions,

@@ -1,4 +1,4 @@
-"""Mapping MANUS raw-skeleton nodes into the canonical 25 keypoints (capture_app.hand).
+"""Mapping MANUS raw-skeleton nodes into the canonical 25 keypoints (capture_app.core.hand).
 
 Node order differs between SDK versions and modes, so nodes are matched by their
 NodeInfo (chain type and finger joint type), never by raw index. Pure functions.
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from capture_app.errors import DeviceError
-from capture_app.geometry import quat_to_matrix
-from capture_app.hand import KEYPOINT_NAMES
+from capture_app.core.errors import DeviceError
+from capture_app.core.geometry import quat_to_matrix
+from capture_app.core.hand import KEYPOINT_NAMES
 from drivers.manus.binding import CHAIN_FINGERS, CHAIN_HAND, JOINTS, SIDE
 
 

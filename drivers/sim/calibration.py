@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from calibration.model import Calibration, CameraIntrinsics
-from capture_app.config import RigConfig
+from capture_app.rig.config import RigConfig
 from drivers.sim.motion import true_rig_geometry
 
 EGO_INTRINSICS_720P = CameraIntrinsics(1280, 720, 700.0, 700.0, 640.0, 360.0)

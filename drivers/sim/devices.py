@@ -12,7 +12,7 @@ and ``t_capture``, the stamp the driver publishes, depends on how the real devic
 (stamped on arrival, as OpenVR polls, the ZED SDK and UVC cameras are; with ``dejitter`` the
 driver maps the frame count onto the host clock, removing the arrival jitter); ``device_clock``
 = the device time mapped onto the host clock from (t_device, t_arrival) pairs, as the RealSense
-and MANUS drivers do (``capture_app.clock_mapping``). Cameras may also repeat a frame
+and MANUS drivers do (``capture_app.core.clock_mapping``). Cameras may also repeat a frame
 (``duplicate_probability``: the previous image again, under a new stamp). The calibration's
 latency offset for the stream (the sim default: the true latency) removes the constant part. Drop-outs skip a sequence number (a gap the
 recorder counts); tracking-loss spells send the last pose with tracking "lost".
@@ -28,10 +28,10 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from capture_app.clock import NS_PER_S, now_ns, sleep_until_ns, stamp_skew_ns
-from capture_app.clock_mapping import ClockMapper
+from capture_app.core.clock import NS_PER_S, now_ns, sleep_until_ns, stamp_skew_ns
+from capture_app.core.clock_mapping import ClockMapper
 from calibration.board import BoardConfig
-from capture_app.geometry import axis_angle_to_matrix, invert_transform, matrix_to_quat, transform_to_pose
+from capture_app.core.geometry import axis_angle_to_matrix, invert_transform, matrix_to_quat, transform_to_pose
 from drivers.base import Driver, Sample
 from drivers.sim.calibration import EGO_INTRINSICS_720P, TOP_INTRINSICS_480P
 from drivers.sim.motion import MODEL_VERSION, MotionModel, true_rig_geometry

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from capture_app.geometry import axis_angle_to_matrix, make_transform, rot_x, rot_y
-from capture_app.hand import FINGERS, NUM_KEYPOINTS
+from capture_app.core.geometry import axis_angle_to_matrix, make_transform, rot_x, rot_y
+from capture_app.core.hand import FINGERS, NUM_KEYPOINTS
 
 MODEL_VERSION = 1
 TABLE_HEIGHT_M = 0.75

@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 
 from calibration.model import CameraIntrinsics
-from capture_app.geometry import invert_transform, transform_points
-from capture_app.hand import FINGERTIP_INDICES, KEYPOINT_PARENTS
+from capture_app.core.geometry import invert_transform, transform_points
+from capture_app.core.hand import FINGERTIP_INDICES, KEYPOINT_PARENTS
 from drivers.sim.motion import TABLE_CENTRE, MotionModel
 
 HAND_COLOURS = {"left": (60, 140, 255), "right": (255, 120, 60)}  # RGB

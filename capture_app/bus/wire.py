@@ -1,0 +1,469 @@
+"""The capture bus: a versioned message protocol on ZeroMQ PUB/SUB.
+
+Wire format (protocol version 2, documented in ``docs/protocol.md``)::
+
+    frame 0  topic   UTF-8 stream name, e.g. b"left_glove" (status: b"_status/<driver>")
+    frame 1  header  msgpack map (see ``Message``)
+    frame 2+ buffers one raw byte buffer per entry of header["buffers"]
+
+A version-1 message carries one sample. A version-2 message is a batch of ``n`` consecutive
+samples of one stream (``encode_batch``): per-sample stamps and tracking as lists, each buffer
+with a leading dimension ``n``; receivers split it back into ``n`` Messages.
+
+Buffers are raw numpy bytes (encoding "raw"), an encoded image ("jpeg") or one frame of an
+H.264 stream ("h264"); never pickle or base64. Everything is serialized before the first frame is sent.
+
+Topology: the application's subscriber *binds* an ``inproc://`` endpoint that the
+in-process driver threads *connect* their publishers to, and *connects* to the
+endpoints that driver processes bind (``ipc://`` or loopback ``tcp://``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import msgpack
+import numpy as np
+import zmq
+
+from capture_app.core.clock import now_ns
+from capture_app.core.errors import BusProtocolError
+
+log = logging.getLogger(__name__)
+
+PROTOCOL_VERSION = 1  # one sample per message
+BATCH_VERSION = 2     # a batch of consecutive samples of one stream
+ACCEPTED_VERSIONS = (PROTOCOL_VERSION, BATCH_VERSION)
+MAX_BATCH = 256       # samples in one batch message
+STATUS_PREFIX = "_status/"
+TRACKING_STATES = ("ok", "degraded", "lost")
+ENCODINGS = ("raw", "jpeg", "h264")
+ALLOWED_DTYPES = frozenset({"|u1", "<u2", "<i4", "<u4", "<i8", "<u8", "<f4", "<f8", "|b1"})
+MAX_HEADER_BYTES = 64 * 1024
+INT64_LIMIT = 1 << 63
+MAX_BUFFERS = 16
+MAX_BUFFER_BYTES = 64 * 1024 * 1024
+HIGH_WATER_MARK = 4000  # messages queued per socket before ZeroMQ drops (seen as sequence gaps)
+# inproc PUB/SUB pipes that once reach their high-water mark never deliver again (libzmq 4.3.5, seen
+# with a reader slower than a burst): a stream would die silently. inproc pipes are therefore
+# unbounded; the episode writer's queue is the bound on what is kept.
+INPROC_HIGH_WATER_MARK = 0
+
+_REQUIRED = {"v": int, "stream": str, "seq": int, "t_capture_ns": int, "t_publish_ns": int,
+             "tracking": str, "buffers": list}
+_REQUIRED_BATCH = {**_REQUIRED, "n": int, "t_capture_ns": list, "tracking": list}
+
+
+@dataclass
+class Message:
+    """One decoded bus message.
+
+    Times are host monotonic nanoseconds: ``t_capture_ns`` is the driver's best
+    estimate of when the sample was captured, ``t_device_ns`` the device's own clock
+    (None when it has none), ``t_publish_ns`` when it was sent and ``t_receive_ns``
+    when the subscriber decoded it. ``arrays`` holds raw arrays, or 1-D uint8 blobs
+    for encoded buffers whose decoded shape is in ``shapes``.
+    """
+
+    stream: str
+    seq: int
+    t_capture_ns: int
+    t_device_ns: int | None
+    t_publish_ns: int
+    tracking: str
+    arrays: dict[str, np.ndarray]
+    encodings: dict[str, str]
+    shapes: dict[str, tuple[int, ...]]
+    meta: dict[str, Any] = field(default_factory=dict)
+    t_receive_ns: int = 0
+    nbytes: int = 0
+    sender: int = 0  # random id of the publishing driver instance: seq counts restart with a new sender
+    clock_offset_ns: int = 0  # subtracted from a remote host's t_capture_ns to put it on this host's clock
+
+    @property
+    def is_status(self) -> bool:
+        return self.stream.startswith(STATUS_PREFIX)
+
+
+def _wire_array(array: np.ndarray) -> np.ndarray:
+    """``array`` as it goes on the wire: C-contiguous, little-endian."""
+    array = np.ascontiguousarray(array)
+    return array.astype(array.dtype.newbyteorder("<")) if array.dtype.byteorder == ">" else array
+
+
+def _frames(stream: str, header: dict, buffers: list) -> list:
+    """``[topic, msgpack header, *buffers]``, ready for ``send_multipart``."""
+    return [stream.encode("utf-8"), msgpack.packb(header, use_bin_type=True), *buffers]
+
+
+def encode_message(
+    stream: str,
+    seq: int,
+    t_capture_ns: int,
+    arrays: dict[str, np.ndarray],
+    *,
+    tracking: str = "ok",
+    t_device_ns: int | None = None,
+    encodings: dict[str, str] | None = None,
+    decoded_shapes: dict[str, tuple[int, ...]] | None = None,
+    meta: dict[str, Any] | None = None,
+    t_publish_ns: int | None = None,
+    sender: int = 0,
+) -> list:
+    """Serialize one sample into the frames of a bus message.
+
+    ``arrays`` maps buffer names to numpy arrays (raw) or 1-D uint8 blobs (jpeg, h264, with
+    the decoded image shape given in ``decoded_shapes``). Returns
+    ``[topic, header, *buffers]`` ready for ``send_multipart``.
+    """
+    if tracking not in TRACKING_STATES:
+        raise ValueError(f"tracking must be one of {TRACKING_STATES}, got {tracking!r}")
+    encodings = encodings or {}
+    decoded_shapes = decoded_shapes or {}
+    descriptors = []
+    buffers = []
+    for name, array in arrays.items():
+        encoding = encodings.get(name, "raw")
+        array = _wire_array(array)
+        shape = decoded_shapes.get(name, array.shape) if encoding != "raw" else array.shape
+        descriptors.append([name, array.dtype.str, [int(n) for n in shape], encoding])
+        buffers.append(array)
+    header = {
+        "v": PROTOCOL_VERSION,
+        "stream": stream,
+        "seq": int(seq),
+        "t_capture_ns": int(t_capture_ns),
+        "t_device_ns": None if t_device_ns is None else int(t_device_ns),
+        "t_publish_ns": int(now_ns() if t_publish_ns is None else t_publish_ns),
+        "tracking": tracking,
+        "buffers": descriptors,
+        "meta": meta or {},
+        "sender": int(sender),
+    }
+    return _frames(stream, header, buffers)
+
+
+def encode_batch(
+    stream: str,
+    first_seq: int,
+    t_capture_ns: list[int],
+    arrays: dict[str, np.ndarray],
+    *,
+    tracking: list[str],
+    t_device_ns: list[int | None] | None = None,
+    meta: dict[str, Any] | None = None,
+    t_publish_ns: int | None = None,
+    sender: int = 0,
+) -> list:
+    """Serialize ``n = len(t_capture_ns)`` consecutive samples of one stream (seq ``first_seq`` ..
+    ``first_seq + n - 1``) into one protocol-version-2 message. ``arrays`` maps buffer names to raw
+    arrays whose first dimension is ``n`` (sample i is ``array[i]``); ``tracking`` and ``t_device_ns``
+    are per sample; ``meta`` applies to every sample."""
+    n = len(t_capture_ns)
+    if not 1 <= n <= MAX_BATCH:
+        raise ValueError(f"a batch holds 1..{MAX_BATCH} samples, got {n}")
+    if len(tracking) != n or any(t not in TRACKING_STATES for t in tracking):
+        raise ValueError(f"tracking must list {n} states from {TRACKING_STATES}")
+    if t_device_ns is not None and len(t_device_ns) != n:
+        raise ValueError(f"t_device_ns must list {n} stamps")
+    descriptors, buffers = [], []
+    for name, array in arrays.items():
+        array = _wire_array(array)
+        if array.ndim < 1 or array.shape[0] != n:
+            raise ValueError(f"buffer {name!r} has shape {array.shape}, needs a first dimension of {n}")
+        descriptors.append([name, array.dtype.str, [int(x) for x in array.shape], "raw"])
+        buffers.append(array)
+    header = {
+        "v": BATCH_VERSION,
+        "stream": stream,
+        "n": n,
+        "seq": int(first_seq),
+        "t_capture_ns": [int(t) for t in t_capture_ns],
+        "t_device_ns": None if t_device_ns is None else [None if t is None else int(t) for t in t_device_ns],
+        "t_publish_ns": int(now_ns() if t_publish_ns is None else t_publish_ns),
+        "tracking": list(tracking),
+        "buffers": descriptors,
+        "meta": meta or {},
+        "sender": int(sender),
+    }
+    return _frames(stream, header, buffers)
+
+
+_ITEMSIZE = {name: np.dtype(name).itemsize for name in ALLOWED_DTYPES}
+
+
+def _check_header(header: Any) -> None:
+    if not isinstance(header, dict):
+        raise BusProtocolError("header-type", f"header is {type(header).__name__}, expected a map")
+    version = header.get("v")
+    if type(version) is not int or version not in ACCEPTED_VERSIONS:  # not True, not 1.0
+        raise BusProtocolError("version", f"protocol version {version!r}, this build speaks {list(ACCEPTED_VERSIONS)}")
+    for key, kind in (_REQUIRED_BATCH if version == BATCH_VERSION else _REQUIRED).items():
+        if not isinstance(header.get(key), kind) or isinstance(header.get(key), bool) and kind is int:
+            raise BusProtocolError("header-field", f"field {key!r} missing or not {kind.__name__}")
+    if version == BATCH_VERSION:
+        _check_batch_fields(header)
+    else:
+        if header["tracking"] not in TRACKING_STATES:
+            raise BusProtocolError("header-field", f"tracking {header['tracking']!r} not in {TRACKING_STATES}")
+        if header.get("t_device_ns") is not None and not _is_int64(header["t_device_ns"]):
+            raise BusProtocolError("header-field", "t_device_ns must be a signed 64-bit integer or nil")
+    if not isinstance(header.get("meta", {}), dict):
+        raise BusProtocolError("header-field", "meta must be a map")
+    if header["seq"] < 0:
+        raise BusProtocolError("header-field", "seq must be >= 0")
+    for key in ("seq", "t_capture_ns", "t_publish_ns", "t_device_ns", "sender"):
+        value = header.get(key)
+        if isinstance(value, int) and not -INT64_LIMIT <= value < INT64_LIMIT:
+            raise BusProtocolError("header-field", f"{key} {value} does not fit a signed 64-bit integer")
+    if version == BATCH_VERSION and header["seq"] + header["n"] - 1 >= INT64_LIMIT:
+        raise BusProtocolError("header-field", "the batch's last seq does not fit a signed 64-bit integer")
+    if not isinstance(header.get("sender", 0), int) or isinstance(header.get("sender", 0), bool):
+        raise BusProtocolError("header-field", "sender must be an integer")
+
+
+def _is_int64(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and -INT64_LIMIT <= value < INT64_LIMIT
+
+
+def _check_batch_fields(header: dict) -> None:
+    """The per-sample lists of a version-2 (batch) header: ``n`` entries each, of the right kinds."""
+    n = header["n"]
+    if not 1 <= n <= MAX_BATCH:
+        raise BusProtocolError("header-field", f"batch of {n} samples, allowed 1..{MAX_BATCH}")
+    if len(header["t_capture_ns"]) != n or not all(_is_int64(t) for t in header["t_capture_ns"]):
+        raise BusProtocolError("header-field", f"t_capture_ns must list {n} signed 64-bit integers")
+    if len(header["tracking"]) != n or not all(isinstance(t, str) and t in TRACKING_STATES for t in header["tracking"]):
+        raise BusProtocolError("header-field", f"tracking must list {n} states from {TRACKING_STATES}")
+    device = header.get("t_device_ns")
+    if device is not None and (not isinstance(device, list) or len(device) != n
+                               or not all(t is None or _is_int64(t) for t in device)):
+        raise BusProtocolError("header-field", f"t_device_ns must be nil or list {n} integers or nils")
+
+
+def decode_messages(frames: list, t_receive_ns: int | None = None) -> list[Message]:
+    """Decode one bus message into its samples: ``[Message]`` for version 1, ``n`` Messages for a
+    version-2 batch (consecutive seqs, the batch's receive time, arrays as read-only views). Raises
+    ``BusProtocolError`` like ``decode_message``; a batch is used whole or refused whole."""
+    header, message = _decode(frames, t_receive_ns)
+    if header["v"] != BATCH_VERSION:
+        return [message]
+    n = header["n"]
+    for name, array in message.arrays.items():
+        if message.encodings[name] != "raw" or array.ndim < 1 or array.shape[0] != n:
+            raise BusProtocolError("buffer-descriptor", f"batch buffer {name!r} must be raw with a first dimension of {n}")
+    device = header.get("t_device_ns") or [None] * n
+    shapes = {name: shape[1:] for name, shape in message.shapes.items()}
+    return [Message(stream=message.stream, seq=message.seq + i, t_capture_ns=header["t_capture_ns"][i],
+                    t_device_ns=device[i], t_publish_ns=message.t_publish_ns, tracking=header["tracking"][i],
+                    arrays={name: array[i] for name, array in message.arrays.items()}, encodings=message.encodings,
+                    shapes=shapes, meta=dict(message.meta), t_receive_ns=message.t_receive_ns,
+                    nbytes=message.nbytes // n, sender=message.sender)
+            for i in range(n)]
+
+
+def decode_message(frames: list, t_receive_ns: int | None = None) -> Message:
+    """Decode ``[topic, header, *buffers]`` frames (bytes or zmq.Frame) of a one-sample (version 1)
+    message into a ``Message``; ``decode_messages`` also takes batches.
+
+    Raises ``BusProtocolError`` with a short ``reason`` for anything malformed,
+    truncated, oversized or of an unknown protocol version. Arrays are read-only
+    views on the received buffers (no copy).
+    """
+    header, message = _decode(frames, t_receive_ns)
+    if header["v"] == BATCH_VERSION:
+        raise BusProtocolError("version", "a batch (protocol version 2): decode it with decode_messages")
+    return message
+
+
+def _decode(frames: list, t_receive_ns: int | None) -> tuple[dict, Message]:
+    """The checked header and the message (for a batch: its stamps and tracking still the lists)."""
+    if len(frames) < 2:
+        raise BusProtocolError("truncated", f"{len(frames)} frame(s), need at least topic and header")
+    raw = [memoryview(f.buffer if isinstance(f, zmq.Frame) else f).cast("B") for f in frames]
+    topic_bytes = bytes(raw[0])
+    if raw[1].nbytes > MAX_HEADER_BYTES:
+        raise BusProtocolError("oversized", f"header of {raw[1].nbytes} bytes exceeds {MAX_HEADER_BYTES}")
+    try:
+        header = msgpack.unpackb(raw[1], raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several types for garbage
+        raise BusProtocolError("header-decode", f"{type(exc).__name__}: {exc}") from None
+    _check_header(header)
+    try:
+        topic = topic_bytes.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BusProtocolError("topic", "topic is not UTF-8") from None
+    if topic != header["stream"]:
+        raise BusProtocolError("topic", f"topic {topic!r} differs from header stream {header['stream']!r}")
+    descriptors = header["buffers"]
+    if len(descriptors) > MAX_BUFFERS:
+        raise BusProtocolError("oversized", f"{len(descriptors)} buffers exceeds {MAX_BUFFERS}")
+    if len(descriptors) != len(raw) - 2:
+        raise BusProtocolError("truncated", f"header lists {len(descriptors)} buffers, message has {len(raw) - 2}")
+    arrays: dict[str, np.ndarray] = {}
+    encodings: dict[str, str] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
+    total = 0
+    for descriptor, buf in zip(descriptors, raw[2:]):
+        if not (isinstance(descriptor, list) and len(descriptor) == 4):
+            raise BusProtocolError("buffer-descriptor", f"descriptor {descriptor!r} is not [name, dtype, shape, encoding]")
+        name, dtype, shape, encoding = descriptor
+        if not isinstance(name, str) or dtype not in ALLOWED_DTYPES or encoding not in ENCODINGS:
+            raise BusProtocolError("buffer-descriptor", f"bad descriptor {descriptor!r}")
+        if not (isinstance(shape, list) and all(isinstance(n, int) and 0 <= n < 1 << 31 for n in shape)):
+            raise BusProtocolError("buffer-descriptor", f"bad shape {shape!r} for {name!r}")
+        nbytes = buf.nbytes
+        total += nbytes
+        if nbytes > MAX_BUFFER_BYTES:
+            raise BusProtocolError("oversized", f"buffer {name!r} of {nbytes} bytes exceeds {MAX_BUFFER_BYTES}")
+        if encoding == "raw":
+            expected = math.prod(shape) * _ITEMSIZE[dtype]
+            if nbytes != expected:
+                raise BusProtocolError("truncated", f"buffer {name!r} has {nbytes} bytes, shape {shape} {dtype} needs {expected}")
+            arrays[name] = np.frombuffer(buf, dtype=dtype).reshape(shape)
+        else:
+            arrays[name] = np.frombuffer(buf, dtype=np.uint8)
+        encodings[name] = encoding
+        shapes[name] = tuple(shape)
+    return header, Message(
+        stream=header["stream"],
+        seq=header["seq"],
+        t_capture_ns=header["t_capture_ns"],
+        t_device_ns=header.get("t_device_ns"),
+        t_publish_ns=header["t_publish_ns"],
+        tracking=header["tracking"],
+        arrays=arrays,
+        encodings=encodings,
+        shapes=shapes,
+        meta=header.get("meta", {}),
+        t_receive_ns=now_ns() if t_receive_ns is None else t_receive_ns,
+        nbytes=total,
+        sender=header.get("sender", 0),
+    )
+
+
+class BusPublisher:
+    """One driver's publisher. Not thread-safe: use it from one thread only.
+
+    ``bind=False`` connects to the application's subscriber (in-process drivers);
+    ``bind=True`` binds the endpoint (a driver running as its own process).
+    """
+
+    def __init__(self, endpoint: str, *, bind: bool = False, context: zmq.Context | None = None, curve=None):
+        self.endpoint = endpoint
+        self._context = context or zmq.Context.instance()
+        self._socket = self._context.socket(zmq.PUB)
+        if curve is not None:  # capture_app.bus.remote.CurveKeys: this side is the CurveZMQ server
+            from capture_app.bus.remote import secure_server
+            secure_server(self._socket, curve)
+        self._socket.setsockopt(zmq.SNDHWM, INPROC_HIGH_WATER_MARK if endpoint.startswith("inproc://") else HIGH_WATER_MARK)
+        self._socket.setsockopt(zmq.LINGER, 500)
+        if bind:
+            self._socket.bind(endpoint)
+        else:
+            self._socket.connect(endpoint)
+
+    def send_frames(self, frames: list) -> None:
+        """Send frames made by ``encode_message`` (zero-copy; never mutate sent arrays)."""
+        self._socket.send_multipart(frames, copy=False)
+
+    def publish(self, stream: str, seq: int, t_capture_ns: int, arrays: dict[str, np.ndarray], **kwargs) -> None:
+        """Encode and send one sample; see ``encode_message`` for the arguments."""
+        self.send_frames(encode_message(stream, seq, t_capture_ns, arrays, **kwargs))
+
+    def close(self) -> None:
+        self._socket.close()
+
+
+class BusSubscriber:
+    """Receives and decodes bus messages; malformed ones are counted and logged, never raised.
+
+    ``bind`` endpoints are bound (the in-process bus), ``connect`` endpoints are
+    connected (driver processes). Use from one thread only.
+    """
+
+    def __init__(
+        self,
+        bind: Iterable[str] = (),
+        connect: Iterable[str] = (),
+        *,
+        topics: Iterable[str] = ("",),
+        context: zmq.Context | None = None,
+        curve=None,
+    ):
+        self._context = context or zmq.Context.instance()
+        self._socket = self._context.socket(zmq.SUB)
+        if curve is not None:  # capture_app.bus.remote.CurveKeys: connect as a CurveZMQ client
+            from capture_app.bus.remote import secure_client
+            secure_client(self._socket, curve)
+        bind, connect = list(bind), list(connect)
+        inproc = any(e.startswith("inproc://") for e in bind + connect)
+        self._socket.setsockopt(zmq.RCVHWM, INPROC_HIGH_WATER_MARK if inproc else HIGH_WATER_MARK)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        for topic in topics:
+            self._socket.setsockopt(zmq.SUBSCRIBE, topic.encode("utf-8"))
+        for endpoint in bind:
+            self._socket.bind(endpoint)
+        for endpoint in connect:
+            self._socket.connect(endpoint)
+        self.malformed: Counter[str] = Counter()
+        self.received = 0  # samples (a batch message counts its samples)
+        self._split: deque[Message] = deque()  # the rest of a batch message, handed out one by one
+        self._lock = threading.Lock()
+        self._last_warning_ns = 0
+
+    def recv_waiting(self, stamp=None) -> Message | None | bool:
+        """The next sample already waiting, without polling: a Message (one sample; a batch message is
+        handed out one sample per call), None if a message was malformed (counted), or False when nothing
+        is waiting."""
+        if self._split:
+            return self._split.popleft()
+        try:
+            frames = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return False
+        try:
+            messages = decode_messages(frames, t_receive_ns=stamp() if stamp else None)
+        except BusProtocolError as exc:
+            self._count_malformed(exc)
+            return None
+        self.received += len(messages)
+        self._split.extend(messages[1:])
+        return messages[0]
+
+    @property
+    def socket(self) -> zmq.Socket:
+        return self._socket
+
+    def poll(self, timeout_ms: int) -> bool:
+        """True when a sample is waiting."""
+        return bool(self._split) or bool(self._socket.poll(timeout_ms, zmq.POLLIN))
+
+    def recv(self, timeout_ms: int = 100, stamp=None) -> Message | None:
+        """Next valid message, or None on timeout or when the message was malformed.
+
+        ``stamp`` (optional) is a callable returning the receive time in ns; the
+        default is the host monotonic clock at decode.
+        """
+        if not self.poll(timeout_ms):
+            return None
+        message = self.recv_waiting(stamp)
+        return message or None
+
+    def _count_malformed(self, exc: BusProtocolError) -> None:
+        with self._lock:
+            self.malformed[exc.reason] += 1
+        t = now_ns()
+        if t - self._last_warning_ns > 1_000_000_000:  # at most one warning a second
+            self._last_warning_ns = t
+            log.warning("%s (dropped; %d malformed so far). Check that every driver runs this "
+                        "version of capture-app (bus protocol v%s).", exc, sum(self.malformed.values()),
+                        "/".join(map(str, ACCEPTED_VERSIONS)))
+
+    def close(self) -> None:
+        self._socket.close()

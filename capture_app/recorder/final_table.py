@@ -1,0 +1,117 @@
+"""Finishing an episode file: the final synced table and the quality report.
+
+Run when an episode has been written and closed, in a process of its own (``python -m
+capture_app.recorder.final_table EPISODE``) so that its Python work never competes with a running
+recorder's synchronizer for the GIL. It moves the live table to ``/synced_live``, writes the
+final ``/synced`` (every sample by capture time, ``capture_app.recorder.resync``) and stores the
+quality report as the root attribute ``quality`` (JSON, ``capture_app.episode.quality``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from calibration.model import calibration_from_json
+from capture_app.episode.format import TRACKING_CODES
+from capture_app.core.errors import CaptureError
+from capture_app.episode.quality import REPORT_VERSION, QualityThresholds, hand_figures, stream_figures, verdict
+from capture_app.recorder.resync import live_table, write_final_table
+from capture_app.core.streams import SYNCED_STREAMS
+
+
+def quality_report(f: h5py.File, thresholds: QualityThresholds) -> dict:
+    """The report of an open episode whose /synced is final (and /synced_live the live table)."""
+    try:
+        expected = json.loads(f.attrs.get("expected_rates_hz", "{}"))
+    except ValueError:
+        expected = {}
+    streams = {}
+    first_last = {}
+    for name in sorted(set(expected) | set(f.get("streams", {}))):
+        if name == "ground_truth":
+            continue
+        group = f.get(f"streams/{name}")
+        if group is None or "t_capture_ns" not in group or len(group["t_capture_ns"]) == 0:
+            streams[name] = stream_figures(np.zeros(0, np.int64), np.zeros(0, np.int64), expected.get(name, 0.0),
+                                           0, 0, 0, 0)
+            first_last[name] = None
+            continue
+        t_capture, t_receive = group["t_capture_ns"][:], group["t_receive_ns"][:]
+        rejected = sum(json.loads(group.attrs.get("rejected", "{}")).values())
+        streams[name] = stream_figures(t_capture, t_receive, float(group.attrs.get("expected_rate_hz", 0.0)),
+                                       int(group.attrs.get("seq_gaps", 0)), int(group.attrs.get("writer_overflow", 0)),
+                                       rejected, int(np.sum(group["tracking"][:] == TRACKING_CODES["lost"])))
+        first_last[name] = (int(t_capture[0]), int(t_capture[-1]))
+    report = {"version": REPORT_VERSION, "rows": 0, "hands": {}, "streams": streams,
+              "thresholds": thresholds.__dict__}
+    if "synced/action_valid" in f:
+        synced = f["synced"]
+        offsets = json.loads(synced.attrs.get("latency_offsets_ns", "{}"))
+        shifted = {}  # each stream's first and last capture time with its latency offset removed, as t_eval is
+        for s in SYNCED_STREAMS:
+            span = first_last.get(s)
+            shifted[s] = None if span is None else (span[0] - offsets.get(s, 0), span[1] - offsets.get(s, 0))
+        report["rows"] = len(synced["action_valid"])
+        report["hands"] = hand_figures(synced["action_valid"][:], synced["stream_status"][:], synced["t_eval_ns"][:],
+                                       shifted)
+    if "synced_live/action_valid" in f:
+        live = f["synced_live/action_valid"][:]
+        report["live"] = {"rows": len(live), "valid": round(float(np.mean(live.all(axis=1))), 4) if len(live) else 0.0}
+    problems = verdict(report["hands"], streams, thresholds)
+    if not report["hands"]:
+        problems.append("no synced rows: the episode is too short")
+    report["problems"] = problems
+    report["verdict"] = "redo" if problems else "ok"
+    return report
+
+
+def finalize_episode(path: str | Path, thresholds: QualityThresholds | None = None) -> dict:
+    """Write the final table (when the episode has a live one) and the quality report; returns the report.
+    ``thresholds`` default to the [quality] section of the rig config stored in the episode."""
+    with h5py.File(path, "r+") as f:
+        thresholds = thresholds or thresholds_from_rig(f)
+        try:
+            live_table(f)
+            has_live = True
+        except CaptureError:
+            has_live = False
+        if has_live and f.get("synced") is not None and f["synced"].attrs.get("table", "live") == "live":
+            calibration = calibration_from_json(str(f["calibration"].attrs["json"]), f"{path}:/calibration")
+            write_final_table(f, calibration)
+        report = quality_report(f, thresholds)
+        f.attrs["quality"] = json.dumps(report)
+        f.attrs["quality_verdict"] = report["verdict"]
+        return report
+
+
+def thresholds_from_rig(f_or_text) -> QualityThresholds:
+    """The [quality] thresholds of the rig config stored in an episode (defaults where unset)."""
+    from capture_app.rig.config import parse_config
+    text = f_or_text if isinstance(f_or_text, str) else str(f_or_text.attrs.get("rig_config", ""))
+    try:
+        return parse_config(text, "<episode rig config>").quality if text else QualityThresholds()
+    except CaptureError:
+        return QualityThresholds()
+
+
+def main(argv: list[str]) -> int:
+    """``python -m capture_app.recorder.final_table EPISODE``: finalize one episode (exit 0, or 1 with the error)."""
+    from capture_app.episode.quality import format_report
+    path = argv[0]
+    try:
+        report = finalize_episode(path)
+    except (OSError, KeyError, ValueError, CaptureError) as exc:
+        print(f"error: finalizing {path} failed: {exc}; the episode keeps its live table "
+              f"(run `capture-app resync {path}` to retry)", file=sys.stderr)
+        return 1
+    print(format_report(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

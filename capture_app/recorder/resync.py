@@ -1,0 +1,205 @@
+"""Offline synchronization of a recorded episode: the final table, the live table, resync.
+
+The same ``Synchronizer.compute_tick`` runs over the recorded samples. For the **final**
+table (``/synced`` of a finished episode) every sample counts by its capture time, however
+late it arrived, over the whole episode including its tail: a row is invalid only when its
+data does not exist or is lost. The **live** table (``/synced_live``) is what the recorder
+computed while recording, each sample visible from its receive time on; ``live_rows``
+reproduces it exactly, so the live behaviour stays auditable. Resync with another
+calibration (a corrected head mount, new latency offsets) re-derives the final table; the
+previous /synced is kept under /synced_versions/<n> with the calibration it used, and the
+/synced attribute ``version`` counts the versions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from calibration.model import Calibration, calibration_from_json
+from capture_app import __version__
+from capture_app.episode.annotations import read_segments, write_segments
+from capture_app.bus.wire import Message
+from capture_app.core.clock import wall_clock_iso
+from capture_app.rig.config import SyncConfig
+from capture_app.episode.format import TRACKING_CODES
+from capture_app.core.errors import EpisodeFormatError
+from capture_app.core.streams import SYNCED_STREAMS
+from capture_app.recorder.synchronizer import StreamBuffer, Synchronizer
+from capture_app.recorder.writer import _set_attrs
+
+_TRACKING_NAMES = {code: name for name, code in TRACKING_CODES.items()}
+
+
+def sync_config_from_attrs(attrs) -> SyncConfig:
+    """The SyncConfig a /synced group was computed with."""
+    return SyncConfig(rate_hz=float(attrs["rate_hz"]), delay_ms=int(attrs["delay_ns"]) / 1e6,
+                      max_interpolation_gap_ms=int(attrs["max_interpolation_gap_ns"]) / 1e6,
+                      max_extrapolation_ms=int(attrs["max_extrapolation_ns"]) / 1e6,
+                      max_image_offset_ms=int(attrs["max_image_offset_ns"]) / 1e6)
+
+
+def _load_buffers(sync: Synchronizer, f: h5py.File) -> None:
+    """Fill the synchronizer's buffers with every recorded sample (no eviction)."""
+    for stream in SYNCED_STREAMS:
+        path = f"streams/{stream}"
+        buffer = sync.buffers[stream]
+        if path not in f:
+            continue
+        group = f[path]
+        n = len(group["seq"])
+        sync.buffers[stream] = buffer = StreamBuffer(buffer.kind, n + 1)
+        seq = group["seq"][:].astype(np.int64)
+        t_capture = group["t_capture_ns"][:]
+        t_receive = group["t_receive_ns"][:]
+        tracking = group["tracking"][:]
+        epochs = group["sender_epoch"][:] if "sender_epoch" in group else np.zeros(n, np.uint16)
+        column = {"pose": "pose", "keypoints": "keypoints"}.get(buffer.kind)
+        values = group[column][:] if column else None
+        for i in range(n):
+            message = Message(stream, int(seq[i]), int(t_capture[i]), None, 0, _TRACKING_NAMES[int(tracking[i])],
+                              {column: values[i]} if column else {}, {}, {}, t_receive_ns=int(t_receive[i]),
+                              sender=int(epochs[i]))
+            sync.ingest(message)
+
+
+EVERY_SAMPLE = np.iinfo(np.int64).max  # a receive cutoff that makes every recorded sample visible
+
+
+def compute_rows(f: h5py.File, calibration: Calibration, tick_times_ns: np.ndarray,
+                 sync_config: SyncConfig, *, final: bool = True, receive_floor_ns: int = 0) -> dict[str, np.ndarray]:
+    """Synced rows (column -> stacked array) for the given tick times from an open episode:
+    ``final`` uses every sample by capture time; otherwise each tick sees only the samples received by
+    its tick time and at or after ``receive_floor_ns``, as the live recorder did."""
+    sync = Synchronizer(sync_config, calibration)
+    sync.receive_floor_ns = 0 if final else receive_floor_ns
+    _load_buffers(sync, f)
+    cutoff = EVERY_SAMPLE if final else None
+    rows = [sync.compute_tick(int(t), cutoff).row() for t in tick_times_ns]
+    columns = {name: np.stack([r[name] for r in rows]) for name in rows[0]} if rows else {}
+    if columns:
+        columns["lateness_ns"][:] = 0
+        visible_by = np.full(len(tick_times_ns), EVERY_SAMPLE) if final else columns["t_tick_ns"]
+        columns["stream_index"] = _row_indices(f, columns["stream_seq"], visible_by)
+    return columns
+
+
+def live_table(f: h5py.File) -> h5py.Group:
+    """The table the recorder computed live (/synced_live, or /synced of a file not yet finalized)."""
+    if "synced_live" in f:
+        return f["synced_live"]
+    if "synced" in f and f["synced"].attrs.get("table", "live") == "live":
+        return f["synced"]
+    raise EpisodeFormatError(f"{f.filename}: no live synced table (episode too short, or not an episode)")
+
+
+def live_rows(f: h5py.File, calibration: Calibration | None = None) -> dict[str, np.ndarray]:
+    """The live table recomputed from the raw streams (equal to /synced_live with its own calibration)."""
+    live = live_table(f)
+    calibration = calibration or calibration_from_json(str(f["calibration"].attrs["json"]), f"{f.filename}:/calibration")
+    return compute_rows(f, calibration, live["t_tick_ns"][:], sync_config_from_attrs(live.attrs), final=False,
+                        receive_floor_ns=int(live.attrs.get("receive_floor_ns", 0)))
+
+
+SPAN_TOLERANCE_NS = 1_000_000_000  # a stream starting or ending this much apart from the others does not move the span
+
+
+def final_tick_times(f: h5py.File, live_attrs, config: SyncConfig, calibration: Calibration) -> np.ndarray:
+    """The live tick grid (same origin and period) over the span where the streams have data: from
+    the first tick at which every stream has begun to the last one before any has ended, latency
+    offsets removed; so the table holds the episode's tail, and no row is empty merely because the
+    recording began or stopped. A stream that starts or ends more than a second apart from the
+    others (a device that failed) does not shorten the span: its rows show it missing."""
+    live_ticks = f["synced_live/t_tick_ns"] if "synced_live/t_tick_ns" in f else f["synced/t_tick_ns"]
+    origin = int(live_ticks[0])
+    period = int(round(1e9 / config.rate_hz))
+    delay = int(round(config.delay_ms * 1e6))
+    spans = []
+    for s in SYNCED_STREAMS:
+        path = f"streams/{s}/t_capture_ns"
+        if path in f and len(f[path]):
+            offset = calibration.latency_offset_ns(s)
+            spans.append((int(f[path][0]) - offset, int(f[path][-1]) - offset))
+    if not spans:
+        return np.array([origin], np.int64)
+    earliest, latest = min(a for a, _ in spans), max(b for _, b in spans)
+    start_eval = max(a for a, _ in spans if a - earliest <= SPAN_TOLERANCE_NS)
+    end_eval = min(b for _, b in spans if latest - b <= SPAN_TOLERANCE_NS)
+    first = origin + -(-(start_eval + delay - origin) // period) * period  # first grid tick with t_eval >= start
+    count = max(1, (end_eval + delay - first) // period + 1)
+    return first + period * np.arange(count, dtype=np.int64)
+
+
+def _row_indices(f: h5py.File, stream_seq: np.ndarray, tick_ns: np.ndarray) -> np.ndarray:
+    """Per tick and stream, the row of the sample used: the last row with that seq received by
+    ``tick_ns`` (seq numbers restart when a driver restarts, so seq alone is not unique)."""
+    index = np.full(stream_seq.shape, -1, np.int64)
+    for j, stream in enumerate(SYNCED_STREAMS):
+        if f"streams/{stream}/seq" not in f:
+            continue
+        seqs = f[f"streams/{stream}/seq"][:].astype(np.int64)
+        received = f[f"streams/{stream}/t_receive_ns"][:]
+        rows_of: dict[int, list[int]] = {}
+        for row, seq in enumerate(seqs):
+            rows_of.setdefault(int(seq), []).append(row)
+        for i, wanted in enumerate(stream_seq[:, j]):
+            rows = [r for r in rows_of.get(int(wanted), ()) if received[r] <= tick_ns[i]]
+            if wanted >= 0 and rows:
+                index[i, j] = rows[-1]
+    return index
+
+
+def _write_table(f: h5py.File, name: str, columns: dict[str, np.ndarray], attrs: dict) -> None:
+    group = f.create_group(name)
+    for column, values in columns.items():
+        group.create_dataset(column, data=values, chunks=True, maxshape=(None, *values.shape[1:]))
+    for key, value in attrs.items():
+        group.attrs[key] = value
+
+
+def write_final_table(f: h5py.File, calibration: Calibration, *, version: int = 1) -> dict[str, np.ndarray]:
+    """Compute the final table into /synced; the live one becomes /synced_live (once), an older final
+    one goes to /synced_versions/<version - 1>. Returns the columns."""
+    live = live_table(f)
+    live_attrs = dict(live.attrs)
+    config = sync_config_from_attrs(live_attrs)
+    ticks = final_tick_times(f, live_attrs, config, calibration)
+    columns = compute_rows(f, calibration, ticks, config, final=True)
+    _write_table(f, "synced_final_tmp", columns, live_attrs)  # written whole before anything is renamed
+    if "synced" in f and f["synced"].attrs.get("table", "live") == "live" and "synced_live" not in f:
+        f["synced"].attrs["table"] = "live"
+        f.move("synced", "synced_live")
+    elif "synced" in f:
+        old = f["synced"]
+        if "calibration_json" not in old.attrs:
+            old.attrs["calibration_json"] = str(f["calibration"].attrs["json"])
+        f.require_group("synced_versions")
+        f.move("synced", f"synced_versions/{version - 1}")
+    f.move("synced_final_tmp", "synced")
+    segments = read_segments(f)
+    if segments:  # their tick indices refer to /synced: point them into the new table
+        write_segments(f, segments)
+    _set_attrs(f["synced"], {"table": "final", "receive_cutoff": "none: every sample by capture time",
+                             "version": version, "calibration_id": calibration.calibration_id,
+                             "calibration_json": calibration.to_json(),
+                             "latency_offsets_ns": {s: calibration.latency_offset_ns(s) for s in SYNCED_STREAMS}})
+    return columns
+
+
+def resync_episode(path: str | Path, calibration: Calibration | None = None) -> int:
+    """Recompute the final /synced table of the episode at ``path``; returns the new version number.
+
+    ``calibration`` None re-derives with the calibration embedded in the episode. The live table is kept.
+    """
+    path = Path(path)
+    with h5py.File(path, "a") as f:
+        live_table(f)  # raises a clear error when there is nothing to resync
+        if calibration is None:
+            calibration = calibration_from_json(str(f["calibration"].attrs["json"]), f"{path}:/calibration")
+        is_final = "synced" in f and f["synced"].attrs.get("table", "live") == "final"
+        version = int(f["synced"].attrs.get("version", 1)) + 1 if is_final else 1
+        write_final_table(f, calibration, version=version)
+        _set_attrs(f["synced"], {"resynced_wall_time": wall_clock_iso(), "resynced_by": f"capture-app {__version__}"})
+        return version

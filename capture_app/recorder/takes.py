@@ -1,0 +1,187 @@
+"""Takes on a running capture session, driven by operator commands: start, subtask marks, stop, discard.
+
+This is what the control channel (``capture_app.recorder.control_server``) calls. Every command returns
+only once what it changed is durable in the episode file, so an acknowledged mark survives a
+killed monitor and a killed recorder alike. The subtask marks live here, in the recorder, not
+in any monitor: a monitor that dies mid-take loses nothing, one that attaches later sees them.
+
+Finishing a take closes and renames the file before the command returns; the final table and
+quality report are then computed in a child process while the next take may already record
+(``on_take_finished`` reports them).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+from capture_app.episode.annotations import Annotator
+from capture_app.core.clock import NS_PER_S, now_ns
+from capture_app.core.errors import CaptureError
+from capture_app.recorder.session import CaptureSession, finalize_in_child_process
+
+log = logging.getLogger(__name__)
+
+OUTCOMES = ("saved", "aborted")
+
+
+class Takes:
+    """One recorder's takes. Thread-safe: commands are serialised by a lock."""
+
+    def __init__(self, session: CaptureSession, out_dir: str | Path,
+                 on_take_finished: Callable[[dict], None] | None = None):
+        self.session = session
+        self.out_dir = Path(out_dir)
+        self.on_take_finished = on_take_finished or (lambda report: None)
+        self._lock = threading.Lock()
+        self.annotator = Annotator()
+        self.take_count = 0
+        self.finishing = 0              # takes whose final table is being computed
+        self.last_take: dict | None = None
+        self.episode: dict = {}        # name, path, task, instruction, operator of the take recording now
+        self._finalizers: list[threading.Thread] = []
+
+    # --- commands -------------------------------------------------------------------
+    def start(self, name: str | None = None, task: str = "", instruction: str = "", operator: str = "") -> dict:
+        """Open a new episode file (its metadata on disk before this returns)."""
+        with self._lock:
+            writer = self.session.start_episode(self.out_dir, name=name or None, task=task, instruction=instruction,
+                                                operator=operator)
+            self.annotator = Annotator()
+            self.episode = {"name": writer.metadata.episode_name, "path": str(writer.partial_path), "task": task,
+                            "instruction": instruction, "operator": operator,
+                            "t_start_ns": self.session.episode_started_ns}
+            return dict(self.episode)
+
+    def mark_start(self, label: str, t_ns: int, description: str = "", hand: str = "both", by: str = "") -> dict:
+        """Start subtask ``label`` at ``t_ns`` (host monotonic ns of the tick the annotator saw)."""
+        with self._lock:
+            writer = self._writer()
+            self.annotator.start(label, int(t_ns), description, hand)
+            writer.log_event("info", "annotator", f"subtask {label!r} started" + (f" by {by}" if by else ""), t_ns=t_ns)
+            return self._store_marks(writer)
+
+    def mark_end(self, t_ns: int, by: str = "") -> dict:
+        """End the open subtask at ``t_ns``."""
+        with self._lock:
+            writer = self._writer()
+            if self.annotator.end(int(t_ns)) is None:
+                raise CaptureError("no subtask is open to end")
+            writer.log_event("info", "annotator", "subtask ended" + (f" by {by}" if by else ""), t_ns=t_ns)
+            return self._store_marks(writer)
+
+    def undo(self, by: str = "") -> dict:
+        """Take back the last subtask start or end."""
+        with self._lock:
+            writer = self._writer()
+            if not self.annotator.undo():
+                raise CaptureError("nothing to undo")
+            writer.log_event("info", "annotator", "last subtask mark undone" + (f" by {by}" if by else ""))
+            return self._store_marks(writer)
+
+    def note(self, text: str, by: str = "") -> dict:
+        """A free-text operator note in /events."""
+        with self._lock:
+            writer = self._writer()
+            writer.log_event("info", "operator", text + (f" ({by})" if by else ""))
+            self._make_durable(writer)
+            return {}
+
+    def stop(self, outcome: str = "saved", by: str = "") -> dict:
+        """End the take: the file is closed and renamed before this returns; its quality follows."""
+        if outcome not in OUTCOMES:
+            raise CaptureError(f"outcome {outcome!r}: use one of {', '.join(OUTCOMES)}")
+        with self._lock:
+            writer = self._writer()
+            t_end = now_ns()
+            writer.set_annotations(self.annotator.finished(t_end))
+            writer.log_event("info", "session", f"take {outcome}" + (f" by {by}" if by else ""))
+            path = self.session.stop_episode({"outcome": outcome}, finalize=False)
+            self.take_count += 1
+            take = {"name": self.episode["name"], "path": str(path), "outcome": outcome, "report": None,
+                    "duration_s": (t_end - self.episode["t_start_ns"]) / NS_PER_S}
+            self.last_take, self.episode = take, {}
+            self.annotator = Annotator()
+            self.finishing += 1
+            thread = threading.Thread(target=self._finalize, args=(take,), name="take-finalize", daemon=True)
+            self._finalizers = [t for t in self._finalizers if t.is_alive()] + [thread]
+            thread.start()
+            return dict(take)
+
+    def discard(self, by: str = "") -> dict:
+        """Throw the take away: no file is left."""
+        with self._lock:
+            self._writer()
+            self.session.discard_episode()
+            log.info("take %s discarded%s", self.episode.get("name"), f" by {by}" if by else "")
+            take = {"name": self.episode.get("name", ""), "path": "", "outcome": "discarded", "report": None}
+            self.last_take, self.episode = take, {}
+            self.annotator = Annotator()
+            return dict(take)
+
+    def wait_finalized(self, timeout_s: float = 600) -> None:
+        """Wait for every finished take's final table (at shutdown, and in tests)."""
+        for thread in list(self._finalizers):
+            thread.join(timeout_s)
+
+    # --- state ----------------------------------------------------------------------
+    def state(self) -> dict:
+        """What a monitor shows about takes: recording or not, the marks, the last take, disk left."""
+        session = self.session
+        writer = session.writer
+        out = {"recording": writer is not None, "take_count": self.take_count, "finishing": self.finishing,
+               "last_take": self.last_take, "episode": dict(self.episode),
+               "segments": [asdict(s) for s in self.annotator.segments],
+               "current": self.annotator.current.label if self.annotator.current else ""}
+        try:
+            free = shutil.disk_usage(self.out_dir if self.out_dir.exists() else self.out_dir.parent).free
+        except OSError:
+            free = 0
+        out["free_disk_mb"] = free / 1e6
+        if writer is not None:
+            elapsed = (now_ns() - session.episode_started_ns) / NS_PER_S
+            try:
+                size = writer.partial_path.stat().st_size
+            except OSError:
+                size = 0
+            rate = size / elapsed if elapsed > 1 else 0.0
+            out.update(elapsed_s=elapsed, file_mb=size / 1e6,
+                       minutes_left=(free / rate / 60) if rate > 0 else None)
+        return out
+
+    def log_warning(self, source: str, text: str) -> None:
+        """A warning in the take's /events, if a take is recording (not waited for: it is not a command)."""
+        writer = self.session.writer
+        if writer is not None:
+            writer.log_event("warning", source, text)
+
+    # --- internals ------------------------------------------------------------------
+    def _writer(self):
+        writer = self.session.writer
+        if writer is None:
+            raise CaptureError("no take is recording")
+        return writer
+
+    def _store_marks(self, writer) -> dict:
+        writer.set_annotations(self.annotator.segments)
+        self._make_durable(writer)
+        return {"segments": [asdict(s) for s in self.annotator.segments],
+                "current": self.annotator.current.label if self.annotator.current else ""}
+
+    @staticmethod
+    def _make_durable(writer) -> None:
+        if not writer.make_durable():
+            raise CaptureError(f"the mark is queued but not yet on disk ({writer.error or 'the writer is slow'}); "
+                               f"it is kept in the recorder and written with the take")
+
+    def _finalize(self, take: dict) -> None:
+        try:
+            take["report"] = finalize_in_child_process(Path(take["path"]))
+        finally:
+            with self._lock:
+                self.finishing -= 1
+            self.on_take_finished(dict(take))

@@ -1,0 +1,1 @@
+"""Commands on top of everything: doctor, the calibration tools, the Rerun view."""
