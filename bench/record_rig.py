@@ -102,7 +102,7 @@ def main() -> None:
     with CaptureSession(config) as session:
         missing = session.wait_for_streams(10)
         assert not missing, missing
-        child = session._hosts[0].pid
+        child = session.rig.hosts[0].pid
         writer = session.start_episode(out, name="bench")
         sync = session.synchronizer
         ticks0 = sync.ticks

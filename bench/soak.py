@@ -33,7 +33,7 @@ def main() -> None:
     lateness, rss, lost, samples, problems = [], [], 0, 0, 0
     with CaptureSession(load_config()) as session:
         assert session.wait_for_streams(10) == []
-        child = session._hosts[0].pid
+        child = session.rig.hosts[0].pid
         cpu0, child0, ticks0 = process_cpu_seconds(os.getpid()), process_cpu_seconds(child), session.synchronizer.ticks
         end = time.monotonic() + args.minutes * 60
         k = 0

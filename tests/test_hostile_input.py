@@ -261,7 +261,7 @@ def test_a_bug_while_handling_one_message_drops_that_message_only(tmp_path, capl
     """The dispatcher survives an exception in receiving and in handling a message: the stream goes on."""
     with CaptureSession(parse_config(small_sim_text(), "<bug>")) as session:
         assert session.wait_for_streams(10) == []
-        subscriber = session._subscribers[0]
+        subscriber = session.intake._subscribers[0]
         receive, ingest = subscriber.recv_waiting, session.synchronizer.ingest
         faults = {"receive": 1, "ingest": 1}
         fault_times = []
@@ -284,7 +284,7 @@ def test_a_bug_while_handling_one_message_drops_that_message_only(tmp_path, capl
         time.sleep(0.3)
         subscriber.recv_waiting, session.synchronizer.ingest = failing_receive, failing_ingest
         time.sleep(1.0)
-        assert session._dispatcher.is_alive()
+        assert session.intake.dispatcher_alive
         path = session.stop_episode()
     assert faults == {"receive": 0, "ingest": 0} and len(fault_times) == 2
     assert sum("bus dispatcher: message dropped" in r.getMessage() for r in caplog.records) == 2

@@ -22,7 +22,8 @@ from typing import Callable
 from capture_app.episode.annotations import Annotator
 from capture_app.core.clock import NS_PER_S, now_ns
 from capture_app.core.errors import CaptureError
-from capture_app.recorder.session import CaptureSession, finalize_in_child_process
+from capture_app.recorder.episodes import finalize_in_child_process
+from capture_app.recorder.session import CaptureSession
 
 log = logging.getLogger(__name__)
 

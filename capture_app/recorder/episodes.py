@@ -1,0 +1,173 @@
+"""Episodes on a running recorder, one at a time: open the writer, feed it ticks, stop, discard, finish.
+
+The intake hands samples to whichever writer ``current`` is; the synchronizer's ticks come here
+(``on_tick``). Starting and stopping swap the writer under the synchronizer's lock, so a sample or a tick is
+either in the episode or not, never half. After a stop the final table and quality report are computed in a
+child process (``capture_app.recorder.final_table``), so their Python never holds this process's GIL.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from calibration.model import Calibration
+from capture_app.core.clock import now_ns
+from capture_app.core.errors import CaptureError
+from capture_app.recorder.intake import Intake
+from capture_app.recorder.synchronizer import VALIDITY_NAMES, SyncedTick, Synchronizer
+from capture_app.recorder.writer import EpisodeMetadata, EpisodeWriter
+from capture_app.rig.child_process import child_env
+from capture_app.rig.config import RigConfig
+
+log = logging.getLogger(__name__)
+
+FINALIZE_TIMEOUT_S = 600
+
+
+def finalize_in_child_process(path: Path) -> dict | None:
+    """Write the final table and quality report of a finished episode (``capture_app.recorder.final_table``) in a
+    child process, so its Python work never holds this process's GIL; the report, or None if it failed
+    (the episode then keeps its live table, and says why in the log)."""
+    import h5py
+    try:
+        result = subprocess.run([sys.executable, "-m", "capture_app.recorder.final_table", str(path)],
+                                capture_output=True, text=True, timeout=FINALIZE_TIMEOUT_S, stdin=subprocess.DEVNULL,
+                                env=child_env())
+    except subprocess.TimeoutExpired:
+        log.error("finalizing %s took over %d s; it keeps its live table (`capture-app resync` makes the final one)",
+                  path, FINALIZE_TIMEOUT_S)
+        return None
+    if result.returncode != 0:
+        log.error("%s", result.stderr.strip() or f"finalizing {path} failed (exit {result.returncode})")
+        return None
+    with h5py.File(path, "r") as f:
+        return json.loads(f.attrs["quality"])
+
+
+def episode_name(task: str = "") -> str:
+    """A sortable default name: ``YYYYmmdd-HHMMSS[_task]``."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", task).strip("-")[:40]
+    return f"{stamp}_{slug}" if slug else stamp
+
+
+class Episodes:
+    """The episode being recorded (at most one) and the accounting that belongs to it."""
+
+    def __init__(self, config: RigConfig, calibration: Calibration, synchronizer: Synchronizer):
+        self.config = config
+        self.calibration = calibration
+        self.synchronizer = synchronizer
+        self.intake: Intake | None = None  # set by the recorder once built (the intake reads ``current``)
+        self._writer: EpisodeWriter | None = None
+        self.started_ns = 0
+        self.last_quality_report: dict | None = None  # of the last episode finished
+        self.invalid_rows: dict[str, int] = {name: 0 for name in VALIDITY_NAMES}  # this take's, per hand part
+        self._rejected_at_start: dict = {}
+        self._malformed_at_start = 0
+
+    def current(self) -> EpisodeWriter | None:
+        """The writer of the episode recording now, or None."""
+        return self._writer
+
+    def log_event(self, level: str, source: str, text: str) -> None:
+        """An event into the recording episode, if any."""
+        writer = self._writer
+        if writer is not None:
+            writer.log_event(level, source, text)
+
+    def on_tick(self, tick: SyncedTick) -> None:
+        """A synced tick (the synchronizer's thread): into the episode's live table, invalid parts counted."""
+        writer = self._writer
+        if writer is not None and tick.t_tick_ns >= self.started_ns:
+            writer.submit_row("synced", tick)  # the writer thread builds the row
+            if not tick.action_valid.all():
+                for name, valid in zip(VALIDITY_NAMES, tick.action_valid):
+                    if not valid:
+                        self.invalid_rows[name] += 1
+
+    def start(self, out_dir: str | Path, *, name: str | None = None, instruction: str = "", task: str = "",
+              operator: str = "") -> EpisodeWriter:
+        """Open a new episode file and start writing every sample and tick into it."""
+        intake = self.intake
+        if self._writer is not None:
+            raise CaptureError("an episode is already recording; stop or discard it first")
+        if name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,120}", name):
+            raise CaptureError(f"episode name {name!r}: use letters, digits, '-', '_' and '.' (no '/'), "
+                               f"starting with a letter or digit")
+        devices = {h.stream: h.device for h in intake.driver_health().values() if h.device}
+        serials = {d.stream: d.serial for d in self.config.drivers if d.serial}
+        serials.update({s: str(dev.get("serial")) for s, dev in devices.items() if dev.get("serial")})
+        metadata = EpisodeMetadata(
+            episode_name=name or episode_name(task), instruction=instruction, task=task, operator=operator,
+            rig_name=self.config.name, rig_config_text=self.config.source_text,
+            calibration_json=self.calibration.to_json(), calibration_id=self.calibration.calibration_id,
+            device_serials=serials, expected_rates_hz=intake.expected_rates, simulated=self.config.is_simulated,
+            sim_seed=self.config.sim_seed)
+        writer = EpisodeWriter(out_dir, metadata, self.config.writer).start()
+        for stream, device in devices.items():
+            writer.set_stream_attrs(stream, {"device": device})
+        self._rejected_at_start = dict(intake.checker.rejected)
+        self.invalid_rows = {name: 0 for name in VALIDITY_NAMES}
+        self._malformed_at_start = intake.malformed_total()
+        with self.synchronizer.lock:
+            self.started_ns = now_ns()
+            self.synchronizer.receive_floor_ns = self.started_ns + 1
+            self._writer = writer
+        writer.set_attrs("synced", self.synchronizer.describe())
+        writer.log_event("info", "session", "episode started")
+        return writer
+
+    def _detach_writer(self) -> EpisodeWriter:
+        with self.synchronizer.lock:
+            writer, self._writer = self._writer, None
+            self.synchronizer.receive_floor_ns = 0
+        if writer is None:
+            raise CaptureError("no episode is recording")
+        return writer
+
+    def stop(self, attrs: dict | None = None, finalize: bool = True) -> Path:
+        """Finish the episode (drain, close, rename) and return its path. Blocks until written and, with
+        ``finalize``, until its final table and quality report are (``last_quality_report``)."""
+        intake = self.intake
+        intake.drain_to_now(lambda level, text: self.log_event(level, "session", text))
+        for name, client in intake.clock_clients.items():  # the clock measurements, beside the raw stamps
+            for m in list(client.estimator.measurements):
+                if m.t_local_ns >= self.started_ns and self._writer is not None:
+                    self._writer.submit_row(f"clock_sync/{name}", {"t_local_ns": np.int64(m.t_local_ns),
+                                                                   "offset_ns": np.int64(m.offset_ns),
+                                                                   "rtt_ns": np.int64(m.rtt_ns)})
+        self._store_rejections()
+        writer = self._detach_writer()
+        summary = {"synchronizer": {"rate_hz": self.config.sync.rate_hz, "delay_ms": self.config.sync.delay_ms},
+                   "bus_malformed": intake.malformed_total() - self._malformed_at_start,
+                   "bus_unexpected": intake.unexpected_messages}
+        path = writer.finish({**summary, **(attrs or {})})
+        if finalize:
+            self.last_quality_report = finalize_in_child_process(path)
+        return path
+
+    def _store_rejections(self) -> None:
+        """Per stream, the messages refused during this episode by reason (attribute ``rejected``)."""
+        writer = self._writer
+        if writer is None:
+            return
+        during: dict[str, dict[str, int]] = {}
+        for (stream, reason), n in self.intake.checker.rejected.items():
+            n -= self._rejected_at_start.get((stream, reason), 0)
+            if n:
+                during.setdefault(stream, {})[reason] = n
+        for stream in self.intake.expected_rates:
+            writer.set_stream_attrs(stream, {"rejected": during.get(stream, {})})
+
+    def discard(self) -> None:
+        """Throw the current episode away: no file is left."""
+        self._detach_writer().discard()

@@ -1,0 +1,372 @@
+"""The intake: every bus message from its socket to the synchronizer and the writer's queue.
+
+One thread, ``bus-dispatcher``. For each message, top to bottom:
+
+1. receive it (``BusSubscriber.recv_waiting``; a malformed one is counted there and logged here);
+2. a driver status goes to the driver health records (and their changes into ``/events``);
+3. a sample is checked: its stream is configured, it came from the endpoint that owns that stream, its
+   remote clock is mapped (drivers on other hosts), and it fits its schema and is plausible
+   (``capture_app.bus.checks``); a refusal is counted per stream and reason, shown live and logged;
+4. an accepted sample has non-finite poses flagged (stored, never valid) and absent optional buffers filled;
+5. it enters the synchronizer's buffers and, in the same hold of the synchronizer's lock, the writer's queue;
+6. outside the lock: the stream monitor sees it and tracking changes become events.
+
+Nothing here starts devices or episodes: the rig's processes are ``rig_processes``, episodes ``episodes``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable
+
+import numpy as np
+import zmq
+
+from capture_app.bus.checks import MessageCheck, fill_optional
+from capture_app.bus.driver_status import DriverHealth
+from capture_app.bus.wire import STATUS_PREFIX, BusSubscriber, Message
+from capture_app.core.clock import now_ns
+from capture_app.core.errors import ConfigError
+from capture_app.recorder.health import StreamMonitor
+from capture_app.recorder.synchronizer import Synchronizer
+from capture_app.rig.config import RigConfig
+from capture_app.rig.priority import prioritise_recorder_thread
+
+log = logging.getLogger(__name__)
+
+STOP_DRAIN_S = 3.0
+STOP_DRAIN_MAX_S = 30.0
+STOP_LIVE_WINDOW_S = 1.0  # a stream that published this recently before a stop is waited for
+# After a wake-up the dispatcher lets messages gather this long before draining them together: one wake-up
+# per ~4 ms instead of one per message (~1,200/s on the full rig) saves ~2.5 ms of CPU per tick; receive
+# stamps are then up to this much after a message reached the socket (docs/episode-format.md).
+DISPATCH_GATHER_S = 0.004
+DISPATCH_TURN = 64  # messages taken from one endpoint before the next endpoint's turn
+# messages handled in one hold of the synchronizer's lock: a tick waits at most for these (~0.5 ms)
+DISPATCH_LOCKED = 16
+
+
+class Intake:
+    """Receives, checks, maps clocks and accounts for every bus message; hands accepted samples on.
+
+    ``writer_of`` returns the episode writer currently recording, or None; it is read under the
+    synchronizer's lock, where the episodes swap it.
+    """
+
+    def __init__(self, config: RigConfig, synchronizer: Synchronizer, monitor: StreamMonitor,
+                 context: zmq.Context, writer_of: Callable[[], object | None]):
+        self.config = config
+        self.synchronizer = synchronizer
+        self.monitor = monitor
+        self._context = context
+        self._writer_of = writer_of
+        self.expected_rates = {s: float(d.rate_hz) for d in config.drivers for s in d.streams}
+        self.checker = MessageCheck(self.expected_rates)
+        self.unexpected_messages = 0
+        self.non_finite_messages = 0
+        self.unsynchronised_messages = 0
+        self.clock_clients: dict = {}
+        self._clock_of_stream: dict = {}
+        self._keys = None
+        self._subscribers: list[BusSubscriber] = []
+        self._allowed_streams: dict[int, frozenset] = {}  # id(subscriber) -> the streams it may carry
+        self._last_rejection_event_ns: dict[str, int] = {}
+        self._last_publish_ns: dict[str, int] = {}
+        self._idle_since_ns = 0
+        self._tracking_state: dict[str, str] = {}
+        self._health: dict[str, DriverHealth] = {}
+        self._health_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle -----------------------------------------------------------------------
+    def start(self, local_endpoints: list[str]) -> "Intake":
+        """Bind ``local_endpoints`` for this host's drivers, connect to each remote driver's endpoint (one
+        subscriber per endpoint, so each stream is accepted only from where the rig config puts it), and
+        start the dispatcher thread."""
+        self._start_remote_clocks()
+        local = BusSubscriber(bind=local_endpoints, context=self._context)
+        self._subscribers = [local]
+        self._allowed_streams[id(local)] = frozenset(s for d in self.config.drivers if not d.endpoint
+                                                     for s in d.streams)
+        for d in self.config.drivers:
+            if d.endpoint:
+                curve = self._keys if d.endpoint.startswith("tcp://") and self._keys else None
+                subscriber = BusSubscriber(connect=[d.endpoint], context=self._context, curve=curve)
+                self._subscribers.append(subscriber)
+                self._allowed_streams[id(subscriber)] = frozenset(d.streams)
+        self._thread = threading.Thread(target=self._dispatch, name="bus-dispatcher", daemon=True)
+        self._thread.start()
+        return self
+
+    def _start_remote_clocks(self) -> None:
+        """Keys and clock synchronisation for drivers that run elsewhere (rig config ``endpoint``)."""
+        from capture_app.bus.remote import ClockClient, clock_endpoint, is_loopback, load_keys
+        remote = [d for d in self.config.drivers if d.endpoint]
+        if self.config.bus_keys_dir:
+            keys_dir = self.config.bus_keys_dir
+            self._keys = load_keys(f"{keys_dir}/app.key_secret", f"{keys_dir}/driver.key")
+        for d in remote:
+            if d.endpoint.startswith("tcp://") and not is_loopback(d.endpoint) and self._keys is None:
+                raise ConfigError(f"driver {d.name!r} at {d.endpoint} is on another host: set [bus] keys to the "
+                                  f"directory from `capture-app keys`")
+            if not d.needs_clock_sync:  # same host (ipc://, loopback): same monotonic clock, stamps kept as sent
+                continue
+            curve = self._keys if d.endpoint.startswith("tcp://") else None
+            client = ClockClient(d.name, clock_endpoint(d.endpoint), self._context, curve)
+            self.clock_clients[d.name] = client
+            for stream in d.streams:
+                self._clock_of_stream[stream] = client
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; True (at once) if the intake is stopping."""
+        return self._stop.wait(seconds)
+
+    @property
+    def dispatcher_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self) -> None:
+        """Stop the dispatcher thread and close every socket."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+            if self._thread.is_alive():
+                log.error("bus dispatcher did not stop within 10 s; closing the bus anyway")
+        for client in self.clock_clients.values():
+            client.close()
+        for subscriber in self._subscribers:
+            subscriber.close()
+
+    # --- the dispatcher thread -------------------------------------------------------------
+    def _dispatch(self) -> None:
+        prioritise_recorder_thread()
+        poller = zmq.Poller()
+        for subscriber in self._subscribers:
+            poller.register(subscriber.socket, zmq.POLLIN)
+        while not self._stop.is_set():
+            if poller.poll(50):
+                time.sleep(DISPATCH_GATHER_S)  # cheaper than an Event wait; a stop is seen within it
+                # Drain what is waiting without a poll per message, taking turns of at most DISPATCH_TURN messages
+                # per endpoint so a flooding endpoint cannot starve the others; never past a stop.
+                busy = True
+                while busy and not self._stop.is_set():
+                    busy = False
+                    for subscriber in self._subscribers:
+                        if self._dispatch_turn(subscriber) >= DISPATCH_TURN:
+                            busy = True
+            self._idle_since_ns = now_ns()  # nothing was waiting at this instant
+
+    def _dispatch_turn(self, subscriber: BusSubscriber) -> int:
+        """Handle up to DISPATCH_TURN waiting messages of one endpoint, DISPATCH_LOCKED at a time; returns how
+        many were taken."""
+        taken = 0
+        while taken < DISPATCH_TURN and not self._stop.is_set():
+            batch = self._dispatch_batch(subscriber)
+            taken += batch
+            if batch < DISPATCH_LOCKED:  # nothing more waiting
+                break
+        return taken
+
+    def _dispatch_batch(self, subscriber: BusSubscriber) -> int:
+        """Take up to DISPATCH_LOCKED waiting messages of one endpoint; returns how many were taken (0: none
+        waiting). Their receive stamps, the synchronizer's buffers and one writer queue entry for the accepted
+        samples change in one hold of the synchronizer's lock, so a tick sees a sample in its buffer only once
+        the writer has it queued (a synced row's stream_index is resolved from it)."""
+        sync = self.synchronizer
+        taken = 0
+        handled = []  # accepted samples and status messages, for the bookkeeping outside the lock
+        with sync.lock:
+            samples = []
+            while taken < DISPATCH_LOCKED:
+                try:
+                    message = subscriber.recv_waiting()
+                    if message is False:  # nothing waiting
+                        break
+                    if message is None:  # malformed (counted)
+                        self._note_malformed(subscriber)
+                    elif message.is_status:
+                        handled.append(message)
+                    elif self._accept(message, subscriber):
+                        sync.ingest(message)
+                        samples.append(message)
+                        handled.append(message)
+                except Exception:  # a bug in one message must not stop the bus
+                    log.exception("bus dispatcher: message dropped")
+                taken += 1
+            writer = self._writer_of()
+            if writer is not None and samples:
+                writer.submit_many(samples)
+        for message in handled:
+            try:
+                if message.is_status:
+                    self._on_status(message)
+                else:
+                    self._last_publish_ns[message.stream] = message.t_publish_ns
+                    self.monitor.observe(message)
+                    self._note_tracking(message)
+            except Exception:
+                log.exception("bus dispatcher: message dropped")
+        return taken
+
+    # --- one sample ------------------------------------------------------------------------
+    def _accept(self, message: Message, subscriber: BusSubscriber) -> bool:
+        """Check one sample: its stream, the endpoint that sent it, its clock and its schema; a refused one is
+        counted and shown. Flags non-finite values and fills absent optional buffers of an accepted one."""
+        if message.stream not in self.expected_rates:
+            self._count_unexpected(message)
+            return False
+        if message.stream not in self._allowed_streams.get(id(subscriber), ()):
+            self._reject(message, "not-owner")  # published from an endpoint that does not own it
+            return False
+        clock = self._clock_of_stream.get(message.stream)
+        if clock is not None and not self._to_local_clock(message, clock):
+            return False
+        reason = self.checker.check(message)
+        if reason is not None:
+            self._reject(message, reason, counted=True)
+            return False
+        if not all(np.isfinite(a).all() for n, a in message.arrays.items() if n in ("pose", "keypoints")):
+            self._flag_non_finite(message)
+        message.arrays = fill_optional(self.checker.kinds[message.stream], message.arrays)
+        return True
+
+    def _to_local_clock(self, message: Message, clock) -> bool:
+        """Put a remote host's stamps on this host's clock; False (dropped, counted) before the first sync."""
+        offset = clock.estimator.offset_at(message.t_receive_ns)
+        if offset is None:
+            self.unsynchronised_messages += 1
+            return False
+        message.clock_offset_ns = offset
+        message.t_capture_ns -= offset
+        message.t_publish_ns -= offset
+        return True
+
+    def _reject(self, message: Message, reason: str, counted: bool = False) -> None:
+        """A message refused whole: counted per stream and reason, shown live, and in the episode's events
+        at most once a second per stream (with the counts so far)."""
+        if not counted:
+            self.checker.rejected[(message.stream, reason)] += 1
+        self.monitor.note_rejected(message.stream, reason, message.t_receive_ns)
+        writer = self._writer_of()
+        last = self._last_rejection_event_ns.get(message.stream, 0)
+        if writer is not None and message.t_receive_ns - last >= 1_000_000_000:
+            self._last_rejection_event_ns[message.stream] = message.t_receive_ns
+            counts = self.checker.rejected_by_stream().get(message.stream, {})
+            writer.log_event("error", message.stream, f"rejected {message.stream} seq {message.seq}: {reason} "
+                                                      f"(rejected so far: {counts})", t_ns=message.t_receive_ns)
+
+    def _note_malformed(self, subscriber: BusSubscriber) -> None:
+        writer = self._writer_of()
+        t = now_ns()
+        if writer is not None and t - self._last_rejection_event_ns.get("_bus", 0) >= 1_000_000_000:
+            self._last_rejection_event_ns["_bus"] = t
+            writer.log_event("error", "bus", f"malformed messages dropped so far: {dict(subscriber.malformed)} "
+                                             f"(docs/protocol.md: what a receiver refuses)", t_ns=t)
+
+    def _count_unexpected(self, message: Message) -> None:
+        self.unexpected_messages += 1
+        if self.unexpected_messages in (1, 100, 10_000):
+            log.warning("dropped %d message(s) on stream %r, which this rig does not configure (last from sender %x)",
+                        self.unexpected_messages, message.stream, message.sender)
+
+    def _flag_non_finite(self, message: Message) -> None:
+        """A pose or keypoints with NaN/inf: store it as received, but never use it as valid."""
+        message.tracking = "lost"
+        self.non_finite_messages += 1
+        writer = self._writer_of()
+        if writer is not None and self.non_finite_messages % 1000 == 1:
+            writer.log_event("error", message.stream, f"non-finite values in {message.stream} seq {message.seq}: "
+                                                      f"treated as tracking lost ({self.non_finite_messages} so far)",
+                             t_ns=message.t_receive_ns)
+
+    # --- after the lock: status and tracking events ------------------------------------------
+    def _on_status(self, message: Message) -> None:
+        name = message.stream[len(STATUS_PREFIX):]
+        health = DriverHealth.from_dict(message.meta)
+        with self._health_lock:
+            previous = self._health.get(name)
+            self._health[name] = health
+        writer = self._writer_of()
+        if previous is None or writer is None:
+            return
+        if health.state != previous.state:
+            level = "info" if health.state == "running" else "warning"
+            writer.log_event(level, name, f"driver {name}: {previous.state} -> {health.state}")
+        if health.errors > previous.errors:
+            writer.log_event("error", name, f"driver {name}: {health.last_error}")
+        if health.device and health.device != previous.device:
+            writer.set_stream_attrs(health.stream, {"device": health.device})
+
+    def _note_tracking(self, message: Message) -> None:
+        previous = self._tracking_state.get(message.stream, "ok")
+        if message.tracking != previous:
+            self._tracking_state[message.stream] = message.tracking
+            writer = self._writer_of()
+            if writer is not None:
+                writer.log_event("warning" if message.tracking == "lost" else "info", message.stream,
+                                 f"tracking {previous} -> {message.tracking}", t_ns=message.t_capture_ns)
+
+    # --- what the rest of the recorder asks -------------------------------------------------
+    def driver_health(self) -> dict[str, DriverHealth]:
+        """The newest status of every driver that reported, by driver name."""
+        with self._health_lock:
+            return dict(self._health)
+
+    def malformed_total(self) -> int:
+        """Malformed messages dropped so far on every endpoint."""
+        return sum(subscriber.malformed.total() for subscriber in self._subscribers)
+
+    def received_count(self) -> int:
+        """Messages taken off every socket so far, malformed ones included."""
+        return sum(subscriber.received + subscriber.malformed.total() for subscriber in self._subscribers)
+
+    def loss_counts(self) -> dict:
+        """What the bus lost or refused so far besides per-stream rejections: malformed and unexpected
+        messages, non-finite values, and remote messages before clock sync."""
+        return {"bus_malformed": self.malformed_total(), "bus_unexpected": self.unexpected_messages,
+                "non_finite": self.non_finite_messages, "unsynchronised": self.unsynchronised_messages}
+
+    def clock_unsynchronised_reason(self, stream: str) -> str | None:
+        """Why a remote stream's samples are held back (its clock service has not answered), else None."""
+        clock = self._clock_of_stream.get(stream)
+        if clock is None or clock.estimator.offset_at(now_ns()) is not None:
+            return None
+        return (f"its driver's clock service at {clock.endpoint} has not answered, so its stamps cannot be put "
+                f"on this host's clock ({self.unsynchronised_messages} messages held back); is `capture-app "
+                f"driver --publish` running there?")
+
+    def drain_to_now(self, log_event: Callable[[str, str], None], timeout_s: float = STOP_DRAIN_S) -> None:
+        """Let the dispatcher catch up to this instant (a stop): until every live stream (one that published in
+        the STOP_LIVE_WINDOW_S before now) has delivered a message published after it. A starved driver process
+        may publish late, so an empty bus is not enough before ``timeout_s``; after it, the wait ends once
+        nothing is waiting, and goes on while the dispatcher still makes progress through a backlog (up to
+        STOP_DRAIN_MAX_S); what is still queued then is not in the episode, and ``log_event(level, text)`` says
+        so."""
+        t_stop = now_ns()
+        deadline = t_stop + int(timeout_s * 1e9)
+        hard_deadline = t_stop + int(STOP_DRAIN_MAX_S * 1e9)
+        live = [s for s, t in self._last_publish_ns.items() if t >= t_stop - int(STOP_LIVE_WINDOW_S * 1e9)]
+        received = self.received_count()
+        while now_ns() < hard_deadline:
+            if all(self._last_publish_ns[s] >= t_stop for s in live):
+                return
+            self._stop.wait(0.05)
+            if now_ns() >= deadline:
+                if self._idle_since_ns > deadline - int(0.5e9):
+                    late = sorted(s for s in live if self._last_publish_ns[s] < t_stop)
+                    text = (f"stopped without waiting longer for {', '.join(late)}: nothing published after the "
+                            f"stop within {timeout_s:.1f} s, so its last samples before the stop may be missing")
+                    log.warning("%s", text)
+                    log_event("warning", text)
+                    return
+                progress, received = self.received_count() - received, self.received_count()
+                if not progress:
+                    break
+                deadline = now_ns() + int(0.5e9)  # still catching up: give it another half second
+        text = (f"stopped with the bus still busy after {(now_ns() - t_stop) / 1e9:.1f} s: messages still queued "
+                f"then (published before the stop) are not in this episode")
+        log.warning("%s", text)
+        log_event("error", text)
