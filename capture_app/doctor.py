@@ -20,12 +20,11 @@ from pathlib import Path
 
 from capture_app.config import RigConfig
 from capture_app.errors import CaptureError
+from capture_app.usb_ids import identify
 from drivers.registry import create_driver
 
 RULES_NAME = "99-capture-rig.rules"
 RULES_DIR = Path("/etc/udev/rules.d")
-USB_VENDORS = {"28de": "Valve (VIVE trackers)", "0bb4": "HTC", "8086": "Intel RealSense", "2b03": "Stereolabs ZED",
-               "3325": "MANUS dongle", "1915": "MANUS dongle (1915)"}
 SDK_MODULES = {"realsense": ("pyrealsense2", "pip install pyrealsense2 (and apt-get install libusb-1.0-0)"),
                "openvr_tracker": ("openvr", "pip install openvr; install and run SteamVR"),
                "zed": ("pyzed.sl", "the ZED SDK installer (optional: the UVC fallback needs only OpenCV)")}
@@ -122,20 +121,24 @@ def udev_check(rules_dir: Path = RULES_DIR) -> Check:
 
 
 def usb_permission_checks(sysfs: str = "/sys/bus/usb/devices") -> list[Check]:
+    """The rig's USB devices found in sysfs, identified by vendor *and* product id (capture_app/usb_ids.py):
+    an Intel hub or a Nordic mouse is not a RealSense or a MANUS dongle."""
     checks = []
     for vendor_file in sorted(glob.glob(f"{sysfs}/*/idVendor")):
         folder = os.path.dirname(vendor_file)
-        vendor = Path(vendor_file).read_text().strip()
-        if vendor not in USB_VENDORS:
-            continue
         try:
+            vendor = Path(vendor_file).read_text().strip()
+            product = Path(folder, "idProduct").read_text().strip()
+            name = identify(vendor, product)
+            if name is None:
+                continue
             bus = int(Path(folder, "busnum").read_text())
             dev = int(Path(folder, "devnum").read_text())
         except (OSError, ValueError):
             continue
         node = f"/dev/bus/usb/{bus:03d}/{dev:03d}"
         ok = os.access(node, os.R_OK | os.W_OK)
-        checks.append(Check(f"USB {USB_VENDORS[vendor]} ({node})", ok, "read/write" if ok else "no access",
+        checks.append(Check(f"USB {name} {vendor}:{product} ({node})", ok, "read/write" if ok else "no access",
                             "" if ok else "install the udev rules (see above) and replug"))
     return checks
 
