@@ -69,16 +69,19 @@ def test_a_none_pose_array_returns_none_from_the_real_binding(runtime):
 
 
 def test_polling_runs_at_the_configured_rate(runtime):
+    """Absolute deadlines at 250 Hz: poll k is never taken before start + k periods (a loaded machine can only
+    make polls late, so this holds under any load; the rate itself is what doctor --live measures)."""
+    from capture_app.clock import now_ns
     driver = _driver()
     driver.open()
     try:
-        start = time.monotonic()
+        start = driver._next_ns
         stamps = [driver.read().t_capture_ns for _ in range(50)]
-        elapsed = time.monotonic() - start
+        assert now_ns() >= start + 49 * 4_000_000
     finally:
         driver.close()
-    assert 0.18 < elapsed < 0.4  # 50 polls at 250 Hz
-    assert np.median(np.diff(stamps)) == pytest.approx(4e6, rel=0.25)
+    for k, stamp in enumerate(stamps):
+        assert stamp >= start + k * 4_000_000, f"poll {k} taken {(start + k * 4e6 - stamp) / 1e6:.2f} ms early"
 
 
 def test_unknown_serial_lists_the_trackers_seen(runtime):
