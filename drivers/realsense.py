@@ -15,6 +15,12 @@ Time: ``get_timestamp()`` is in milliseconds, in the domain ``get_frame_timestam
 names (hardware_clock, system_time or global_time), stored as device info. Device times are
 mapped onto the host clock (``ClockMapper``), whose fit and residual are device info too.
 
+A live camera's frames wait in a queue of at most ``LIVE_BUFFER`` frames between the SDK's thread and
+``read`` (more are dropped and counted); after a stall ``read`` gets the whole backlog at once, so the
+pairer keeps as many depth frames as that queue can hand over: every colour frame of a backlog finds
+its depth. A camera that delivers no frame for ``timeout_ms`` (option, default 3000 ms) raises
+``DeviceTimeoutError`` and is reconnected.
+
 Playback: the recording is read as fast as it is consumed (``set_real_time(False)``) and,
 with ``real_time = true``, paced by the frames' own timestamps, so a recording fed faster
 than real time still plays at its recorded pace.
@@ -36,7 +42,6 @@ from drivers.base import Driver, Sample, import_sdk
 from drivers.rgbd_pairing import Frame, FramePairer
 
 INSTALL_HINT = "apt-get install -y libusb-1.0-0 && pip install pyrealsense2 (or: pip install 'capture-app[realsense]')"
-SILENCE_LIMIT_NS = 3 * NS_PER_S
 PLAYBACK_BUFFER = 8   # frames copied ahead of the consumer when playing a file (the SDK waits for us)
 LIVE_BUFFER = 64      # frames buffered from a live camera before new ones are dropped (and counted)
 PLAYBACK_NEVER_TIMES_OUT = 1 << 62
@@ -54,7 +59,11 @@ class RealSenseOptions:
     depth: bool = True
     playback_file: str = ""
     real_time: bool = True      # playback: pace by the recorded timestamps (false: as fast as consumed)
-    timeout_ms: int = 1000
+    timeout_ms: int = 3000      # live camera: no frame for this long -> DeviceTimeoutError, reconnect
+
+    def __post_init__(self):
+        if not isinstance(self.timeout_ms, int) or isinstance(self.timeout_ms, bool) or self.timeout_ms <= 0:
+            raise ValueError(f"option timeout_ms = {self.timeout_ms!r}: expected a positive number of milliseconds")
 
 
 def _intrinsics(profile) -> dict:
@@ -76,7 +85,7 @@ class RealSenseCamera(Driver):
         self._frames: deque[tuple[str, Frame]] = deque()
         self._frames_cond = threading.Condition()
         self._closing = False
-        self._pairer = FramePairer(config.rate_hz)
+        self._pairer = self._live_pairer()
         self._ready: deque = deque()
         self._clock = ClockMapper()
         self._silent_since = None
@@ -106,7 +115,8 @@ class RealSenseCamera(Driver):
             self._playback.set_real_time(False)  # we pace by the frames' own timestamps
             # a file delivers every frame in order: a colour frame waits for its depth frame however long
             # the consumer takes (host time says nothing about a file), never for a timeout
-            self._pairer = FramePairer(self.config.rate_hz, wait_ns=PLAYBACK_NEVER_TIMES_OUT)
+            self._pairer = FramePairer(self.config.rate_hz, wait_ns=PLAYBACK_NEVER_TIMES_OUT,
+                                       depth_history=PLAYBACK_BUFFER)
             where = f"recording {o.playback_file}"
         else:
             device = self._find_camera(rs, context)
@@ -278,13 +288,19 @@ class RealSenseCamera(Driver):
         sleep_until_ns(due, self._stop)
         return now_ns()
 
+    def _live_pairer(self) -> FramePairer:
+        """A live camera's pairer: it keeps as many depth frames as the queue can hand over in one go (a backlog
+        after a stall), so no colour frame of a backlog loses its depth to the pairer's own limit."""
+        return FramePairer(self.config.rate_hz, depth_history=LIVE_BUFFER)
+
     def _on_silence(self, t: int) -> None:
         if self._playback is not None:
             return None
         self._silent_since = self._silent_since or t
-        if t - self._silent_since > SILENCE_LIMIT_NS:
+        if t - self._silent_since > self.options.timeout_ms * 1_000_000:
             raise DeviceTimeoutError(f"RealSense {self.config.serial} for {self.config.stream} delivered no frame for "
-                                     f"3 s; check the USB 3 cable and power, then it reconnects by itself")
+                                     f"{self.options.timeout_ms} ms (option timeout_ms); check the USB 3 cable and "
+                                     f"power, then it reconnects by itself")
         return None
 
     def close(self) -> None:
@@ -303,5 +319,5 @@ class RealSenseCamera(Driver):
                 pass
         self._sensors = []
         self._playback = None
-        self._pairer = FramePairer(self.config.rate_hz)  # live cameras time out a missing depth frame
+        self._pairer = self._live_pairer()  # live cameras time out a missing depth frame
         self._ready.clear()

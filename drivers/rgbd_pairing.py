@@ -5,7 +5,9 @@ A D435's colour and depth sensors are stamped a few ms apart (librealsense issue
 with the depth frame nearest in device time within half a frame period, and is released
 as soon as that is decided: a depth frame at or after its time has arrived, or it has
 waited longer than ``wait_ns`` of host time (the depth frame was dropped). Every colour
-frame is released exactly once, with a depth frame or with None.
+frame is released exactly once, with a depth frame or with None. ``depth_history`` is how many
+depth frames are kept to choose from: at least as many as can be added between two ``ready``
+calls (a driver's whole queue after a stall), or a backlog's older colour frames lose their depth.
 """
 
 from __future__ import annotations

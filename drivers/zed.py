@@ -11,8 +11,15 @@ of ``ego_camera`` accounts for the difference.
 ZED SDK return codes (``sl.ERROR_CODE``, pyzed 5.x ``src/pyzed/sl.pyx`` and ``sl_c.pxd``): the
 warnings (SENSOR_CONFIGURATION_CHANGED, POTENTIAL_CALIBRATION_ISSUE, CONFIGURATION_FALLBACK,
 SENSORS_DATA_REQUIRED, CORRUPTED_FRAME, CAMERA_REBOOTING) are ordered *below* SUCCESS and the
-errors above it, and the enum supports ``<``/``>``. As in Stereolabs' tutorials, ``open() > SUCCESS``
-is a failure and ``grab() <= SUCCESS`` means a new image is available.
+errors above it. Ordering comparisons (``<``, ``>``) on ``ERROR_CODE`` exist only from zed-python-api
+v5.0.5; on 4.x and 5.0.0-5.0.4 the enum compares only with ``==``/``!=`` and ``status > SUCCESS`` raises
+``TypeError``. So codes are classified here by identity, name and value (``_severity``), never ordered:
+as in Stereolabs' tutorials, an error (above SUCCESS) fails ``open`` and ``grab``, a warning (below
+SUCCESS) still opens the camera / delivers an image.
+
+``backend = "auto"`` uses the SDK when it imports *and* opens the camera; when the SDK path fails
+for any reason (no CUDA GPU, a camera it does not detect, an SDK exception), the reason is kept in
+the device info (``sdk_fallback``) and the camera is opened as a UVC device.
 """
 
 from __future__ import annotations
@@ -46,6 +53,22 @@ class ZedOptions:
     def __post_init__(self):
         if self.backend not in ("auto", "sdk", "uvc"):
             raise ValueError(f"option backend = {self.backend!r}: expected auto, sdk or uvc")
+
+
+# sl.ERROR_CODE warnings (below SUCCESS in sl_c.pxd, 5.x); codes of a newer SDK with a negative value count too
+WARNING_CODES = frozenset({"SENSOR_CONFIGURATION_CHANGED", "POTENTIAL_CALIBRATION_ISSUE", "CONFIGURATION_FALLBACK",
+                           "SENSORS_DATA_REQUIRED", "CORRUPTED_FRAME", "CAMERA_REBOOTING"})
+
+
+def _severity(sl, status) -> str:
+    """``"ok"``, ``"warning"`` or ``"error"`` for an ``sl.ERROR_CODE``, without ordering comparisons (which
+    pyzed < 5.0.5 does not support)."""
+    if status == sl.ERROR_CODE.SUCCESS:
+        return "ok"
+    value = getattr(status, "value", None)
+    if getattr(status, "name", None) in WARNING_CODES or (isinstance(value, int) and value < 0):
+        return "warning"
+    return "error"
 
 
 def _timestamp_clock(sl) -> str:
@@ -88,8 +111,27 @@ class ZedCamera(Driver):
                 if backend == "sdk":
                     raise
             if self._sl is not None:
-                return self._open_sdk()
+                if backend == "sdk":
+                    return self._open_sdk()
+                try:
+                    return self._open_sdk()
+                except Exception as exc:  # auto: any failure of the SDK path falls back to UVC, saying why
+                    self._close_sdk()
+                    reason = str(exc) if isinstance(exc, DeviceNotFoundError) else f"{type(exc).__name__}: {exc}"
+                    self.device_info["sdk_fallback"] = f"ZED SDK path failed, using UVC: {reason}"
+                    try:
+                        return self._open_uvc()
+                    except DeviceNotFoundError as uvc_exc:
+                        raise DeviceNotFoundError(f"{uvc_exc} The ZED SDK path failed first: {reason}") from None
         self._open_uvc()
+
+    def _close_sdk(self) -> None:
+        camera, self._camera = self._camera, None
+        if camera is not None:
+            try:
+                camera.close()
+            except Exception:
+                pass
 
     def _open_sdk(self) -> None:
         sl = self._sl
@@ -100,13 +142,15 @@ class ZedCamera(Driver):
         init.depth_mode = sl.DEPTH_MODE.NONE
         if self.config.serial:
             init.set_from_serial_number(int(self.config.serial))
+        self._camera = camera  # closed by close() / _close_sdk() whatever happens next
         status = camera.open(init)
-        if status > sl.ERROR_CODE.SUCCESS:
+        severity = _severity(sl, status)
+        if severity == "error":
             raise DeviceNotFoundError(f"ZED {self.config.serial or '(any)'} for {self.config.stream} could not be "
                                       f"opened: {status}. Plug it into a USB 3 port and run `capture-app doctor`.")
-        if status < sl.ERROR_CODE.SUCCESS:  # opened, with a warning the engineer must see (e.g. a fallback)
+        if severity == "warning":  # opened, with a warning the engineer must see (e.g. a fallback)
             self.device_info["open_warning"] = str(status)
-        self._camera, self._mat, self._runtime, self.backend = camera, sl.Mat(), sl.RuntimeParameters(), "sdk"
+        self._mat, self._runtime, self.backend = sl.Mat(), sl.RuntimeParameters(), "sdk"
         information = camera.get_camera_information()
         left = information.camera_configuration.calibration_parameters.left_cam
         self.device_info.update({"model": f"{information.camera_model} (ZED SDK {sdk_version(sl)})",
@@ -141,10 +185,11 @@ class ZedCamera(Driver):
         sl = self._sl
         status = self._camera.grab(self._runtime)
         arrival = now_ns()
-        if status > sl.ERROR_CODE.SUCCESS:
+        severity = _severity(sl, status)
+        if severity == "error":
             raise DeviceDisconnectedError(f"ZED grab failed ({status}): check the USB cable; reconnecting")
         tracking, meta = "ok", None
-        if status < sl.ERROR_CODE.SUCCESS:  # a warning: counted and shown; the image may still be usable
+        if severity == "warning":  # a warning: counted and shown; the image may still be usable
             self.grab_warnings[str(status)] = self.grab_warnings.get(str(status), 0) + 1
             self.device_info["grab_warnings"] = dict(self.grab_warnings)
             if status == sl.ERROR_CODE.CAMERA_REBOOTING:
@@ -179,9 +224,7 @@ class ZedCamera(Driver):
         return Sample(t_capture, {"color": cv2.cvtColor(left, cv2.COLOR_BGR2RGB)})
 
     def close(self) -> None:
-        if self._camera is not None:
-            self._camera.close()
-            self._camera = None
+        self._close_sdk()
         if self._capture is not None:
             self._capture.release()
             self._capture = None

@@ -5,9 +5,14 @@ Built from the real contract, not from our driver: ``stereolabs/zed-python-api``
 
 - ``ERROR_CODE`` is an ``enum.Enum`` whose values follow the C++ ``sl::ERROR_CODE``
   (``sl_c.pxd`` declares SENSOR_CONFIGURATION_CHANGED .. CAMERA_REBOOTING before SUCCESS = 0,
-  i.e. -6 .. -1, then FAILURE = 1, ...); it defines ``<``, ``<=``, ``>``, ``>=`` on ``.value``
-  and ``str()`` gives the SDK's text. Stereolabs' tutorials: ``open() > SUCCESS`` fails,
-  ``grab() <= SUCCESS`` gives a new image.
+  i.e. -6 .. -1, then FAILURE = 1, ...); ``str()`` gives the SDK's text. Stereolabs' tutorials:
+  ``open() > SUCCESS`` fails, ``grab() <= SUCCESS`` gives a new image.
+- Ordering: ``sl.pyx`` defines ``__lt__``/``__le__``/``__gt__``/``__ge__`` on ``ERROR_CODE`` only from
+  tag v5.0.5 on (checked over every tag, /work/shared/reference/devices.md); on 4.x and 5.0.0-5.0.4
+  it is a plain ``enum.Enum``: ``==``/``!=`` work, ``status > SUCCESS`` raises ``TypeError``.
+  ``module(version)`` gives either (``version`` as ``Camera.get_sdk_version()`` reports it). The
+  members are the same in every version here: this fake models the ordering, not which warning
+  codes each release added.
 - ``Camera.get_sdk_version()`` is a static method (the module has no ``__version__``);
   ``Camera.get_timestamp_clock()`` (5.x) returns a ``TIMESTAMP_CLOCK``.
 - ``Camera.get_timestamp(TIME_REFERENCE.IMAGE)`` returns a ``Timestamp`` with ``get_nanoseconds()``.
@@ -23,7 +28,12 @@ import types
 import numpy as np
 
 
-class _Ordered(enum.Enum):
+class _Named(enum.Enum):
+    def __str__(self):
+        return self.name.replace("_", " ")
+
+
+class _Ordered(_Named):
     def __lt__(self, other):
         return self.value < other.value if isinstance(other, type(self)) else NotImplemented
 
@@ -36,26 +46,25 @@ class _Ordered(enum.Enum):
     def __ge__(self, other):
         return self.value >= other.value if isinstance(other, type(self)) else NotImplemented
 
-    def __str__(self):
-        return self.name.replace("_", " ")
 
-
-class ERROR_CODE(_Ordered):
-    SENSOR_CONFIGURATION_CHANGED = -6
-    POTENTIAL_CALIBRATION_ISSUE = -5
-    CONFIGURATION_FALLBACK = -4
-    SENSORS_DATA_REQUIRED = -3
-    CORRUPTED_FRAME = -2
-    CAMERA_REBOOTING = -1
-    SUCCESS = 0
-    FAILURE = 1
-    NO_GPU_COMPATIBLE = 2
-    NOT_ENOUGH_GPU_MEMORY = 3
-    CAMERA_NOT_DETECTED = 4
-    SENSORS_NOT_INITIALIZED = 5
-    SENSORS_NOT_AVAILABLE = 6
-    INVALID_RESOLUTION = 7
-    LOW_USB_BANDWIDTH = 8
+ERROR_CODE_VALUES = {  # sl_c.pxd
+    "SENSOR_CONFIGURATION_CHANGED": -6,
+    "POTENTIAL_CALIBRATION_ISSUE": -5,
+    "CONFIGURATION_FALLBACK": -4,
+    "SENSORS_DATA_REQUIRED": -3,
+    "CORRUPTED_FRAME": -2,
+    "CAMERA_REBOOTING": -1,
+    "SUCCESS": 0,
+    "FAILURE": 1,
+    "NO_GPU_COMPATIBLE": 2,
+    "NOT_ENOUGH_GPU_MEMORY": 3,
+    "CAMERA_NOT_DETECTED": 4,
+    "SENSORS_NOT_INITIALIZED": 5,
+    "SENSORS_NOT_AVAILABLE": 6,
+    "INVALID_RESOLUTION": 7,
+    "LOW_USB_BANDWIDTH": 8,
+}
+ERROR_CODE = _Ordered("ERROR_CODE", ERROR_CODE_VALUES)  # as from v5.0.5 (module() builds each version's own)
 
 
 class TIMESTAMP_CLOCK(_Ordered):
@@ -148,15 +157,15 @@ class Camera:
             calibration_parameters=types.SimpleNamespace(left_cam=left)))
 
     def grab(self, runtime: RuntimeParameters) -> ERROR_CODE:
-        code = self._grabs.pop(0) if self._grabs else ERROR_CODE.SUCCESS
-        if code <= ERROR_CODE.SUCCESS and code != ERROR_CODE.CAMERA_REBOOTING:
+        code = self._grabs.pop(0) if self._grabs else type(self).open_code.__class__.SUCCESS
+        if code.value <= 0 and code.name != "CAMERA_REBOOTING":  # by value: every version's enum has it
             self.k += 1  # a new image
         return code
 
     def retrieve_image(self, mat: Mat, view: VIEW) -> ERROR_CODE:
         mat.data = np.zeros((*self.shape, 4), np.uint8)
         mat.data[..., 0] = self.k  # blue channel counts images
-        return ERROR_CODE.SUCCESS
+        return type(self).open_code.__class__.SUCCESS
 
     def get_timestamp(self, reference: TIME_REFERENCE) -> Timestamp:
         return Timestamp(5_000_000_000_000 + self.k * 33_333_333)
@@ -165,10 +174,17 @@ class Camera:
         pass
 
 
-def module() -> types.ModuleType:
-    """The fake as a module object, as ``import pyzed.sl`` would give it."""
+def module(version: str = "5.4.0") -> types.ModuleType:
+    """The fake as a module object, as ``import pyzed.sl`` of ZED SDK ``version`` would give it: from 5.0.5 on
+    ``ERROR_CODE`` orders (``<``, ``>``), before it (4.x, 5.0.0-5.0.4) it only compares with ``==``/``!=``."""
+    major, minor, patch = (int(x) for x in version.split(".")[:3])
+    ordered = (major, minor, patch) >= (5, 0, 5)
+    error_code = _Ordered("ERROR_CODE", ERROR_CODE_VALUES) if ordered else _Named("ERROR_CODE", ERROR_CODE_VALUES)
+    camera = type("Camera", (Camera,), {"open_code": error_code.SUCCESS, "grab_script": [], "last_init": None,
+                                        "get_sdk_version": staticmethod(lambda: version)})
     m = types.ModuleType("pyzed.sl")
-    for name in ("ERROR_CODE", "TIMESTAMP_CLOCK", "RESOLUTION", "DEPTH_MODE", "VIEW", "TIME_REFERENCE", "Timestamp",
-                 "InitParameters", "RuntimeParameters", "Mat", "Camera"):
+    for name in ("TIMESTAMP_CLOCK", "RESOLUTION", "DEPTH_MODE", "VIEW", "TIME_REFERENCE", "Timestamp",
+                 "InitParameters", "RuntimeParameters", "Mat"):
         setattr(m, name, globals()[name])
+    m.ERROR_CODE, m.Camera = error_code, camera
     return m

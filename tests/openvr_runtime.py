@@ -11,13 +11,23 @@ Contract followed (openvr.h, IVRSystem, as bound by pyopenvr 1.26 / 2.12):
 - ``GetStringTrackedDeviceProperty(index, prop, char* buf, uint32 size, ETrackedPropertyError* err)``
   returns the size needed including the NUL; with a buffer too small it sets
   ``TrackedProp_BufferTooSmall`` (pyopenvr first calls with size 0, then again).
-- ``GetTrackedDeviceClass(index)``: ``TrackedDeviceClass_Invalid`` (0) for an empty slot.
+- ``GetTrackedDeviceClass(index)``: ``TrackedDeviceClass_Invalid`` (0) for an empty slot. A tracker whose
+  SteamVR role is "held in hand" is ``TrackedDeviceClass_Controller`` (2) (openvr issues #1680, #902):
+  give it that class in ``devices``.
 - ``IsTrackedDeviceConnected(index)``.
+- ``TrackedProp_NotYetAvailable`` (9; openvr.h: "The property value isn't known yet, but is expected soon.
+  Call again later"): what a device just switched on answers; slots in ``not_yet_available`` answer it
+  (with 0 and no string) until removed from that set.
+- ``PollNextEvent(VREvent_t* event, uint32 size)``: true and fills ``eventType``, ``trackedDeviceIndex``,
+  ``eventAgeSeconds`` with the oldest queued event (``events``), false when none is left.
+- ``ETrackingResult`` ``TrackingResult_Fallback_RotationOnly`` (300) with ``bPoseIsValid``: openvr.h's
+  "rotation only" fallback (IMU): the rotation is tracked, the position is not.
 """
 
 from __future__ import annotations
 
 import ctypes
+from collections import deque
 
 import numpy as np
 
@@ -30,6 +40,9 @@ class StubRuntime:
         self.devices: dict[int, tuple[int, str]] = {}   # index -> (TrackedDeviceClass, serial)
         self.poses: dict[int, dict] = {}                # index -> {"T", "valid", "connected", "result"}
         self.pose_calls: list[int] = []                 # the array count of each pose call (0 = NULL array)
+        self.not_yet_available: set[int] = set()        # slots answering TrackedProp_NotYetAvailable
+        self.events: deque = deque()                    # (eventType, trackedDeviceIndex, eventAgeSeconds)
+        self.during_pose_call = None                    # called inside each pose call (e.g. to make it slow)
         self._keep = []
         table = openvr.IVRSystem_FnTable()
         types = dict(openvr.IVRSystem_FnTable._fields_)
@@ -48,6 +61,7 @@ class StubRuntime:
         install("getStringTrackedDeviceProperty",
                 ctypes.CFUNCTYPE(ctypes.c_uint, ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_uint,
                                  ctypes.POINTER(ctypes.c_uint)), self._string_property)
+        install("pollNextEvent", ctypes.CFUNCTYPE(ctypes.c_ubyte, ctypes.c_void_p, ctypes.c_uint32), self._poll_event)
         self.table = table
         self.system = object.__new__(openvr.IVRSystem)  # the real class; __init__ would ask the runtime
         self.system.function_table = table
@@ -58,8 +72,17 @@ class StubRuntime:
                              "connected": connected,
                              "result": self.openvr.TrackingResult_Running_OK if result is None else result}
 
+    def _poll_event(self, event_address, size):
+        if not self.events or size < ctypes.sizeof(self.openvr.VREvent_t):
+            return 0
+        event = ctypes.cast(event_address, ctypes.POINTER(self.openvr.VREvent_t))[0]
+        event.eventType, event.trackedDeviceIndex, event.eventAgeSeconds = self.events.popleft()
+        return 1
+
     def _poses(self, origin, seconds, array_address, count):
         self.pose_calls.append(count)
+        if self.during_pose_call is not None:
+            self.during_pose_call()
         if not array_address:
             return
         array = ctypes.cast(array_address, ctypes.POINTER(self.openvr.TrackedDevicePose_t))
@@ -80,6 +103,9 @@ class StubRuntime:
         openvr = self.openvr
         if index not in self.devices:
             error[0] = openvr.TrackedProp_InvalidDevice
+            return 0
+        if index in self.not_yet_available:
+            error[0] = openvr.TrackedProp_NotYetAvailable
             return 0
         if prop != openvr.Prop_SerialNumber_String:
             error[0] = openvr.TrackedProp_UnknownProperty

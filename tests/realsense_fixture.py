@@ -114,3 +114,32 @@ def write_recording(path, frames: int = 30, rec: Recording | None = None) -> Rec
         sensor.close()
     del recorder  # finishes the file
     return rec
+
+
+class RecordedCamera:
+    """A recording played through pyrealsense2's own device API as if it were a live camera: the driver's
+    live path (``_find_camera``) gets the played-back device, whose sensors call the driver's callback on
+    the SDK's thread. ``real_time=False``: frames come as fast as the callback takes them. The recording is
+    paused until ``play()`` (after the driver's ``open`` started every sensor), so no sensor misses a frame."""
+
+    def __init__(self, path, real_time: bool = False):
+        import pyrealsense2 as rs
+        self.rs = rs
+        self.device = rs.context().load_device(str(path))
+        self.playback = self.device.as_playback()
+        self.playback.set_real_time(real_time)
+
+    def find_camera(self, rs, context):  # monkeypatched over RealSenseCamera._find_camera
+        self.playback.pause()
+        return self.device
+
+    def play(self) -> None:
+        self.playback.resume()
+
+    def wait_until_played(self, timeout_s: float = 60.0) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.playback.current_status() == self.rs.playback_status.stopped:
+                return True
+            time.sleep(0.02)
+        return False

@@ -200,3 +200,32 @@ def test_an_sdk_crash_does_not_take_the_app_down_and_the_gloves_come_back(fake_s
         t = f["streams/left_glove/t_capture_ns"][:]
         assert np.diff(t).max() > 300e6  # the gap is in the data, not papered over
         assert len(t) > 100 and f["streams/right_glove/keypoints"].shape[1:] == (25, 3)
+
+
+def test_device_time_comes_from_the_stream_info_as_the_official_sdkclients_take_it(fake_sdk, monkeypatch):
+    """Both official SDKClients overwrite each skeleton's publishTime with SkeletonStreamInfo.publishTime
+    (SDKClient.cpp, OnRawSkeletonStreamCallback); an SDK that leaves the per-skeleton field 0 still gives
+    every sample its device time."""
+    monkeypatch.setenv("FAKE_MANUS_PUBLISH_TIME", "stream")
+    driver = _driver(fake_sdk[3])
+    driver.open()
+    try:
+        samples = _collect(driver)
+    finally:
+        driver.close()
+    device = np.array([s.t_device_ns if s.t_device_ns is not None else -1 for s in samples]) - FAKE_EPOCH_NS
+    assert len(samples) == 40 and np.all(device % 1_000_000 == 0) and 0 < device.min() and device.max() < 60e9
+    assert "device_time_missing" not in driver.device_info and driver.device_info["clock"]  # the report is filled
+
+
+def test_samples_without_any_device_time_are_counted_and_flagged(fake_sdk, monkeypatch):
+    monkeypatch.setenv("FAKE_MANUS_PUBLISH_TIME", "none")
+    driver = _driver(fake_sdk[2])
+    driver.open()
+    try:
+        samples = _collect(driver)
+    finally:
+        driver.close()
+    assert samples and all(s.t_device_ns is None for s in samples)
+    assert driver.device_info["device_time_missing"] == len(samples)
+    assert "publishTime missing" in driver.device_info["timestamp_domain"]

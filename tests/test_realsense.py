@@ -11,7 +11,8 @@ import pytest
 rs = pytest.importorskip("pyrealsense2")
 
 from capture_app.rig.config import DriverConfig  # noqa: E402
-from capture_app.core.errors import ConfigError, DeviceNotFoundError  # noqa: E402
+from capture_app.core.clock import NS_PER_S  # noqa: E402
+from capture_app.core.errors import ConfigError, DeviceNotFoundError, DeviceTimeoutError  # noqa: E402
 from drivers.realsense import RealSenseCamera  # noqa: E402
 from tests import realsense_fixture as fx  # noqa: E402
 
@@ -106,16 +107,109 @@ def test_device_info_carries_intrinsics_extrinsics_and_scale(recording):
     assert info["clock"]["windows"] >= 1
 
 
-def test_real_time_playback_maps_a_drifting_device_clock_onto_the_host_clock(tmp_path_factory):
-    path, rec = _record(tmp_path_factory, "drift", frames=45, drift_ppm=200.0)
-    driver = _driver(playback_file=str(path), real_time=True, width=fx.W, height=fx.H)
-    samples = _play(driver)
-    stamps = np.array([s.t_capture_ns for s in samples]) / 1e9
-    device = np.array([s.t_device_ns for s in samples]) / 1e9
-    # mapped stamps advance with the device clock (33.3 ms per frame), not with arrival jitter
-    np.testing.assert_allclose(np.diff(stamps), np.diff(device), atol=3e-3)
-    assert abs(stamps[-1] - time.monotonic()) < 5
-    assert driver.device_info["clock"]["residual_p95_ms"] < 50
+def _live(monkeypatch, camera, **options):
+    """A driver on its *live* path whose camera is ``camera`` (a recording played through the SDK's device API)."""
+    monkeypatch.setattr(RealSenseCamera, "_find_camera", camera.find_camera)
+    return _driver(width=fx.W, height=fx.H, **options)
+
+
+def _drain(driver, idle_reads=5, timeout_s=30):
+    """Read until ``idle_reads`` reads in a row give nothing."""
+    samples, idle, deadline = [], 0, time.monotonic() + timeout_s
+    while idle < idle_reads and time.monotonic() < deadline:
+        sample = driver.read()
+        idle = idle + 1 if sample is None else 0
+        if sample is not None:
+            samples.append(sample)
+    return samples
+
+
+def test_a_backlog_of_20_frames_after_a_stall_keeps_every_depth(tmp_path_factory, monkeypatch):
+    """The consumer stalls while a live camera delivers 20 colour+depth pairs (40 frames, within the 64 the
+    queue holds); then read() gets the whole backlog at once. Every colour frame keeps its own depth."""
+    path, _ = _record(tmp_path_factory, "backlog", frames=20, depth_offset_ms=4, paced=False)
+    camera = fx.RecordedCamera(path, real_time=False)  # frames as fast as the callback takes them
+    driver = _live(monkeypatch, camera)
+    driver.open()
+    camera.play()
+    try:
+        assert camera.wait_until_played(), "the recording did not play"
+        samples = _drain(driver)
+    finally:
+        driver.close()
+    ks = _frame_numbers(samples)
+    assert driver.dropped_frames == 0 and ks == list(range(20)), ks
+    assert [s.tracking for s in samples] == ["ok"] * len(samples), f"{driver.unpaired_colors} depths lost"
+    for k, s in zip(ks, samples):
+        assert np.all(s.arrays["depth"] == fx.depth_value(k)) and s.meta["depth_dt_ms"] == pytest.approx(4)
+
+
+def test_a_silent_live_camera_times_out_after_timeout_ms(tmp_path_factory, monkeypatch):
+    path, _ = _record(tmp_path_factory, "silent", frames=5, paced=False)
+    camera = fx.RecordedCamera(path, real_time=False)
+    driver = _live(monkeypatch, camera, timeout_ms=300)
+    driver.open()
+    camera.play()
+    try:
+        assert camera.wait_until_played()
+        with pytest.raises(DeviceTimeoutError, match="no frame for 300 ms \\(option timeout_ms\\)"):
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                driver.read()
+    finally:
+        driver.close()
+    for bad in (0, -5, 2.5, True):
+        with pytest.raises(ConfigError, match="timeout_ms"):
+            _driver(timeout_ms=bad)
+
+
+def test_a_drifting_device_clock_is_mapped_onto_the_host_clock_of_arrival(tmp_path_factory, monkeypatch):
+    """Frames of a camera whose clock runs 1000 ppm fast arrive at host times the test chooses (capture time on
+    the host clock + a 4 ms minimum transport delay + jitter, through the driver's live path and the real SDK
+    frames). The mapped stamps must follow the host capture times, not the device clock: ignoring the drift
+    would be 10 ms off after 10 s; arrival stamps would carry the jitter."""
+    from drivers import realsense as driver_module
+    drift_ppm, frames, period_ns, delay_ns = 1000.0, 300, NS_PER_S / fx.FPS, 4_000_000
+    path, rec = _record(tmp_path_factory, "drift", frames=frames, drift_ppm=drift_ppm, paced=False)
+    host0 = 7_000_000_000_000
+
+    def host_capture(k):
+        return host0 + int(round(k * period_ns))
+
+    def jitter(k):  # 0 .. 6 ms, 0 once every 13 frames (the lower envelope the mapping follows)
+        return (k * 7919 % 13) * 500_000
+
+    clock = {"now": host0}
+    monkeypatch.setattr(driver_module, "now_ns", lambda: clock["now"])
+    camera = fx.RecordedCamera(path, real_time=False)
+    driver = _live(monkeypatch, camera)
+    original = driver._on_frame
+
+    def on_frame(frame):  # the SDK's thread: this frame arrives now; hold the camera while the queue is half full
+        while len(driver._frames) >= 32:
+            time.sleep(0.002)
+        k = frame.get_frame_number()
+        clock["now"] = max(clock["now"], host_capture(k) + delay_ns + jitter(k))
+        original(frame)
+    driver._on_frame = on_frame
+    driver.open()
+    camera.play()
+    samples = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(samples) < frames - 1:
+            sample = driver.read()
+            if sample is not None:
+                samples.append(sample)
+    finally:
+        driver.close()
+    ks = _frame_numbers(samples)
+    assert len(ks) >= frames - 2
+    late = [(k, s) for k, s in zip(ks, samples) if k >= frames // 2]  # once the fit has several windows
+    errors_ms = np.array([(s.t_capture_ns - host_capture(k) - delay_ns) / 1e6 for k, s in late])
+    assert np.abs(errors_ms).max() < 1.0, f"mapped stamps off the host capture times by up to {errors_ms} ms"
+    device_per_host = 1 + drift_ppm * 1e-6  # the mapping's drift: host runs slower than the device clock
+    assert driver.device_info["clock"]["drift_ppm"] == pytest.approx((1 / device_per_host - 1) * 1e6, abs=50)
 
 
 def test_a_recording_fed_faster_than_real_time_plays_at_its_recorded_pace(tmp_path_factory):

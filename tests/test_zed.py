@@ -1,5 +1,6 @@
 """The ZED driver: the UVC path through a video file, the SDK path through a fake of pyzed.sl
-built from the ZED SDK 5.4 Python API (tests/fake_pyzed.py)."""
+built from the ZED SDK Python API (tests/fake_pyzed.py): 5.4, and 4.x / 5.0.0-5.0.4 whose ``ERROR_CODE``
+has no ordering comparisons (zed-python-api adds them in v5.0.5)."""
 
 from __future__ import annotations
 
@@ -67,10 +68,12 @@ def test_sdk_backend_without_the_sdk_explains_the_pyzed_trap():
         _driver(backend="sdk").open()
 
 
-@pytest.fixture
-def sl(monkeypatch):
-    fake = fake_pyzed.module()
-    fake.Camera.open_code, fake.Camera.grab_script = fake.ERROR_CODE.SUCCESS, []
+SDK_VERSIONS = ["4.2.5", "5.0.3", "5.4.0"]  # ERROR_CODE without ordering (4.x, 5.0.0-5.0.4), with (>= 5.0.5)
+
+
+@pytest.fixture(params=SDK_VERSIONS)
+def sl(monkeypatch, request):
+    fake = fake_pyzed.module(request.param)
     monkeypatch.setattr(zed, "import_zed_sdk", lambda: fake)
     return fake
 
@@ -86,7 +89,7 @@ def test_sdk_path_publishes_left_images_with_device_time(sl):
     driver.close()
     assert sl.Camera.last_init.serial == 12345 and sl.Camera.last_init.depth_mode == sl.DEPTH_MODE.NONE
     assert driver.backend == "sdk" and driver.device_info["intrinsics"]["fy"] == 701.0
-    assert "5.4.0" in driver.device_info["model"] and driver.device_info["timestamp_domain"] == "zed:SYSTEM CLOCK"
+    assert sl.Camera.get_sdk_version() in driver.device_info["model"] and driver.device_info["timestamp_domain"] == "zed:SYSTEM CLOCK"
     assert [int(s.arrays["color"][0, 0, 2]) for s in samples] == [1, 2, 3, 4, 5]  # blue -> RGB[2]
     assert [s.t_device_ns for s in samples] == [5_000_000_000_000 + k * 33_333_333 for k in range(1, 6)]
 
@@ -132,4 +135,41 @@ def test_grab_errors_reconnect(sl):
 
 def test_sdk_version_comes_from_the_camera_class(sl):
     assert not hasattr(sl, "__version__")
-    assert zed.sdk_version(sl) == "5.4.0"
+    assert zed.sdk_version(sl) in SDK_VERSIONS
+
+
+def test_the_fake_models_the_sdk_versions_without_ordering():
+    """The contract the driver must live with: ``>`` raises TypeError before zed-python-api v5.0.5."""
+    for version in ("4.2.5", "5.0.3"):
+        E = fake_pyzed.module(version).ERROR_CODE
+        assert E.FAILURE != E.SUCCESS
+        with pytest.raises(TypeError):
+            E.FAILURE > E.SUCCESS  # noqa: B015
+    E = fake_pyzed.module("5.4.0").ERROR_CODE
+    assert E.FAILURE > E.SUCCESS > E.CORRUPTED_FRAME
+
+
+def test_auto_falls_back_to_uvc_when_the_sdk_path_fails(sl, side_by_side_video):
+    sl.Camera.open_code = sl.ERROR_CODE.NO_GPU_COMPATIBLE  # the SDK imports but cannot run (no CUDA GPU)
+    driver = _driver(uvc_device=side_by_side_video)
+    driver.open()
+    try:
+        assert driver.backend == "uvc" and driver.read() is not None
+        assert "NO GPU COMPATIBLE" in driver.device_info["sdk_fallback"]
+    finally:
+        driver.close()
+    sl.Camera.open_code = sl.ERROR_CODE.CAMERA_NOT_DETECTED  # neither path works: both reasons are given
+    with pytest.raises(DeviceNotFoundError, match="no video device.*ZED SDK path failed first.*CAMERA NOT DETECTED"):
+        _driver(uvc_device="/dev/video97").open()
+    with pytest.raises(DeviceNotFoundError, match="CAMERA NOT DETECTED"):  # backend sdk: no fallback
+        _driver(backend="sdk", uvc_device=side_by_side_video).open()
+
+
+def test_auto_falls_back_to_uvc_when_the_sdk_raises(sl, side_by_side_video, monkeypatch):
+    def broken_open(self, init):
+        raise RuntimeError("CUDA driver version is insufficient")
+    monkeypatch.setattr(sl.Camera, "open", broken_open)
+    driver = _driver(uvc_device=side_by_side_video)
+    driver.open()
+    driver.close()
+    assert driver.backend == "uvc" and "RuntimeError: CUDA driver" in driver.device_info["sdk_fallback"]

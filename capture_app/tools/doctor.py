@@ -4,6 +4,10 @@ For each driver of the rig config it opens the device the way recording would (s
 messages are the drivers' own) and closes it again; it also reports the SDKs' versions,
 whether the udev rules are installed and whether the USB devices of the rig are
 accessible to this user.
+
+No check aborts the others: an SDK exception that is not a ``CaptureError`` (a ``TypeError``
+from an SDK version the driver did not expect, a ``RuntimeError`` from a vendor library) is
+reported as that check's failure, naming the device, the exception and what to do.
 """
 
 from __future__ import annotations
@@ -16,12 +20,11 @@ from pathlib import Path
 
 from capture_app.rig.config import RigConfig
 from capture_app.core.errors import CaptureError
+from drivers.usb_ids import identify
 from drivers.registry import create_driver
 
 RULES_NAME = "99-capture-rig.rules"
 RULES_DIR = Path("/etc/udev/rules.d")
-USB_VENDORS = {"28de": "Valve (VIVE trackers)", "0bb4": "HTC", "8086": "Intel RealSense", "2b03": "Stereolabs ZED",
-               "3325": "MANUS dongle", "1915": "MANUS dongle (1915)"}
 SDK_MODULES = {"realsense": ("pyrealsense2", "pip install pyrealsense2 (and apt-get install libusb-1.0-0)"),
                "openvr_tracker": ("openvr", "pip install openvr; install and run SteamVR"),
                "zed": ("pyzed.sl", "the ZED SDK installer (optional: the UVC fallback needs only OpenCV)")}
@@ -66,18 +69,43 @@ def device_checks(config: RigConfig) -> list[Check]:
         if d.type.startswith("sim_"):
             checks.append(Check(d.name, True, "simulated"))
             continue
+        driver = None
         try:
             driver = create_driver(d, "inproc://doctor")
+            if hasattr(driver, "start_runtime"):  # doctor checks; it never starts SteamVR itself (drivers/vive.py)
+                driver.start_runtime = False
             driver.open()
-        except CaptureError as exc:
-            checks.append(Check(d.name, False, str(exc), "fix the above, then run `capture-app doctor` again"))
-            continue
-        try:
             info = ", ".join(f"{k} {v}" for k, v in driver.device_info.items() if isinstance(v, (str, int, float)))
             checks.append(Check(d.name, True, f"opened ({info})"))
+        except CaptureError as exc:
+            checks.append(Check(d.name, False, str(exc), "fix the above, then run `capture-app doctor` again"))
+        except Exception as exc:  # an SDK's own exception: this device fails, the other checks still run
+            checks.append(unexpected_failure(d.name, d.type, exc))
         finally:
-            driver.close()
+            if driver is not None:
+                try:
+                    driver.close()
+                except Exception as exc:
+                    checks.append(unexpected_failure(f"{d.name} (close)", d.type, exc))
     return checks
+
+
+def unexpected_failure(subject: str, kind: str, exc: BaseException) -> Check:
+    """A check failed by an exception no driver anticipated (an SDK's own): what, where, what to do."""
+    sdk = SDK_MODULES.get(kind, (kind, ""))[0]
+    return Check(subject, False, f"the {sdk} SDK raised {type(exc).__name__}: {exc}",
+                 f"check the installed {sdk} version (listed above), update it or the driver, and "
+                 f"report this message if it persists")
+
+
+def guarded(subject: str, check, *args) -> list[Check]:
+    """Run one group of checks; an exception fails that group only, with what went wrong."""
+    try:
+        result = check(*args)
+    except Exception as exc:
+        return [Check(subject, False, f"the check itself failed: {type(exc).__name__}: {exc}",
+                      "report this message; the other checks above and below still ran")]
+    return result if isinstance(result, list) else [result]
 
 
 def udev_check(rules_dir: Path = RULES_DIR) -> Check:
@@ -93,20 +121,24 @@ def udev_check(rules_dir: Path = RULES_DIR) -> Check:
 
 
 def usb_permission_checks(sysfs: str = "/sys/bus/usb/devices") -> list[Check]:
+    """The rig's USB devices found in sysfs, identified by vendor *and* product id (drivers/usb_ids.py):
+    an Intel hub or a Nordic mouse is not a RealSense or a MANUS dongle."""
     checks = []
     for vendor_file in sorted(glob.glob(f"{sysfs}/*/idVendor")):
         folder = os.path.dirname(vendor_file)
-        vendor = Path(vendor_file).read_text().strip()
-        if vendor not in USB_VENDORS:
-            continue
         try:
+            vendor = Path(vendor_file).read_text().strip()
+            product = Path(folder, "idProduct").read_text().strip()
+            name = identify(vendor, product)
+            if name is None:
+                continue
             bus = int(Path(folder, "busnum").read_text())
             dev = int(Path(folder, "devnum").read_text())
         except (OSError, ValueError):
             continue
         node = f"/dev/bus/usb/{bus:03d}/{dev:03d}"
         ok = os.access(node, os.R_OK | os.W_OK)
-        checks.append(Check(f"USB {USB_VENDORS[vendor]} ({node})", ok, "read/write" if ok else "no access",
+        checks.append(Check(f"USB {name} {vendor}:{product} ({node})", ok, "read/write" if ok else "no access",
                             "" if ok else "install the udev rules (see above) and replug"))
     return checks
 
@@ -127,10 +159,10 @@ def video_encoder_checks(config: RigConfig) -> list[Check]:
 
 def run_doctor(config: RigConfig) -> tuple[list[Check], bool]:
     """All checks, and whether every configured device (and the video encoder, if any) is usable."""
-    sdk = sdk_versions(config)
-    devices = device_checks(config) + video_encoder_checks(config)
+    sdk = guarded("SDK versions", sdk_versions, config)
+    devices = guarded("devices", device_checks, config) + guarded("video encoder", video_encoder_checks, config)
     real = any(not d.type.startswith("sim_") and d.type != "replay" for d in config.drivers)
-    system = [udev_check(), *usb_permission_checks()] if real else []
+    system = [*guarded("udev rules", udev_check), *guarded("USB devices", usb_permission_checks)] if real else []
     return sdk + devices + system, all(c.ok for c in devices)
 
 

@@ -4,7 +4,9 @@ Per stream it reports the rate against the expected rate, where its timestamps c
 (the timestamp domain the driver reports), the device-to-host clock offset and the
 residual of that mapping, the jitter of the capture stamps, how many samples were not
 tracked, and what is wrong. The drivers run exactly as they do while recording (their own
-``open``/``read``/``close``), so what this shows is what an episode would get.
+``open``/``read``/``close``), so what this shows is what an episode would get. An exception
+from a device (an SDK's own, not only a ``CaptureError``) is that device's error: it is
+reported with the driver's name and the next devices are still streamed.
 """
 
 from __future__ import annotations
@@ -70,12 +72,17 @@ def live_check(config: RigConfig, seconds: float = 3.0, include_simulated: bool 
     for d in config.drivers:
         if d.endpoint or (d.type.startswith("sim_") and not include_simulated):
             continue
-        driver = create_driver(d, "inproc://doctor-live")
+        driver = None
         try:
+            driver = create_driver(d, "inproc://doctor-live")
+            if hasattr(driver, "start_runtime"):  # never start SteamVR from doctor (drivers/vive.py)
+                driver.start_runtime = False
             driver.open()
-        except CaptureError as exc:
-            errors.append(f"{d.name}: {exc}")
+        except Exception as exc:
+            errors.append(f"{d.name}: {_describe(exc)}")
             timings.extend(measure_stream(s, d.rate_hz, [], [], {}, seconds) for s in d.streams)
+            if driver is not None:
+                _close(driver, d.name, errors)
             continue
         stamps = {s: [] for s in d.streams}
         tracking = {s: [] for s in d.streams}
@@ -87,14 +94,28 @@ def live_check(config: RigConfig, seconds: float = 3.0, include_simulated: bool 
                     stream = sample.stream or d.stream
                     stamps.setdefault(stream, []).append(sample.t_capture_ns)
                     tracking.setdefault(stream, []).append(sample.tracking)
-        except CaptureError as exc:
-            errors.append(f"{d.name}: {exc}")
+        except Exception as exc:  # the stream ends here; what arrived before is still judged
+            errors.append(f"{d.name}: {_describe(exc)}")
         finally:
             elapsed = (now_ns() - start) / NS_PER_S
-            driver.close()
+            _close(driver, d.name, errors)
         timings.extend(measure_stream(s, d.rate_hz, stamps[s], tracking[s], driver.device_info, elapsed)
                        for s in stamps)
     return timings, errors
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, CaptureError):
+        return str(exc)
+    return (f"the SDK raised {type(exc).__name__}: {exc} (check the installed SDK version; "
+            f"`capture-app doctor` without --live shows the versions)")
+
+
+def _close(driver, name: str, errors: list[str]) -> None:
+    try:
+        driver.close()
+    except Exception as exc:
+        errors.append(f"{name} (close): {_describe(exc)}")
 
 
 def format_timings(timings: list[StreamTiming], errors: list[str]) -> str:

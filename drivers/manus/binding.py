@@ -233,6 +233,8 @@ class ManusSDK:
     def timestamp_ns(self, stamp: ManusTimestamp) -> int | None:
         """A compressed ManusTimestamp as UTC nanoseconds since the epoch (millisecond resolution);
         None for a timecode timestamp (frames, not a date) or one the SDK cannot decode."""
+        if stamp.time == 0:  # never set (the per-skeleton field, which the official SDKClients overwrite)
+            return None
         info = ManusTimestampInfo()
         if self.lib.CoreSdk_GetTimestampInfo(stamp, ctypes.byref(info)) != 0 or info.timecode:
             return None

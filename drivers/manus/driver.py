@@ -5,8 +5,11 @@ nodes and queues them; it never raises (an error is kept and raised by ``read``)
 Type ``manus``; stream ``left_glove`` with ``extra_streams = ["right_glove"]``.
 
 Time: ``t_capture_ns`` is the host time at which the raw-skeleton callback ran; ``t_device_ns``
-is the skeleton's ``publishTime`` decoded by ``CoreSdk_GetTimestampInfo`` (UTC ns, millisecond
-resolution; absent in timecode mode), and its mapping onto the host clock is reported in the
+is the stream's ``publishTime`` (``SkeletonStreamInfo``, as both official SDKClients use it: they
+overwrite each skeleton's own field with it) decoded by ``CoreSdk_GetTimestampInfo`` (UTC ns,
+millisecond resolution); the per-skeleton field only when the stream's cannot be decoded. Samples
+with neither (timecode mode, a zero stamp) have no ``t_device_ns``; they are counted in the device
+info (``device_time_missing``), which also says so in ``timestamp_domain``. Its mapping onto the host clock is reported in the
 device info (``clock``: offset, drift, residual = the callback jitter). Using that mapping for
 the stamps (as the simulator's gloves do) waits for a check on real gloves (docs/devices.md).
 The calibrated latency of the glove streams absorbs the constant part of the SDK's delay.
@@ -69,6 +72,7 @@ class ManusGloves(Driver):
         self._topology: dict[int, tuple] = {}  # glove id -> (side, canonical order, parents, node ids)
         self._clock = ClockMapper()
         self.dropped_in_callback = 0
+        self.device_time_missing = 0  # samples without a decodable publishTime (no t_device_ns)
         self._streams = {"left": "left_glove", "right": "right_glove"}
 
     def open(self) -> None:
@@ -88,6 +92,7 @@ class ManusGloves(Driver):
         t_capture = now_ns()
         try:
             stream_info = info_pointer.contents
+            stream_ns = self._sdk.timestamp_ns(stream_info.publishTime)  # the SDKClients' publish time
             for i in range(stream_info.skeletonsCount):
                 info, nodes = self._sdk.raw_skeleton(i)
                 ids = tuple(n.id for n in nodes)
@@ -95,7 +100,7 @@ class ManusGloves(Driver):
                                       for n in nodes], dtype=np.float64)
                 rotations = np.array([(n.transform.rotation.w, n.transform.rotation.x, n.transform.rotation.y,
                                        n.transform.rotation.z) for n in nodes], dtype=np.float64)
-                publish_ns = self._sdk.timestamp_ns(info.publishTime)
+                publish_ns = stream_ns if stream_ns is not None else self._sdk.timestamp_ns(info.publishTime)
                 try:
                     self._queue.put_nowait((t_capture, info.gloveId, publish_ns, ids, positions, rotations))
                 except queue.Full:
@@ -134,6 +139,11 @@ class ManusGloves(Driver):
         if publish_ns is not None:  # how the SDK's publish clock relates to ours (reported, not used for stamps)
             self._clock.add(publish_ns, t_capture)
             self.device_info["clock"] = self._clock.describe()
+        else:  # no device time for this sample: counted and said, never a silently empty clock report
+            self.device_time_missing += 1
+            self.device_info["device_time_missing"] = self.device_time_missing
+            self.device_info["timestamp_domain"] = ("host callback time; manus:publishTime missing (timecode mode or "
+                                                   "not set by the SDK): see device_time_missing")
         return Sample(t_capture, {"keypoints": keypoints.astype(np.float32), "wrist_quat": wrist_quat},
                       stream=self._streams[side], t_device_ns=publish_ns)
 

@@ -19,6 +19,11 @@
  *   FAKE_MANUS_CRASH_ONCE = path: the first time (file absent) segfault, creating the file, at callback
  *                           FAKE_MANUS_CRASH_FRAME (default 30)
  *   FAKE_MANUS_NO_HOSTS   = 1: no host is ever found (remote mode), or the dongle is absent (integrated)
+ *   FAKE_MANUS_PUBLISH_TIME = both (default: stream and per-skeleton publishTime set) | stream (only
+ *                           SkeletonStreamInfo.publishTime; RawSkeletonInfo.publishTime left 0) | none (both 0).
+ *     Both official SDKClients (2.x and 3.x, SDKClient.cpp OnRawSkeletonStreamCallback) overwrite the
+ *     per-skeleton field with the stream's: `skeletons[i].info.publishTime = p_RawSkeletonStreamInfo->publishTime;`
+ *     so an SDK that leaves the per-skeleton field 0 is a case a client must handle.
  * In the hand root's frame, node (chain c, joint j) of glove side s is at (0.01 c + 0.001 j, 0.002 j, 0.1 s);
  * in world coordinates the hand is rotated by frame * 0.01 rad about z, then about x, and moved.
  */
@@ -120,6 +125,11 @@ static const NodeInfo *node_by_id(int g, uint32_t id) {
 /* The fake's compressed timestamp: milliseconds since 2026-11-23 12:00:00.000 UTC, shifted and tagged. */
 static uint64_t compress_ms(uint64_t ms) { return (ms << 8) | 0xA5u; }
 
+static const char *publish_time_mode(void) {
+    const char *mode = getenv("FAKE_MANUS_PUBLISH_TIME");
+    return mode ? mode : "both";
+}
+
 static void *run(void *unused) {
     (void)unused;
     const char *rate_text = getenv("FAKE_MANUS_RATE_HZ");
@@ -137,7 +147,7 @@ static void *run(void *unused) {
             volatile int *null = NULL;
             *null = 1;                                         /* segfault, like a bad SDK */
         }
-        SkeletonStreamInfo info = {{compress_ms(frame * 25 / 3)}, 2};
+        SkeletonStreamInfo info = {{strcmp(publish_time_mode(), "none") == 0 ? 0 : compress_ms(frame * 25 / 3)}, 2};
         if (callback) callback(&info);
     }
     return NULL;
@@ -191,7 +201,7 @@ int32_t CoreSdk_GetRawSkeletonInfo(uint32_t index, RawSkeletonInfo *info) {
     if (index > 1) return 13;
     info->gloveId = GLOVE_IDS[index];
     info->nodesCount = NODES;
-    info->publishTime.time = compress_ms(frame * 25 / 3);
+    info->publishTime.time = strcmp(publish_time_mode(), "both") == 0 ? compress_ms(frame * 25 / 3) : 0;
     return 0;
 }
 int32_t CoreSdk_GetRawSkeletonData(uint32_t index, SkeletonNode *nodes, uint32_t count) {
