@@ -81,6 +81,7 @@ def run_drivers(config: RigConfig, names: list[str], endpoint: str, *, bind: boo
     """
     if bind and len(names) != 1:
         raise ConfigError(f"--publish binds {endpoint}: run one driver per endpoint (got {names})")
+    from capture_app.endpoint_trust import require_private_ipc
     from capture_app.remote import ClockServer, clock_endpoint, is_loopback, load_keys, start_authenticator
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
@@ -89,11 +90,12 @@ def run_drivers(config: RigConfig, names: list[str], endpoint: str, *, bind: boo
     if bind and keys_dir is None and not is_loopback(endpoint):
         raise ConfigError(f"{endpoint} is reachable from other hosts: give --keys DIR (from `capture-app keys`) "
                           f"so that only the app can connect")
+    require_private_ipc(endpoint, f"driver endpoint of {', '.join(names)}")
     context = zmq.Context()
     keys = auth = clock = None
     if bind and keys_dir is not None:
-        keys = load_keys(f"{keys_dir}/driver.key_secret")
-        auth = start_authenticator(context, str(keys_dir))  # app.key in the same directory is allowed
+        keys = load_keys(f"{keys_dir}/driver.key_secret", allowed_client_files=(f"{keys_dir}/app.key",))
+        auth = start_authenticator(context, keys.allowed_clients)  # the app's key only, never a monitor's
     if bind:
         clock = ClockServer(clock_endpoint(endpoint), context, keys)
     drivers = [create_driver(driver_config_with_seed(config.driver(n), config.sim_seed, config.sim_timing), endpoint, bind=bind,

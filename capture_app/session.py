@@ -27,6 +27,7 @@ from capture_app.bus import STATUS_PREFIX, BusSubscriber, Message
 from capture_app.child_process import child_env
 from capture_app.clock import now_ns
 from capture_app.config import RigConfig, sim_epoch_ns, with_changes
+from capture_app.endpoint_trust import require_private_ipc
 from capture_app.errors import CalibrationError, CaptureError, ConfigError
 from capture_app.health import StreamMonitor, StreamStatus
 from capture_app.priority import enable_recorder_threads, prioritise_recorder_thread, raise_priority
@@ -122,8 +123,11 @@ class CaptureSession:
         self.monitor = StreamMonitor(rates, int(config.sync.delay_ms * 1e6))
         self.checker = MessageCheck(rates)
         self._allowed_streams: dict[int, frozenset] = {}  # id(subscriber) -> the streams it may carry
+        self._allowed_drivers: dict[int, frozenset] = {}  # id(subscriber) -> the drivers whose status it may carry
+        self.status_refused = 0
         self._last_rejection_event_ns: dict[str, int] = {}
         self._rejected_at_start: dict = {}
+        self._sender_changes_at_start: dict = {}
         self._malformed_at_start = 0
         self._stream_watch = StreamWatch(self.monitor, lambda: self._writer, lambda: self._latest_tick)
         self.invalid_rows: dict[str, int] = {name: 0 for name in VALIDITY_NAMES}  # this take's, per hand part
@@ -160,6 +164,8 @@ class CaptureSession:
         Local drivers (no ``endpoint`` in the config) run in a child process publishing
         over ``ipc://`` (``[rig] drivers_in = "process"``, the default) or as threads here.
         """
+        for d in self.config.drivers:  # before anything starts: another local user could bind such an endpoint first
+            require_private_ipc(d.endpoint, f"driver {d.name!r} endpoint")
         raise_priority()
         enable_recorder_threads(max(0, self.config.sync.realtime_priority - 5))  # below the ticks, above the GUI
         video = driver_video_settings(self.config)  # before anything starts: a missing PyAV is a ConfigError
@@ -178,12 +184,14 @@ class CaptureSession:
         self._subscribers = [self._subscriber]
         self._allowed_streams[id(self._subscriber)] = frozenset(
             s for d in self.config.drivers if not d.endpoint for s in d.streams)
+        self._allowed_drivers[id(self._subscriber)] = frozenset(d.name for d in self.config.drivers if not d.endpoint)
         for d in self.config.drivers:
             if d.endpoint:
                 curve = self._keys if d.endpoint.startswith("tcp://") and self._keys else None
                 subscriber = BusSubscriber(connect=[d.endpoint], context=self._context, curve=curve)
                 self._subscribers.append(subscriber)
                 self._allowed_streams[id(subscriber)] = frozenset(d.streams)
+                self._allowed_drivers[id(subscriber)] = frozenset([d.name])
         self._dispatcher = threading.Thread(target=self._dispatch, name="bus-dispatcher", daemon=True)
         self._dispatcher.start()
         groups = [[n] for n in isolated] + ([shared] if shared and self.config.drivers_in == "process" else [])
@@ -292,10 +300,14 @@ class CaptureSession:
                 # per endpoint so a flooding endpoint cannot starve the others; never past a stop.
                 busy = True
                 while busy and not self._stop.is_set():
-                    busy = False
+                    busy, pass_started_ns = False, now_ns()
                     for subscriber in self._subscribers:
                         if self._dispatch_turn(subscriber, sync) >= DISPATCH_TURN:
                             busy = True
+                if not busy:  # every endpoint was found empty after pass_started_ns: silence there is real
+                    self.checker.note_idle(pass_started_ns)
+            else:
+                self.checker.note_idle(now_ns() - 1)
             self._idle_since_ns = now_ns()  # nothing was waiting at this instant
 
     def _dispatch_turn(self, subscriber: BusSubscriber, sync: Synchronizer) -> int:
@@ -326,7 +338,8 @@ class CaptureSession:
                     if message is None:  # malformed (counted)
                         self._note_malformed(subscriber)
                     elif message.is_status:
-                        handled.append(message)
+                        if self._status_owned(message, subscriber):
+                            handled.append(message)
                     elif self._accept(message, subscriber):
                         sync.ingest(message)
                         samples.append(message)
@@ -368,7 +381,35 @@ class CaptureSession:
         if not all(np.isfinite(a).all() for n, a in message.arrays.items() if n in ("pose", "keypoints")):
             self._flag_non_finite(message)
         message.arrays = fill_optional(self.checker.kinds[message.stream], message.arrays)
+        for change in self.checker.take_sender_changes():
+            self._log_sender_change(*change)
         return True
+
+    def _log_sender_change(self, stream: str, old: int, new: int, why: str, t_ns: int) -> None:
+        """A stream's sender changed (docs/protocol.md, "Trust model"): in the log and the episode's events."""
+        text = (f"{stream}: sender {new:x} replaces {old:x} ({why}); change {self.checker.sender_changes[stream]} "
+                f"of this session")
+        log.warning("%s", text)
+        writer = self._writer
+        if writer is not None:
+            writer.log_event("warning", stream, text, t_ns=t_ns)
+
+    def _status_owned(self, message: Message, subscriber: BusSubscriber) -> bool:
+        """A ``_status/<driver>`` is taken only from the endpoint the rig config gives that driver; others are
+        counted (``status_refused``) and an event at most once a second."""
+        name = message.stream[len(STATUS_PREFIX):]
+        if name in self._allowed_drivers.get(id(subscriber), ()):
+            return True
+        self.status_refused += 1
+        t = message.t_receive_ns
+        if t - self._last_rejection_event_ns.get("_status", 0) >= 1_000_000_000:
+            self._last_rejection_event_ns["_status"] = t
+            text = (f"refused a status for driver {name!r} from an endpoint that does not own it "
+                    f"({self.status_refused} so far; docs/protocol.md, Trust model)")
+            log.warning("%s", text)
+            if self._writer is not None:
+                self._writer.log_event("error", "bus", text, t_ns=t)
+        return False
 
     def _reject(self, message: Message, reason: str, counted: bool = False) -> None:
         """A message refused whole: counted per stream and reason, shown live, and in the episode's events
@@ -398,7 +439,8 @@ class CaptureSession:
         take's invalid synced rows per hand part."""
         return {"bus_malformed": self._malformed_total(),
                 "bus_unexpected": self.unexpected_messages, "non_finite": self.non_finite_messages,
-                "unsynchronised": self.unsynchronised_messages, "invalid_rows": dict(self.invalid_rows)}
+                "unsynchronised": self.unsynchronised_messages, "invalid_rows": dict(self.invalid_rows),
+                "status_refused": self.status_refused, "sender_changes": dict(self.checker.sender_changes)}
 
     def rejected_counts(self) -> dict[str, dict[str, int]]:
         """Messages refused so far, per stream and reason."""
@@ -434,6 +476,8 @@ class CaptureSession:
     def _on_status(self, message: Message) -> None:
         name = message.stream[len(STATUS_PREFIX):]
         health = DriverHealth.from_dict(message.meta)
+        driver = self.config.driver(name)
+        self.checker.note_status(driver.streams, message.sender, str(health.state), message.t_receive_ns)
         with self._health_lock:
             previous = self._health.get(name)
             self._health[name] = health
@@ -498,6 +542,7 @@ class CaptureSession:
         for stream, device in devices.items():
             writer.set_stream_attrs(stream, {"device": device})
         self._rejected_at_start = dict(self.checker.rejected)
+        self._sender_changes_at_start = dict(self.checker.sender_changes)
         self.invalid_rows = {name: 0 for name in VALIDITY_NAMES}
         self._malformed_at_start = self._malformed_total()
         with self.synchronizer.lock:
@@ -589,7 +634,8 @@ class CaptureSession:
             if n:
                 during.setdefault(stream, {})[reason] = n
         for stream in self.expected_rates:
-            writer.set_stream_attrs(stream, {"rejected": during.get(stream, {})})
+            changes = self.checker.sender_changes[stream] - self._sender_changes_at_start.get(stream, 0)
+            writer.set_stream_attrs(stream, {"rejected": during.get(stream, {}), "sender_changes": changes})
 
     def discard_episode(self) -> None:
         """Throw the current episode away: no file is left."""
