@@ -128,18 +128,20 @@ def run_drivers(config: RigConfig, names: list[str], endpoint: str, *, bind: boo
 class DriverHostProcess:
     """A child process running some of a rig's drivers, restarted with back-off if it dies.
 
-    ``on_event(level, text)`` reports starts, exits and restarts (from a watchdog thread).
+    ``on_event(level, text)`` reports starts, exits and restarts (from a watchdog thread); ``on_exit(names)``
+    says the process of these drivers is gone (before any restart), so their senders are too.
     """
 
     RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
 
-    def __init__(self, config: RigConfig, names: list[str], endpoint: str, workdir, on_event=None):
+    def __init__(self, config: RigConfig, names: list[str], endpoint: str, workdir, on_event=None, on_exit=None):
         self.config = config
         self.names = names
         self.endpoint = endpoint
         self.config_path = workdir / "rig.toml"  # the same text for every host of a session
         self.config_path.write_text(config.source_text)
         self.on_event = on_event or (lambda level, text: None)
+        self.on_exit = on_exit or (lambda names: None)
         self.restarts = 0
         self._process = None
         self._stop = threading.Event()
@@ -173,6 +175,7 @@ class DriverHostProcess:
                 continue
             if self._stop.is_set():
                 return
+            self.on_exit(list(self.names))
             delay = self.RESTART_BACKOFF_S[min(failures, len(self.RESTART_BACKOFF_S) - 1)]
             self.on_event("error", f"driver process for {', '.join(self.names)} exited with status {code}; "
                                    f"restarting in {delay:.1f} s")

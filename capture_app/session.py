@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -125,6 +126,7 @@ class CaptureSession:
         self._allowed_streams: dict[int, frozenset] = {}  # id(subscriber) -> the streams it may carry
         self._allowed_drivers: dict[int, frozenset] = {}  # id(subscriber) -> the drivers whose status it may carry
         self.status_refused = 0
+        self._exited: deque = deque()  # driver names whose process exited (the watchdog appends, the dispatcher takes)
         self._last_rejection_event_ns: dict[str, int] = {}
         self._rejected_at_start: dict = {}
         self._sender_changes_at_start: dict = {}
@@ -197,7 +199,7 @@ class CaptureSession:
         groups = [[n] for n in isolated] + ([shared] if shared and self.config.drivers_in == "process" else [])
         for group in groups:
             self._hosts.append(DriverHostProcess(self.config, group, self._ipc_endpoint, self._tmpdir,
-                                                 on_event=self._host_event).start())
+                                                 on_event=self._host_event, on_exit=self._exited.append).start())
         if self.config.drivers_in == "threads":
             for name in shared:
                 driver = create_driver(driver_config_with_seed(self.config.driver(name), self.config.sim_seed,
@@ -308,6 +310,8 @@ class CaptureSession:
                     self.checker.note_idle(pass_started_ns)
             else:
                 self.checker.note_idle(now_ns() - 1)
+            while self._exited:  # a driver process died: its senders are gone (a restart may take their streams)
+                self.checker.note_gone([s for n in self._exited.popleft() for s in self.config.driver(n).streams])
             self._idle_since_ns = now_ns()  # nothing was waiting at this instant
 
     def _dispatch_turn(self, subscriber: BusSubscriber, sync: Synchronizer) -> int:

@@ -132,6 +132,12 @@ class MessageCheck:
                 s.last_heard = max(s.last_heard, t_receive_ns)
                 s.gone = state in GONE_STATES
 
+    def note_gone(self, streams) -> None:
+        """The process publishing ``streams`` exited: their current senders are gone."""
+        for stream in streams:
+            if stream in self._state:
+                self._state[stream].gone = True
+
     def take_sender_changes(self) -> list[tuple]:
         """The sender changes since the last call: ``(stream, old sender, new sender, why, t_receive_ns)``."""
         out = list(self._changes)
@@ -229,7 +235,7 @@ class MessageCheck:
     def _gone(self, state: _StreamState) -> str:
         """Why the stream's current sender is gone ("" while it is not): its own status, or its silence."""
         if state.gone:
-            return "its driver reported stopped or failed"
+            return "its driver reported stopped or failed, or its process exited"
         silent_ns = self.idle_ns - state.last_heard
         if silent_ns >= self.limits.takeover_silence_ns:
             return f"nothing from it for {silent_ns / 1e9:.1f} s with the bus read up to date"
