@@ -82,14 +82,15 @@ def run_drivers(config: RigConfig, names: list[str], endpoint: str, *, bind: boo
     if bind and len(names) != 1:
         raise ConfigError(f"--publish binds {endpoint}: run one driver per endpoint (got {names})")
     from capture_app.endpoint_trust import require_private_ipc
-    from capture_app.remote import ClockServer, clock_endpoint, is_loopback, load_keys, start_authenticator
+    from capture_app.remote import ClockServer, clock_endpoint, load_keys, start_authenticator
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
-    if bind and keys_dir is None and not is_loopback(endpoint):
-        raise ConfigError(f"{endpoint} is reachable from other hosts: give --keys DIR (from `capture-app keys`) "
-                          f"so that only the app can connect")
+    if bind and keys_dir is None and endpoint.startswith("tcp://"):
+        raise ConfigError(f"{endpoint}: tcp:// reaches every local user, loopback too: give --keys DIR (from "
+                          f"`capture-app keys`) so that only the app can connect, or publish on ipc:// in a "
+                          f"directory only you can use (docs/protocol.md, Trust model)")
     require_private_ipc(endpoint, f"driver endpoint of {', '.join(names)}")
     context = zmq.Context()
     keys = auth = clock = None

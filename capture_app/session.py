@@ -168,6 +168,11 @@ class CaptureSession:
         """
         for d in self.config.drivers:  # before anything starts: another local user could bind such an endpoint first
             require_private_ipc(d.endpoint, f"driver {d.name!r} endpoint")
+        if not self.config.bus_endpoint.startswith(("inproc://", "ipc://")):
+            raise ConfigError(f"[bus] endpoint {self.config.bus_endpoint}: the app's own bus takes inproc:// or ipc:// "
+                              f"in a directory only you can use (any local user could publish on a tcp:// one); "
+                              f"drivers elsewhere bind their own endpoint (docs/protocol.md, Trust model)")
+        require_private_ipc(self.config.bus_endpoint, "[bus] endpoint")
         raise_priority()
         enable_recorder_threads(max(0, self.config.sync.realtime_priority - 5))  # below the ticks, above the GUI
         video = driver_video_settings(self.config)  # before anything starts: a missing PyAV is a ConfigError
@@ -220,15 +225,17 @@ class CaptureSession:
 
     def _start_remote(self) -> None:
         """Keys and clock synchronisation for drivers that run elsewhere (rig config ``endpoint``)."""
-        from capture_app.remote import ClockClient, clock_endpoint, is_loopback, load_keys
+        from capture_app.remote import ClockClient, clock_endpoint, load_keys
         remote = [d for d in self.config.drivers if d.endpoint]
         if self.config.bus_keys_dir:
             keys_dir = self.config.bus_keys_dir
             self._keys = load_keys(f"{keys_dir}/app.key_secret", f"{keys_dir}/driver.key")
         for d in remote:
-            if d.endpoint.startswith("tcp://") and not is_loopback(d.endpoint) and self._keys is None:
-                raise ConfigError(f"driver {d.name!r} at {d.endpoint} is on another host: set [bus] keys to the "
-                                  f"directory from `capture-app keys`")
+            if d.endpoint.startswith("tcp://") and self._keys is None:  # loopback too: any local user can bind it
+                raise ConfigError(f"driver {d.name!r} at {d.endpoint}: tcp:// needs CurveZMQ keys, on loopback too "
+                                  f"(another local user could bind the port first); set [bus] keys to the directory "
+                                  f"from `capture-app keys`, or use ipc:// in a directory only you can use "
+                                  f"(docs/protocol.md, Trust model)")
             if not d.needs_clock_sync:  # same host (ipc://, loopback): same monotonic clock, stamps kept as sent
                 continue
             curve = self._keys if d.endpoint.startswith("tcp://") else None

@@ -314,6 +314,23 @@ def test_a_control_endpoint_other_users_can_reach_is_refused(tmp_path):
                                                              allowed_client_files=(f"{tmp_path}/keys/monitor.key",)))
 
 
+@pytest.mark.parametrize("endpoints, bus, match", [
+    ({"left_glove": "tcp://127.0.0.1:45619"}, None, "tcp:// needs CurveZMQ keys, on loopback too"),
+    ({"left_glove": "ipc:///tmp/gloves.sock"}, None, "group or others can use it"),
+    ({}, "tcp://127.0.0.1:45621", "the app's own bus takes inproc:// or ipc://"),
+])
+def test_a_bus_endpoint_other_users_can_bind_or_reach_is_refused_before_anything_starts(endpoints, bus, match):
+    session = session_with_endpoints(endpoints)
+    if bus:
+        session.config = with_changes(session.config, bus_endpoint=bus)
+    try:
+        with pytest.raises(ConfigError, match=match):
+            session.start()
+        assert not session.drivers and session._dispatcher is None
+    finally:
+        session.close()
+
+
 def as_nobody(function, *args, timeout_s=60.0):
     """Run ``function(*args)`` in a forked child as the user nobody (no exec: the interpreter and its
     packages live under root's 0700 home); returns what it returned (JSON), or raises."""
