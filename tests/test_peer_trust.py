@@ -490,3 +490,9 @@ def test_another_local_user_cannot_feed_a_stream(tmp_path):
     with h5py.File(path, "r") as f:
         assert len(f["streams/left_glove/seq"]) > 0 and not np.any(f["streams/left_glove/keypoints"][:] == 9.0)
         assert f["streams/left_glove/sender_epoch"][:].max() == 0  # one sender: the real driver
+
+
+def test_refused_statuses_and_sender_changes_are_shown_live():
+    from capture_app.monitor.window import losses_of
+    shown = losses_of({"losses": {"status_refused": 2, "sender_changes": {"head_tracker": 1, "left_glove": 0}}})
+    assert "status refused 2" in shown and "sender changed head_tracker 1x" in shown
