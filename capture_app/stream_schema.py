@@ -19,7 +19,8 @@ A sequence number or capture time that does not increase is refused as well (the
 requires both to increase within a sender).
 
 Senders: a stream's sender changes only when the current one is gone, seen from its own messages:
-its driver's ``_status`` (same ``sender`` id) says ``stopped`` or ``failed``, or nothing of it
+its driver's ``_status`` (same ``sender`` id) says ``stopped`` or ``failed``, the process that
+published it exited (``note_gone``, for the app's own driver processes), or nothing of it
 (sample or status) arrived for ``takeover_silence_ns`` before a moment the dispatcher had read
 everything waiting (``note_idle``), so a loaded dispatcher's receive gap is not silence. Until then a
 second sender is refused (``competing-sender``); a replaced sender is never accepted again. Every

@@ -496,3 +496,37 @@ def test_refused_statuses_and_sender_changes_are_shown_live():
     from capture_app.monitor.window import losses_of
     shown = losses_of({"losses": {"status_refused": 2, "sender_changes": {"head_tracker": 1, "left_glove": 0}}})
     assert "status refused 2" in shown and "sender changed head_tracker 1x" in shown
+
+
+def test_a_monitors_key_cannot_pose_as_a_driver_nor_a_drivers_key_subscribe_as_the_app(tmp_path):
+    """Drivers and monitors are separate trust domains (docs/protocol.md, Trust model): the app only takes data
+    from a server holding driver.key_secret, and a driver only serves the holder of app.key_secret."""
+    from capture_app.bus import BusPublisher, BusSubscriber
+    from capture_app.remote import generate_keys, load_keys, start_authenticator
+    from tests.test_remote import _free_port_pair
+    keys = tmp_path / "keys"
+    generate_keys(keys)
+
+    def received(server_secret: str, client_secret: str, client_server_key: str) -> int:
+        endpoint = f"tcp://127.0.0.1:{_free_port_pair()}"
+        context = zmq.Context()
+        server_keys = load_keys(f"{keys}/{server_secret}", allowed_client_files=(f"{keys}/app.key",))
+        auth = start_authenticator(context, server_keys.allowed_clients)
+        publisher = BusPublisher(endpoint, bind=True, context=context, curve=server_keys)
+        subscriber = BusSubscriber(connect=[endpoint], context=context,
+                                   curve=load_keys(f"{keys}/{client_secret}", f"{keys}/{client_server_key}"))
+        got = 0
+        try:
+            for k in range(150):  # 3 s: long enough for a handshake on a loaded machine
+                publisher.send_frames(frames("head_tracker", k, time.monotonic_ns(), pose()))
+                got += subscriber.recv(20) is not None
+        finally:
+            subscriber.close()
+            publisher.close()
+            auth.stop()
+            context.term()
+        return got
+
+    assert received("driver.key_secret", "app.key_secret", "driver.key") > 0  # the real pair works
+    assert received("monitor.key_secret", "app.key_secret", "driver.key") == 0  # a monitor posing as a driver
+    assert received("driver.key_secret", "monitor.key_secret", "driver.key") == 0  # a monitor subscribing
