@@ -345,8 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--sim", action="store_true", help="use the embedded simulated rig (the default)")
     source.add_argument("--config", help="rig config TOML file")
     serve.add_argument("--control", required=True, type=control_endpoint,
-                       help="control endpoint to bind: ipc://PATH, or tcp://HOST:PORT (the state feed then binds "
-                            "PORT+1; off loopback it needs [bus] keys)")
+                       help="control endpoint to bind: ipc://PATH in a directory only you can use, or tcp://HOST:PORT "
+                            "(the state feed then binds PORT+1; needs [bus] keys, loopback too)")
     serve.add_argument("--out", default="episodes", help="output directory (default: ./episodes)")
     serve.add_argument("--wait", type=float, default=5.0,
                        help="seconds to wait for every stream before serving (default 5)")
@@ -376,13 +376,14 @@ def build_parser() -> argparse.ArgumentParser:
     driver.add_argument("--all", action="store_true", help="every driver of the config without an endpoint")
     driver.add_argument("--config", help="rig config TOML (default: the simulated rig)")
     where = driver.add_mutually_exclusive_group(required=True)
-    where.add_argument("--publish", help="bind this endpoint (ipc://PATH or tcp://127.0.0.1:PORT)")
+    where.add_argument("--publish", help="bind this endpoint (ipc://PATH in a directory only you can use, or "
+                                         "tcp://HOST:PORT with --keys)")
     where.add_argument("--connect", help="connect to the app's bus endpoint")
     driver.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
     driver.add_argument("--duration", type=positive_seconds, help="stop after this many seconds (> 0)")
     driver.add_argument("--nice", type=int, default=None,
                         help="run at this niceness, -20..19, if that is lower priority than now (default: unchanged)")
-    driver.add_argument("--keys", help="CurveZMQ key directory (from `capture-app keys`); required off loopback")
+    driver.add_argument("--keys", help="CurveZMQ key directory (from `capture-app keys`); required for tcp://")
 
     keys = sub.add_parser("keys", help="create CurveZMQ keys for drivers on other hosts")
     keys.add_argument("directory")

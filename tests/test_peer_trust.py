@@ -530,3 +530,16 @@ def test_a_monitors_key_cannot_pose_as_a_driver_nor_a_drivers_key_subscribe_as_t
     assert received("driver.key_secret", "app.key_secret", "driver.key") > 0  # the real pair works
     assert received("monitor.key_secret", "app.key_secret", "driver.key") == 0  # a monitor posing as a driver
     assert received("driver.key_secret", "monitor.key_secret", "driver.key") == 0  # a monitor subscribing
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["driver", "head_tracker", "--publish", "ipc:///tmp/capture-trust-head.sock", "--duration", "1"],
+     "group or others can use it"),
+    (["driver", "head_tracker", "--publish", "tcp://127.0.0.1:45623", "--duration", "1"], "loopback too"),
+    (["serve", "--sim", "--control", "tcp://127.0.0.1:45625", "--out", "."], "tcp:// reaches every local user"),
+])
+def test_the_command_line_refuses_endpoints_other_users_can_reach_with_one_clear_line(argv, says, capsys):
+    from capture_app.cli import main
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert says in err and "Trust model" in err and "Traceback" not in err
