@@ -177,8 +177,10 @@ def cmd_keys(args) -> int:
 
     for name, path in generate_keys(args.directory).items():
         print(f"{name}: {path}")
-    print(f"Copy {args.directory} to the driver host; run `capture-app driver NAME --publish tcp://0.0.0.0:PORT "
-          f"--keys {args.directory}` there and set [bus] keys = \"{args.directory}\" in the app's rig config.")
+    print(f"Secret keys are 0600 in a 0700 directory; copy each only where it is used: driver.key_secret + app.key to a "
+          f"driver host (`capture-app driver NAME --publish tcp://0.0.0.0:PORT --keys DIR`), monitor.key_secret + "
+          f"app.key to a monitor (`capture-app monitor --connect tcp://... --keys DIR`); the recorder's rig config "
+          f"sets [bus] keys = \"{args.directory}\" (app.key_secret, driver.key, monitor.key).")
     return 0
 
 
@@ -190,7 +192,7 @@ def cmd_monitor(args) -> int:
     curve = None
     if args.keys:
         from capture_app.bus.remote import load_keys
-        curve = load_keys(f"{args.keys}/driver.key_secret", f"{args.keys}/app.key")
+        curve = load_keys(f"{args.keys}/monitor.key_secret", f"{args.keys}/app.key")  # the monitors' key
     return run_monitor(None if args.sim else args.config, out_dir=args.out, connect=args.connect, curve=curve,
                        tasks_path=args.tasks, operator=args.operator, screenshot=args.screenshot, after_s=args.after,
                        review=args.review, speak=args.speak)
@@ -206,13 +208,12 @@ def cmd_serve(args) -> int:
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     curve = None
-    if args.control.startswith("tcp://"):
-        from capture_app.bus.remote import is_loopback, load_keys
-        if config.bus_keys_dir:  # monitors must hold a key pair of that directory (driver.key_secret)
-            curve = load_keys(f"{config.bus_keys_dir}/app.key_secret", allowed_clients_dir=config.bus_keys_dir)
-        elif not is_loopback(args.control):
-            raise ConfigError(f"--control {args.control} is reachable from other hosts: set [bus] keys in the rig "
-                              f"config to the directory from `capture-app keys` (monitors pass --keys DIR)")
+    if args.control.startswith("tcp://") and config.bus_keys_dir:  # only monitors holding monitor.key_secret
+        from capture_app.bus.remote import load_keys
+        curve = load_keys(f"{config.bus_keys_dir}/app.key_secret",
+                          allowed_client_files=(f"{config.bus_keys_dir}/monitor.key",))
+    from capture_app.recorder.control_server import check_control_endpoint
+    check_control_endpoint(args.control, curve)  # before the rig starts: tcp needs keys, ipc a private directory
     try:
         with CaptureSession(config) as session:
             for stream, why in session.missing_stream_reasons(session.wait_for_streams(args.wait)).items():
@@ -344,8 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--sim", action="store_true", help="use the embedded simulated rig (the default)")
     source.add_argument("--config", help="rig config TOML file")
     serve.add_argument("--control", required=True, type=control_endpoint,
-                       help="control endpoint to bind: ipc://PATH, or tcp://HOST:PORT (the state feed then binds "
-                            "PORT+1; off loopback it needs [bus] keys)")
+                       help="control endpoint to bind: ipc://PATH in a directory only you can use, or tcp://HOST:PORT "
+                            "(the state feed then binds PORT+1; needs [bus] keys, loopback too)")
     serve.add_argument("--out", default="episodes", help="output directory (default: ./episodes)")
     serve.add_argument("--wait", type=float, default=5.0,
                        help="seconds to wait for every stream before serving (default 5)")
@@ -375,13 +376,14 @@ def build_parser() -> argparse.ArgumentParser:
     driver.add_argument("--all", action="store_true", help="every driver of the config without an endpoint")
     driver.add_argument("--config", help="rig config TOML (default: the simulated rig)")
     where = driver.add_mutually_exclusive_group(required=True)
-    where.add_argument("--publish", help="bind this endpoint (ipc://PATH or tcp://127.0.0.1:PORT)")
+    where.add_argument("--publish", help="bind this endpoint (ipc://PATH in a directory only you can use, or "
+                                         "tcp://HOST:PORT with --keys)")
     where.add_argument("--connect", help="connect to the app's bus endpoint")
     driver.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
     driver.add_argument("--duration", type=positive_seconds, help="stop after this many seconds (> 0)")
     driver.add_argument("--nice", type=int, default=None,
                         help="run at this niceness, -20..19, if that is lower priority than now (default: unchanged)")
-    driver.add_argument("--keys", help="CurveZMQ key directory (from `capture-app keys`); required off loopback")
+    driver.add_argument("--keys", help="CurveZMQ key directory (from `capture-app keys`); required for tcp://")
 
     keys = sub.add_parser("keys", help="create CurveZMQ keys for drivers on other hosts")
     keys.add_argument("directory")

@@ -299,4 +299,5 @@ class Driver:
             health.last_sample_age_s = (now_ns() - self._recent_ns[-1]) / NS_PER_S
         self._status_seq += 1
         publisher.send_frames(encode_message(
-            STATUS_PREFIX + self.config.name, self._status_seq, now_ns(), {}, meta=health.to_dict()))
+            STATUS_PREFIX + self.config.name, self._status_seq, now_ns(), {}, meta=health.to_dict(),
+            sender=self.sender))  # the same id as its samples': a receiver ties its health to them

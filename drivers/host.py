@@ -81,19 +81,22 @@ def run_drivers(config: RigConfig, names: list[str], endpoint: str, *, bind: boo
     """
     if bind and len(names) != 1:
         raise ConfigError(f"--publish binds {endpoint}: run one driver per endpoint (got {names})")
-    from capture_app.bus.remote import ClockServer, clock_endpoint, is_loopback, load_keys, start_authenticator
+    from capture_app.bus.endpoint_trust import require_private_ipc
+    from capture_app.bus.remote import ClockServer, clock_endpoint, load_keys, start_authenticator
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
-    if bind and keys_dir is None and not is_loopback(endpoint):
-        raise ConfigError(f"{endpoint} is reachable from other hosts: give --keys DIR (from `capture-app keys`) "
-                          f"so that only the app can connect")
+    if bind and keys_dir is None and endpoint.startswith("tcp://"):
+        raise ConfigError(f"{endpoint}: tcp:// reaches every local user, loopback too: give --keys DIR (from "
+                          f"`capture-app keys`) so that only the app can connect, or publish on ipc:// in a "
+                          f"directory only you can use (docs/protocol.md, Trust model)")
+    require_private_ipc(endpoint, f"driver endpoint of {', '.join(names)}")
     context = zmq.Context()
     keys = auth = clock = None
     if bind and keys_dir is not None:
-        keys = load_keys(f"{keys_dir}/driver.key_secret")
-        auth = start_authenticator(context, str(keys_dir))  # app.key in the same directory is allowed
+        keys = load_keys(f"{keys_dir}/driver.key_secret", allowed_client_files=(f"{keys_dir}/app.key",))
+        auth = start_authenticator(context, keys.allowed_clients)  # the app's key only, never a monitor's
     if bind:
         clock = ClockServer(clock_endpoint(endpoint), context, keys)
     drivers = [create_driver(driver_config_with_seed(config.driver(n), config.sim_seed, config.sim_timing), endpoint, bind=bind,
@@ -126,18 +129,20 @@ def run_drivers(config: RigConfig, names: list[str], endpoint: str, *, bind: boo
 class DriverHostProcess:
     """A child process running some of a rig's drivers, restarted with back-off if it dies.
 
-    ``on_event(level, text)`` reports starts, exits and restarts (from a watchdog thread).
+    ``on_event(level, text)`` reports starts, exits and restarts (from a watchdog thread); ``on_exit(names)``
+    says the process of these drivers is gone (before any restart), so their senders are too.
     """
 
     RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
 
-    def __init__(self, config: RigConfig, names: list[str], endpoint: str, workdir, on_event=None):
+    def __init__(self, config: RigConfig, names: list[str], endpoint: str, workdir, on_event=None, on_exit=None):
         self.config = config
         self.names = names
         self.endpoint = endpoint
         self.config_path = workdir / "rig.toml"  # the same text for every host of a session
         self.config_path.write_text(config.source_text)
         self.on_event = on_event or (lambda level, text: None)
+        self.on_exit = on_exit or (lambda names: None)
         self.restarts = 0
         self._process = None
         self._stop = threading.Event()
@@ -171,6 +176,7 @@ class DriverHostProcess:
                 continue
             if self._stop.is_set():
                 return
+            self.on_exit(list(self.names))
             delay = self.RESTART_BACKOFF_S[min(failures, len(self.RESTART_BACKOFF_S) - 1)]
             self.on_event("error", f"driver process for {', '.join(self.names)} exited with status {code}; "
                                    f"restarting in {delay:.1f} s")

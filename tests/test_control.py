@@ -130,10 +130,10 @@ def test_a_monitor_on_another_host_needs_the_keys(tmp_path):
     generate_keys(keys)
     endpoint = f"tcp://127.0.0.1:{_free_port_pair()}"
     with CaptureSession(parse_config(small_sim_text(), "<tcp recorder>")) as session:
-        server_keys = load_keys(f"{keys}/app.key_secret", allowed_clients_dir=str(keys))
+        server_keys = load_keys(f"{keys}/app.key_secret", allowed_client_files=(f"{keys}/monitor.key",))
         server = ControlServer(session, Takes(session, tmp_path / "episodes"), endpoint, curve=server_keys).start()
         try:
-            client = RecorderClient(endpoint, curve=load_keys(f"{keys}/driver.key_secret", f"{keys}/app.key"))
+            client = RecorderClient(endpoint, curve=load_keys(f"{keys}/monitor.key_secret", f"{keys}/app.key"))
             try:
                 assert client.hello["protocol"] == 1
                 deadline = time.monotonic() + 10
@@ -149,6 +149,8 @@ def test_a_monitor_on_another_host_needs_the_keys(tmp_path):
                                curve=load_keys(f"{stranger}/driver.key_secret", f"{keys}/app.key"))
             with pytest.raises(Exception, match="no recorder answered"):
                 RecorderClient(endpoint, connect_timeout_s=1)  # no encryption at all
+            with pytest.raises(Exception, match="no recorder answered"):  # a driver's key is another trust domain
+                RecorderClient(endpoint, connect_timeout_s=1, curve=load_keys(f"{keys}/driver.key_secret", f"{keys}/app.key"))
         finally:
             server.close()
 

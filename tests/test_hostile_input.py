@@ -133,9 +133,10 @@ def test_a_second_live_sender_cannot_take_a_stream_over_but_a_restarted_driver_c
     assert check.check(glove(0, t, sender=1)) is None
     assert check.check(glove(0, t + 8_000_000, sender=2)) == "competing-sender"  # sender 1 is alive
     assert check.check(glove(1, t + 16_000_000, sender=1)) is None
-    restarted = glove(0, t + 900_000_000, sender=3)  # after 0.9 s of silence: a restarted driver
+    check.note_idle(t + 2_100_000_000)  # the bus read up to date, sender 1 unheard for 2.1 s: gone
+    restarted = glove(0, t + 2_100_000_000, sender=3)  # a restarted driver
     assert check.check(restarted) is None
-    assert check.check(glove(2, t + 908_000_000, sender=1)) == "retired-sender"
+    assert check.check(glove(2, t + 2_108_000_000, sender=1)) == "retired-sender"
 
 
 # --- a live recorder under attack ---------------------------------------------------------------------

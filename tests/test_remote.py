@@ -15,7 +15,7 @@ import pytest
 from capture_app.bus.wire import BusSubscriber
 from capture_app.rig.config import parse_config, sim_epoch_ns, to_toml, with_changes
 from capture_app.core.geometry import invert_transform
-from capture_app.bus.remote import generate_keys
+from capture_app.bus.remote import generate_keys, load_keys
 from capture_app.recorder.session import CaptureSession
 from drivers.sim.motion import MotionModel
 from tests.conftest import small_sim_text
@@ -71,12 +71,17 @@ def test_remote_clock_offset_is_estimated_and_the_synced_output_is_unaffected(tm
             stranger = BusSubscriber(connect=[endpoint], context=session._context)
             got = [stranger.recv(100) for _ in range(10)]
             stranger.close()
+            # nor does a monitor's key: monitors and drivers are separate trust domains (docs/protocol.md)
+            monitor = BusSubscriber(connect=[endpoint], context=session._context,
+                                    curve=load_keys(f"{keys}/monitor.key_secret", f"{keys}/driver.key"))
+            got += [monitor.recv(100) for _ in range(10)]
+            monitor.close()
             path = session.stop_episode()
     finally:
         remote.terminate()
         remote.wait(10)
     assert abs(offset - SKEW_NS) < 1_000_000, offset
-    assert got == [None] * 10
+    assert got == [None] * 20
     with h5py.File(path, "r") as f:
         head = f["streams/head_tracker"]
         assert abs(int(np.median(head["clock_offset_ns"][:])) - SKEW_NS) < 1_000_000

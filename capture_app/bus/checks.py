@@ -6,20 +6,30 @@ here does I/O or reads a clock: the caller gives the receive time. Documented in
 docs/protocol.md ("Buffers per stream kind", "What a receiver refuses").
 
 Plausibility: a capture time more than ``future_limit_ns`` after its receive time, or more
-than ``past_limit_ns`` before it, is an outlier; so is a sequence number that jumps by more
-than ``max_seq_jump`` from the last accepted one of the same sender. Outliers are rejected
-and never become the stream's new reference, so one bad message cannot silence a stream.
-A sequence number or capture time that does not increase is rejected as well (the episode
-file requires both to increase within a sender). A new sender (a restarted driver) takes a
-stream over only once the current one has been silent for ``takeover_silence_ns``; while both
-publish, the newcomer is rejected, and a replaced sender is never accepted again. When a sender keeps sending consistent
-"jumped" sequence numbers (``readopt_after`` in a row, each +1 from the previous outlier),
-the jump was real (a device renumbered) and the new numbering is adopted, counted as a gap.
+than ``past_limit_ns`` before it, is an outlier. Against the stream's reference (its last accepted
+sample) a sample is also an outlier when it is plausible alone but not after the reference: a
+sequence number that skips more samples than the stream could have produced since (more than
+``seq_slack`` + ``seq_rate_factor`` x its expected rate x the receive time elapsed; ``max_seq_jump``
+for a stream without a rate), or a capture time in the future of its receive time that advanced more
+than ``time_jump_ns`` beyond the receive time's advance. Outliers are refused and never become the
+reference, so one bad message cannot silence a stream; when ``readopt_after`` outliers in a row are
+consistent with each other (each would pass these rules with the previous one as the reference),
+the jump was real (a device renumbered, a clock stepped) and the last of them becomes the reference.
+A sequence number or capture time that does not increase is refused as well (the episode file
+requires both to increase within a sender).
+
+Senders: a stream's sender changes only when the current one is gone, seen from its own messages:
+its driver's ``_status`` (same ``sender`` id) says ``stopped`` or ``failed``, the process that
+published it exited (``note_gone``, for the app's own driver processes), or nothing of it
+(sample or status) arrived for ``takeover_silence_ns`` before a moment the dispatcher had read
+everything waiting (``note_idle``), so a loaded dispatcher's receive gap is not silence. Until then a
+second sender is refused (``competing-sender``); a replaced sender is never accepted again. Every
+change is counted (``sender_changes``) and queued for the episode's events (``take_sender_changes``).
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -59,21 +69,29 @@ JPEG_MAGIC = b"\xff\xd8"
 class Plausibility:
     future_limit_ns: int = 5_000_000_000     # capture stamped more than this after its receive time
     past_limit_ns: int = 120_000_000_000     # or more than this before it
-    max_seq_jump: int = 100_000
+    max_seq_jump: int = 100_000              # samples skipped, for a stream without an expected rate
+    seq_slack: int = 256                     # samples skipped beyond what the rate allows
+    seq_rate_factor: float = 2.0             # times the expected rate x receive time elapsed
+    time_jump_ns: int = 500_000_000          # a future stamp's advance beyond the receive time's advance
     readopt_after: int = 50
-    takeover_silence_ns: int = 300_000_000   # a new sender replaces the current one only after this silence
+    takeover_silence_ns: int = 2_000_000_000  # the current sender unheard this long (4 missed statuses): gone
+
+
+GONE_STATES = ("stopped", "failed")  # a driver status that ends its sender's hold on its streams
 
 
 @dataclass
 class _StreamState:
     sender: int | None = None
-    last_receive: int = 0
+    last_receive: int = 0   # of the last accepted sample
+    last_heard: int = 0     # of the last message of the current sender, accepted or not, or its status
+    gone: bool = False      # the current sender's driver said it stopped or failed
     last_seq: int | None = None
     last_t: int | None = None
     retired: set = field(default_factory=set)   # senders replaced by a newer one (a restarted driver)
     shapes: dict = field(default_factory=dict)  # buffer -> shape fixed by the first accepted sample
     encodings: dict = field(default_factory=dict)  # buffer -> encoding fixed by the first sample that fits
-    outlier_seq: int | None = None
+    outlier: tuple | None = None  # (seq, t_capture_ns, t_receive_ns) of the last outlier in a row
     outlier_run: int = 0
 
 
@@ -84,16 +102,48 @@ class MessageCheck:
 
     def __init__(self, streams, limits: Plausibility | None = None):
         self.kinds = {s: STREAM_KINDS.get(s, "unknown") for s in streams}
+        self.rates = dict(streams) if isinstance(streams, dict) else {}  # stream -> expected Hz
         self.limits = limits or Plausibility()
         self.rejected: Counter = Counter()
         self.readopted: Counter = Counter()
+        self.sender_changes: Counter = Counter()  # stream -> times its sender changed
+        self.idle_ns = 0  # the last moment the caller had read every message waiting (note_idle)
+        self._changes: deque = deque(maxlen=1000)  # (stream, old, new, why, t_receive_ns) not yet taken
         self._state = {s: _StreamState() for s in streams}
 
     def check(self, message: Message) -> str | None:
+        state = self._state.get(message.stream)
+        if state is not None and message.sender == state.sender:
+            state.last_heard = max(state.last_heard, message.t_receive_ns)  # alive, even if refused
         reason = self._schema_problem(message) or self._history_problem(message)
         if reason is not None:
             self.rejected[(message.stream, reason)] += 1
         return reason
+
+    def note_idle(self, t_ns: int) -> None:
+        """Every message that reached the receiver before ``t_ns`` (host monotonic) has been checked."""
+        self.idle_ns = max(self.idle_ns, t_ns)
+
+    def note_status(self, streams, sender: int, state: str, t_receive_ns: int) -> None:
+        """A driver's ``_status`` (from the endpoint that owns it): its sender is alive, or gone when ``state``
+        is stopped or failed."""
+        for stream in streams:
+            s = self._state.get(stream)
+            if s is not None and s.sender == sender:
+                s.last_heard = max(s.last_heard, t_receive_ns)
+                s.gone = state in GONE_STATES
+
+    def note_gone(self, streams) -> None:
+        """The process publishing ``streams`` exited: their current senders are gone."""
+        for stream in streams:
+            if stream in self._state:
+                self._state[stream].gone = True
+
+    def take_sender_changes(self) -> list[tuple]:
+        """The sender changes since the last call: ``(stream, old sender, new sender, why, t_receive_ns)``."""
+        out = list(self._changes)
+        self._changes.clear()
+        return out
 
     def rejected_by_stream(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
@@ -158,28 +208,64 @@ class MessageCheck:
         if m.sender in state.retired:
             return "retired-sender"
         new_sender = state.sender is not None and m.sender != state.sender
-        if new_sender and m.t_receive_ns - state.last_receive < limits.takeover_silence_ns:
+        why = self._gone(state) if new_sender else ""
+        if new_sender and not why:
             return "competing-sender"  # the stream's sender is alive: a second publisher is not a restart
-        if not new_sender and state.last_seq is not None:
-            if m.seq <= state.last_seq:
-                return "seq-backwards"
-            if m.seq - state.last_seq > limits.max_seq_jump and not self._readopt(state, m.seq):
-                return "seq-jump"
+        if not new_sender and state.last_seq is not None and m.seq <= state.last_seq:
+            return "seq-backwards"
+        reference = None if state.last_t is None else (None if new_sender else state.last_seq, state.last_t,
+                                                       state.last_receive)
+        jump = self._jump(m, reference)
+        if jump and not self._readopt(state, m):
+            return jump
         if state.last_t is not None and m.t_capture_ns <= state.last_t:
             return "time-backwards"
         if new_sender:
             state.retired.add(state.sender)
+            self.sender_changes[m.stream] += 1
+            self._changes.append((m.stream, state.sender, m.sender, why, m.t_receive_ns))
+            state.gone = False
         state.sender, state.last_seq, state.last_t, state.last_receive = m.sender, m.seq, m.t_capture_ns, m.t_receive_ns
-        state.outlier_seq, state.outlier_run = None, 0
+        state.last_heard = max(state.last_heard, m.t_receive_ns)
+        state.outlier, state.outlier_run = None, 0
         for name, array in m.arrays.items():
             state.shapes.setdefault(name, tuple(m.shapes.get(name, array.shape)))
             state.encodings.setdefault(name, m.encodings.get(name, "raw"))
         return None
 
-    def _readopt(self, state: _StreamState, seq: int) -> bool:
-        """True once ``readopt_after`` consecutive outliers count on from each other (a real renumbering)."""
-        state.outlier_run = state.outlier_run + 1 if state.outlier_seq is not None and seq == state.outlier_seq + 1 else 1
-        state.outlier_seq = seq
+    def _gone(self, state: _StreamState) -> str:
+        """Why the stream's current sender is gone ("" while it is not): its own status, or its silence."""
+        if state.gone:
+            return "its driver reported stopped or failed, or its process exited"
+        silent_ns = self.idle_ns - state.last_heard
+        if silent_ns >= self.limits.takeover_silence_ns:
+            return f"nothing from it for {silent_ns / 1e9:.1f} s with the bus read up to date"
+        return ""
+
+    def _jump(self, m: Message, reference: tuple | None) -> str | None:
+        """``seq-jump`` or ``time-jump`` when ``m`` does not plausibly follow ``reference`` = (seq or None for
+        another sender, t_capture_ns, t_receive_ns), else None."""
+        if reference is None:
+            return None
+        seq, t, t_receive = reference
+        limits = self.limits
+        elapsed_ns = max(0, m.t_receive_ns - t_receive)
+        if seq is not None:
+            rate = self.rates.get(m.stream, 0.0)
+            allowed = (limits.seq_slack + limits.seq_rate_factor * rate * elapsed_ns / 1e9) if rate > 0 \
+                else limits.max_seq_jump
+            if m.seq - seq - 1 > allowed:
+                return "seq-jump"
+        if m.t_capture_ns > m.t_receive_ns and (m.t_capture_ns - t) - elapsed_ns > limits.time_jump_ns:
+            return "time-jump"
+        return None
+
+    def _readopt(self, state: _StreamState, m: Message) -> bool:
+        """True once ``readopt_after`` consecutive outliers follow each other plausibly (a real jump)."""
+        run = state.outlier
+        follows = run is not None and m.seq > run[0] and m.t_capture_ns > run[1] and self._jump(m, run) is None
+        state.outlier_run = state.outlier_run + 1 if follows else 1
+        state.outlier = (m.seq, m.t_capture_ns, m.t_receive_ns)
         if state.outlier_run >= self.limits.readopt_after:
             self.readopted[state.sender] += 1
             return True

@@ -7,13 +7,17 @@ estimate used to map a remote capture time onto the app's clock is a line fitted
 the lowest-round-trip measurements of the recent windows (offset and drift). Every
 measurement is kept and written into the episode (``/clock_sync/<driver>``).
 
-TCP endpoints require CurveZMQ: ``capture-app keys DIR`` writes a key pair for the app and
-one for drivers; a peer without the right key gets nothing.
+TCP endpoints require CurveZMQ: ``capture-app keys DIR`` writes a key pair for the app, one for
+drivers and one for monitors (secret files 0600 in a 0700 directory). Two trust domains: a driver
+accepts only the app's key, a recorder's control channel only the monitors' key, and each client
+checks the server's key; a peer without the right key gets nothing (docs/protocol.md, Trust model).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -49,14 +53,25 @@ def is_loopback(endpoint: str) -> bool:
 
 
 # --- keys -----------------------------------------------------------------------------------
+KEY_NAMES = ("app", "driver", "monitor")
+
+
 def generate_keys(directory: str | Path) -> dict[str, Path]:
-    """Write ``app`` and ``driver`` CurveZMQ key pairs (public ``.key``, secret ``.key_secret``)."""
+    """Write ``app``, ``driver`` and ``monitor`` CurveZMQ key pairs (public ``.key``, secret ``.key_secret``);
+    the directory is made 0700 and each secret file is created 0600."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
     out = {}
-    for name in ("app", "driver"):
-        public, secret = zmq.auth.create_certificates(str(directory), name)
-        out[name], out[name + "_secret"] = Path(public), Path(secret)
+    umask = os.umask(0o077)  # no moment where a secret key is readable by others
+    try:
+        for name in KEY_NAMES:
+            public, secret = zmq.auth.create_certificates(str(directory), name)
+            os.chmod(secret, 0o600)
+            os.chmod(public, 0o644)
+            out[name], out[name + "_secret"] = Path(public), Path(secret)
+    finally:
+        os.umask(umask)
     return out
 
 
@@ -67,16 +82,26 @@ class CurveKeys:
     public: bytes
     secret: bytes
     server_public: bytes = b""
-    allowed_clients_dir: str = ""
+    allowed_clients: tuple = ()  # public keys (Z85) a server accepts; no other client gets through
 
 
-def load_keys(secret_file: str, server_public_file: str = "", allowed_clients_dir: str = "") -> CurveKeys:
+def load_keys(secret_file: str, server_public_file: str = "", allowed_client_files: tuple = ()) -> CurveKeys:
+    """One side's keys: ``secret_file`` (must be 0600 or stricter), the server's public key for a client,
+    the public key files of the only clients a server accepts."""
     try:
+        mode = stat.S_IMODE(os.stat(secret_file).st_mode)
+        if mode & 0o077:
+            raise ConfigError(f"secret key {secret_file} has mode {mode:03o}: other local users can read it; "
+                              f"`chmod 600 {secret_file}` (and check who has read it)")
         public, secret = zmq.auth.load_certificate(secret_file)
         server = zmq.auth.load_certificate(server_public_file)[0] if server_public_file else b""
+        allowed = tuple(zmq.auth.load_certificate(f)[0] for f in allowed_client_files)
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot load CurveZMQ keys ({exc}); create them with `capture-app keys DIR`") from None
-    return CurveKeys(public, secret, server, allowed_clients_dir)
+        raise ConfigError(f"cannot load CurveZMQ keys ({exc}); create them with `capture-app keys DIR` (a directory "
+                          f"from before monitor keys has no monitor.key: create a new one)") from None
+    if secret is None:
+        raise ConfigError(f"{secret_file} holds no secret key; use the .key_secret file from `capture-app keys DIR`")
+    return CurveKeys(public, secret, server, allowed)
 
 
 def secure_server(socket: zmq.Socket, keys: CurveKeys) -> None:
@@ -91,11 +116,27 @@ def secure_client(socket: zmq.Socket, keys: CurveKeys) -> None:
     socket.curve_serverkey = keys.server_public
 
 
-def start_authenticator(context: zmq.Context, allowed_clients_dir: str) -> ThreadAuthenticator:
-    """Only clients whose public keys are in ``allowed_clients_dir`` may connect."""
+class _AllowedKeys:
+    """ZAP credentials provider: exactly these public keys (Z85), nothing else in any key directory."""
+
+    def __init__(self, keys: tuple):
+        self.keys = frozenset(bytes(k) for k in keys)
+
+    def callback(self, domain: str, key: bytes) -> bool:  # pyzmq passes the Z85 form
+        allowed = bytes(key) in self.keys
+        if not allowed:
+            log.warning("refused a CurveZMQ client whose key is not allowed here")
+        return allowed
+
+
+def start_authenticator(context: zmq.Context, allowed_clients: tuple) -> ThreadAuthenticator:
+    """On CurveZMQ server sockets of ``context``, only clients holding one of ``allowed_clients`` (public keys)
+    complete the handshake."""
+    if not allowed_clients:
+        raise ConfigError("no client key allowed: a CurveZMQ server would accept nobody")
     auth = ThreadAuthenticator(context)
     auth.start()
-    auth.configure_curve(domain="*", location=allowed_clients_dir)
+    auth.configure_curve_callback(domain="*", credentials_provider=_AllowedKeys(allowed_clients))
     return auth
 
 
@@ -109,6 +150,8 @@ class ClockServer:
         if keys is not None:
             secure_server(self._socket, keys)
         self._socket.bind(endpoint)
+        from capture_app.bus.endpoint_trust import restrict_bound_socket
+        restrict_bound_socket(endpoint)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="clock-server", daemon=True)
         self._thread.start()

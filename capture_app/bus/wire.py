@@ -365,6 +365,8 @@ class BusPublisher:
         self._socket.setsockopt(zmq.LINGER, 500)
         if bind:
             self._socket.bind(endpoint)
+            from capture_app.bus.endpoint_trust import restrict_bound_socket
+            restrict_bound_socket(endpoint)  # ipc: only this user may connect
         else:
             self._socket.connect(endpoint)
 

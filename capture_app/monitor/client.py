@@ -36,6 +36,8 @@ class RecorderClient:
 
     def __init__(self, control_endpoint: str, name: str = "monitor", context: zmq.Context | None = None,
                  curve=None, connect_timeout_s: float = 10.0):
+        from capture_app.bus.endpoint_trust import require_private_ipc
+        require_private_ipc(control_endpoint, "recorder control endpoint")  # else another user could pose as it
         self.control_endpoint = control_endpoint
         self.name = name
         self._context = context or zmq.Context.instance()

@@ -111,9 +111,12 @@ def losses_of(status: dict) -> list[str]:
     invalid = {k: n for k, n in (losses.get("invalid_rows") or {}).items() if n}
     if invalid and (status.get("takes") or {}).get("recording"):
         out.append("invalid rows " + ", ".join(f"{k} {n}" for k, n in invalid.items()))
-    for key in ("bus_malformed", "non_finite", "unsynchronised", "control_refused"):
+    for key in ("bus_malformed", "non_finite", "unsynchronised", "control_refused", "status_refused"):
         if losses.get(key):
             out.append(f"{key.replace('_', ' ')} {losses[key]}")
+    changes = {s: n for s, n in (losses.get("sender_changes") or {}).items() if n}
+    if changes:  # a stream's publisher changed (protocol.md, Trust model)
+        out.append("sender changed " + ", ".join(f"{s} {n}x" for s, n in changes.items()))
     return out
 
 

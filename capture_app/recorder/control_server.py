@@ -23,7 +23,8 @@ import zmq
 
 from capture_app.bus import control_protocol as protocol
 from capture_app.core.clock import now_ns
-from capture_app.core.errors import CaptureError
+from capture_app.bus.endpoint_trust import require_private_ipc, restrict_bound_socket
+from capture_app.core.errors import CaptureError, ConfigError
 from capture_app.rig.priority import prioritise_recorder_thread
 from capture_app.recorder.takes import Takes
 
@@ -84,6 +85,17 @@ def status_of(session, takes: Takes, control_refused: int = 0) -> dict:
             "losses": {**session.loss_counts(), "control_refused": control_refused}, "takes": takes.state()}
 
 
+def check_control_endpoint(endpoint: str, curve) -> None:
+    """Refuse (ConfigError) a control endpoint other local users could use: tcp:// without CurveZMQ keys that
+    allow only the monitors' key, or ipc:// outside a private directory (docs/control.md, Trust model)."""
+    if endpoint.startswith("tcp://") and (curve is None or not curve.allowed_clients):
+        raise ConfigError(f"control endpoint {endpoint}: tcp:// reaches every local user (loopback too), so it "
+                          f"needs CurveZMQ keys: set [bus] keys in the rig config to a directory from `capture-app "
+                          f"keys DIR` (monitors pass --keys DIR), or use ipc:// in a directory only you can use, e.g. "
+                          f"ipc:///run/user/UID/capture/control (docs/control.md, Trust model)")
+    require_private_ipc(endpoint, "control endpoint")
+
+
 class ControlServer:
     """Serves one session's takes to monitors. ``close`` stops both threads and their sockets."""
 
@@ -109,9 +121,10 @@ class ControlServer:
         takes.on_take_finished = self._take_finished
 
     def start(self) -> "ControlServer":
-        if self._curve is not None and self._curve.allowed_clients_dir:
-            from capture_app.bus.remote import start_authenticator  # only monitors holding a key of that directory
-            self._auth = start_authenticator(self._context, self._curve.allowed_clients_dir)
+        check_control_endpoint(self.control_endpoint, self._curve)
+        if self._curve is not None and self._curve.allowed_clients:
+            from capture_app.bus.remote import start_authenticator  # only monitors holding monitor.key_secret
+            self._auth = start_authenticator(self._context, self._curve.allowed_clients)
         for thread in self._threads:
             thread.start()
         self._ready.wait(10)
@@ -136,6 +149,7 @@ class ControlServer:
             from capture_app.bus.remote import secure_server
             secure_server(socket, self._curve)
         socket.bind(endpoint)
+        restrict_bound_socket(endpoint)  # ipc: only this user may connect (its directory is private as well)
         return socket
 
     # --- commands -------------------------------------------------------------------

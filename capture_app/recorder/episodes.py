@@ -72,6 +72,7 @@ class Episodes:
         self.last_quality_report: dict | None = None  # of the last episode finished
         self.invalid_rows: dict[str, int] = {name: 0 for name in VALIDITY_NAMES}  # this take's, per hand part
         self._rejected_at_start: dict = {}
+        self._sender_changes_at_start: dict = {}
         self._malformed_at_start = 0
 
     def current(self) -> EpisodeWriter | None:
@@ -116,6 +117,7 @@ class Episodes:
         for stream, device in devices.items():
             writer.set_stream_attrs(stream, {"device": device})
         self._rejected_at_start = dict(intake.checker.rejected)
+        self._sender_changes_at_start = dict(intake.checker.sender_changes)
         self.invalid_rows = {name: 0 for name in VALIDITY_NAMES}
         self._malformed_at_start = intake.malformed_total()
         with self.synchronizer.lock:
@@ -166,7 +168,8 @@ class Episodes:
             if n:
                 during.setdefault(stream, {})[reason] = n
         for stream in self.intake.expected_rates:
-            writer.set_stream_attrs(stream, {"rejected": during.get(stream, {})})
+            changes = self.intake.checker.sender_changes[stream] - self._sender_changes_at_start.get(stream, 0)
+            writer.set_stream_attrs(stream, {"rejected": during.get(stream, {}), "sender_changes": changes})
 
     def discard(self) -> None:
         """Throw the current episode away: no file is left."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from typing import Callable
 
 import numpy as np
@@ -26,6 +27,7 @@ import zmq
 
 from capture_app.bus.checks import MessageCheck, fill_optional
 from capture_app.bus.driver_status import DriverHealth
+from capture_app.bus.endpoint_trust import require_private_ipc
 from capture_app.bus.wire import STATUS_PREFIX, BusSubscriber, Message
 from capture_app.core.clock import now_ns
 from capture_app.core.errors import ConfigError
@@ -72,6 +74,9 @@ class Intake:
         self._keys = None
         self._subscribers: list[BusSubscriber] = []
         self._allowed_streams: dict[int, frozenset] = {}  # id(subscriber) -> the streams it may carry
+        self._allowed_drivers: dict[int, frozenset] = {}  # id(subscriber) -> the drivers whose status it may carry
+        self.status_refused = 0
+        self.exited: deque = deque()  # driver names whose process exited (the rig's watchdog appends, we take)
         self._last_rejection_event_ns: dict[str, int] = {}
         self._last_publish_ns: dict[str, int] = {}
         self._idle_since_ns = 0
@@ -85,33 +90,48 @@ class Intake:
     def start(self, local_endpoints: list[str]) -> "Intake":
         """Bind ``local_endpoints`` for this host's drivers, connect to each remote driver's endpoint (one
         subscriber per endpoint, so each stream is accepted only from where the rig config puts it), and
-        start the dispatcher thread."""
+        start the dispatcher thread (after ``check_endpoints``)."""
         self._start_remote_clocks()
         local = BusSubscriber(bind=local_endpoints, context=self._context)
         self._subscribers = [local]
         self._allowed_streams[id(local)] = frozenset(s for d in self.config.drivers if not d.endpoint
                                                      for s in d.streams)
+        self._allowed_drivers[id(local)] = frozenset(d.name for d in self.config.drivers if not d.endpoint)
         for d in self.config.drivers:
             if d.endpoint:
                 curve = self._keys if d.endpoint.startswith("tcp://") and self._keys else None
                 subscriber = BusSubscriber(connect=[d.endpoint], context=self._context, curve=curve)
                 self._subscribers.append(subscriber)
                 self._allowed_streams[id(subscriber)] = frozenset(d.streams)
+                self._allowed_drivers[id(subscriber)] = frozenset([d.name])
         self._thread = threading.Thread(target=self._dispatch, name="bus-dispatcher", daemon=True)
         self._thread.start()
         return self
 
+    def check_endpoints(self) -> None:
+        """Refuse, before anything starts, a bus endpoint another local user could bind or reach
+        (docs/protocol.md, "Trust model")."""
+        for d in self.config.drivers:
+            require_private_ipc(d.endpoint, f"driver {d.name!r} endpoint")
+        if not self.config.bus_endpoint.startswith(("inproc://", "ipc://")):
+            raise ConfigError(f"[bus] endpoint {self.config.bus_endpoint}: the app's own bus takes inproc:// or ipc:// "
+                              f"in a directory only you can use (any local user could publish on a tcp:// one); "
+                              f"drivers elsewhere bind their own endpoint (docs/protocol.md, Trust model)")
+        require_private_ipc(self.config.bus_endpoint, "[bus] endpoint")
+
     def _start_remote_clocks(self) -> None:
         """Keys and clock synchronisation for drivers that run elsewhere (rig config ``endpoint``)."""
-        from capture_app.bus.remote import ClockClient, clock_endpoint, is_loopback, load_keys
+        from capture_app.bus.remote import ClockClient, clock_endpoint, load_keys
         remote = [d for d in self.config.drivers if d.endpoint]
         if self.config.bus_keys_dir:
             keys_dir = self.config.bus_keys_dir
             self._keys = load_keys(f"{keys_dir}/app.key_secret", f"{keys_dir}/driver.key")
         for d in remote:
-            if d.endpoint.startswith("tcp://") and not is_loopback(d.endpoint) and self._keys is None:
-                raise ConfigError(f"driver {d.name!r} at {d.endpoint} is on another host: set [bus] keys to the "
-                                  f"directory from `capture-app keys`")
+            if d.endpoint.startswith("tcp://") and self._keys is None:  # loopback too: any local user can bind it
+                raise ConfigError(f"driver {d.name!r} at {d.endpoint}: tcp:// needs CurveZMQ keys, on loopback too "
+                                  f"(another local user could bind the port first); set [bus] keys to the directory "
+                                  f"from `capture-app keys`, or use ipc:// in a directory only you can use "
+                                  f"(docs/protocol.md, Trust model)")
             if not d.needs_clock_sync:  # same host (ipc://, loopback): same monotonic clock, stamps kept as sent
                 continue
             curve = self._keys if d.endpoint.startswith("tcp://") else None
@@ -153,10 +173,16 @@ class Intake:
                 # per endpoint so a flooding endpoint cannot starve the others; never past a stop.
                 busy = True
                 while busy and not self._stop.is_set():
-                    busy = False
+                    busy, pass_started_ns = False, now_ns()
                     for subscriber in self._subscribers:
                         if self._dispatch_turn(subscriber) >= DISPATCH_TURN:
                             busy = True
+                if not busy:  # every endpoint was found empty after pass_started_ns: silence there is real
+                    self.checker.note_idle(pass_started_ns)
+            else:
+                self.checker.note_idle(now_ns() - 1)
+            while self.exited:  # a driver process died: its senders are gone (a restart may take their streams)
+                self.checker.note_gone([s for n in self.exited.popleft() for s in self.config.driver(n).streams])
             self._idle_since_ns = now_ns()  # nothing was waiting at this instant
 
     def _dispatch_turn(self, subscriber: BusSubscriber) -> int:
@@ -188,7 +214,8 @@ class Intake:
                     if message is None:  # malformed (counted)
                         self._note_malformed(subscriber)
                     elif message.is_status:
-                        handled.append(message)
+                        if self._status_owned(message, subscriber):
+                            handled.append(message)
                     elif self._accept(message, subscriber):
                         sync.ingest(message)
                         samples.append(message)
@@ -231,7 +258,36 @@ class Intake:
         if not all(np.isfinite(a).all() for n, a in message.arrays.items() if n in ("pose", "keypoints")):
             self._flag_non_finite(message)
         message.arrays = fill_optional(self.checker.kinds[message.stream], message.arrays)
+        for change in self.checker.take_sender_changes():
+            self._log_sender_change(*change)
         return True
+
+    def _log_sender_change(self, stream: str, old: int, new: int, why: str, t_ns: int) -> None:
+        """A stream's sender changed (docs/protocol.md, "Trust model"): in the log and the episode's events."""
+        text = (f"{stream}: sender {new:x} replaces {old:x} ({why}); change {self.checker.sender_changes[stream]} "
+                f"of this session")
+        log.warning("%s", text)
+        writer = self._writer_of()
+        if writer is not None:
+            writer.log_event("warning", stream, text, t_ns=t_ns)
+
+    def _status_owned(self, message: Message, subscriber: BusSubscriber) -> bool:
+        """A ``_status/<driver>`` is taken only from the endpoint the rig config gives that driver; others are
+        counted (``status_refused``) and an event at most once a second."""
+        name = message.stream[len(STATUS_PREFIX):]
+        if name in self._allowed_drivers.get(id(subscriber), ()):
+            return True
+        self.status_refused += 1
+        t = message.t_receive_ns
+        if t - self._last_rejection_event_ns.get("_status", 0) >= 1_000_000_000:
+            self._last_rejection_event_ns["_status"] = t
+            text = (f"refused a status for driver {name!r} from an endpoint that does not own it "
+                    f"({self.status_refused} so far; docs/protocol.md, Trust model)")
+            log.warning("%s", text)
+            writer = self._writer_of()
+            if writer is not None:
+                writer.log_event("error", "bus", text, t_ns=t)
+        return False
 
     def _to_local_clock(self, message: Message, clock) -> bool:
         """Put a remote host's stamps on this host's clock; False (dropped, counted) before the first sync."""
@@ -286,6 +342,8 @@ class Intake:
     def _on_status(self, message: Message) -> None:
         name = message.stream[len(STATUS_PREFIX):]
         health = DriverHealth.from_dict(message.meta)
+        driver = self.config.driver(name)
+        self.checker.note_status(driver.streams, message.sender, str(health.state), message.t_receive_ns)
         with self._health_lock:
             previous = self._health.get(name)
             self._health[name] = health
@@ -327,7 +385,8 @@ class Intake:
         """What the bus lost or refused so far besides per-stream rejections: malformed and unexpected
         messages, non-finite values, and remote messages before clock sync."""
         return {"bus_malformed": self.malformed_total(), "bus_unexpected": self.unexpected_messages,
-                "non_finite": self.non_finite_messages, "unsynchronised": self.unsynchronised_messages}
+                "non_finite": self.non_finite_messages, "unsynchronised": self.unsynchronised_messages,
+                "status_refused": self.status_refused, "sender_changes": dict(self.checker.sender_changes)}
 
     def clock_unsynchronised_reason(self, stream: str) -> str | None:
         """Why a remote stream's samples are held back (its clock service has not answered), else None."""

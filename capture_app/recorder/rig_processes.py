@@ -26,10 +26,12 @@ log = logging.getLogger(__name__)
 class RigProcesses:
     """Starts and stops the rig's local drivers; ``bus_endpoints`` are where the intake must bind."""
 
-    def __init__(self, config: RigConfig, context: zmq.Context, on_event: Callable[[str, str], None]):
+    def __init__(self, config: RigConfig, context: zmq.Context, on_event: Callable[[str, str], None],
+                 on_exit: Callable[[list[str]], None]):
         self.config = config
         self._context = context
         self._on_event = on_event  # (level, text) of a driver host: its exits and restarts
+        self._on_exit = on_exit  # (driver names) of a process that exited
         self.drivers = []  # in-thread drivers
         self.hosts: list[DriverHostProcess] = []
         self._tmpdir: Path | None = None
@@ -48,6 +50,11 @@ class RigProcesses:
             self._ipc_endpoint = f"ipc://{self._tmpdir / 'bus.sock'}"
         return [self.config.bus_endpoint] + ([self._ipc_endpoint] if self._ipc_endpoint else [])
 
+    @property
+    def ipc_endpoint(self) -> str:
+        """The private ipc endpoint the local driver processes publish on ("" if none; after ``prepare``)."""
+        return self._ipc_endpoint
+
     def start(self) -> "RigProcesses":
         """Start the driver processes and threads (after ``prepare``, once the intake has bound its endpoints)."""
         groups = [[n] for n in self._isolated]
@@ -55,7 +62,7 @@ class RigProcesses:
             groups.append(self._shared)
         for group in groups:
             self.hosts.append(DriverHostProcess(self.config, group, self._ipc_endpoint, self._tmpdir,
-                                                on_event=self._on_event).start())
+                                                on_event=self._on_event, on_exit=self._on_exit).start())
         if self.config.drivers_in == "threads":
             for name in self._shared:
                 driver = create_driver(driver_config_with_seed(self.config.driver(name), self.config.sim_seed,

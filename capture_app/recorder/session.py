@@ -75,13 +75,14 @@ class CaptureSession:
         self.episodes = Episodes(config, self.calibration, self.synchronizer)
         self.intake = Intake(config, self.synchronizer, self.monitor, self._context, self.episodes.current)
         self.episodes.intake = self.intake
-        self.rig = RigProcesses(config, self._context, on_event=self._host_event)
+        self.rig = RigProcesses(config, self._context, on_event=self._host_event, on_exit=self.intake.exited.append)
         self._latest_tick: SyncedTick | None = None
         self._stream_watch = StreamWatch(self.monitor, self.episodes.current, lambda: self._latest_tick)
 
     # --- lifecycle -----------------------------------------------------------------
     def start(self) -> "CaptureSession":
         """Bind the bus, start the intake, the synchronizer and the rig's local drivers."""
+        self.intake.check_endpoints()  # before anything starts: another local user could bind such an endpoint
         raise_priority()
         enable_recorder_threads(max(0, self.config.sync.realtime_priority - 5))  # below the ticks, above the GUI
         self.intake.start(self.rig.prepare())
