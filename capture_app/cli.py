@@ -43,6 +43,10 @@ def _progress_line(session, elapsed: float) -> str:
     rejected = sum(st.rejected for st in status.values())
     if rejected:
         parts.append(f"rejected {rejected}")
+    losses = session.loss_counts()
+    for key, label in (("bus_malformed", "malformed"), ("bus_unexpected", "unexpected")):
+        if losses.get(key):
+            parts.append(f"{label} {losses[key]}")
     return " | ".join(parts)
 
 

@@ -27,6 +27,7 @@ from capture_app.bus import STATUS_PREFIX, BusSubscriber, Message
 from capture_app.child_process import child_env
 from capture_app.clock import now_ns
 from capture_app.config import RigConfig, sim_epoch_ns, with_changes
+from capture_app.episode_file import open_episode
 from capture_app.errors import CalibrationError, CaptureError, ConfigError
 from capture_app.health import StreamMonitor, StreamStatus
 from capture_app.priority import enable_recorder_threads, prioritise_recorder_thread, raise_priority
@@ -64,13 +65,11 @@ def default_calibration(config: RigConfig) -> Calibration:
         return sim_calibration(config)
     replays = [d.options.get("episode") for d in config.drivers if d.type == "replay" and d.options.get("episode")]
     if replays:  # replaying an episode: use the calibration it was recorded with
-        import h5py
-
         from calibration.model import calibration_from_json
         try:
-            with h5py.File(replays[0], "r") as f:
+            with open_episode(replays[0]) as f:
                 return calibration_from_json(str(f["calibration"].attrs["json"]), f"{replays[0]}:/calibration")
-        except (OSError, KeyError) as exc:
+        except (OSError, KeyError, CaptureError) as exc:
             raise CalibrationError(f"cannot read the calibration of replayed episode {replays[0]}: {exc}") from None
     raise CalibrationError(f"{config.source_path}: no [calibration] path for this real rig; set it to the file "
                            f"written by `capture-app calibrate`")
@@ -84,7 +83,6 @@ def finalize_in_child_process(path: Path) -> dict | None:
     import subprocess
     import sys
 
-    import h5py
     try:
         result = subprocess.run([sys.executable, "-m", "capture_app.final_table", str(path)], capture_output=True,
                                 text=True, timeout=FINALIZE_TIMEOUT_S, stdin=subprocess.DEVNULL, env=child_env())
@@ -95,7 +93,7 @@ def finalize_in_child_process(path: Path) -> dict | None:
     if result.returncode != 0:
         log.error("%s", result.stderr.strip() or f"finalizing {path} failed (exit {result.returncode})")
         return None
-    with h5py.File(path, "r") as f:
+    with open_episode(path) as f:
         return json.loads(f.attrs["quality"])
 
 

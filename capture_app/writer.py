@@ -32,6 +32,7 @@ from capture_app.annotations import write_segments
 from capture_app.bus import Message
 from capture_app.clock import NS_PER_S, now_ns, wall_clock_iso
 from capture_app.config import WriterConfig
+from capture_app.episode_file import open_hdf5
 from capture_app.episode_format import (EPISODE_SUFFIX, FORMAT_NAME, FORMAT_VERSION, NO_DEVICE_TIME, PARTIAL_SUFFIX,
                                         TRACKING_CODES)
 from capture_app.errors import WriterError
@@ -221,7 +222,7 @@ class EpisodeWriter:
             # Created under a temporary name and renamed once its metadata is flushed: a kill during creation
             # never leaves a .partial that cannot be opened (only a stray .creating file).
             creating = self.partial_path.with_name(self.partial_path.name + ".creating")
-            self._file = h5py.File(creating, "w")
+            self._file = open_hdf5(creating, "w")
             self._write_metadata()
             self._file.flush()
             creating.replace(self.partial_path)

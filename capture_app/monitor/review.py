@@ -11,6 +11,7 @@ import numpy as np
 from capture_app.annotations import Segment, read_segments, write_segments
 from capture_app.geometry import pose_to_transform
 from capture_app.clock import now_ns
+from capture_app.episode_file import open_episode
 from capture_app.interpolation import STATUS_NAMES
 from capture_app.episode_frames import FrameReader
 from capture_app.monitor.overlay import HANDS, ViewState, hand_validity, wrist_transform_from_action
@@ -28,7 +29,7 @@ class EpisodeReview:
         self._open()
 
     def _open(self) -> None:
-        self.file = h5py.File(self.path, "r")
+        self.file = open_episode(self.path)
         self._readers: dict[str, FrameReader] = {}
         synced = self.file["synced"]
         self.ticks = len(synced["t_tick_ns"])
@@ -81,7 +82,7 @@ class EpisodeReview:
         """Write edited segments back into the episode file, and each edit as an event in /events."""
         self.file.close()
         try:
-            with h5py.File(self.path, "a") as f:
+            with open_episode(self.path, "r+") as f:
                 write_segments(f, segments)
                 append_events(f, [(now_ns(), "info", "review", f"edited in review: {e}") for e in edits])
         finally:
