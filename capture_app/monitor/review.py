@@ -12,6 +12,7 @@ from capture_app.annotations import Segment, read_segments, write_segments
 from capture_app.geometry import pose_to_transform
 from capture_app.clock import now_ns
 from capture_app.episode_file import open_episode
+from capture_app.errors import EpisodeFormatError
 from capture_app.interpolation import STATUS_NAMES
 from capture_app.episode_frames import FrameReader
 from capture_app.monitor.overlay import HANDS, ViewState, hand_validity, wrist_transform_from_action
@@ -31,6 +32,10 @@ class EpisodeReview:
     def _open(self) -> None:
         self.file = open_episode(self.path)
         self._readers: dict[str, FrameReader] = {}
+        if "synced/t_tick_ns" not in self.file:
+            self.file.close()
+            raise EpisodeFormatError(f"{self.path} has no synced table to review (too short, or interrupted "
+                                     f"before its first tick)")
         synced = self.file["synced"]
         self.ticks = len(synced["t_tick_ns"])
         self.streams = json.loads(synced.attrs["streams"])

@@ -636,9 +636,19 @@ class MainWindow(QtWidgets.QMainWindow):
         if self.recording:
             self.refuse("stop the take before reviewing")
             return
+        try:  # opened and its first tick read before the window changes: a bad file leaves it as it was
+            review = EpisodeReview(path)
+            try:
+                review.state(0) if review.ticks else None
+            except BaseException:
+                review.close()
+                raise
+        except Exception as exc:
+            self._show_error(f"cannot review {path}: {exc}")
+            return
         if self.review is not None:
             self.back_to_live(force=True)
-        self.review = EpisodeReview(path)
+        self.review = review
         self.edits = SegmentEdits(self.review.segments, self.review.t0_ns, self.review.t_end_ns)
         self.review_slider.setRange(0, max(0, self.review.ticks - 1))
         for widget in (self.review_slider, self.segment_table, self.review_time):
