@@ -140,6 +140,7 @@ class CaptureSession:
         self.last_quality_report: dict | None = None  # of the last episode finished
         self.unexpected_messages = 0
         self.non_finite_messages = 0
+        self.bad_status_messages = 0  # driver status messages refused (a field of the wrong type or range)
         self._last_publish_ns: dict[str, int] = {}
         self._idle_since_ns = 0
         self._keys = None
@@ -365,7 +366,7 @@ class CaptureSession:
             return False
         if not all(np.isfinite(a).all() for n, a in message.arrays.items() if n in ("pose", "keypoints")):
             self._flag_non_finite(message)
-        message.arrays = fill_optional(self.checker.kinds[message.stream], message.arrays)
+        fill_optional(self.checker.kinds[message.stream], message)
         return True
 
     def _reject(self, message: Message, reason: str, counted: bool = False) -> None:
@@ -396,6 +397,7 @@ class CaptureSession:
         take's invalid synced rows per hand part."""
         return {"bus_malformed": self._malformed_total(),
                 "bus_unexpected": self.unexpected_messages, "non_finite": self.non_finite_messages,
+                "bad_status": self.bad_status_messages,
                 "unsynchronised": self.unsynchronised_messages, "invalid_rows": dict(self.invalid_rows)}
 
     def rejected_counts(self) -> dict[str, dict[str, int]]:
@@ -431,7 +433,17 @@ class CaptureSession:
 
     def _on_status(self, message: Message) -> None:
         name = message.stream[len(STATUS_PREFIX):]
-        health = DriverHealth.from_dict(message.meta)
+        try:
+            health = DriverHealth.from_dict(message.meta)
+        except ValueError as exc:  # refused whole: counted, shown live, an event at most once a second
+            self.bad_status_messages += 1
+            t = now_ns()
+            writer = self._writer
+            if writer is not None and t - self._last_rejection_event_ns.get("_status", 0) >= 1_000_000_000:
+                self._last_rejection_event_ns["_status"] = t
+                writer.log_event("error", "bus", f"refused a status message on {message.stream!r}: {exc} "
+                                                 f"({self.bad_status_messages} refused so far; docs/protocol.md)")
+            return
         with self._health_lock:
             previous = self._health.get(name)
             self._health[name] = health

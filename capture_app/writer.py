@@ -39,6 +39,7 @@ from capture_app.errors import WriterError
 from capture_app.image_codec import EncodeError, encode_jpeg
 from capture_app.priority import prioritise_recorder_thread
 from capture_app.streams import STREAM_KINDS, SYNCED_STREAMS
+from capture_app.values import MAX_NAME_CHARS, storable_t_ns, storable_text
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,8 @@ class WriterStats:
     backlog_bytes: int
     error: str = ""
     video_undecodable: Counter = field(default_factory=Counter)  # video frames dropped after a lost frame
+    values_repaired: int = 0  # texts / times given to the writer that had to be made storable (escaped, cut)
+    items_refused: int = 0    # rows, events or attributes the writer could not store (each logged)
 
 
 def _set_attrs(target, attrs: dict[str, Any]) -> None:
@@ -97,10 +100,12 @@ def _set_attrs(target, attrs: dict[str, Any]) -> None:
     if isinstance(target, (h5py.Group, h5py.Dataset)):
         target = target.attrs
     for key, value in attrs.items():
-        if isinstance(value, (int, float, str, bool, np.integer, np.floating)):
+        if isinstance(value, str):
+            target[key] = storable_text(value, limit=1 << 20)[0]
+        elif isinstance(value, (int, float, bool, np.integer, np.floating)):
             target[key] = value
-        else:
-            target[key] = json.dumps(value)
+        else:  # any value: what JSON cannot say is shown by repr (ensure_ascii escapes NUL and surrogates)
+            target[key] = json.dumps(value, default=repr)
 
 
 class _Table:
@@ -211,6 +216,8 @@ class EpisodeWriter:
         self._annotations_changed = False
         self._pending_bytes = 0       # data appended to tables since the last flush
         self.stopped_cleanly = False  # a disk-full stop closed the file with everything before it readable
+        self._values_repaired = 0
+        self._items_refused = 0
 
     # --- producer side (any thread) --------------------------------------------
     def start(self) -> "EpisodeWriter":
@@ -273,8 +280,21 @@ class EpisodeWriter:
         return self._enqueue(("row", table, row))
 
     def log_event(self, level: str, source: str, message: str, t_ns: int | None = None) -> None:
-        """Record an event (error, warning, gap, operator action) in /events."""
-        self._enqueue(("event", now_ns() if t_ns is None else t_ns, level, source, message))
+        """Record an event (error, warning, gap, operator action) in /events. Any value is recorded: text
+        is made storable (control characters and lone surrogates escaped, cut to MAX_TEXT_CHARS) and a
+        ``t_ns`` that is not an int64 time is replaced by now; each such repair is counted
+        (``values_repaired``) and said in the message."""
+        t = now_ns() if t_ns is None else storable_t_ns(t_ns)
+        (level, fixed_level), (source, fixed_source) = (storable_text(level, MAX_NAME_CHARS),
+                                                        storable_text(source, MAX_NAME_CHARS))
+        message, fixed = storable_text(message)
+        notes = [*(["text escaped or cut"] if fixed or fixed_level or fixed_source else []),
+                 *([f"t_ns {t_ns!r:.40} is not a time: stamped on arrival"] if t is None else [])]
+        if notes:
+            with self._lock:
+                self._values_repaired += 1
+            message += f" [made storable: {'; '.join(notes)}]"
+        self._enqueue(("event", now_ns() if t is None else t, level, source, message))
 
     def set_stream_attrs(self, stream: str, attrs: dict[str, Any]) -> None:
         """Attributes for /streams/<stream> (device info, for example); JSON-encoded when not scalar."""
@@ -301,7 +321,7 @@ class EpisodeWriter:
         with self._lock:
             return WriterStats(Counter(self._written), Counter(self._overflow), Counter(self._seq_gaps),
                                sum(self._queued_samples.values()), self._queued_bytes, str(self._error or ""),
-                               Counter(self._video_undecodable))
+                               Counter(self._video_undecodable), self._values_repaired, self._items_refused)
 
     @property
     def error(self) -> WriterError | None:
@@ -384,7 +404,7 @@ class EpisodeWriter:
                     if item is _STOP:
                         stopping = True
                         break
-                    self._handle(item)
+                    self._handle_or_refuse(item)
                 if now_ns() >= next_flush:
                     self._flush()
                     next_flush = now_ns() + interval_ns
@@ -425,6 +445,23 @@ class EpisodeWriter:
                 log.error("closing %s failed: %s", self.partial_path, exc)
             self._file = None
 
+    def _handle_or_refuse(self, item: tuple) -> None:
+        """Handle one queued item; one whose value cannot be stored is refused, counted and logged as an
+        event, and the writer goes on (the file and every other item are unaffected). Errors of the file
+        itself (OSError, a full disk) still stop the writer."""
+        try:
+            self._handle(item)
+        except (OSError, DiskFullStop):
+            raise
+        except Exception as exc:
+            log.exception("episode writer: refused a %s item", item[0])
+            with self._lock:
+                self._items_refused += 1
+            text, _ = storable_text(f"the writer refused a {item[0]} it could not store: {type(exc).__name__}: "
+                                    f"{exc} ({self._items_refused} refused so far)")
+            self._tables["events"].append({"t_ns": np.int64(now_ns()), "level": "error", "source": "writer",
+                                           "message": text})
+
     def _handle(self, item: tuple) -> None:
         kind = item[0]
         if kind == "samples":
@@ -450,7 +487,7 @@ class EpisodeWriter:
         elif kind == "attrs":
             self._pending_attrs[item[1]].update(item[2])
         elif kind == "annotations":
-            self._annotations = item[1]
+            self._annotations = [_storable_segment(seg) for seg in item[1]]
             self._annotations_changed = True
         elif kind == "durable":
             self._flush()
@@ -619,7 +656,10 @@ class EpisodeWriter:
             if self._written_counts.get(stream) != counts:  # an attribute write costs ~0.1 ms: only on change
                 _set_attrs(table.group.attrs, counts)
                 self._written_counts[stream] = counts
-        for path in [p for p in self._pending_attrs if p in self._file]:
+        if self._values_repaired or self._items_refused:
+            _set_attrs(self._file.attrs, {"writer_values_repaired": self._values_repaired,
+                                          "writer_items_refused": self._items_refused})
+        for path in [p for p in self._pending_attrs if _exists(self._file, p)]:
             _set_attrs(self._file[path], self._pending_attrs.pop(path))
         if self._annotations_changed:  # marks made while recording are on disk within a flush
             write_segments(self._file, self._annotations)
@@ -639,3 +679,21 @@ class EpisodeWriter:
             write_segments(self._file, self._annotations)
         a["status"] = "complete"
         self._file.flush()
+
+
+def _storable_segment(segment):
+    """A subtask segment whose texts HDF5 stores and whose times are int64 (an open end stays -1)."""
+    from dataclasses import replace
+    start = storable_t_ns(segment.start_ns)
+    end = -1 if segment.end_ns == -1 else storable_t_ns(segment.end_ns)
+    return replace(segment, label=storable_text(segment.label, MAX_NAME_CHARS)[0],
+                   description=storable_text(segment.description)[0], hand=storable_text(segment.hand, MAX_NAME_CHARS)[0],
+                   start_ns=0 if start is None else start, end_ns=-1 if end is None else end)
+
+
+def _exists(f: h5py.File, path: str) -> bool:
+    """Whether ``path`` names an object in ``f``; False for a name HDF5 cannot look up (a NUL in it)."""
+    try:
+        return path in f
+    except (ValueError, TypeError, UnicodeError):
+        return False

@@ -101,6 +101,9 @@ def losses_of(status: dict) -> list[str]:
         out.append("writer refused " + ", ".join(f"{s} {n}" for s, n in refused.items()))
     if writer.get("error"):
         out.append(f"writer failed: {writer['error']}")
+    for key, what in (("items_refused", "writer could not store"), ("values_repaired", "values made storable")):
+        if writer.get(key):
+            out.append(f"{what} {writer[key]}")
     undecodable = {s: n for s, n in (writer.get("video_undecodable") or {}).items() if n}
     if undecodable:
         out.append("video frames undecodable after a loss " + ", ".join(f"{s} {n}" for s, n in undecodable.items()))
@@ -111,7 +114,7 @@ def losses_of(status: dict) -> list[str]:
     invalid = {k: n for k, n in (losses.get("invalid_rows") or {}).items() if n}
     if invalid and (status.get("takes") or {}).get("recording"):
         out.append("invalid rows " + ", ".join(f"{k} {n}" for k, n in invalid.items()))
-    for key in ("bus_malformed", "non_finite", "unsynchronised", "control_refused"):
+    for key in ("bus_malformed", "non_finite", "unsynchronised", "control_refused", "bad_status"):
         if losses.get(key):
             out.append(f"{key.replace('_', ' ')} {losses[key]}")
     return out
