@@ -14,7 +14,6 @@ import logging
 import re
 import shutil
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ from capture_app.config import RigConfig, sim_epoch_ns, with_changes
 from capture_app.episode_file import open_episode
 from capture_app.errors import CalibrationError, CaptureError, ConfigError
 from capture_app.health import StreamMonitor, StreamStatus
+from capture_app.run_dirs import make_run_dir
 from capture_app.priority import enable_recorder_threads, prioritise_recorder_thread, raise_priority
 from capture_app.stream_schema import MessageCheck, fill_optional
 from capture_app.stream_watch import StreamWatch
@@ -168,7 +168,7 @@ class CaptureSession:
         shared = [n for n in local if n not in isolated]
         in_process = isolated + (shared if self.config.drivers_in == "process" else [])
         if in_process:
-            self._tmpdir = Path(tempfile.mkdtemp(prefix="capture-app-"))
+            self._tmpdir = make_run_dir()  # and removes those of killed recorders
             self._ipc_endpoint = f"ipc://{self._tmpdir / 'bus.sock'}"
             bind.append(self._ipc_endpoint)
         self._start_remote()

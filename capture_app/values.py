@@ -96,3 +96,32 @@ def checked_number(field: str, value, low: float, high: float) -> float:
     if not math.isfinite(value) or not low <= value <= high:
         raise ValueError(f"{field} = {value!r}: give a number from {low:g} to {high:g}")
     return float(value)
+
+
+MAX_IPC_PATH = 107  # a Unix socket path (sun_path) holds at most 107 bytes and a NUL
+
+
+def checked_endpoint(field: str, value, *, inproc: bool = True) -> str:
+    """A ZeroMQ endpoint of this application: ``ipc://PATH`` (a non-empty path of at most 107 bytes),
+    ``tcp://HOST:PORT`` (PORT 1..65534: the next port is the state feed or the clock service) or, where
+    ``inproc``, ``inproc://NAME``."""
+    schemes = "ipc://PATH, tcp://HOST:PORT" + (" or inproc://NAME" if inproc else "")
+    if not isinstance(value, str) or "\x00" in value:
+        raise ValueError(f"{field} {value!r:.80}: use {schemes}")
+    if value.startswith("ipc://"):
+        path = value[len("ipc://"):]
+        if not path or path.endswith("/"):
+            raise ValueError(f"{field} {value!r}: an ipc:// endpoint needs a socket path, e.g. ipc:///run/capture/x.sock")
+        if len(path.encode()) > MAX_IPC_PATH:
+            raise ValueError(f"{field} {value!r}: the socket path is {len(path.encode())} bytes; at most "
+                             f"{MAX_IPC_PATH} fit in a Unix socket address")
+        return value
+    if value.startswith("tcp://"):
+        host, sep, port = value[len("tcp://"):].rpartition(":")
+        if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65534:
+            raise ValueError(f"{field} {value!r}: a tcp:// endpoint is tcp://HOST:PORT with PORT a number from 1 "
+                             f"to 65534")
+        return value
+    if inproc and value.startswith("inproc://") and len(value) > len("inproc://"):
+        return value
+    raise ValueError(f"{field} {value!r:.80}: use {schemes}")

@@ -18,7 +18,7 @@ import queue
 import shutil
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,7 @@ DISK_MARGIN_BYTES = 8 * 1024 * 1024  # free space kept for HDF5 metadata and a c
 # the writer sleeps this long after draining its queue: the dispatcher queues a batch every few ms and the
 # file is flushed every flush_interval_s anyway; waking for each batch cost ~1 ms of CPU per tick
 WRITER_GATHER_S = 0.01
+STORED_RATIO_MIN_BYTES = 1 << 20  # a flush smaller than this says little about compression
 ROW_HEADER_BYTES = 64  # a sample's seq, times, tracking, epoch and offset columns
 
 
@@ -217,6 +218,7 @@ class EpisodeWriter:
         self._pending_bytes = 0       # data appended to tables since the last flush
         self.stopped_cleanly = False  # a disk-full stop closed the file with everything before it readable
         self._values_repaired = 0
+        self._stored_ratios: deque = deque(maxlen=5)  # file growth / bytes appended, of the last flushes
         self._items_refused = 0
 
     # --- producer side (any thread) --------------------------------------------
@@ -229,11 +231,16 @@ class EpisodeWriter:
             # Created under a temporary name and renamed once its metadata is flushed: a kill during creation
             # never leaves a .partial that cannot be opened (only a stray .creating file).
             creating = self.partial_path.with_name(self.partial_path.name + ".creating")
-            self._file = open_hdf5(creating, "w")
-            self._write_metadata()
-            self._file.flush()
-            creating.replace(self.partial_path)
-        except OSError as exc:
+            try:
+                self._file = open_hdf5(creating, "w")
+                self._write_metadata()
+                self._file.flush()
+                creating.replace(self.partial_path)
+            except BaseException:  # nothing is left behind by a start that failed
+                self._close_file()
+                creating.unlink(missing_ok=True)
+                raise
+        except (OSError, ValueError, TypeError) as exc:
             raise WriterError(f"cannot create episode file {self.partial_path}: {exc}; check that the output "
                               f"directory exists, is writable and has free space") from None
         self._thread = threading.Thread(target=self._run, name="episode-writer", daemon=True)
@@ -603,10 +610,24 @@ class EpisodeWriter:
                          for s, q in zip(SYNCED_STREAMS, stream_seq)], np.int64)
 
     def _check_free_space(self) -> None:
+        """Stop before a flush that may not fit. Its size on disk is estimated from the bytes it appends
+        times the stored/appended ratio of the last flushes (depth is compressed ~10-100x), doubled for
+        safety; 1 until a flush was measured."""
         free = shutil.disk_usage(self.partial_path.parent).free
-        if free < self._pending_bytes + DISK_MARGIN_BYTES:  # raw bytes: more than HDF5 stores compressed
-            raise DiskFullStop(f"{free / 1e6:.1f} MB free, the next flush needs {self._pending_bytes / 1e6:.1f} MB "
+        needed = int(self._pending_bytes * min(1.0, 2 * max(self._stored_ratios, default=0.5)))
+        if free < needed + DISK_MARGIN_BYTES:
+            raise DiskFullStop(f"{free / 1e6:.1f} MB free, the next flush needs about {needed / 1e6:.1f} MB "
                                f"plus a {DISK_MARGIN_BYTES / 1e6:.0f} MB reserve")
+
+    def _measure_stored_ratio(self, appended: int, size_before: int) -> None:
+        """Remember how many bytes a flush of ``appended`` bytes added to the file (for the next estimate)."""
+        if appended < STORED_RATIO_MIN_BYTES:
+            return
+        try:
+            grown = self.partial_path.stat().st_size - size_before
+        except OSError:
+            return
+        self._stored_ratios.append(max(0.0, grown / appended))
 
     def _stop_for_disk_full(self, detail: str) -> None:
         """Drop what is not yet written (counted), close the file cleanly as 'failed', report the error."""
@@ -642,7 +663,11 @@ class EpisodeWriter:
 
     def _flush(self) -> None:
         self._check_free_space()
-        self._pending_bytes = 0
+        appended, self._pending_bytes = self._pending_bytes, 0
+        try:
+            size_before = self.partial_path.stat().st_size
+        except OSError:
+            size_before = None
         for table in list(self._streams.values()) + list(self._tables.values()):
             table.write()
         for stream, table in self._streams.items():
@@ -665,6 +690,8 @@ class EpisodeWriter:
             write_segments(self._file, self._annotations)
             self._annotations_changed = False
         self._file.flush()
+        if size_before is not None:
+            self._measure_stored_ratio(appended, size_before)
 
     def _finalize(self, attrs: dict[str, Any]) -> None:
         for stream in sorted(set(self.metadata.expected_rates_hz) - set(self._streams)):
