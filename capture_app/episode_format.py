@@ -28,7 +28,7 @@ import h5py
 import numpy as np
 
 FORMAT_NAME = "capture_app.episode"
-FORMAT_VERSION = "1.3"
+FORMAT_VERSION = "1.4"
 PARTIAL_SUFFIX = ".partial"
 EPISODE_SUFFIX = ".h5"
 NO_DEVICE_TIME = np.iinfo(np.int64).min  # t_device_ns when the device has no clock of its own
