@@ -105,7 +105,7 @@ def checked_endpoint(field: str, value, *, inproc: bool = True) -> str:
     """A ZeroMQ endpoint of this application: ``ipc://PATH`` (a non-empty path of at most 107 bytes),
     ``tcp://HOST:PORT`` (PORT 1..65534: the next port is the state feed or the clock service) or, where
     ``inproc``, ``inproc://NAME``."""
-    schemes = "ipc://PATH, tcp://HOST:PORT" + (" or inproc://NAME" if inproc else "")
+    schemes = "ipc://PATH, tcp://HOST:PORT or inproc://NAME" if inproc else "ipc://PATH or tcp://HOST:PORT"
     if not isinstance(value, str) or "\x00" in value:
         raise ValueError(f"{field} {value!r:.80}: use {schemes}")
     if value.startswith("ipc://"):
@@ -119,8 +119,8 @@ def checked_endpoint(field: str, value, *, inproc: bool = True) -> str:
     if value.startswith("tcp://"):
         host, sep, port = value[len("tcp://"):].rpartition(":")
         if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65534:
-            raise ValueError(f"{field} {value!r}: a tcp:// endpoint is tcp://HOST:PORT with PORT a number from 1 "
-                             f"to 65534")
+            raise ValueError(f"{field} {value!r}: use {schemes}, with PORT a number from 1 to 65534 (the next "
+                             f"port is used too)")
         return value
     if inproc and value.startswith("inproc://") and len(value) > len("inproc://"):
         return value

@@ -373,12 +373,8 @@ class EpisodeWriter:
         a["software_version"] = __version__
         a["created_wall_time"] = wall_clock_iso()
         a["start_monotonic_ns"] = now_ns()
-        a["episode_name"] = m.episode_name
-        a["instruction"] = m.instruction
-        a["task"] = m.task
-        a["operator"] = m.operator
-        a["rig_name"] = m.rig_name
-        a["rig_config"] = m.rig_config_text
+        _set_attrs(a, {"episode_name": m.episode_name, "instruction": m.instruction, "task": m.task,  # made storable
+                       "operator": m.operator, "rig_name": m.rig_name, "rig_config": m.rig_config_text})
         a["device_serials"] = json.dumps(m.device_serials)
         a["simulated"] = m.simulated
         a["sim_seed"] = m.sim_seed
