@@ -19,6 +19,7 @@ import numpy as np
 from calibration.model import calibration_from_json
 from capture_app.action_space import PART_COLUMNS, PART_NAMES
 from capture_app.episode_file import open_episode
+from capture_app.errors import EpisodeFormatError
 from capture_app.episode_frames import FrameReader
 from capture_app.hand import HANDS, KEYPOINT_PARENTS
 
@@ -57,6 +58,9 @@ def log_episode(path: str | Path, rec, depth_every: int = DEPTH_EVERY) -> dict[s
         rec.log(entity, *items, static=static)
         counts[entity] = counts.get(entity, 0) + 1
     with open_episode(path) as f:
+        if "synced/t_eval_ns" not in f:
+            raise EpisodeFormatError(f"{path} has no synced table to show (interrupted before its first tick); "
+                                     f"`capture-app inspect {path}` says what it holds")
         synced = f["synced"]
         t0 = int(f.attrs["start_monotonic_ns"])
         seconds = (synced["t_eval_ns"][:] - t0) / 1e9
