@@ -16,7 +16,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import h5py
 import msgpack
 import numpy as np
 import zmq
@@ -24,6 +23,7 @@ import zmq
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._util import machine  # noqa: E402
+from capture_app.episode.file import open_episode
 from capture_app.rig.config import DriverConfig, load_config, with_changes  # noqa: E402
 from capture_app.recorder.session import CaptureSession  # noqa: E402
 
@@ -64,7 +64,7 @@ def main() -> None:
     context.term()
     print(f"machine: {machine()}")
     print(f"{args.messages} messages sent in {sent_s:.2f} s on left_wrist_tracker; episode {path}")
-    with h5py.File(path, "r") as f:
+    with open_episode(path) as f:
         print(f"{'stream':<22}{'stored':>8}{'seq gaps':>10}{'overflow':>10}  rejected")
         for name, group in f["streams"].items():
             print(f"{name:<22}{len(group['seq']):>8}{int(group.attrs['seq_gaps']):>10}"

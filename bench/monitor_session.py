@@ -26,6 +26,7 @@ import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench._util import machine, pct  # noqa: E402
+from capture_app.episode.file import open_episode
 from capture_app.episode.annotations import read_segments  # noqa: E402
 from capture_app.rig.child_process import child_env, cli_command  # noqa: E402
 from capture_app.monitor.client import RecorderClient  # noqa: E402
@@ -33,7 +34,7 @@ from capture_app.monitor.client import RecorderClient  # noqa: E402
 
 
 def episode_figures(path: str) -> dict:
-    with h5py.File(path, "r") as f:
+    with open_episode(path) as f:
         streams = f["streams"]
         lateness = f["synced_live/lateness_ns"][:] / 1e6
         messages = [m.decode() for m in f["events/message"][:]]

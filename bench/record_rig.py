@@ -23,6 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._util import machine, pct, process_cpu_seconds, rss_mb, thread_cpu_seconds  # noqa: E402
+from capture_app.episode.file import open_episode, open_hdf5
 from capture_app.rig.config import load_config, with_changes  # noqa: E402
 from drivers.host import driver_video_settings  # noqa: E402
 from capture_app.episode.format import validate_and_summarize  # noqa: E402
@@ -51,7 +52,7 @@ def encoder_floor_ms_per_tick(path: Path, jpeg_quality: int, rate_hz: float, fra
 
     out = {}
     from capture_app.recorder.writer import DEPTH_FILTER as depth_filter
-    with h5py.File(path, "r") as f, h5py.File("floor.h5", "w", driver="core", backing_store=False) as scratch:
+    with open_episode(path) as f, open_hdf5("floor.h5", "w", driver="core", backing_store=False) as scratch:
         for stream in ("ego_camera", "top_camera"):
             group = f[f"streams/{stream}"]
             fps = len(group["seq"]) / ((group["t_capture_ns"][-1] - group["t_capture_ns"][0]) / 1e9)

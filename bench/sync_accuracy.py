@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._util import machine, pct  # noqa: E402
 from calibration.model import calibration_from_json  # noqa: E402
+from capture_app.episode.file import open_episode
 from capture_app.core.action_space import fingertip_state, wrist_state  # noqa: E402
 from capture_app.rig.config import load_config, parse_config, sim_epoch_ns, with_changes  # noqa: E402
 from capture_app.core.geometry import invert_transform, pose_to_transform, rotation_angle, rotation_from_6d  # noqa: E402
@@ -110,7 +111,7 @@ def main() -> int:
         session.start_episode(out, name="accuracy")
         time.sleep(args.seconds)
         path = session.stop_episode()
-    with h5py.File(path, "r") as f:
+    with open_episode(path) as f:
         synced, live = f["synced"], f["synced_live"]
         t_tick, t_eval = synced["t_tick_ns"][:], synced["t_eval_ns"][:]
         action, valid = synced["action"][:], synced["action_valid"][:]

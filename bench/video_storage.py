@@ -20,6 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._util import machine, pct  # noqa: E402
+from capture_app.episode.file import open_episode, open_hdf5
 from capture_app.rig.config import WriterConfig  # noqa: E402
 from capture_app.episode.frames import FrameReader  # noqa: E402
 from capture_app.episode.image_codec import decode_jpeg, encode_jpeg  # noqa: E402
@@ -58,7 +59,7 @@ def video_file(frames: list[np.ndarray], settings: VideoSettings, path: Path) ->
     """An episode-like file holding one H.264 camera stream, as the writer lays it out."""
     encoder = VideoEncoder(frames[0].shape[1], frames[0].shape[0], settings)
     packets = [encoder.encode(frame) for frame in frames]
-    with h5py.File(path, "w") as f:
+    with open_hdf5(path, "w") as f:
         group = f.create_group("streams/cam")
         group.attrs["color_encoding"] = "h264"
         data = group.create_dataset("color", (len(packets),), maxshape=(None,), dtype=h5py.vlen_dtype(np.uint8),
@@ -89,7 +90,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "video.h5"
             video_file(frames, settings, path)
-            with h5py.File(path, "r") as f:
+            with open_episode(path) as f:
                 sequential = FrameReader(f, "cam")
                 decoded = [sequential.frame(row) for row in range(len(frames))]
                 rows = np.random.default_rng(0).integers(0, len(frames), 60)

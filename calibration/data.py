@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
+from capture_app.episode.file import open_episode
 from calibration.board import BoardDetector, BoardView
 from calibration.model import Calibration, CameraIntrinsics
 from capture_app.episode.frames import FrameReader
@@ -62,7 +63,7 @@ def board_pairs(path: str, calibration: Calibration, camera: str, tracker: str, 
     at the frame's corrected capture time. Returns the pairs and counts of rejected frames by reason."""
     rejected = {"board not seen": 0, "tracker invalid": 0, "moving too fast": 0}
     pairs = []
-    with h5py.File(path, "r") as f:
+    with open_episode(path) as f:
         frame_times = corrected_times(f, camera, calibration)
         rows = np.arange(0, len(frame_times), every)
         poses = tracker_pose_at(f, tracker, calibration, frame_times[rows])

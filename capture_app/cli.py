@@ -43,6 +43,10 @@ def _progress_line(session, elapsed: float) -> str:
     rejected = sum(st.rejected for st in status.values())
     if rejected:
         parts.append(f"rejected {rejected}")
+    losses = session.loss_counts()
+    for key, label in (("bus_malformed", "malformed"), ("bus_unexpected", "unexpected")):
+        if losses.get(key):
+            parts.append(f"{label} {losses[key]}")
     return " | ".join(parts)
 
 
@@ -95,10 +99,13 @@ def cmd_record(args) -> int:
                 return 4
             path = session.stop_episode()
             report = session.last_quality_report
-            if report is not None:
-                from capture_app.episode.quality import format_report
-                print(format_report(report), file=sys.stderr)
             print(str(path))
+            if report is None:
+                print(f"error: the final synced table and quality report of {path} could not be written (see the "
+                      f"log above); the episode keeps its live table: run `capture-app resync {path}`", file=sys.stderr)
+                return 1
+            from capture_app.episode.quality import format_report
+            print(format_report(report), file=sys.stderr)
             return 0
     finally:
         for sig, handler in previous.items():
@@ -169,7 +176,7 @@ def cmd_driver(args) -> int:
     if args.nice is not None and args.nice > os.getpriority(os.PRIO_PROCESS, 0):
         os.setpriority(os.PRIO_PROCESS, 0, args.nice)  # lowering priority is always allowed
     return run_drivers(config, names, endpoint, bind=bool(args.publish), parent_pid=args.parent_pid,
-                       duration_s=args.duration, keys_dir=args.keys)
+                       duration_s=args.duration, keys_dir=args.keys, parent_pipe=args.parent_pipe)
 
 
 def cmd_keys(args) -> int:
@@ -283,12 +290,31 @@ def positive_seconds(text: str) -> float:
 
 def control_endpoint(text: str) -> str:
     """argparse type: a recorder's control endpoint, ipc://PATH or tcp://HOST:PORT (docs/control.md)."""
-    from capture_app.bus.control_protocol import ProtocolError, state_endpoint_for
+    from capture_app.core.values import checked_endpoint
     try:
-        state_endpoint_for(text)
-    except (ProtocolError, ValueError):
-        raise argparse.ArgumentTypeError(f"{text!r}: use ipc://PATH or tcp://HOST:PORT (docs/control.md)") from None
-    return text
+        return checked_endpoint("control endpoint", text, inproc=False)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (docs/control.md)") from None
+
+
+def bus_endpoint(text: str) -> str:
+    """argparse type: a driver's bus endpoint, ipc://PATH or tcp://HOST:PORT (docs/protocol.md)."""
+    from capture_app.core.values import checked_endpoint
+    try:
+        return checked_endpoint("endpoint", text, inproc=False)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (docs/protocol.md)") from None
+
+
+def wait_seconds(text: str) -> float:
+    """argparse type: seconds to wait, a finite number from 0 to 3600."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value <= 3600:  # NaN fails this too
+        raise argparse.ArgumentTypeError(f"{text} s: give a wait from 0 to 3600 seconds")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -307,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_argument("--task", default="", help="task name")
     record.add_argument("--operator", default="", help="operator name")
     record.add_argument("--seed", type=int, help="simulated rig seed")
-    record.add_argument("--wait", type=float, default=5.0, help="seconds to wait for every stream before recording")
+    record.add_argument("--wait", type=wait_seconds, default=5.0, help="seconds to wait for every stream before recording")
     record.add_argument("--allow-missing", action="store_true", help="record even if a stream is not delivering")
     record.add_argument("--rerun", nargs="?", const="spawn", metavar="TARGET",
                         help="stream the synced ticks to Rerun: a spawned viewer (no TARGET), a viewer's "
@@ -332,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     monitor.add_argument("--operator", default="", help="operator name")
     monitor.add_argument("--review", help="open this episode for review")
     monitor.add_argument("--screenshot", help="save a PNG of the window here after --after seconds and exit (offscreen without a display)")
-    monitor.add_argument("--after", type=float, default=3.0, help="seconds before the screenshot (default 3)")
+    monitor.add_argument("--after", type=positive_seconds, default=3.0, help="seconds before the screenshot (default 3)")
     monitor.add_argument("--connect", type=control_endpoint, help="attach to a running recorder's control endpoint (from `capture-app "
                                            "serve`) instead of starting one")
     monitor.add_argument("--keys", help="with --connect tcp://: the CurveZMQ key directory from `capture-app keys`")
@@ -348,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="control endpoint to bind: ipc://PATH in a directory only you can use, or tcp://HOST:PORT "
                             "(the state feed then binds PORT+1; needs [bus] keys, loopback too)")
     serve.add_argument("--out", default="episodes", help="output directory (default: ./episodes)")
-    serve.add_argument("--wait", type=float, default=5.0,
+    serve.add_argument("--wait", type=wait_seconds, default=5.0,
                        help="seconds to wait for every stream before serving (default 5)")
     serve.set_defaults(func=cmd_serve)
 
@@ -376,10 +402,11 @@ def build_parser() -> argparse.ArgumentParser:
     driver.add_argument("--all", action="store_true", help="every driver of the config without an endpoint")
     driver.add_argument("--config", help="rig config TOML (default: the simulated rig)")
     where = driver.add_mutually_exclusive_group(required=True)
-    where.add_argument("--publish", help="bind this endpoint (ipc://PATH in a directory only you can use, or "
-                                         "tcp://HOST:PORT with --keys)")
-    where.add_argument("--connect", help="connect to the app's bus endpoint")
+    where.add_argument("--publish", type=bus_endpoint, help="bind this endpoint (ipc://PATH in a directory only you "
+                                                            "can use, or tcp://HOST:PORT with --keys)")
+    where.add_argument("--connect", type=bus_endpoint, help="connect to the app's bus endpoint")
     driver.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
+    driver.add_argument("--parent-pipe", type=int, help=argparse.SUPPRESS)
     driver.add_argument("--duration", type=positive_seconds, help="stop after this many seconds (> 0)")
     driver.add_argument("--nice", type=int, default=None,
                         help="run at this niceness, -20..19, if that is lower priority than now (default: unchanged)")

@@ -186,7 +186,14 @@ class Driver:
             log.exception("driver %s: unexpected error", self.config.name, exc_info=exc)
 
     def _run(self) -> None:
-        publisher = BusPublisher(self._bus_endpoint, bind=self._bind, context=self._context, curve=self._curve)
+        try:
+            publisher = BusPublisher(self._bus_endpoint, bind=self._bind, context=self._context, curve=self._curve)
+        except zmq.ZMQError as exc:  # a busy port, a path that cannot be created: this driver cannot run
+            how = "bind" if self._bind else "connect to"
+            self._record_error(CaptureError(f"cannot {how} {self._bus_endpoint}: {exc}; is another process using "
+                                            f"it? Choose another endpoint"))
+            self._set(state="failed")
+            return
         backoff = BACKOFF_START_S
         next_status_ns = 0
         try:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 
 import zmq
 
 from capture_app.rig.child_process import child_env, cli_command
 from capture_app.rig.config import RigConfig
-from capture_app.core.errors import ConfigError
+from capture_app.core.errors import CaptureError, ConfigError
 from capture_app.episode.image_codec import EncodeError
 from capture_app.episode.video_codec import VideoEncoder, VideoSettings, require_av
 from drivers.registry import create_driver
@@ -72,8 +73,23 @@ def driver_video_settings(config: RigConfig) -> dict[str, VideoSettings]:
     return settings
 
 
+def _stop_when_parent_dies(pipe_fd: int, stop: threading.Event) -> None:
+    """Set ``stop`` when the parent's end of the pipe ``pipe_fd`` closes (the parent exited or was SIGKILLed):
+    the kernel closes it at once, so the drivers stop without waiting for a poll of the parent."""
+    def watch():
+        try:
+            while os.read(pipe_fd, 64):
+                pass
+        except OSError:
+            pass
+        log.warning("the recorder that started this driver process is gone; stopping drivers")
+        stop.set()
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def run_drivers(config: RigConfig, names: list[str], endpoint: str, *, bind: bool, parent_pid: int | None = None,
-                stop: threading.Event | None = None, duration_s: float | None = None, keys_dir: str | None = None) -> int:
+                stop: threading.Event | None = None, duration_s: float | None = None, keys_dir: str | None = None,
+                parent_pipe: int | None = None) -> int:
     """Run the named drivers until SIGINT/SIGTERM, ``stop``, ``duration_s`` or the parent's death.
 
     ``bind`` binds ``endpoint`` (a driver others connect to) instead of connecting to the app.
@@ -87,6 +103,8 @@ def run_drivers(config: RigConfig, names: list[str], endpoint: str, *, bind: boo
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
+    if parent_pipe is not None:
+        _stop_when_parent_dies(parent_pipe, stop)
     if bind and keys_dir is None and endpoint.startswith("tcp://"):
         raise ConfigError(f"{endpoint}: tcp:// reaches every local user, loopback too: give --keys DIR (from "
                           f"`capture-app keys`) so that only the app can connect, or publish on ipc:// in a "
@@ -98,7 +116,14 @@ def run_drivers(config: RigConfig, names: list[str], endpoint: str, *, bind: boo
         keys = load_keys(f"{keys_dir}/driver.key_secret", allowed_client_files=(f"{keys_dir}/app.key",))
         auth = start_authenticator(context, keys.allowed_clients)  # the app's key only, never a monitor's
     if bind:
-        clock = ClockServer(clock_endpoint(endpoint), context, keys)
+        try:
+            clock = ClockServer(clock_endpoint(endpoint), context, keys)
+        except zmq.ZMQError as exc:
+            if auth is not None:
+                auth.stop()
+            context.term()
+            raise CaptureError(f"cannot bind the clock service at {clock_endpoint(endpoint)} (beside {endpoint}): "
+                               f"{exc}; is another driver using it? Choose another endpoint") from None
     drivers = [create_driver(driver_config_with_seed(config.driver(n), config.sim_seed, config.sim_timing), endpoint, bind=bind,
                              context=context, curve=keys, jpeg_quality=driver_jpeg_quality(config),
                              video=driver_video_settings(config), batch_ms=config.bus_batch_ms) for n in names]
@@ -113,8 +138,12 @@ def run_drivers(config: RigConfig, names: list[str], endpoint: str, *, bind: boo
                 break
             if duration_s is not None and waited >= duration_s:
                 break
-            if parent_pid is None and all(d.health().state == "failed" for d in drivers):
-                return 3  # by hand: nothing will work, say so; under the app, keep reporting the status
+            dead = [d for d in drivers if not d.is_alive()]
+            if dead or (parent_pid is None and all(d.health().state == "failed" for d in drivers)):
+                # by hand: nothing will work, say so; under the app, a failed driver keeps reporting its status
+                for d in dead or drivers:
+                    print(f"error: driver {d.config.name}: {d.health().last_error or 'stopped'}", file=sys.stderr)
+                return 3
     finally:
         for d in drivers:
             d.stop()
@@ -147,16 +176,25 @@ class DriverHostProcess:
         self._process = None
         self._stop = threading.Event()
         self._watchdog: threading.Thread | None = None
+        self._pipe_w: int | None = None
 
     def _spawn(self) -> None:
         import subprocess
+        if self._pipe_w is not None:  # a restart: the old child's pipe
+            os.close(self._pipe_w)
+        # the child watches the read end: it sees end-of-file the moment this process is gone, however killed
+        pipe_r, self._pipe_w = os.pipe()
         command = cli_command("driver", *self.names, "--config", str(self.config_path),
-                              "--connect", self.endpoint, "--parent-pid", str(os.getpid()))
+                              "--connect", self.endpoint, "--parent-pid", str(os.getpid()),
+                              "--parent-pipe", str(pipe_r))
         if all(self.config.driver(n).type.startswith("sim_") for n in self.names):
             # Simulated devices stamp samples from their schedule, not from when their thread runs,
             # so they can yield the CPU to the app's synchronizer without losing any accuracy.
             command += ["--nice", str(SIM_NICENESS)]
-        self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, env=child_env())
+        try:
+            self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, env=child_env(), pass_fds=(pipe_r,))
+        finally:
+            os.close(pipe_r)
 
     def start(self) -> "DriverHostProcess":
         self._spawn()
@@ -198,3 +236,6 @@ class DriverHostProcess:
             except Exception:
                 self._process.kill()
                 self._process.wait()
+        if self._pipe_w is not None:
+            os.close(self._pipe_w)
+            self._pipe_w = None

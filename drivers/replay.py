@@ -12,12 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from capture_app.core.clock import now_ns, sleep_until_ns
+from capture_app.episode.file import open_episode
 from capture_app.episode.format import NO_DEVICE_TIME, TIME_COLUMNS
-from capture_app.core.errors import DeviceNotFoundError
+from capture_app.core.errors import DeviceNotFoundError, EpisodeFormatError
 from drivers.base import Driver, Sample
 
 _TRACKING = {0: "ok", 1: "degraded", 2: "lost"}
@@ -45,8 +45,8 @@ class ReplayDriver(Driver):
         path = Path(self.options.episode)
         source = self.options.source_stream or self.config.stream
         try:
-            self._file = h5py.File(path, "r")
-        except OSError as exc:
+            self._file = open_episode(path)
+        except (OSError, EpisodeFormatError) as exc:
             raise DeviceNotFoundError(f"replay of {source}: cannot open episode {path} ({exc}); fix options.episode "
                                       f"of driver {self.config.name!r}") from None
         if f"streams/{source}" not in self._file:

@@ -43,11 +43,11 @@ def record_and_kill(config_path, out_dir, name: str, after_s: float) -> tuple[Pa
     processes ``after_s`` seconds after its .partial file appeared. Returns (the .partial path, the kill's
     monotonic time in ns)."""
     command = [sys.executable, "-m", "capture_app.cli", "record", "--config", str(config_path),
-               "--out", str(out_dir), "--name", name, "--duration", "60"]
+               "--out", str(out_dir), "--name", name, "--duration", "60", "--wait", "60"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     partial = Path(out_dir) / f"{name}.h5.partial"
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # a loaded machine starts the drivers late
         while not partial.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert partial.exists(), "the recording never created its .partial file"

@@ -272,14 +272,17 @@ class MessageCheck:
         return False
 
 
-def fill_optional(stream_kind: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The arrays with every optional buffer of the kind present (filled when absent), so that every
-    row of a stream has the same columns."""
+def fill_optional(stream_kind: str, message: Message) -> None:
+    """Complete an accepted message in place: every optional buffer of its kind absent from it is added,
+    filled with the spec's ``fill``, with its encoding ("raw") and shape, so every row of a stream has the
+    same columns. The one place this is done; the writer relies on it (docs/protocol.md)."""
     schema = SCHEMAS.get(stream_kind, {})
-    missing = {n: s for n, s in schema.items() if s.optional and n not in arrays}
+    missing = {n: s for n, s in schema.items() if s.optional and n not in message.arrays}
     if not missing:
-        return arrays
-    out = dict(arrays)
+        return
+    arrays, encodings, shapes = dict(message.arrays), dict(message.encodings), dict(message.shapes)
     for name, spec in missing.items():
-        out[name] = np.full(spec.shape, spec.fill, dtype=np.dtype(spec.dtype))
-    return out
+        arrays[name] = np.full(spec.shape, spec.fill, dtype=np.dtype(spec.dtype))
+        encodings[name] = "raw"
+        shapes[name] = tuple(spec.shape)
+    message.arrays, message.encodings, message.shapes = arrays, encodings, shapes

@@ -21,9 +21,29 @@ from typing import Iterator
 import msgpack
 import numpy as np
 
+from capture_app.core.values import MAX_NAME_CHARS, MAX_TEXT_CHARS, checked_choice, checked_t_ns, checked_text
+
 VERSION = 1
 COMMANDS = ("hello", "status", "start", "stop", "discard", "mark_start", "mark_end", "undo", "note")
 TOPICS = (b"view", b"status", b"take")
+MAX_REQUEST_BYTES = 1 << 20       # a request frame larger than this is refused unread (docs/control.md)
+MAX_FRAME_BYTES = 64 << 20        # ZeroMQ drops a peer that sends a frame larger than this
+HANDS = ("left", "right", "both")
+OUTCOMES = ("saved", "aborted")
+# per command: argument -> (check, required); every other argument is refused
+_TEXT = (lambda f, v: checked_text(f, v), False)
+_NAME = (lambda f, v: checked_text(f, v, limit=MAX_NAME_CHARS), False)
+ARGS = {
+    "hello": {}, "status": {}, "undo": {}, "discard": {},
+    "start": {"name": (lambda f, v: None if v is None else checked_text(f, v, limit=MAX_NAME_CHARS), False),
+              "task": _NAME, "instruction": _TEXT, "operator": _NAME},
+    "stop": {"outcome": (lambda f, v: checked_choice(f, v, OUTCOMES), False)},
+    "mark_start": {"label": (lambda f, v: checked_text(f, v, limit=MAX_NAME_CHARS, required=True), True),
+                   "t_ns": (checked_t_ns, True), "description": _TEXT,
+                   "hand": (lambda f, v: checked_choice(f, v, HANDS), False)},
+    "mark_end": {"t_ns": (checked_t_ns, True)},
+    "note": {"text": (lambda f, v: checked_text(f, v, limit=MAX_TEXT_CHARS, required=True), True)},
+}
 _ND = "__nd__"
 
 
@@ -82,17 +102,36 @@ def request(request_id: str, cmd: str, args: dict | None = None) -> bytes:
 
 def parse_request(frame: bytes) -> tuple[str, str, dict]:
     """(id, cmd, args) of a request frame; ProtocolError naming what is wrong."""
+    if len(frame) > MAX_REQUEST_BYTES:
+        raise ProtocolError(f"request of {len(frame)} bytes; at most {MAX_REQUEST_BYTES} are accepted")
     payload = unpack(frame)
     if payload.get("v") != VERSION:
         raise ProtocolError(f"protocol version {payload.get('v')!r}; this recorder speaks {VERSION}")
     request_id, cmd, args = payload.get("id"), payload.get("cmd"), payload.get("args", {})
-    if not isinstance(request_id, str) or not request_id:
-        raise ProtocolError("missing request id (a non-empty string)")
+    if not isinstance(request_id, str) or not request_id or len(request_id) > MAX_NAME_CHARS:
+        raise ProtocolError(f"missing request id (a non-empty string of at most {MAX_NAME_CHARS} characters)")
     if cmd not in COMMANDS:
         raise ProtocolError(f"unknown command {cmd!r}; known: {', '.join(COMMANDS)}")
     if not isinstance(args, dict):
         raise ProtocolError("args must be a map")
     return request_id, cmd, args
+
+
+def checked_args(cmd: str, args: dict) -> dict:
+    """The arguments of a known command, each checked (docs/control.md, "Limits"); ValueError naming the
+    first that does not fit. ``by`` is allowed with every command."""
+    allowed = {**ARGS[cmd], "by": _NAME}
+    unknown = sorted(str(k)[:40] for k in args if k not in allowed)
+    if unknown:
+        raise ValueError(f"unknown argument(s) {unknown}; {cmd} takes {', '.join(sorted(allowed))}")
+    out = {}
+    for name, (check, required) in allowed.items():
+        if name not in args:
+            if required:
+                raise ValueError(f"missing argument {name!r}")
+            continue
+        out[name] = check(name, args[name])
+    return out
 
 
 def reply(request_id: str, ok: bool, result: dict | None = None, error: str = "") -> bytes:

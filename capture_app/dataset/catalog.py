@@ -16,12 +16,12 @@ COLUMNS = ("source", "name", "size_bytes", "mtime", "created", "operator", "task
 
 def catalog_row(source: str) -> dict:
     """Validate one episode against docs/episode-format.md and summarise it (a worker job)."""
-    import h5py
+    from capture_app.episode.file import open_episode
     from capture_app.episode.format import validate_and_summarize
     size, mtime = file_identity(source)
     with local_copy(source) as path:
         summary = validate_and_summarize(path)
-        with h5py.File(path, "r") as f:
+        with open_episode(path) as f:
             attrs = {k: str(f.attrs.get(k, "")) for k in ("created_wall_time", "rig_name", "task")}
             calibration_id = str(f["calibration"].attrs.get("calibration_id", "")) if "calibration" in f else ""
     hands = (summary.quality or {}).get("hands", {})

@@ -7,9 +7,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import h5py
 import numpy as np
 
+from capture_app.episode.file import open_episode
 from capture_app.core.errors import EpisodeFormatError
 from capture_app.episode.frames import FrameReader
 
@@ -54,7 +54,7 @@ def _text(value) -> str:
 def read_training_rows(path: str | Path) -> TrainingRows:
     """The training view of an episode. Refuses a file without a final table (run ``capture-app resync``)."""
     path = str(path)
-    with h5py.File(path, "r") as f:
+    with open_episode(path) as f:
         if "synced" not in f or f["synced"].attrs.get("table", "live") != "final":
             raise EpisodeFormatError(f"{path}: no final synced table (an interrupted or recovered episode); "
                                      f"run `capture-app resync {path}` first")
@@ -89,7 +89,7 @@ class ImageReader:
 
     def __init__(self, path: str):
         self.path = path
-        self._file = h5py.File(path, "r")
+        self._file = open_episode(path)
         self._readers: dict[str, FrameReader] = {}
 
     def frame(self, key: str, row: int) -> np.ndarray:

@@ -28,7 +28,7 @@ import h5py
 import numpy as np
 
 FORMAT_NAME = "capture_app.episode"
-FORMAT_VERSION = "1.3"
+FORMAT_VERSION = "1.4"
 PARTIAL_SUFFIX = ".partial"
 EPISODE_SUFFIX = ".h5"
 NO_DEVICE_TIME = np.iinfo(np.int64).min  # t_device_ns when the device has no clock of its own
@@ -71,6 +71,8 @@ class EpisodeSummary:
     warnings: list[str] = field(default_factory=list)  # data quality, not layout: e.g. a stream with no sample
     failure: str = ""
     quality: dict | None = None
+    recovered_changes: dict | None = None  # what `capture-app recover` trimmed or dropped, per table
+    losses: dict = field(default_factory=dict)  # bus messages dropped as malformed / not of this rig (root attrs)
 
 
 def _dataset_bytes(group: h5py.Group) -> int:
@@ -114,8 +116,9 @@ def validate_and_summarize(path: str | Path) -> EpisodeSummary:
     Problems (layout violations) are listed in ``summary.problems``; an unreadable
     file raises OSError from h5py.
     """
+    from capture_app.episode.file import open_hdf5  # loads the filters (it imports this module)
     path = Path(path)
-    with h5py.File(path, "r") as f:
+    with open_hdf5(path) as f:
         problems: list[str] = []
         attrs = f.attrs
         for key in REQUIRED_ROOT_ATTRS:
@@ -201,7 +204,9 @@ def validate_and_summarize(path: str | Path) -> EpisodeSummary:
             size_bytes=path.stat().st_size, instruction=str(attrs.get("instruction", "")),
             operator=str(attrs.get("operator", "")), streams=streams, synced_rows=synced_rows,
             subtasks=subtasks, events=events, problems=problems, warnings=warnings,
-            failure=str(attrs.get("failure", "")), quality=_json_or_none(attrs.get("quality")))
+            failure=str(attrs.get("failure", "")), quality=_json_or_none(attrs.get("quality")),
+            recovered_changes=_json_or_none(attrs.get("recovered_changes")),
+            losses={k: int(attrs[k]) for k in ("bus_malformed", "bus_unexpected") if k in attrs})
 
 
 def format_summary(s: EpisodeSummary) -> str:
@@ -219,6 +224,12 @@ def format_summary(s: EpisodeSummary) -> str:
         lines.append(f"  {st.name:<22}{st.kind:<11}{st.samples:>8}{st.rate_hz:>10.2f}{st.expected_rate_hz:>10.1f}"
                      f"{st.seq_gaps:>6}{st.writer_overflow:>9}{st.tracking_lost:>9}{st.nbytes / 1e6:>8.2f}")
     lines.append(f"  synced rows: {s.synced_rows}   subtasks: {s.subtasks}   events: {s.events}")
+    if s.losses:
+        lines.append("  bus: " + ", ".join(f"{n} {k.removeprefix('bus_')} message(s) dropped"
+                                             for k, n in s.losses.items()))
+    if s.status == "recovered":
+        changed = "; ".join(f"{table}: {', '.join(map(str, what))}" for table, what in (s.recovered_changes or {}).items())
+        lines.append(f"  recovery changed: {changed or 'nothing (every dataset read back whole)'}")
     if s.quality:
         from capture_app.episode.quality import format_report
         lines.append(format_report(s.quality))

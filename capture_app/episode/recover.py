@@ -18,6 +18,7 @@ import h5py
 import numpy as np
 
 from capture_app.core.clock import wall_clock_iso
+from capture_app.episode.file import open_episode
 from capture_app.episode.format import PARTIAL_SUFFIX
 from capture_app.core.errors import EpisodeFormatError
 
@@ -35,14 +36,24 @@ def _tables(f: h5py.File):
         yield f"clock_sync/{name}", group
 
 
+def _not_damage(exc: BaseException, dataset: h5py.Dataset) -> None:
+    """A read that failed because an HDF5 filter is not available is not damage: refuse, change nothing."""
+    text = str(exc).lower()
+    if "filter" in text or "plugin" in text:
+        raise EpisodeFormatError(f"{dataset.name} cannot be decoded here ({exc}): an HDF5 filter is missing "
+                                 f"(pip install hdf5plugin); the file was left unchanged") from None
+
+
 def readable_rows(dataset: h5py.Dataset) -> int:
-    """How many leading rows of ``dataset`` read back without an error."""
+    """How many leading rows of ``dataset`` read back without an error. EpisodeFormatError when a read
+    fails for a missing filter rather than damage."""
     n = len(dataset)
     for start in range(0, n, READ_BLOCK):
         stop = min(n, start + READ_BLOCK)
         try:
             dataset[start:stop]
-        except (OSError, RuntimeError, ValueError):
+        except (OSError, RuntimeError, ValueError) as exc:
+            _not_damage(exc, dataset)
             for row in range(start, stop):  # find the first bad row of the block
                 try:
                     dataset[row]
@@ -52,12 +63,8 @@ def readable_rows(dataset: h5py.Dataset) -> int:
 
 
 def _open(path: Path) -> h5py.File:
-    try:
-        return h5py.File(path, "r+")
-    except OSError as exc:
-        raise EpisodeFormatError(f"cannot open {path} ({exc}). If another process still writes it, stop that "
-                                 f"first; if the disk is full, free some space; if it was never flushed, nothing "
-                                 f"can be recovered.") from None
+    return open_episode(path, "r+", hint=". If another process still writes it, stop that first; if the disk is "
+                                         "full, free some space; if it was never flushed, nothing can be recovered.")
 
 
 def recover(path: str | Path) -> tuple[Path, dict]:
@@ -75,9 +82,12 @@ def recover(path: str | Path) -> tuple[Path, dict]:
             return path, {}
         changes: dict[str, object] = {}
         last_receive = 0
-        for name, group in list(_tables(f)):
-            columns = [(key, d) for key, d in group.items() if isinstance(d, h5py.Dataset)]
-            readable = {key: readable_rows(d) for key, d in columns}
+        # every column is read back before anything changes: a refusal (a missing filter) leaves the file as it was
+        scanned = [(name, group, [(key, d) for key, d in group.items() if isinstance(d, h5py.Dataset)])
+                   for name, group in list(_tables(f))]
+        scanned = [(name, group, columns, {key: readable_rows(d) for key, d in columns})
+                   for name, group, columns in scanned]
+        for name, group, columns, readable in scanned:
             for key, d in columns:
                 if readable[key] == 0 and len(d) > 0:  # nothing of it reads back: drop the column
                     del group[key]

@@ -11,6 +11,8 @@ import numpy as np
 from capture_app.episode.annotations import Segment, read_segments, write_segments
 from capture_app.core.geometry import pose_to_transform
 from capture_app.core.clock import now_ns
+from capture_app.episode.file import open_episode
+from capture_app.core.errors import EpisodeFormatError
 from capture_app.core.interpolation import STATUS_NAMES
 from capture_app.episode.frames import FrameReader
 from capture_app.monitor.overlay import HANDS, ViewState, hand_validity, wrist_transform_from_action
@@ -28,8 +30,12 @@ class EpisodeReview:
         self._open()
 
     def _open(self) -> None:
-        self.file = h5py.File(self.path, "r")
+        self.file = open_episode(self.path)
         self._readers: dict[str, FrameReader] = {}
+        if "synced/t_tick_ns" not in self.file:
+            self.file.close()
+            raise EpisodeFormatError(f"{self.path} has no synced table to review (too short, or interrupted "
+                                     f"before its first tick)")
         synced = self.file["synced"]
         self.ticks = len(synced["t_tick_ns"])
         self.streams = json.loads(synced.attrs["streams"])
@@ -81,7 +87,7 @@ class EpisodeReview:
         """Write edited segments back into the episode file, and each edit as an event in /events."""
         self.file.close()
         try:
-            with h5py.File(self.path, "a") as f:
+            with open_episode(self.path, "r+") as f:
                 write_segments(f, segments)
                 append_events(f, [(now_ns(), "info", "review", f"edited in review: {e}") for e in edits])
         finally:

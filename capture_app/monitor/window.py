@@ -101,6 +101,9 @@ def losses_of(status: dict) -> list[str]:
         out.append("writer refused " + ", ".join(f"{s} {n}" for s, n in refused.items()))
     if writer.get("error"):
         out.append(f"writer failed: {writer['error']}")
+    for key, what in (("items_refused", "writer could not store"), ("values_repaired", "values made storable")):
+        if writer.get(key):
+            out.append(f"{what} {writer[key]}")
     undecodable = {s: n for s, n in (writer.get("video_undecodable") or {}).items() if n}
     if undecodable:
         out.append("video frames undecodable after a loss " + ", ".join(f"{s} {n}" for s, n in undecodable.items()))
@@ -111,7 +114,7 @@ def losses_of(status: dict) -> list[str]:
     invalid = {k: n for k, n in (losses.get("invalid_rows") or {}).items() if n}
     if invalid and (status.get("takes") or {}).get("recording"):
         out.append("invalid rows " + ", ".join(f"{k} {n}" for k, n in invalid.items()))
-    for key in ("bus_malformed", "non_finite", "unsynchronised", "control_refused", "status_refused"):
+    for key in ("bus_malformed", "non_finite", "unsynchronised", "control_refused", "status_refused", "bad_status"):
         if losses.get(key):
             out.append(f"{key.replace('_', ' ')} {losses[key]}")
     changes = {s: n for s, n in (losses.get("sender_changes") or {}).items() if n}
@@ -639,9 +642,19 @@ class MainWindow(QtWidgets.QMainWindow):
         if self.recording:
             self.refuse("stop the take before reviewing")
             return
+        try:  # opened and its first tick read before the window changes: a bad file leaves it as it was
+            review = EpisodeReview(path)
+            try:
+                review.state(0) if review.ticks else None
+            except BaseException:
+                review.close()
+                raise
+        except Exception as exc:
+            self._show_error(f"cannot review {path}: {exc}")
+            return
         if self.review is not None:
             self.back_to_live(force=True)
-        self.review = EpisodeReview(path)
+        self.review = review
         self.edits = SegmentEdits(self.review.segments, self.review.t0_ns, self.review.t_end_ns)
         self.review_slider.setRange(0, max(0, self.review.ticks - 1))
         for widget in (self.review_slider, self.segment_table, self.review_time):

@@ -79,7 +79,8 @@ def status_of(session, takes: Takes, control_refused: int = 0) -> dict:
         writer_state = {"written": dict(stats.written), "refused": dict(stats.overflow),
                         "seq_gaps": dict(stats.seq_gaps), "backlog_items": stats.backlog_items,
                         "backlog_bytes": stats.backlog_bytes, "error": stats.error,
-                        "video_undecodable": dict(stats.video_undecodable)}
+                        "video_undecodable": dict(stats.video_undecodable),
+                        "values_repaired": stats.values_repaired, "items_refused": stats.items_refused}
     return {"t_ns": now_ns(), "rig": session.config.name, "streams": streams, "drivers": drivers,
             "writer": writer_state, "rejected": session.rejected_counts(),
             "losses": {**session.loss_counts(), "control_refused": control_refused}, "takes": takes.state()}
@@ -145,6 +146,7 @@ class ControlServer:
     def _socket(self, kind: int, endpoint: str) -> zmq.Socket:
         socket = self._context.socket(kind)
         socket.linger = 0
+        socket.maxmsgsize = protocol.MAX_FRAME_BYTES
         if self._curve is not None and endpoint.startswith("tcp://"):
             from capture_app.bus.remote import secure_server
             secure_server(socket, self._curve)
@@ -196,6 +198,13 @@ class ControlServer:
         cached = self._replies.get(request_id)
         if cached is not None:  # a resend: the same answer, the command is not run again
             return cached
+        try:
+            args = protocol.checked_args(cmd, args)
+        except ValueError as exc:
+            self._count_bad_request(f"{cmd}: {exc}")
+            answer = protocol.reply(request_id, False, error=f"{cmd} refused: {exc} (docs/control.md, Limits)")
+            self._replies[request_id] = answer
+            return answer
         try:
             result = self._run(cmd, args)
             result["t_ns"] = now_ns()  # when it was done: a status older than this predates it

@@ -36,7 +36,7 @@ def finalize_in_child_process(path: Path) -> dict | None:
     """Write the final table and quality report of a finished episode (``capture_app.recorder.final_table``) in a
     child process, so its Python work never holds this process's GIL; the report, or None if it failed
     (the episode then keeps its live table, and says why in the log)."""
-    import h5py
+    from capture_app.episode.file import open_episode
     try:
         result = subprocess.run([sys.executable, "-m", "capture_app.recorder.final_table", str(path)],
                                 capture_output=True, text=True, timeout=FINALIZE_TIMEOUT_S, stdin=subprocess.DEVNULL,
@@ -48,7 +48,7 @@ def finalize_in_child_process(path: Path) -> dict | None:
     if result.returncode != 0:
         log.error("%s", result.stderr.strip() or f"finalizing {path} failed (exit {result.returncode})")
         return None
-    with h5py.File(path, "r") as f:
+    with open_episode(path) as f:
         return json.loads(f.attrs["quality"])
 
 

@@ -17,6 +17,7 @@ import h5py
 import numpy as np
 
 from calibration.model import calibration_from_json
+from capture_app.episode.file import open_episode
 from capture_app.episode.format import TRACKING_CODES
 from capture_app.core.errors import CaptureError
 from capture_app.episode.quality import REPORT_VERSION, QualityThresholds, hand_figures, stream_figures, verdict
@@ -73,7 +74,7 @@ def quality_report(f: h5py.File, thresholds: QualityThresholds) -> dict:
 def finalize_episode(path: str | Path, thresholds: QualityThresholds | None = None) -> dict:
     """Write the final table (when the episode has a live one) and the quality report; returns the report.
     ``thresholds`` default to the [quality] section of the rig config stored in the episode."""
-    with h5py.File(path, "r+") as f:
+    with open_episode(path, "r+") as f:
         thresholds = thresholds or thresholds_from_rig(f)
         try:
             live_table(f)

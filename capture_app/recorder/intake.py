@@ -76,6 +76,7 @@ class Intake:
         self._allowed_streams: dict[int, frozenset] = {}  # id(subscriber) -> the streams it may carry
         self._allowed_drivers: dict[int, frozenset] = {}  # id(subscriber) -> the drivers whose status it may carry
         self.status_refused = 0
+        self.bad_status_messages = 0  # driver status messages refused (a field of the wrong type or range)
         self.exited: deque = deque()  # driver names whose process exited (the rig's watchdog appends, we take)
         self._last_rejection_event_ns: dict[str, int] = {}
         self._last_publish_ns: dict[str, int] = {}
@@ -257,7 +258,7 @@ class Intake:
             return False
         if not all(np.isfinite(a).all() for n, a in message.arrays.items() if n in ("pose", "keypoints")):
             self._flag_non_finite(message)
-        message.arrays = fill_optional(self.checker.kinds[message.stream], message.arrays)
+        fill_optional(self.checker.kinds[message.stream], message)
         for change in self.checker.take_sender_changes():
             self._log_sender_change(*change)
         return True
@@ -341,7 +342,17 @@ class Intake:
     # --- after the lock: status and tracking events ------------------------------------------
     def _on_status(self, message: Message) -> None:
         name = message.stream[len(STATUS_PREFIX):]
-        health = DriverHealth.from_dict(message.meta)
+        try:
+            health = DriverHealth.from_dict(message.meta)
+        except ValueError as exc:  # refused whole: counted, shown live, an event at most once a second
+            self.bad_status_messages += 1
+            t = now_ns()
+            writer = self._writer_of()
+            if writer is not None and t - self._last_rejection_event_ns.get("_status", 0) >= 1_000_000_000:
+                self._last_rejection_event_ns["_status"] = t
+                writer.log_event("error", "bus", f"refused a status message on {message.stream!r}: {exc} "
+                                                 f"({self.bad_status_messages} refused so far; docs/protocol.md)")
+            return
         driver = self.config.driver(name)
         self.checker.note_status(driver.streams, message.sender, str(health.state), message.t_receive_ns)
         with self._health_lock:
@@ -386,7 +397,7 @@ class Intake:
         messages, non-finite values, and remote messages before clock sync."""
         return {"bus_malformed": self.malformed_total(), "bus_unexpected": self.unexpected_messages,
                 "non_finite": self.non_finite_messages, "unsynchronised": self.unsynchronised_messages,
-                "status_refused": self.status_refused, "sender_changes": dict(self.checker.sender_changes)}
+                "status_refused": self.status_refused, "bad_status": self.bad_status_messages, "sender_changes": dict(self.checker.sender_changes)}
 
     def clock_unsynchronised_reason(self, stream: str) -> str | None:
         """Why a remote stream's samples are held back (its clock service has not answered), else None."""

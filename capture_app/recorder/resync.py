@@ -24,6 +24,7 @@ from capture_app.episode.annotations import read_segments, write_segments
 from capture_app.bus.wire import Message
 from capture_app.core.clock import wall_clock_iso
 from capture_app.rig.config import SyncConfig
+from capture_app.episode.file import open_episode
 from capture_app.episode.format import TRACKING_CODES
 from capture_app.core.errors import EpisodeFormatError
 from capture_app.core.streams import SYNCED_STREAMS
@@ -167,6 +168,8 @@ def write_final_table(f: h5py.File, calibration: Calibration, *, version: int = 
     config = sync_config_from_attrs(live_attrs)
     ticks = final_tick_times(f, live_attrs, config, calibration)
     columns = compute_rows(f, calibration, ticks, config, final=True)
+    if "synced_final_tmp" in f:  # left by a resync killed before its rename: scratch, never the table of record
+        del f["synced_final_tmp"]
     _write_table(f, "synced_final_tmp", columns, live_attrs)  # written whole before anything is renamed
     if "synced" in f and f["synced"].attrs.get("table", "live") == "live" and "synced_live" not in f:
         f["synced"].attrs["table"] = "live"
@@ -194,7 +197,7 @@ def resync_episode(path: str | Path, calibration: Calibration | None = None) -> 
     ``calibration`` None re-derives with the calibration embedded in the episode. The live table is kept.
     """
     path = Path(path)
-    with h5py.File(path, "a") as f:
+    with open_episode(path, "r+") as f:
         live_table(f)  # raises a clear error when there is nothing to resync
         if calibration is None:
             calibration = calibration_from_json(str(f["calibration"].attrs["json"]), f"{path}:/calibration")

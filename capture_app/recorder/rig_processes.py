@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 import zmq
 
 from capture_app.rig.config import RigConfig
+from capture_app.rig.run_dirs import make_run_dir
 from drivers.host import DriverHostProcess, driver_config_with_seed, driver_jpeg_quality, driver_video_settings
 from drivers.registry import create_driver, driver_class
 
@@ -46,7 +46,7 @@ class RigProcesses:
         endpoints this host's drivers will publish on: the rig's bus endpoint, and a private ipc one."""
         self._video = driver_video_settings(self.config)
         if self._isolated or (self._shared and self.config.drivers_in == "process"):
-            self._tmpdir = Path(tempfile.mkdtemp(prefix="capture-app-"))
+            self._tmpdir = make_run_dir()  # and removes those of killed recorders
             self._ipc_endpoint = f"ipc://{self._tmpdir / 'bus.sock'}"
         return [self.config.bus_endpoint] + ([self._ipc_endpoint] if self._ipc_endpoint else [])
 

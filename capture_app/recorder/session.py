@@ -45,13 +45,12 @@ def default_calibration(config: RigConfig) -> Calibration:
         return sim_calibration(config)
     replays = [d.options.get("episode") for d in config.drivers if d.type == "replay" and d.options.get("episode")]
     if replays:  # replaying an episode: use the calibration it was recorded with
-        import h5py
-
         from calibration.model import calibration_from_json
+        from capture_app.episode.file import open_episode
         try:
-            with h5py.File(replays[0], "r") as f:
+            with open_episode(replays[0]) as f:
                 return calibration_from_json(str(f["calibration"].attrs["json"]), f"{replays[0]}:/calibration")
-        except (OSError, KeyError) as exc:
+        except (OSError, KeyError, CaptureError) as exc:
             raise CalibrationError(f"cannot read the calibration of replayed episode {replays[0]}: {exc}") from None
     raise CalibrationError(f"{config.source_path}: no [calibration] path for this real rig; set it to the file "
                            f"written by `capture-app calibrate`")

@@ -18,7 +18,7 @@ import queue
 import shutil
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,12 +32,14 @@ from capture_app.episode.annotations import write_segments
 from capture_app.bus.wire import Message
 from capture_app.core.clock import NS_PER_S, now_ns, wall_clock_iso
 from capture_app.rig.config import WriterConfig
+from capture_app.episode.file import open_hdf5
 from capture_app.episode.format import (EPISODE_SUFFIX, FORMAT_NAME, FORMAT_VERSION, NO_DEVICE_TIME, PARTIAL_SUFFIX,
                                         TRACKING_CODES)
 from capture_app.core.errors import WriterError
 from capture_app.episode.image_codec import EncodeError, encode_jpeg
 from capture_app.rig.priority import prioritise_recorder_thread
 from capture_app.core.streams import STREAM_KINDS, SYNCED_STREAMS
+from capture_app.core.values import MAX_NAME_CHARS, storable_t_ns, storable_text
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,7 @@ DISK_MARGIN_BYTES = 8 * 1024 * 1024  # free space kept for HDF5 metadata and a c
 # the writer sleeps this long after draining its queue: the dispatcher queues a batch every few ms and the
 # file is flushed every flush_interval_s anyway; waking for each batch cost ~1 ms of CPU per tick
 WRITER_GATHER_S = 0.01
+STORED_RATIO_MIN_BYTES = 1 << 20  # a flush smaller than this says little about compression
 ROW_HEADER_BYTES = 64  # a sample's seq, times, tracking, epoch and offset columns
 
 
@@ -89,6 +92,8 @@ class WriterStats:
     backlog_bytes: int
     error: str = ""
     video_undecodable: Counter = field(default_factory=Counter)  # video frames dropped after a lost frame
+    values_repaired: int = 0  # texts / times given to the writer that had to be made storable (escaped, cut)
+    items_refused: int = 0    # rows, events or attributes the writer could not store (each logged)
 
 
 def _set_attrs(target, attrs: dict[str, Any]) -> None:
@@ -96,10 +101,12 @@ def _set_attrs(target, attrs: dict[str, Any]) -> None:
     if isinstance(target, (h5py.Group, h5py.Dataset)):
         target = target.attrs
     for key, value in attrs.items():
-        if isinstance(value, (int, float, str, bool, np.integer, np.floating)):
+        if isinstance(value, str):
+            target[key] = storable_text(value, limit=1 << 20)[0]
+        elif isinstance(value, (int, float, bool, np.integer, np.floating)):
             target[key] = value
-        else:
-            target[key] = json.dumps(value)
+        else:  # any value: what JSON cannot say is shown by repr (ensure_ascii escapes NUL and surrogates)
+            target[key] = json.dumps(value, default=repr)
 
 
 class _Table:
@@ -210,6 +217,9 @@ class EpisodeWriter:
         self._annotations_changed = False
         self._pending_bytes = 0       # data appended to tables since the last flush
         self.stopped_cleanly = False  # a disk-full stop closed the file with everything before it readable
+        self._values_repaired = 0
+        self._stored_ratios: deque = deque(maxlen=5)  # file growth / bytes appended, of the last flushes
+        self._items_refused = 0
 
     # --- producer side (any thread) --------------------------------------------
     def start(self) -> "EpisodeWriter":
@@ -221,11 +231,16 @@ class EpisodeWriter:
             # Created under a temporary name and renamed once its metadata is flushed: a kill during creation
             # never leaves a .partial that cannot be opened (only a stray .creating file).
             creating = self.partial_path.with_name(self.partial_path.name + ".creating")
-            self._file = h5py.File(creating, "w")
-            self._write_metadata()
-            self._file.flush()
-            creating.replace(self.partial_path)
-        except OSError as exc:
+            try:
+                self._file = open_hdf5(creating, "w")
+                self._write_metadata()
+                self._file.flush()
+                creating.replace(self.partial_path)
+            except BaseException:  # nothing is left behind by a start that failed
+                self._close_file()
+                creating.unlink(missing_ok=True)
+                raise
+        except (OSError, ValueError, TypeError) as exc:
             raise WriterError(f"cannot create episode file {self.partial_path}: {exc}; check that the output "
                               f"directory exists, is writable and has free space") from None
         self._thread = threading.Thread(target=self._run, name="episode-writer", daemon=True)
@@ -272,8 +287,21 @@ class EpisodeWriter:
         return self._enqueue(("row", table, row))
 
     def log_event(self, level: str, source: str, message: str, t_ns: int | None = None) -> None:
-        """Record an event (error, warning, gap, operator action) in /events."""
-        self._enqueue(("event", now_ns() if t_ns is None else t_ns, level, source, message))
+        """Record an event (error, warning, gap, operator action) in /events. Any value is recorded: text
+        is made storable (control characters and lone surrogates escaped, cut to MAX_TEXT_CHARS) and a
+        ``t_ns`` that is not an int64 time is replaced by now; each such repair is counted
+        (``values_repaired``) and said in the message."""
+        t = now_ns() if t_ns is None else storable_t_ns(t_ns)
+        (level, fixed_level), (source, fixed_source) = (storable_text(level, MAX_NAME_CHARS),
+                                                        storable_text(source, MAX_NAME_CHARS))
+        message, fixed = storable_text(message)
+        notes = [*(["text escaped or cut"] if fixed or fixed_level or fixed_source else []),
+                 *([f"t_ns {t_ns!r:.40} is not a time: stamped on arrival"] if t is None else [])]
+        if notes:
+            with self._lock:
+                self._values_repaired += 1
+            message += f" [made storable: {'; '.join(notes)}]"
+        self._enqueue(("event", now_ns() if t is None else t, level, source, message))
 
     def set_stream_attrs(self, stream: str, attrs: dict[str, Any]) -> None:
         """Attributes for /streams/<stream> (device info, for example); JSON-encoded when not scalar."""
@@ -300,7 +328,7 @@ class EpisodeWriter:
         with self._lock:
             return WriterStats(Counter(self._written), Counter(self._overflow), Counter(self._seq_gaps),
                                sum(self._queued_samples.values()), self._queued_bytes, str(self._error or ""),
-                               Counter(self._video_undecodable))
+                               Counter(self._video_undecodable), self._values_repaired, self._items_refused)
 
     @property
     def error(self) -> WriterError | None:
@@ -345,12 +373,8 @@ class EpisodeWriter:
         a["software_version"] = __version__
         a["created_wall_time"] = wall_clock_iso()
         a["start_monotonic_ns"] = now_ns()
-        a["episode_name"] = m.episode_name
-        a["instruction"] = m.instruction
-        a["task"] = m.task
-        a["operator"] = m.operator
-        a["rig_name"] = m.rig_name
-        a["rig_config"] = m.rig_config_text
+        _set_attrs(a, {"episode_name": m.episode_name, "instruction": m.instruction, "task": m.task,  # made storable
+                       "operator": m.operator, "rig_name": m.rig_name, "rig_config": m.rig_config_text})
         a["device_serials"] = json.dumps(m.device_serials)
         a["simulated"] = m.simulated
         a["sim_seed"] = m.sim_seed
@@ -383,7 +407,7 @@ class EpisodeWriter:
                     if item is _STOP:
                         stopping = True
                         break
-                    self._handle(item)
+                    self._handle_or_refuse(item)
                 if now_ns() >= next_flush:
                     self._flush()
                     next_flush = now_ns() + interval_ns
@@ -424,6 +448,23 @@ class EpisodeWriter:
                 log.error("closing %s failed: %s", self.partial_path, exc)
             self._file = None
 
+    def _handle_or_refuse(self, item: tuple) -> None:
+        """Handle one queued item; one whose value cannot be stored is refused, counted and logged as an
+        event, and the writer goes on (the file and every other item are unaffected). Errors of the file
+        itself (OSError, a full disk) still stop the writer."""
+        try:
+            self._handle(item)
+        except (OSError, DiskFullStop):
+            raise
+        except Exception as exc:
+            log.exception("episode writer: refused a %s item", item[0])
+            with self._lock:
+                self._items_refused += 1
+            text, _ = storable_text(f"the writer refused a {item[0]} it could not store: {type(exc).__name__}: "
+                                    f"{exc} ({self._items_refused} refused so far)")
+            self._tables["events"].append({"t_ns": np.int64(now_ns()), "level": "error", "source": "writer",
+                                           "message": text})
+
     def _handle(self, item: tuple) -> None:
         kind = item[0]
         if kind == "samples":
@@ -449,7 +490,7 @@ class EpisodeWriter:
         elif kind == "attrs":
             self._pending_attrs[item[1]].update(item[2])
         elif kind == "annotations":
-            self._annotations = item[1]
+            self._annotations = [_storable_segment(seg) for seg in item[1]]
             self._annotations_changed = True
         elif kind == "durable":
             self._flush()
@@ -565,10 +606,24 @@ class EpisodeWriter:
                          for s, q in zip(SYNCED_STREAMS, stream_seq)], np.int64)
 
     def _check_free_space(self) -> None:
+        """Stop before a flush that may not fit. Its size on disk is estimated from the bytes it appends
+        times the stored/appended ratio of the last flushes (depth is compressed ~10-100x), doubled for
+        safety; 1 until a flush was measured."""
         free = shutil.disk_usage(self.partial_path.parent).free
-        if free < self._pending_bytes + DISK_MARGIN_BYTES:  # raw bytes: more than HDF5 stores compressed
-            raise DiskFullStop(f"{free / 1e6:.1f} MB free, the next flush needs {self._pending_bytes / 1e6:.1f} MB "
+        needed = int(self._pending_bytes * min(1.0, 2 * max(self._stored_ratios, default=0.5)))
+        if free < needed + DISK_MARGIN_BYTES:
+            raise DiskFullStop(f"{free / 1e6:.1f} MB free, the next flush needs about {needed / 1e6:.1f} MB "
                                f"plus a {DISK_MARGIN_BYTES / 1e6:.0f} MB reserve")
+
+    def _measure_stored_ratio(self, appended: int, size_before: int) -> None:
+        """Remember how many bytes a flush of ``appended`` bytes added to the file (for the next estimate)."""
+        if appended < STORED_RATIO_MIN_BYTES:
+            return
+        try:
+            grown = self.partial_path.stat().st_size - size_before
+        except OSError:
+            return
+        self._stored_ratios.append(max(0.0, grown / appended))
 
     def _stop_for_disk_full(self, detail: str) -> None:
         """Drop what is not yet written (counted), close the file cleanly as 'failed', report the error."""
@@ -604,7 +659,11 @@ class EpisodeWriter:
 
     def _flush(self) -> None:
         self._check_free_space()
-        self._pending_bytes = 0
+        appended, self._pending_bytes = self._pending_bytes, 0
+        try:
+            size_before = self.partial_path.stat().st_size
+        except OSError:
+            size_before = None
         for table in list(self._streams.values()) + list(self._tables.values()):
             table.write()
         for stream, table in self._streams.items():
@@ -618,12 +677,17 @@ class EpisodeWriter:
             if self._written_counts.get(stream) != counts:  # an attribute write costs ~0.1 ms: only on change
                 _set_attrs(table.group.attrs, counts)
                 self._written_counts[stream] = counts
-        for path in [p for p in self._pending_attrs if p in self._file]:
+        if self._values_repaired or self._items_refused:
+            _set_attrs(self._file.attrs, {"writer_values_repaired": self._values_repaired,
+                                          "writer_items_refused": self._items_refused})
+        for path in [p for p in self._pending_attrs if _exists(self._file, p)]:
             _set_attrs(self._file[path], self._pending_attrs.pop(path))
         if self._annotations_changed:  # marks made while recording are on disk within a flush
             write_segments(self._file, self._annotations)
             self._annotations_changed = False
         self._file.flush()
+        if size_before is not None:
+            self._measure_stored_ratio(appended, size_before)
 
     def _finalize(self, attrs: dict[str, Any]) -> None:
         for stream in sorted(set(self.metadata.expected_rates_hz) - set(self._streams)):
@@ -638,3 +702,21 @@ class EpisodeWriter:
             write_segments(self._file, self._annotations)
         a["status"] = "complete"
         self._file.flush()
+
+
+def _storable_segment(segment):
+    """A subtask segment whose texts HDF5 stores and whose times are int64 (an open end stays -1)."""
+    from dataclasses import replace
+    start = storable_t_ns(segment.start_ns)
+    end = -1 if segment.end_ns == -1 else storable_t_ns(segment.end_ns)
+    return replace(segment, label=storable_text(segment.label, MAX_NAME_CHARS)[0],
+                   description=storable_text(segment.description)[0], hand=storable_text(segment.hand, MAX_NAME_CHARS)[0],
+                   start_ns=0 if start is None else start, end_ns=-1 if end is None else end)
+
+
+def _exists(f: h5py.File, path: str) -> bool:
+    """Whether ``path`` names an object in ``f``; False for a name HDF5 cannot look up (a NUL in it)."""
+    try:
+        return path in f
+    except (ValueError, TypeError, UnicodeError):
+        return False

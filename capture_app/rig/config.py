@@ -17,6 +17,7 @@ from typing import Any
 from capture_app.episode.quality import QualityThresholds
 from capture_app.core.errors import ConfigError
 from capture_app.core.streams import CAMERA_STREAMS, STREAM_KINDS
+from capture_app.core.values import checked_endpoint
 
 CONFIG_VERSION = 1
 DEFAULT_SIM_CONFIG = "sim_rig.toml"
@@ -67,8 +68,11 @@ class DriverConfig:
             if extra not in STREAM_KINDS or extra == self.stream:
                 raise _fail(where, "extra_streams", list(self.extra_streams), "other stream names: " + ", ".join(STREAM_KINDS))
         _check_positive(where, "rate_hz", self.rate_hz)
-        if self.endpoint and not self.endpoint.startswith(("ipc://", "tcp://", "inproc://")):
-            raise _fail(where, "endpoint", self.endpoint, "'' (in-process), ipc://PATH or tcp://HOST:PORT")
+        if self.endpoint:
+            try:
+                checked_endpoint("endpoint", self.endpoint)
+            except ValueError as exc:
+                raise ConfigError(f"{where}: {exc} (or '' for a driver run by the app)") from None
         if not isinstance(self.options, dict):
             raise _fail(where, "options", self.options, "a table")
         if self.clock_sync not in ("auto", "on", "off"):
@@ -235,6 +239,10 @@ def parse_config(text: str, source_path: str = "<string>") -> RigConfig:
         bus = data.get("bus", {})
         sim = data.get("sim", {})
         rig = data.get("rig", {})
+        try:
+            checked_endpoint("[bus] endpoint", bus.get("endpoint", "inproc://capture-bus"))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         return RigConfig(
             name=str(data.get("name", Path(source_path).stem)),
             drivers=tuple(drivers),
@@ -269,6 +277,9 @@ def load_config(path: str | Path | None = None) -> RigConfig:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read rig config {path}: {exc.strerror}; pass --config with an existing file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"rig config {path} is not UTF-8 text (a binary file?): pass --config with the rig's "
+                          f"TOML file (docs/rig-config.md)") from None
     return parse_config(text, str(path))
 
 

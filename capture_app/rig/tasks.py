@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from capture_app.core.errors import ConfigError
+from capture_app.core.values import MAX_NAME_CHARS, MAX_TEXT_CHARS, checked_text
 
 HANDS = ("left", "right", "both")
 
@@ -38,6 +39,14 @@ class TaskTemplate:
     subtasks: tuple[SubtaskTemplate, ...]
 
 
+def _text(where: str, field: str, value, limit: int, required: bool = False) -> str:
+    """A text field, within what the control channel accepts (docs/control.md, Limits)."""
+    try:
+        return checked_text(field, value, limit=limit, required=required)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
 def parse_tasks(text: str, source: str = "<tasks>") -> list[TaskTemplate]:
     """Validate task-template YAML; ConfigError names the task and field."""
     try:
@@ -53,6 +62,8 @@ def parse_tasks(text: str, source: str = "<tasks>") -> list[TaskTemplate]:
         where = f"{source}: tasks[{i}]"
         if not isinstance(task, dict) or not isinstance(task.get("name"), str) or not task["name"]:
             raise ConfigError(f"{where}: needs a 'name'")
+        _text(where, "name", task["name"], MAX_NAME_CHARS, required=True)
+        instruction = _text(where, "instruction", task.get("instruction", ""), MAX_TEXT_CHARS)
         subtasks = []
         for j, sub in enumerate(task.get("subtasks") or []):
             if isinstance(sub, str):
@@ -62,10 +73,12 @@ def parse_tasks(text: str, source: str = "<tasks>") -> list[TaskTemplate]:
             hand = sub.get("hand", "both")
             if hand not in HANDS:
                 raise ConfigError(f"{where}.subtasks[{j}]: hand {hand!r} not in {HANDS}")
-            subtasks.append(SubtaskTemplate(sub["label"], str(sub.get("description", "")), hand))
+            label = _text(f"{where}.subtasks[{j}]", "label", sub["label"], MAX_NAME_CHARS, required=True)
+            description = _text(f"{where}.subtasks[{j}]", "description", sub.get("description", ""), MAX_TEXT_CHARS)
+            subtasks.append(SubtaskTemplate(label, description, hand))
         if len(subtasks) > 9:
             raise ConfigError(f"{where}: at most 9 subtasks (keys 1-9), got {len(subtasks)}")
-        tasks.append(TaskTemplate(task["name"], str(task.get("instruction", "")), tuple(subtasks)))
+        tasks.append(TaskTemplate(task["name"], instruction, tuple(subtasks)))
     return tasks
 
 
@@ -77,3 +90,5 @@ def load_tasks(path: str | Path | None = None) -> list[TaskTemplate]:
         return parse_tasks(Path(path).read_text(), str(path))
     except OSError as exc:
         raise ConfigError(f"cannot read task file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"task file {path} is not UTF-8 text (a binary file?): give the YAML task file") from None

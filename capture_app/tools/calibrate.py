@@ -26,6 +26,7 @@ from calibration.model import Calibration, CameraIntrinsics
 from calibration.store import CalibrationStore, changes, describe, new_version_id, now_iso
 from calibration.timing import assign_roles, estimate_lag_ns
 from capture_app.rig.config import RigConfig, load_config, sim_epoch_ns, with_changes
+from capture_app.episode.file import open_episode
 from capture_app.episode.frames import FrameReader
 from capture_app.core.errors import CalibrationError
 from capture_app.core.geometry import make_transform, quat_angle, quat_to_matrix
@@ -129,8 +130,7 @@ def _save(store: CalibrationStore, old: Calibration, new: Calibration) -> int:
 
 
 def _ego_intrinsics_for(path: Path, calibration: Calibration, camera: str) -> CameraIntrinsics:
-    import h5py
-    with h5py.File(path, "r") as f:
+    with open_episode(path) as f:
         height, width = list(f[f"streams/{camera}"].attrs["color_shape"])[:2]
     k = calibration.ego_intrinsics if camera == "ego_camera" else calibration.top_intrinsics
     return k if (k.width, k.height) == (width, height) else k.scaled(width, height)
@@ -266,7 +266,6 @@ def cmd_top_camera(args, config: RigConfig, store: CalibrationStore) -> int:
 
 def cmd_latency(args, config: RigConfig, store: CalibrationStore) -> int:
     """The ego camera's latency offset relative to the head tracker, from the rotation both see."""
-    import h5py
     old = base_calibration(store, config)
     board = board_from_args(args)
     path = _episode(args, config, store)
@@ -285,7 +284,7 @@ def cmd_latency(args, config: RigConfig, store: CalibrationStore) -> int:
     ok = dt < 0.05
     t_cam, cam_w = (times[1:] + times[:-1])[ok] / 2, cam_w[ok]
     # the same quantity from the head tracker, through the mount (only roughly needed here)
-    with h5py.File(path, "r") as f:
+    with open_episode(path) as f:
         t_trk = corrected_times(f, "head_tracker", raw)
         R_world_cam = quat_to_matrix(f["streams/head_tracker/pose"][:, 3:7]) @ old.T_headtracker_cam[:3, :3]
     step = max(1, int(round(np.median(dt) / (np.median(np.diff(t_trk)) / 1e9))))
@@ -301,7 +300,7 @@ def cmd_latency(args, config: RigConfig, store: CalibrationStore) -> int:
     offsets["ego_camera"] = offsets.get("head_tracker", 0.0) + lag_ns / 1e6
     print(f"ego camera stamps lag the head tracker's by {lag_ns / 1e6:.2f} ms (correlation {score:.3f})")
     residuals = {"ego_camera_vs_head_tracker_ms": round(lag_ns / 1e6, 3), "correlation": round(score, 4)}
-    with h5py.File(path, "r") as f:
+    with open_episode(path) as f:
         for hand in ("left", "right"):
             glove_lag = _glove_lag_ns(f, hand, raw)
             if glove_lag is None:
@@ -319,7 +318,6 @@ def cmd_latency(args, config: RigConfig, store: CalibrationStore) -> int:
 
 def cmd_roles(args, config: RigConfig, store: CalibrationStore) -> int:
     """Ask the engineer to move each tracker in turn; assign serials to head / left / right by motion."""
-    import h5py
     old = base_calibration(store, config)
     roles = ("head", "left_wrist", "right_wrist")
     streams = [d for d in config.drivers if d.stream in SIM_TRACKERS]
@@ -344,7 +342,7 @@ def cmd_roles(args, config: RigConfig, store: CalibrationStore) -> int:
             windows.append((role, start, start + int(args.window * 1e9)))
         path = session.stop_episode()
     motion = {}
-    with h5py.File(path, "r") as f:
+    with open_episode(path) as f:
         for d in streams:
             t, speed = angular_speed(f, d.stream, dataclasses.replace(old, latency_offsets_ms={}), baseline_s=0.1)
             motion[d.serial or d.stream] = (t, speed)
@@ -378,7 +376,6 @@ def _wrist_procedure(args, config: RigConfig, store: CalibrationStore, old: Cali
     """Board on the table in the (calibrated) top camera's view; both hands palm down on its wrist marks,
     middle fingers along the board's +x, still. The board's world pose comes from the top camera, each
     wrist's from the mark; the mount is inv(T_world_wristtracker) @ T_world_wrist, averaged."""
-    import h5py
     from calibration.board import T_board_wrist_mark
     from calibration.data import tracker_pose_at
     from calibration.handeye import _mean_transform
@@ -388,7 +385,7 @@ def _wrist_procedure(args, config: RigConfig, store: CalibrationStore, old: Cali
     intrinsics = _ego_intrinsics_for(path, old, "top_camera")
     detector = BoardDetector(board)
     boards, times, on_depth = [], [], 0
-    with h5py.File(path, "r") as f:
+    with open_episode(path) as f:
         frame_times = corrected_times(f, "top_camera", old)
         frames = FrameReader(f, "top_camera")
         depth_geometry = _depth_geometry(f["streams/top_camera"], intrinsics)

@@ -14,12 +14,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import h5py
-import hdf5plugin  # noqa: F401  (registers the Blosc filter of the depth images)
 import numpy as np
 
 from calibration.model import calibration_from_json
 from capture_app.core.action_space import PART_COLUMNS, PART_NAMES
+from capture_app.episode.file import open_episode
+from capture_app.core.errors import EpisodeFormatError
 from capture_app.episode.frames import FrameReader
 from capture_app.core.hand import HANDS, KEYPOINT_PARENTS
 
@@ -57,7 +57,10 @@ def log_episode(path: str | Path, rec, depth_every: int = DEPTH_EVERY) -> dict[s
     def log(entity, *items, static=False):
         rec.log(entity, *items, static=static)
         counts[entity] = counts.get(entity, 0) + 1
-    with h5py.File(path, "r") as f:
+    with open_episode(path) as f:
+        if "synced/t_eval_ns" not in f:
+            raise EpisodeFormatError(f"{path} has no synced table to show (interrupted before its first tick); "
+                                     f"`capture-app inspect {path}` says what it holds")
         synced = f["synced"]
         t0 = int(f.attrs["start_monotonic_ns"])
         seconds = (synced["t_eval_ns"][:] - t0) / 1e9
