@@ -162,6 +162,7 @@ class Driver:
         """A consistent copy of the current health figures."""
         with self._lock:
             health = dataclasses.replace(self._health)
+            health.published = {stream: list(v) for stream, v in self._health.published.items()}
             recent = list(self._recent_ns)
         t = now_ns()
         window = [x for x in recent if t - x <= NS_PER_S]
@@ -296,6 +297,7 @@ class Driver:
         with self._lock:
             self._health.samples += 1
             self._health.lost += lost
+            self._health.published[stream] = [self.sender, int(seq)]
             self._health.tracking = sample.tracking
             self._health.last_sample_age_s = 0.0
             self._recent_ns.append(now_ns())

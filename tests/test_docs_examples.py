@@ -6,6 +6,7 @@ import importlib.util
 import os
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -44,6 +45,14 @@ def test_a_docs_example_runs(name, index, code, episode, monkeypatch, capsys, tm
     monkeypatch.chdir(episode.parent)
     if "from lerobot" in code and importlib.util.find_spec("lerobot") is None:
         _run_with_lerobot(code)
+        return
+    if "export_lerobot" in code:  # run as written, a script of its own: its worker processes import it again
+        script = tmp_path / "example.py"
+        script.write_text(code)
+        done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600,
+                              cwd=episode.parent)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout.strip(), "the example printed nothing"
         return
     if name == "control.md":  # the control channel's examples talk to a running recorder
         from tests.recorder_fixture import running_recorder

@@ -64,5 +64,6 @@ def test_live_and_saved_rerun_views_hold_the_episode(tmp_path, capsys):
 
 
 def test_view_without_a_final_table_or_file_is_a_clear_error(tmp_path, capsys):
-    assert main(["view", str(tmp_path / "missing.h5"), "--save", str(tmp_path / "x.rrd")]) == 2
+    # a file that is not an episode (here: none) is refused as every other reader refuses it: exit 1
+    assert main(["view", str(tmp_path / "missing.h5"), "--save", str(tmp_path / "x.rrd")]) == 1
     assert "missing.h5" in capsys.readouterr().err

@@ -145,6 +145,11 @@ class MessageCheck:
         self._changes.clear()
         return out
 
+    def encoding_of(self, stream: str, buffer: str) -> str | None:
+        """The encoding of ``buffer`` fixed by the stream's first accepted message (None before it)."""
+        state = self._state.get(stream)
+        return None if state is None else state.encodings.get(buffer)
+
     def rejected_by_stream(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
         for (stream, reason), n in self.rejected.items():

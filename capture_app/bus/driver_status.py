@@ -31,6 +31,8 @@ class DriverHealth:
     last_error: str = ""
     tracking: str = "ok"
     device: dict = field(default_factory=dict)
+    # stream -> [sender, seq] of the newest sample handed to the bus (docs/protocol.md, status messages)
+    published: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -66,6 +68,8 @@ class DriverHealth:
             raise ValueError("streams must be a list of at most 64 stream names")
         if "device" in values and not isinstance(values["device"], dict):
             raise ValueError("device must be a map")
+        if "published" in values and not isinstance(values["published"], dict):
+            values["published"] = {}  # optional and advisory: a malformed one counts as absent (published_by_status)
         if "last_error" in values:
             values["last_error"] = storable_text(values["last_error"])[0]
         return cls(**values)

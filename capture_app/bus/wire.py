@@ -439,6 +439,11 @@ class BusSubscriber:
         return messages[0]
 
     @property
+    def holds_batch_rest(self) -> bool:
+        """True while samples of a batch already taken off the socket (and stamped) wait to be handed out."""
+        return bool(self._split)
+
+    @property
     def socket(self) -> zmq.Socket:
         return self._socket
 

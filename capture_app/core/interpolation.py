@@ -1,8 +1,9 @@
 """Evaluating a stream at an instant: interpolation, nearest frame, extrapolation.
 
 Pure functions over sorted sample times (int64 ns on the host clock, latency offsets
-already removed). Each returns the value, a status code and |dt|, the distance in
-time from the evaluation instant to the farthest sample used.
+already removed). Each returns the value, a status code and |dt|: interpolated, the
+distance from the evaluation instant to the farther of the two samples used; nearest, to
+the frame; extrapolated, from the newest sample (what ``max_extrapolation_ns`` limits).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 One HDF5 file per episode::
 
     /                      attrs: format, format_version, status, software_version, created_wall_time,
-                                  start_monotonic_ns, end_monotonic_ns, instruction, task, operator,
+                                  start_monotonic_ns, stop_monotonic_ns, end_monotonic_ns, instruction, task, operator,
                                   episode_name, rig_name, rig_config (TOML text), device_serials (JSON),
                                   simulated, sim_seed
     /calibration           attrs: json (the calibration used while recording), calibration_id
@@ -11,7 +11,7 @@ One HDF5 file per episode::
         seq, t_capture_ns, t_device_ns, t_publish_ns, t_receive_ns, tracking
         <buffer>           the sample's data (raw arrays; "color" as JPEG blobs or H.264 packets with
                            "color_keyframe", "color_packet"; "depth" Blosc zstd)
-        attrs: kind, expected_rate_hz, seq_gaps, writer_overflow, non_monotonic, device (JSON);
+        attrs: kind, expected_rate_hz, seq_gaps, writer_overflow, non_monotonic, undelivered, device (JSON);
                video: video_undecodable, video_preroll
     /synced/               one row per synchronizer tick (format 1.1: see docs)
     /annotations/subtasks  subtask segments (see docs)
@@ -26,6 +26,8 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+
+from capture_app.episode.quality import episode_rate_hz, episode_span_ns
 
 FORMAT_NAME = "capture_app.episode"
 FORMAT_VERSION = "1.4"
@@ -121,6 +123,7 @@ def validate_and_summarize(path: str | Path) -> EpisodeSummary:
     with open_hdf5(path) as f:
         problems: list[str] = []
         attrs = f.attrs
+        span = episode_span_ns(attrs)
         for key in REQUIRED_ROOT_ATTRS:
             if key not in attrs:
                 problems.append(f"root attribute {key!r} missing")
@@ -179,7 +182,7 @@ def validate_and_summarize(path: str | Path) -> EpisodeSummary:
             lost = int(np.sum(group["tracking"][:] == TRACKING_CODES["lost"])) if "tracking" in group else 0
             streams.append(StreamSummary(
                 name=name, kind=str(group.attrs.get("kind", "?")), samples=n,
-                rate_hz=(n - 1) / duration if duration > 0 else 0.0,
+                rate_hz=episode_rate_hz(t, *span) if n else 0.0,  # over the take, as the quality report
                 expected_rate_hz=float(group.attrs.get("expected_rate_hz", 0.0)),
                 seq_gaps=int(group.attrs.get("seq_gaps", 0)), writer_overflow=int(group.attrs.get("writer_overflow", 0)),
                 duration_s=duration, tracking_lost=lost, nbytes=_dataset_bytes(group)))

@@ -104,6 +104,7 @@ class Episodes:
         if name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,120}", name):
             raise CaptureError(f"episode name {name!r}: use letters, digits, '-', '_' and '.' (no '/'), "
                                f"starting with a letter or digit")
+        intake.check_video_streams()
         devices = {h.stream: h.device for h in intake.driver_health().values() if h.device}
         serials = {d.stream: d.serial for d in self.config.drivers if d.serial}
         serials.update({s: str(dev.get("serial")) for s, dev in devices.items() if dev.get("serial")})
@@ -123,6 +124,7 @@ class Episodes:
         with self.synchronizer.lock:
             self.started_ns = now_ns()
             self.synchronizer.receive_floor_ns = self.started_ns + 1
+            intake.begin_take()
             self._writer = writer
         writer.set_attrs("synced", self.synchronizer.describe())
         writer.log_event("info", "session", "episode started")
@@ -140,6 +142,7 @@ class Episodes:
         """Finish the episode (drain, close, rename) and return its path. Blocks until written and, with
         ``finalize``, until its final table and quality report are (``last_quality_report``)."""
         intake = self.intake
+        stopped_ns = intake.begin_stop()
         intake.drain_to_now(lambda level, text: self.log_event(level, "session", text))
         for name, client in intake.clock_clients.items():  # the clock measurements, beside the raw stamps
             for m in list(client.estimator.measurements):
@@ -149,7 +152,9 @@ class Episodes:
                                                                    "rtt_ns": np.int64(m.rtt_ns)})
         self._store_rejections()
         writer = self._detach_writer()
-        summary = {"synchronizer": {"rate_hz": self.config.sync.rate_hz, "delay_ms": self.config.sync.delay_ms},
+        writer.note_published(intake.take_published())
+        summary = {"stop_monotonic_ns": stopped_ns,
+                   "synchronizer": {"rate_hz": self.config.sync.rate_hz, "delay_ms": self.config.sync.delay_ms},
                    "bus_malformed": intake.malformed_total() - self._malformed_at_start,
                    "bus_unexpected": intake.unexpected_messages}
         path = writer.finish({**summary, **(attrs or {})})

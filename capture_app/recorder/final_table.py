@@ -20,9 +20,10 @@ from calibration.model import calibration_from_json
 from capture_app.episode.file import open_episode
 from capture_app.episode.format import TRACKING_CODES
 from capture_app.core.errors import CaptureError
-from capture_app.episode.quality import REPORT_VERSION, QualityThresholds, hand_figures, stream_figures, verdict
+from capture_app.episode.quality import (REPORT_VERSION, QualityThresholds, episode_span_ns, hand_figures, image_coverage,
+                                 stream_figures, verdict_reasons)
 from capture_app.recorder.resync import live_table, write_final_table
-from capture_app.core.streams import SYNCED_STREAMS
+from capture_app.core.streams import CAMERA_STREAMS, SYNCED_STREAMS
 
 
 def quality_report(f: h5py.File, thresholds: QualityThresholds) -> dict:
@@ -33,20 +34,22 @@ def quality_report(f: h5py.File, thresholds: QualityThresholds) -> dict:
         expected = {}
     streams = {}
     first_last = {}
+    span = episode_span_ns(f.attrs)
     for name in sorted(set(expected) | set(f.get("streams", {}))):
         if name == "ground_truth":
             continue
         group = f.get(f"streams/{name}")
         if group is None or "t_capture_ns" not in group or len(group["t_capture_ns"]) == 0:
             streams[name] = stream_figures(np.zeros(0, np.int64), np.zeros(0, np.int64), expected.get(name, 0.0),
-                                           0, 0, 0, 0)
+                                           0, 0, 0, 0, span, int(group.attrs.get("undelivered", 0)) if group else 0)
             first_last[name] = None
             continue
         t_capture, t_receive = group["t_capture_ns"][:], group["t_receive_ns"][:]
         rejected = sum(json.loads(group.attrs.get("rejected", "{}")).values())
         streams[name] = stream_figures(t_capture, t_receive, float(group.attrs.get("expected_rate_hz", 0.0)),
                                        int(group.attrs.get("seq_gaps", 0)), int(group.attrs.get("writer_overflow", 0)),
-                                       rejected, int(np.sum(group["tracking"][:] == TRACKING_CODES["lost"])))
+                                       rejected, int(np.sum(group["tracking"][:] == TRACKING_CODES["lost"])), span,
+                                       int(group.attrs.get("undelivered", 0)))
         first_last[name] = (int(t_capture[0]), int(t_capture[-1]))
     report = {"version": REPORT_VERSION, "rows": 0, "hands": {}, "streams": streams,
               "thresholds": thresholds.__dict__}
@@ -55,17 +58,24 @@ def quality_report(f: h5py.File, thresholds: QualityThresholds) -> dict:
         offsets = json.loads(synced.attrs.get("latency_offsets_ns", "{}"))
         shifted = {}  # each stream's first and last capture time with its latency offset removed, as t_eval is
         for s in SYNCED_STREAMS:
-            span = first_last.get(s)
-            shifted[s] = None if span is None else (span[0] - offsets.get(s, 0), span[1] - offsets.get(s, 0))
+            first_and_last = first_last.get(s)
+            shifted[s] = None if first_and_last is None else (first_and_last[0] - offsets.get(s, 0),
+                                                              first_and_last[1] - offsets.get(s, 0))
         report["rows"] = len(synced["action_valid"])
-        report["hands"] = hand_figures(synced["action_valid"][:], synced["stream_status"][:], synced["t_eval_ns"][:],
-                                       shifted)
+        status, t_eval = synced["stream_status"][:], synced["t_eval_ns"][:]
+        report["hands"] = hand_figures(synced["action_valid"][:], status, t_eval, shifted)
+        for name in CAMERA_STREAMS:
+            if name in streams and name in SYNCED_STREAMS:
+                streams[name].update(image_coverage(status[:, SYNCED_STREAMS.index(name)], t_eval, span[0]))
     if "synced_live/action_valid" in f:
         live = f["synced_live/action_valid"][:]
         report["live"] = {"rows": len(live), "valid": round(float(np.mean(live.all(axis=1))), 4) if len(live) else 0.0}
-    problems = verdict(report["hands"], streams, thresholds)
+    reasons = verdict_reasons(report["hands"], streams, thresholds)
     if not report["hands"]:
-        problems.append("no synced rows: the episode is too short")
+        reasons.append({"subject": "episode", "check": "rows", "value": 0, "limit": 1,
+                        "text": "no synced rows: the episode is too short"})
+    problems = [r["text"] for r in reasons]
+    report["reasons"] = reasons
     report["problems"] = problems
     report["verdict"] = "redo" if problems else "ok"
     return report

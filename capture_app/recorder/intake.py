@@ -30,7 +30,9 @@ from capture_app.bus.driver_status import DriverHealth
 from capture_app.bus.endpoint_trust import require_private_ipc
 from capture_app.bus.wire import STATUS_PREFIX, BusSubscriber, Message
 from capture_app.core.clock import now_ns
-from capture_app.core.errors import ConfigError
+from capture_app.core.errors import CaptureError, ConfigError
+from capture_app.bus.published import published_by_status
+from capture_app.recorder.video_gate import VideoGate
 from capture_app.recorder.health import StreamMonitor
 from capture_app.recorder.synchronizer import Synchronizer
 from capture_app.rig.config import RigConfig
@@ -84,6 +86,9 @@ class Intake:
         self._tracking_state: dict[str, str] = {}
         self._health: dict[str, DriverHealth] = {}
         self._health_lock = threading.Lock()
+        self._published: dict[str, tuple[int, int]] = {}  # stream -> (sender, seq): newest published, per status
+        self._stopping_ns: int | None = None  # while a take stops: the stop instant
+        self.video_gate = VideoGate()  # the H.264 frames the episode stores, for the live synchronizer
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -207,7 +212,10 @@ class Intake:
         handled = []  # accepted samples and status messages, for the bookkeeping outside the lock
         with sync.lock:
             samples = []
-            while taken < DISPATCH_LOCKED:
+            writer = self._writer_of()
+            # a batch already taken off the socket (one receive stamp) is ingested whole in this hold, so no
+            # tick between its samples misses those received before it (resync.live_rows recomputes the ticks)
+            while taken < DISPATCH_LOCKED or subscriber.holds_batch_rest:
                 try:
                     message = subscriber.recv_waiting()
                     if message is False:  # nothing waiting
@@ -218,13 +226,13 @@ class Intake:
                         if self._status_owned(message, subscriber):
                             handled.append(message)
                     elif self._accept(message, subscriber):
-                        sync.ingest(message)
+                        if writer is None or self.video_gate.admits(message):  # only frames the episode stores
+                            sync.ingest(message)
                         samples.append(message)
                         handled.append(message)
                 except Exception:  # a bug in one message must not stop the bus
                     log.exception("bus dispatcher: message dropped")
                 taken += 1
-            writer = self._writer_of()
             if writer is not None and samples:
                 writer.submit_many(samples)
         for message in handled:
@@ -358,6 +366,8 @@ class Intake:
         with self._health_lock:
             previous = self._health.get(name)
             self._health[name] = health
+            if self._stopping_ns is None or message.t_receive_ns <= self._stopping_ns:
+                self._published.update(published_by_status(health))
         writer = self._writer_of()
         if previous is None or writer is None:
             return
@@ -379,6 +389,38 @@ class Intake:
                                  f"tracking {previous} -> {message.tracking}", t_ns=message.t_capture_ns)
 
     # --- what the rest of the recorder asks -------------------------------------------------
+    def check_video_streams(self) -> None:
+        """Refuse to start a take when a stream the rig stores as video ([writer] video_streams) arrives as
+        raw or JPEG colour (a driver elsewhere that does not encode H.264): it would be stored as JPEG."""
+        for stream in self.config.writer.video_streams:
+            encoding = self.checker.encoding_of(stream, "color")
+            if encoding not in (None, "h264"):
+                driver = next((d for d in self.config.drivers if stream in d.streams), None)
+                where = f"driver {driver.name} at {driver.endpoint}" if driver and driver.endpoint else "its driver"
+                raise CaptureError(
+                    f"[writer] video_streams lists {stream}, but {where} publishes {encoding} colour frames, not H.264: "
+                    f"this recorder does not encode video. Run that driver with this rig config (`capture-app driver "
+                    f"--config ...` encodes H.264 as docs/protocol.md 'h264 colour' says), or remove {stream} from "
+                    f"[writer] video_streams to store it as JPEG")
+
+    def begin_take(self) -> None:
+        """A take starts (under the synchronizer's lock): the video gate starts over, no stop is pending."""
+        self.video_gate.reset()
+        with self._health_lock:
+            self._stopping_ns = None  # (a stop that failed half-way leaves it set)
+
+    def begin_stop(self) -> int:
+        """A take stops now: statuses received later do not count for ``undelivered``; the stop instant (ns)."""
+        with self._health_lock:
+            self._stopping_ns = now_ns()
+            return self._stopping_ns
+
+    def take_published(self) -> dict[str, tuple[int, int]]:
+        """What the drivers said they published up to the stop (stream -> (sender, seq)); ends the stop."""
+        with self._health_lock:
+            self._stopping_ns = None
+            return dict(self._published)
+
     def driver_health(self) -> dict[str, DriverHealth]:
         """The newest status of every driver that reported, by driver name."""
         with self._health_lock:

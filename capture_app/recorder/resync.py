@@ -104,30 +104,59 @@ def live_rows(f: h5py.File, calibration: Calibration | None = None) -> dict[str,
                         receive_floor_ns=int(live.attrs.get("receive_floor_ns", 0)))
 
 
-SPAN_TOLERANCE_NS = 1_000_000_000  # a stream starting or ending this much apart from the others does not move the span
+# The parts of the action (docs/episode-format.md, action_valid) and the streams each needs.
+ACTION_PARTS = {"left_wrist": ("head_tracker", "left_wrist_tracker"), "right_wrist": ("head_tracker", "right_wrist_tracker"),
+                "left_fingers": ("left_glove",), "right_fingers": ("right_glove",)}
+
+
+def action_span_ns(first_last: dict[str, tuple[int, int]], start_ns: int | None = None,
+                   stop_ns: int | None = None) -> tuple[int, int] | None:
+    """The span (t_eval, ns) of the final table. ``first_last``: stream -> (first, last) capture time with its
+    latency offset removed, for the streams that have samples. Each part of the action (ACTION_PARTS) has data
+    from the latest first to the earliest last sample of its streams. The span begins at the take's start
+    ``start_ns`` moved into [earliest, latest] of the parts' begins, and ends at its stop ``stop_ns`` moved
+    into [earliest, latest] of the parts' ends (None: the latest begin, the earliest end). So the rows cover
+    the take where the action has data, reach out to where every part has data, and never run where no part
+    has any. Cameras never move it. None when no part has data."""
+    parts = []
+    for streams in ACTION_PARTS.values():
+        if all(s in first_last for s in streams):
+            begin, end = max(first_last[s][0] for s in streams), min(first_last[s][1] for s in streams)
+            if begin <= end:
+                parts.append((begin, end))
+    if not parts:
+        return None
+    begins, ends = [a for a, _ in parts], [b for _, b in parts]
+    start = max(begins) if start_ns is None else start_ns
+    stop = min(ends) if stop_ns is None else stop_ns
+    return min(max(start, min(begins)), max(begins)), min(max(stop, min(ends)), max(ends))
 
 
 def final_tick_times(f: h5py.File, live_attrs, config: SyncConfig, calibration: Calibration) -> np.ndarray:
-    """The live tick grid (same origin and period) over the span where the streams have data: from
-    the first tick at which every stream has begun to the last one before any has ended, latency
-    offsets removed; so the table holds the episode's tail, and no row is empty merely because the
-    recording began or stopped. A stream that starts or ends more than a second apart from the
-    others (a device that failed) does not shorten the span: its rows show it missing."""
+    """The live tick grid (same origin and period) over ``action_span_ns`` (latency offsets removed; the
+    take's start and stop from the root attributes): every tick whose t_eval lies in the span. A camera
+    delivering frames captured before the start, or running on after the trackers stop, cannot move it; a
+    stream that fails shows as missing in its rows. Without any action data: from the earliest first to the
+    latest last sample of every stream."""
     live_ticks = f["synced_live/t_tick_ns"] if "synced_live/t_tick_ns" in f else f["synced/t_tick_ns"]
     origin = int(live_ticks[0])
     period = int(round(1e9 / config.rate_hz))
     delay = int(round(config.delay_ms * 1e6))
-    spans = []
+    first_last = {}
     for s in SYNCED_STREAMS:
         path = f"streams/{s}/t_capture_ns"
         if path in f and len(f[path]):
             offset = calibration.latency_offset_ns(s)
-            spans.append((int(f[path][0]) - offset, int(f[path][-1]) - offset))
-    if not spans:
+            first_last[s] = (int(f[path][0]) - offset, int(f[path][-1]) - offset)
+    if not first_last:
         return np.array([origin], np.int64)
-    earliest, latest = min(a for a, _ in spans), max(b for _, b in spans)
-    start_eval = max(a for a, _ in spans if a - earliest <= SPAN_TOLERANCE_NS)
-    end_eval = min(b for _, b in spans if latest - b <= SPAN_TOLERANCE_NS)
+    attrs = f.attrs
+    start = int(attrs["start_monotonic_ns"]) if "start_monotonic_ns" in attrs else None
+    stop = attrs.get("stop_monotonic_ns", attrs.get("end_monotonic_ns"))
+    span = action_span_ns(first_last, start, None if stop is None else int(stop))
+    if span is None:
+        span = (min(a for a, _ in first_last.values()), max(b for _, b in first_last.values()))
+    start_eval, end_eval = span
     first = origin + -(-(start_eval + delay - origin) // period) * period  # first grid tick with t_eval >= start
     count = max(1, (end_eval + delay - first) // period + 1)
     return first + period * np.arange(count, dtype=np.int64)

@@ -184,6 +184,7 @@ class EpisodeWriter:
         self._queue: queue.Queue = queue.Queue()
         self._queued_samples: Counter = Counter()
         self._refused_tail: dict[str, tuple[int, int]] = {}  # stream -> (sender, seq) of its last refused sample
+        self._published: dict[str, tuple[int, int]] = {}  # stream -> (sender, seq) its driver published by the stop
         rates = metadata.expected_rates_hz or {}
         total_rate = sum(rates.values()) or 1.0
         self._stream_cap = {s: max(50, int(self.config.queue_size * r / total_rate)) for s, r in rates.items()}
@@ -513,6 +514,11 @@ class EpisodeWriter:
                     group.attrs[f"{name}_shape"] = list(message.shapes[name])
                     self._video_streams.add(message.stream)
                 elif encoding == "jpeg" or (array.dtype == np.uint8 and array.ndim == 3 and name == "color"):
+                    if message.stream in self.config.video_streams:  # never silently: the take start checks this too
+                        self._tables["events"].append({
+                            "t_ns": np.int64(message.t_receive_ns), "level": "error", "source": message.stream,
+                            "message": f"{message.stream} is in [writer] video_streams but arrived as {encoding} "
+                                       f"colour: stored as JPEG (its driver does not encode H.264)"})
                     table.mark(name, "bytes")
                     group.attrs[f"{name}_encoding"] = "jpeg"
                     group.attrs[f"{name}_shape"] = list(message.shapes[name])
@@ -649,6 +655,22 @@ class EpisodeWriter:
         self._error = WriterError(f"writing {self.partial_path} stopped: {text}")
         log.error("%s", self._error)
 
+    def note_published(self, published: dict[str, tuple[int, int]]) -> None:
+        """Before ``finish``: per stream, (sender, seq) of the newest sample its driver had published by the stop
+        (its last status before the stop). The sequence numbers after the last one stored (or refused) from the
+        same sender are stored as the stream attribute ``undelivered``."""
+        self._published = dict(published)
+
+    def _undelivered(self, stream: str) -> int:
+        published = self._published.get(stream)
+        last = self._last_seq.get(stream)
+        if published is None or last is None or published[0] != self._sender.get(stream):
+            return 0
+        refused = self._refused_tail.get(stream)
+        if refused is not None and refused[0] == published[0]:
+            last = max(last, refused[1])
+        return max(0, int(published[1]) - last)
+
     def _tail_gap(self, stream: str) -> int:
         """Samples refused after the last one stored (no later sample shows them as a gap)."""
         refused = self._refused_tail.get(stream)
@@ -690,6 +712,8 @@ class EpisodeWriter:
             self._measure_stored_ratio(appended, size_before)
 
     def _finalize(self, attrs: dict[str, Any]) -> None:
+        for stream, table in self._streams.items():
+            _set_attrs(table.group.attrs, {"undelivered": self._undelivered(stream)})
         for stream in sorted(set(self.metadata.expected_rates_hz) - set(self._streams)):
             self._tables["events"].append({
                 "t_ns": np.int64(self._end_ns), "level": "error", "source": stream,

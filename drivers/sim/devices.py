@@ -62,6 +62,7 @@ class SimOptions:
     burst_ms: float = 0.0               # extra delay of up to this much during a 0.2 s burst
     dejitter: bool = False              # stamp = arrival: map the frame count onto the host clock
     duplicate_probability: float = 0.0  # cameras: the previous frame repeated under a new stamp
+    queue_frames: int = 15              # cameras: frames the device holds for a late reader; older ones are lost
     frame_loss_probability: float = 0.0  # realistic timing: frames the device loses (adds to drop_probability)
     width: int = 0
     height: int = 0
@@ -131,6 +132,8 @@ class SimDevice(Driver):
         self._bursts: list[tuple[float, float]] = []
         self._clock = ClockMapper()
         self._previous_content: Sample | None = None
+        self._late_ns = 0  # how late the last sample was read, after its scheduled time
+        self._scheduled_ns = 0
         self.device_info.update({"model": self.model_name, "simulated": True, "seed": o.seed,
                                  "timestamp_domain": f"sim:{o.stamp}" + (" (dejittered)" if o.dejitter else "")})
 
@@ -209,6 +212,9 @@ class SimDevice(Driver):
         k, t_capture_ns, t_publish_ns, device_ns, dropped, lost, sample = self._pending[0]
         if not sleep_until_ns(t_publish_ns, self._stop):
             return None
+        # how far this reader is behind its device's schedule (a sample held back by an earlier late one is not)
+        self._scheduled_ns = max(self._scheduled_ns, t_publish_ns)
+        self._late_ns = now_ns() - self._scheduled_ns
         self._pending.popleft()
         if dropped:
             return None  # lost on purpose: sequence number k is never sent
@@ -313,6 +319,17 @@ class _SimCamera(SimDevice):
                                       board=BoardConfig() if self.options.board else None)
         k = self.intrinsics
         self.device_info.update({"width": w, "height": h, "intrinsics": [k.fx, k.fy, k.cx, k.cy]})
+
+    def read(self) -> Sample | None:
+        """As a real camera under load: the device holds the newest ``queue_frames`` frames (option) for a late
+        reader and overwrites older ones, so a reader more than that behind its schedule loses frames (their
+        sequence numbers are never sent: gaps, counted as losses) instead of publishing ever older frames ever
+        later."""
+        behind = int(self._late_ns // self._period_ns)
+        if not self._pending and behind > self.options.queue_frames:
+            self._k += behind - self.options.queue_frames
+            self._late_ns = 0
+        return super().read()
 
 
 class SimEgoCamera(_SimCamera):
