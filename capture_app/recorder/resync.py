@@ -29,7 +29,7 @@ from capture_app.episode.format import TRACKING_CODES
 from capture_app.core.errors import EpisodeFormatError
 from capture_app.core.streams import SYNCED_STREAMS
 from capture_app.recorder.synchronizer import StreamBuffer, Synchronizer
-from capture_app.recorder.writer import _set_attrs
+from capture_app.recorder.columns import set_attrs
 
 _TRACKING_NAMES = {code: name for name, code in TRACKING_CODES.items()}
 
@@ -213,7 +213,7 @@ def write_final_table(f: h5py.File, calibration: Calibration, *, version: int = 
     segments = read_segments(f)
     if segments:  # their tick indices refer to /synced: point them into the new table
         write_segments(f, segments)
-    _set_attrs(f["synced"], {"table": "final", "receive_cutoff": "none: every sample by capture time",
+    set_attrs(f["synced"], {"table": "final", "receive_cutoff": "none: every sample by capture time",
                              "version": version, "calibration_id": calibration.calibration_id,
                              "calibration_json": calibration.to_json(),
                              "latency_offsets_ns": {s: calibration.latency_offset_ns(s) for s in SYNCED_STREAMS}})
@@ -233,5 +233,5 @@ def resync_episode(path: str | Path, calibration: Calibration | None = None) -> 
         is_final = "synced" in f and f["synced"].attrs.get("table", "live") == "final"
         version = int(f["synced"].attrs.get("version", 1)) + 1 if is_final else 1
         write_final_table(f, calibration, version=version)
-        _set_attrs(f["synced"], {"resynced_wall_time": wall_clock_iso(), "resynced_by": f"capture-app {__version__}"})
+        set_attrs(f["synced"], {"resynced_wall_time": wall_clock_iso(), "resynced_by": f"capture-app {__version__}"})
         return version
