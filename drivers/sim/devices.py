@@ -34,6 +34,7 @@ from calibration.board import BoardConfig
 from capture_app.core.geometry import axis_angle_to_matrix, invert_transform, matrix_to_quat, transform_to_pose
 from drivers.base import Driver, Sample
 from drivers.sim.calibration import EGO_INTRINSICS_720P, TOP_INTRINSICS_480P
+from drivers.sim.gestures import apply_script, parse_script
 from drivers.sim.motion import MODEL_VERSION, MotionModel, true_rig_geometry
 from drivers.sim.render import SceneRenderer
 
@@ -74,6 +75,7 @@ class SimOptions:
     move_only_s: tuple = ()             # trackers: still except in these [start_s, end_s] after the epoch
     position_noise_mm: float = 0.0      # trackers: Gaussian measurement noise (std)
     rotation_noise_deg: float = 0.0
+    gestures: tuple = ()                # gloves: scripted hand shapes [[t_s, name, duration_s], ...] (drivers/sim/gestures.py)
 
     def __post_init__(self):
         for f in fields(self):
@@ -86,6 +88,8 @@ class SimOptions:
                 if any(b <= a for a, b in spells):
                     raise ValueError(f"option {f.name} = {value!r}: each spell needs end_s > start_s")
                 object.__setattr__(self, f.name, spells)
+            elif f.name == "gestures":
+                object.__setattr__(self, f.name, parse_script(value))
             elif f.name in ("head_motion", "board_motion", "hand_motion", "board", "mount", "stamp", "dejitter"):
                 continue
             elif f.name not in ("seed", "epoch_ns", "device_clock_offset_s", "device_clock_drift_ppm") and (
@@ -299,10 +303,14 @@ class SimGlove(SimDevice):
         self._last: np.ndarray | None = None
 
     def make_samples(self, t_s, tracking_lost):
-        keypoints, self._last = _hold_last_valid(self.motion.keypoints(t_s, self.hand).astype(np.float32),
-                                                 tracking_lost, self._last)
+        keypoints = self.motion.keypoints(t_s, self.hand)
         # the glove's own IMU orientation of the hand (here: the world rotation of the wrist frame)
-        imu = matrix_to_quat(self.motion.T_world_wrist(t_s, self.hand)[..., :3, :3])
+        rotations = self.motion.T_world_wrist(t_s, self.hand)[..., :3, :3]
+        if self.options.gestures:  # scripted command poses and look-alikes (drivers/sim/gestures.py)
+            keypoints, rotations = apply_script(self.options.gestures, t_s, keypoints, rotations, self.hand,
+                                                lambda t: self.motion.T_world_wrist(t, self.hand)[:3, :3])
+        keypoints, self._last = _hold_last_valid(keypoints.astype(np.float32), tracking_lost, self._last)
+        imu = matrix_to_quat(rotations)
         return [Sample(0, {"keypoints": k, "wrist_quat": q}) for k, q in zip(keypoints, imu)]
 
 
