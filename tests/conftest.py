@@ -18,7 +18,7 @@ import pytest  # noqa: E402
 from capture_app.rig.config import RigConfig, load_config, parse_config  # noqa: E402
 
 OUR_THREAD_PREFIXES = ("driver-", "synchronizer", "bus-dispatcher", "episode-writer", "driver-host", "stream-watch",
-                        "control-server", "state-publisher", "monitor-", "take-finalize")
+                        "control-server", "state-publisher", "monitor-", "take-finalize", "handsfree-")
 
 
 def small_sim_text(extra: str = "", *, drivers_in: str = "threads", ego=(320, 180), top=(160, 120),

@@ -30,6 +30,9 @@ MAX_REQUEST_BYTES = 1 << 20       # a request frame larger than this is refused 
 MAX_FRAME_BYTES = 64 << 20        # ZeroMQ drops a peer that sends a frame larger than this
 HANDS = ("left", "right", "both")
 OUTCOMES = ("saved", "aborted")
+# who gave a command (optional ``via``, with every command): logged as the /events source, with the latency
+# from ``onset_ns`` (when the operator began it: a gesture's onset, a key press) to when it was done
+VIA = ("key", "gesture", "pedal", "voice", "script")
 # per command: argument -> (check, required); every other argument is refused
 _TEXT = (lambda f, v: checked_text(f, v), False)
 _NAME = (lambda f, v: checked_text(f, v, limit=MAX_NAME_CHARS), False)
@@ -119,8 +122,9 @@ def parse_request(frame: bytes) -> tuple[str, str, dict]:
 
 def checked_args(cmd: str, args: dict) -> dict:
     """The arguments of a known command, each checked (docs/control.md, "Limits"); ValueError naming the
-    first that does not fit. ``by`` is allowed with every command."""
-    allowed = {**ARGS[cmd], "by": _NAME}
+    first that does not fit. ``by``, ``via`` and ``onset_ns`` are allowed with every command."""
+    allowed = {**ARGS[cmd], "by": _NAME, "via": (lambda f, v: checked_choice(f, v, VIA), False),
+               "onset_ns": (checked_t_ns, False)}
     unknown = sorted(str(k)[:40] for k in args if k not in allowed)
     if unknown:
         raise ValueError(f"unknown argument(s) {unknown}; {cmd} takes {', '.join(sorted(allowed))}")

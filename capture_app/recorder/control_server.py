@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from dataclasses import asdict
 
@@ -107,6 +108,8 @@ class ControlServer:
         self.control_endpoint = control_endpoint
         self.state_endpoint = protocol.state_endpoint_for(control_endpoint)
         self._context = context or zmq.Context.instance()
+        self.context = self._context
+        self.local_endpoint = f"inproc://capture-control-{uuid.uuid4().hex}"  # in-process clients (hands-free)
         self._curve = curve
         self._auth = None
         self._stop = threading.Event()
@@ -183,11 +186,27 @@ class ControlServer:
         socket = self._bound_when_ready(zmq.ROUTER, self.control_endpoint)
         if socket is None:
             return
+        # the recorder's own hands-free inputs (capture_app.handsfree) send their commands here: the same
+        # answers, reply cache and durability as a monitor's, on an endpoint only this process can reach
+        local = self._context.socket(zmq.ROUTER)
+        local.linger = 0
+        local.bind(self.local_endpoint)
+        poller = zmq.Poller()
+        poller.register(socket, zmq.POLLIN)
+        poller.register(local, zmq.POLLIN)
         try:
-            for client, frame in protocol.receive_pairs(socket, self._stop, self._count_bad_request):
-                socket.send_multipart([client, self._answer(frame)])
+            while not self._stop.is_set():
+                ready = dict(poller.poll(100))
+                for sock in (socket, local):
+                    if sock in ready:
+                        frames = sock.recv_multipart()
+                        if len(frames) == 2:
+                            sock.send_multipart([frames[0], self._answer(frames[1])])
+                        else:
+                            self._count_bad_request()
         finally:
             socket.close(0)
+            local.close(0)
 
     def _answer(self, frame: bytes) -> bytes:
         try:
@@ -223,6 +242,7 @@ class ControlServer:
 
     def _run(self, cmd: str, args: dict) -> dict:
         takes, by = self.takes, str(args.get("by", ""))
+        origin = {"via": str(args.get("via", "")), "onset_ns": args.get("onset_ns")}  # who, and since when
         if cmd == "hello":
             return {"protocol": protocol.VERSION, "state_endpoint": self.state_endpoint,
                     "calibration": self.session.calibration.to_json(), "status": self._status()}
@@ -230,18 +250,19 @@ class ControlServer:
             return self._status()
         if cmd == "start":
             return takes.start(name=args.get("name"), task=str(args.get("task", "")),
-                               instruction=str(args.get("instruction", "")), operator=str(args.get("operator", "")))
+                               instruction=str(args.get("instruction", "")), operator=str(args.get("operator", "")),
+                               by=by, **origin)
         if cmd == "stop":
-            return takes.stop(str(args.get("outcome", "saved")), by=by)
+            return takes.stop(str(args.get("outcome", "saved")), by=by, **origin)
         if cmd == "discard":
-            return takes.discard(by=by)
+            return takes.discard(by=by, **origin)
         if cmd == "mark_start":
             return takes.mark_start(str(args["label"]), int(args["t_ns"]), str(args.get("description", "")),
-                                    str(args.get("hand", "both")), by=by)
+                                    str(args.get("hand", "both")), by=by, **origin)
         if cmd == "mark_end":
-            return takes.mark_end(int(args["t_ns"]), by=by)
+            return takes.mark_end(int(args["t_ns"]), by=by, **origin)
         if cmd == "undo":
-            return takes.undo(by=by)
+            return takes.undo(by=by, **origin)
         if cmd == "note":
             return takes.note(str(args.get("text", "")), by=by)
         raise CaptureError(f"unknown command {cmd!r}")

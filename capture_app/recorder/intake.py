@@ -89,6 +89,7 @@ class Intake:
         self._published: dict[str, tuple[int, int]] = {}  # stream -> (sender, seq): newest published, per status
         self._stopping_ns: int | None = None  # while a take stops: the stop instant
         self.video_gate = VideoGate()  # the H.264 frames the episode stores, for the live synchronizer
+        self._listeners: dict[str, tuple] = {}  # stream -> callbacks given each accepted sample (add_sample_listener)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -243,6 +244,8 @@ class Intake:
                     self._last_publish_ns[message.stream] = message.t_publish_ns
                     self.monitor.observe(message)
                     self._note_tracking(message)
+                    for listener in self._listeners.get(message.stream, ()):
+                        listener(message)
             except Exception:
                 log.exception("bus dispatcher: message dropped")
         return taken
@@ -389,6 +392,13 @@ class Intake:
                                  f"tracking {previous} -> {message.tracking}", t_ns=message.t_capture_ns)
 
     # --- what the rest of the recorder asks -------------------------------------------------
+    def add_sample_listener(self, streams, callback: Callable[[Message], None]) -> None:
+        """Give ``callback`` every accepted sample of ``streams``, on the dispatcher thread after the
+        synchronizer's lock is released (e.g. the glove gestures of ``capture_app.handsfree``). It must only
+        hand the message on (a queue put): it runs in the bus's path. Call before ``start``."""
+        for stream in streams:
+            self._listeners[stream] = (*self._listeners.get(stream, ()), callback)
+
     def check_video_streams(self) -> None:
         """Refuse to start a take when a stream the rig stores as video ([writer] video_streams) arrives as
         raw or JPEG colour (a driver elsewhere that does not encode H.264): it would be stored as JPEG."""

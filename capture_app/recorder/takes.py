@@ -30,6 +30,17 @@ log = logging.getLogger(__name__)
 OUTCOMES = ("saved", "aborted")
 
 
+def _origin(default_source: str, by: str, via: str, onset_ns: int | None) -> tuple[str, str]:
+    """The /events source of a command (``via`` if given: gesture, pedal, voice, ...) and the words that say
+    who gave it and, with ``onset_ns``, how long after its onset it was done (ms)."""
+    said = f" by {by}" if by else ""
+    if via:
+        said += f" via {via}"
+        if onset_ns is not None:
+            said += f", {(now_ns() - int(onset_ns)) / 1e6:.0f} ms after its onset"
+    return (via or default_source), said
+
+
 class Takes:
     """One recorder's takes. Thread-safe: commands are serialised by a lock."""
 
@@ -47,41 +58,52 @@ class Takes:
         self._finalizers: list[threading.Thread] = []
 
     # --- commands -------------------------------------------------------------------
-    def start(self, name: str | None = None, task: str = "", instruction: str = "", operator: str = "") -> dict:
-        """Open a new episode file (its metadata on disk before this returns)."""
+    def start(self, name: str | None = None, task: str = "", instruction: str = "", operator: str = "",
+              by: str = "", via: str = "", onset_ns: int | None = None) -> dict:
+        """Open a new episode file (its metadata on disk before this returns). With ``via`` (gesture, pedal,
+        voice, ...) the start is also an /events entry of that source with its latency from ``onset_ns``."""
         with self._lock:
             writer = self.session.start_episode(self.out_dir, name=name or None, task=task, instruction=instruction,
                                                 operator=operator)
+            if via:
+                source, said = _origin("session", by, via, onset_ns)
+                writer.log_event("info", source, "take started" + said)
+                self._make_durable(writer)
             self.annotator = Annotator()
             self.episode = {"name": writer.metadata.episode_name, "path": str(writer.partial_path), "task": task,
                             "instruction": instruction, "operator": operator,
                             "t_start_ns": self.session.episode_started_ns}
             return dict(self.episode)
 
-    def mark_start(self, label: str, t_ns: int, description: str = "", hand: str = "both", by: str = "") -> dict:
-        """Start subtask ``label`` at ``t_ns`` (host monotonic ns of the tick the annotator saw)."""
+    def mark_start(self, label: str, t_ns: int, description: str = "", hand: str = "both", by: str = "",
+                   via: str = "", onset_ns: int | None = None) -> dict:
+        """Start subtask ``label`` at ``t_ns`` (host monotonic ns of the tick the annotator saw, or a gesture's
+        onset)."""
         with self._lock:
             writer = self._writer()
             self.annotator.start(label, int(t_ns), description, hand)
-            writer.log_event("info", "annotator", f"subtask {label!r} started" + (f" by {by}" if by else ""), t_ns=t_ns)
+            source, said = _origin("annotator", by, via, onset_ns)
+            writer.log_event("info", source, f"subtask {label!r} started" + said, t_ns=t_ns)
             return self._store_marks(writer)
 
-    def mark_end(self, t_ns: int, by: str = "") -> dict:
+    def mark_end(self, t_ns: int, by: str = "", via: str = "", onset_ns: int | None = None) -> dict:
         """End the open subtask at ``t_ns``."""
         with self._lock:
             writer = self._writer()
             if self.annotator.end(int(t_ns)) is None:
                 raise CaptureError("no subtask is open to end")
-            writer.log_event("info", "annotator", "subtask ended" + (f" by {by}" if by else ""), t_ns=t_ns)
+            source, said = _origin("annotator", by, via, onset_ns)
+            writer.log_event("info", source, "subtask ended" + said, t_ns=t_ns)
             return self._store_marks(writer)
 
-    def undo(self, by: str = "") -> dict:
+    def undo(self, by: str = "", via: str = "", onset_ns: int | None = None) -> dict:
         """Take back the last subtask start or end."""
         with self._lock:
             writer = self._writer()
             if not self.annotator.undo():
                 raise CaptureError("nothing to undo")
-            writer.log_event("info", "annotator", "last subtask mark undone" + (f" by {by}" if by else ""))
+            source, said = _origin("annotator", by, via, onset_ns)
+            writer.log_event("info", source, "last subtask mark undone" + said)
             return self._store_marks(writer)
 
     def note(self, text: str, by: str = "") -> dict:
@@ -92,15 +114,18 @@ class Takes:
             self._make_durable(writer)
             return {}
 
-    def stop(self, outcome: str = "saved", by: str = "") -> dict:
-        """End the take: the file is closed and renamed before this returns; its quality follows."""
+    def stop(self, outcome: str = "saved", by: str = "", via: str = "", onset_ns: int | None = None) -> dict:
+        """End the take: the file is closed and renamed before this returns; its quality follows. An open
+        subtask ends at ``onset_ns`` when given (a gesture's onset: the command pose is not part of it)."""
         if outcome not in OUTCOMES:
             raise CaptureError(f"outcome {outcome!r}: use one of {', '.join(OUTCOMES)}")
         with self._lock:
             writer = self._writer()
             t_end = now_ns()
-            writer.set_annotations(self.annotator.finished(t_end))
-            writer.log_event("info", "session", f"take {outcome}" + (f" by {by}" if by else ""))
+            segment_end = t_end if onset_ns is None else min(t_end, max(int(onset_ns), self.episode["t_start_ns"]))
+            writer.set_annotations(self.annotator.finished(segment_end))
+            source, said = _origin("session", by, via, onset_ns)
+            writer.log_event("info", source, f"take {outcome}" + said)
             path = self.session.stop_episode({"outcome": outcome}, finalize=False)
             self.take_count += 1
             take = {"name": self.episode["name"], "path": str(path), "outcome": outcome, "report": None,
@@ -113,12 +138,12 @@ class Takes:
             thread.start()
             return dict(take)
 
-    def discard(self, by: str = "") -> dict:
+    def discard(self, by: str = "", via: str = "", onset_ns: int | None = None) -> dict:
         """Throw the take away: no file is left."""
         with self._lock:
             self._writer()
             self.session.discard_episode()
-            log.info("take %s discarded%s", self.episode.get("name"), f" by {by}" if by else "")
+            log.info("take %s discarded%s", self.episode.get("name"), _origin("session", by, via, onset_ns)[1])
             take = {"name": self.episode.get("name", ""), "path": "", "outcome": "discarded", "report": None}
             self.last_take, self.episode = take, {}
             self.annotator = Annotator()

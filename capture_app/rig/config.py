@@ -18,6 +18,7 @@ from capture_app.episode.quality import QualityThresholds
 from capture_app.core.errors import ConfigError
 from capture_app.core.streams import CAMERA_STREAMS, STREAM_KINDS
 from capture_app.core.values import checked_endpoint
+from capture_app.rig.handsfree_config import HandsfreeConfig, parse_handsfree
 
 CONFIG_VERSION = 1
 DEFAULT_SIM_CONFIG = "sim_rig.toml"
@@ -167,6 +168,7 @@ class RigConfig:
     sync: SyncConfig = field(default_factory=SyncConfig)
     writer: WriterConfig = field(default_factory=WriterConfig)
     quality: QualityThresholds = field(default_factory=QualityThresholds)
+    handsfree: HandsfreeConfig = field(default_factory=HandsfreeConfig)  # [handsfree] (rig/handsfree_config.py)
     calibration_path: str = ""
     sim_seed: int = 0
     sim_timing: str = "realistic"  # [sim] timing: realistic (each device's stamp model) | exact (perfect stamps)
@@ -252,6 +254,7 @@ def parse_config(text: str, source_path: str = "<string>") -> RigConfig:
             sync=_build(SyncConfig, data.get("sync"), f"{source_path}: [sync]"),
             writer=_build(WriterConfig, data.get("writer"), f"{source_path}: [writer]"),
             quality=_build(QualityThresholds, data.get("quality"), f"{source_path}: [quality]"),
+            handsfree=parse_handsfree(data.get("handsfree"), f"{source_path}: [handsfree]"),
             calibration_path=str(data.get("calibration", {}).get("path", "")),
             sim_seed=int(sim.get("seed", 0)),
             sim_timing=str(sim.get("timing", "realistic")),
@@ -307,6 +310,15 @@ def to_toml(config: RigConfig) -> str:
         lines.append(f"[{section}]")
         lines += [f"{f.name} = {_toml_value(getattr(obj, f.name))}" for f in dataclasses.fields(obj)]
         lines.append("")
+    lines.append("[handsfree]")
+    for f in dataclasses.fields(config.handsfree):
+        value = getattr(config.handsfree, f.name)
+        if isinstance(value, dict):  # keys may hold spaces (phrases): quoted
+            value = "{ " + ", ".join(f"{_toml_value(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+            lines.append(f"{f.name} = {value}")
+        else:
+            lines.append(f"{f.name} = {_toml_value(value)}")
+    lines.append("")
     lines += ["[calibration]", f"path = {_toml_value(config.calibration_path)}", "",
               "[sim]", f"seed = {config.sim_seed}", f"timing = {_toml_value(config.sim_timing)}", ""]
     for d in config.drivers:

@@ -11,7 +11,7 @@ one:
 * ``near_little``: the thumb reaches toward the little finger but stops 3.5 cm short;
 * ``flat``: flat hand, fingers together (pressing on the table), not spread;
 * ``grasp_turn``: a power grasp as tight as a fist while the wrist turns (90 deg/s, e.g. opening a jar);
-* ``brief_touch``: thumb on the little fingertip for 0.4 s only, whatever ``duration_s`` says (shorter than
+* ``brief_touch``: thumb on the little fingertip for 0.3 s only, whatever ``duration_s`` says (shorter than
   a hold).
 
 Shapes are built in the left hand's wrist frame (``drivers.sim.motion.hand_keypoints``) and mirrored for
@@ -28,7 +28,7 @@ from drivers.sim.motion import hand_keypoints
 BLEND_S = 0.15
 COMMAND_POSES = ("spread", "fist", "thumb_little", "thumb_ring", "horns", "shaka")
 LOOKALIKES = ("pinch", "near_little", "flat", "grasp_turn", "brief_touch")
-BRIEF_TOUCH_S = 0.4
+BRIEF_TOUCH_S = 0.3
 TURN_DEG_S = 90.0
 
 

@@ -1,0 +1,213 @@
+"""Spoken and audible cues played by the recorder, so an operator with no screen hears what happened.
+
+``CueSpeaker`` plays texts in order on its own thread: espeak-ng where installed (``[handsfree] cues =
+"auto"`` or ``"speak"``), else a beep pattern (one high beep for a start, two for a stop, three low ones
+for anything that needs attention) through ``aplay``/``paplay``/``pw-play``, else the terminal bell. Tests
+(and anything else) pass ``sink``, a callable given each text instead of playing it.
+
+``CueWatcher`` polls the recorder's state five times a second and says: the take started (``recording,
+take 3``), each subtask by name, the stop (``take 3 saved`` / ``take aborted`` / ``take discarded``), the
+quality verdict once the final table is written (``take 3 saved, quality ok`` / ``redo: left hand valid
+61% ...``), a stream lost while recording (``left glove lost``), and a nearly full disk.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import queue
+import shutil
+import subprocess
+import sys
+import threading
+import wave
+from typing import Callable
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+PLAYERS = ("aplay", "paplay", "pw-play")
+BEEPS = {"start": [(880, 0.12)], "stop": [(880, 0.1), (0, 0.08), (880, 0.1)],
+         "alert": [(440, 0.15), (0, 0.1), (440, 0.15), (0, 0.1), (440, 0.15)]}
+MAX_WAITING = 8  # cues waiting beyond this are skipped (and logged): a stale cue misleads
+
+
+def beep_wav(pattern: list[tuple[float, float]], rate: int = 16000) -> bytes:
+    """A WAV file (bytes, 16-bit mono) of ``pattern``: (frequency Hz or 0 for silence, seconds) pairs."""
+    parts = []
+    for freq, seconds in pattern:
+        t = np.arange(int(seconds * rate)) / rate
+        parts.append(0.4 * np.sin(2 * np.pi * freq * t) if freq else np.zeros_like(t))
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((np.concatenate(parts) * 32767).astype("<i2").tobytes())
+    return out.getvalue()
+
+
+def beep_kind(text: str) -> str:
+    """Which beep pattern stands for a cue text when nothing can speak."""
+    lowered = text.lower()
+    if lowered.startswith("recording"):
+        return "start"
+    if any(w in lowered for w in ("lost", "redo", "full", "refused", "no take", "nothing", "discard", "abort",
+                                  "cannot")):
+        return "alert"
+    return "stop"
+
+
+class CueSpeaker:
+    """Plays cue texts one after another (``say`` returns at once)."""
+
+    def __init__(self, mode: str = "auto", sink: Callable[[str], None] | None = None):
+        self.sink = sink
+        self.mode = mode
+        self.speech = shutil.which("espeak-ng") or shutil.which("espeak") if mode in ("auto", "speak") else None
+        if mode == "speak" and self.speech is None:
+            log.warning("hands-free: [handsfree] cues = \"speak\" but espeak-ng is not installed (apt-get install "
+                        "espeak-ng); beeping instead")
+        self.player = next((p for p in map(shutil.which, PLAYERS) if p), None)
+        self.said: list[str] = []
+        self.skipped = 0
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="handsfree-cues", daemon=True)
+        self._thread.start()
+
+    def say(self, text: str) -> None:
+        if self.mode == "off":
+            return
+        log.info("cue: %s", text)
+        self.said.append(text)
+        if self._queue.qsize() >= MAX_WAITING:
+            self.skipped += 1
+            log.warning("hands-free: cue %r skipped: %d cues still waiting to be played", text, MAX_WAITING)
+            return
+        self._queue.put(text)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        while True:
+            text = self._queue.get()
+            if text is None:
+                return
+            try:
+                self._play(text)
+            except Exception:  # a cue that cannot play must not stop the next
+                log.exception("hands-free: cue %r could not be played", text)
+
+    def _play(self, text: str) -> None:
+        if self.sink is not None:
+            self.sink(text)
+        elif self.speech is not None:
+            subprocess.run([self.speech, "-s", "175", text], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=30)
+        elif self.player is not None:
+            subprocess.run([self.player, "-"], input=beep_wav(BEEPS[beep_kind(text)]), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=30)
+        else:
+            sys.stderr.write("\a" * (1 if beep_kind(text) == "start" else 2 if beep_kind(text) == "stop" else 3))
+            sys.stderr.flush()
+
+
+def _spoken_stream(stream: str) -> str:
+    return stream.replace("_", " ")
+
+
+def verdict_text(take: dict, number: int) -> str:
+    """The cue for a finished take's quality report: ``take 12 saved, quality ok`` or ``redo: ...``."""
+    report = take.get("report")
+    if report is None:
+        return f"take {number}: the quality could not be computed"
+    if report.get("verdict") == "ok":
+        return f"take {number} {take.get('outcome', 'saved')}, quality ok"
+    problems = report.get("problems") or ["quality below the thresholds"]
+    return "redo: " + "; ".join(str(p) for p in problems[:2])
+
+
+class CueWatcher:
+    """Says the recorder's changes (``state()`` of ``Takes`` and the session's stream states)."""
+
+    def __init__(self, takes, session, say: Callable[[str], None], disk_warn_mb: float = 2000.0,
+                 period_s: float = 0.2):
+        self.takes = takes
+        self.session = session
+        self.say = say
+        self.disk_warn_mb = disk_warn_mb
+        self.period_s = period_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="handsfree-cue-watch", daemon=True)
+        self._recording = False
+        self._labels: list = []
+        self._current = ""
+        self._last_take = None
+        self._last_number = 0
+        self._verdict_said = None
+        self._lost: set = set()
+        self._disk_low = False
+
+    def start(self) -> "CueWatcher":
+        self._observe(initial=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period_s):
+            try:
+                self._observe()
+            except Exception:
+                log.exception("hands-free: cue watch failed once")
+
+    def _observe(self, initial: bool = False) -> None:
+        state = self.takes.state()
+        say = (lambda text: None) if initial else self.say
+        recording = state["recording"]
+        if recording and not self._recording:
+            say(f"recording, take {state['take_count'] + 1}")
+            self._labels, self._current, self._lost = [], "", set()
+        if recording:
+            self._say_marks(state, say)
+            for stream, status in self.session.stream_status().items():
+                if status.state == "lost" and stream not in self._lost:
+                    self._lost.add(stream)
+                    say(f"{_spoken_stream(stream)} lost")
+                elif status.state == "ok":
+                    self._lost.discard(stream)
+        last = state["last_take"]
+        if last is not None and last is not self._last_take:
+            self._last_take, self._last_number = last, state["take_count"]
+            if last["outcome"] == "discarded":
+                say("take discarded")
+            else:
+                say(f"take {state['take_count']} {last['outcome']}")
+        if last is not None and last.get("report") is not None and self._verdict_said is not last \
+                and last["outcome"] == "saved":
+            self._verdict_said = last
+            say(verdict_text(last, self._last_number))
+        low = state["free_disk_mb"] < self.disk_warn_mb
+        if low and not self._disk_low:
+            minutes = state.get("minutes_left")
+            say("disk nearly full" + (f", {minutes:.0f} minutes left" if minutes else ""))
+        self._disk_low = low
+        self._recording = recording
+
+    def _say_marks(self, state: dict, say) -> None:
+        labels, current = [s["label"] for s in state["segments"]], state["current"]
+        if (labels, current) == (self._labels, self._current):
+            return
+        if len(labels) > len(self._labels) and current:
+            say(current)                                   # a subtask started (and the open one ended)
+        elif len(labels) == len(self._labels) and self._current and not current:
+            say(f"{self._current} ended")
+        else:
+            say("mark undone")
+        self._labels, self._current = labels, current

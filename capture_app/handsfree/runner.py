@@ -1,0 +1,62 @@
+"""The hands-free parts of one recorder, started and stopped together (``capture-app serve``)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from capture_app.handsfree.commands import Commander, ControlClient
+from capture_app.handsfree.cues import CueSpeaker, CueWatcher
+
+log = logging.getLogger(__name__)
+
+
+class Handsfree:
+    """Cues always (unless ``[handsfree] cues = "off"``); gestures, pedal and voice as the rig config says.
+
+    ``session``, ``takes`` and ``server`` are the recorder's ``CaptureSession``, ``Takes`` and
+    ``ControlServer`` (started); ``cue_sink`` replaces playing cues (tests); ``pedal_device`` an evdev device
+    object to read instead of opening ``[handsfree] pedal_device`` (tests)."""
+
+    def __init__(self, session, takes, server, cue_sink: Callable[[str], None] | None = None, pedal_device=None):
+        self.config = session.config.handsfree
+        self.session, self.takes, self.server = session, takes, server
+        self.speaker = CueSpeaker(self.config.cues, cue_sink)
+        self.commander = Commander(ControlClient(server.context, server.local_endpoint), self.config,
+                                   self.speaker.say)
+        self.watcher = CueWatcher(takes, session, self.speaker.say, self.config.disk_warn_mb)
+        self.gestures = None
+        self.pedal = None
+        self.voice = None
+        self._pedal_device = pedal_device
+
+    def start(self) -> "Handsfree":
+        self.commander.start()
+        self.watcher.start()
+        if self.config.gestures_on:
+            from capture_app.handsfree.gesture_listener import GestureListener
+            self.gestures = GestureListener(self.config, self.commander.submit).start()
+            self.session.intake.add_sample_listener(self.gestures.streams, self.gestures.feed)
+            log.info("hands-free: gestures of the %s hand command the recorder: %s", self.config.hand,
+                     ", ".join(f"{p} -> {c}" for p, c in self.config.gestures.items()))
+        if self.config.pedal_device or self._pedal_device is not None:
+            from capture_app.handsfree.pedal import PedalReader
+            self.pedal = PedalReader(self.config, self.commander.submit, device=self._pedal_device).start()
+        if self.config.voice_on:
+            from capture_app.handsfree.voice import VoiceListener
+            self.voice = VoiceListener(self.config, self.commander.submit).start_microphone()
+        return self
+
+    def close(self) -> None:
+        for part in (self.voice, self.pedal, self.gestures):
+            if part is not None:
+                part.close()
+        self.commander.close()
+        self.watcher.close()
+        self.speaker.close()
+
+    def __enter__(self) -> "Handsfree":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
