@@ -229,6 +229,12 @@ def cmd_serve(args) -> int:
             server = ControlServer(session, takes, args.control, curve=curve).start()
             print(f"recorder for rig {config.name}: control {server.control_endpoint}, state "
                   f"{server.state_endpoint}; episodes in {args.out}", file=sys.stderr, flush=True)
+            from capture_app.handsfree.runner import Handsfree  # gestures, pedal, voice, cues ([handsfree])
+            try:
+                handsfree = Handsfree(session, takes, server).start()
+            except Exception:
+                server.close()
+                raise
             try:
                 while not stop.wait(0.2):
                     pass
@@ -236,6 +242,7 @@ def cmd_serve(args) -> int:
                     print(f"saved {takes.stop('saved', by='recorder shutdown')['path']}", file=sys.stderr)
                 takes.wait_finalized()
             finally:
+                handsfree.close()
                 server.close()
         return 0
     finally:

@@ -8,7 +8,7 @@ for anything that needs attention) through ``aplay``/``paplay``/``pw-play``, els
 ``CueWatcher`` polls the recorder's state five times a second and says: the take started (``recording,
 take 3``), each subtask by name, the stop (``take 3 saved`` / ``take aborted`` / ``take discarded``), the
 quality verdict once the final table is written (``take 3 saved, quality ok`` / ``redo: left hand valid
-61% ...``), a stream lost while recording (``left glove lost``), and a nearly full disk.
+61% ...``), a stream lost for a second while recording (``left glove lost``), and a nearly full disk.
 """
 
 from __future__ import annotations
@@ -25,12 +25,15 @@ from typing import Callable
 
 import numpy as np
 
+from capture_app.core.clock import now_ns
+
 log = logging.getLogger(__name__)
 
 PLAYERS = ("aplay", "paplay", "pw-play")
 BEEPS = {"start": [(880, 0.12)], "stop": [(880, 0.1), (0, 0.08), (880, 0.1)],
          "alert": [(440, 0.15), (0, 0.1), (440, 0.15), (0, 0.1), (440, 0.15)]}
-MAX_WAITING = 8  # cues waiting beyond this are skipped (and logged): a stale cue misleads
+MAX_WAITING = 8
+LOST_FOR_S = 1.0  # a stream lost this long while recording is said (a blink is not)  # cues waiting beyond this are skipped (and logged): a stale cue misleads
 
 
 def beep_wav(pattern: list[tuple[float, float]], rate: int = 16000) -> bytes:
@@ -148,7 +151,8 @@ class CueWatcher:
         self._last_take = None
         self._last_number = 0
         self._verdict_said = None
-        self._lost: set = set()
+        self._lost: set = set()             # streams said lost (said again only after being ok)
+        self._lost_since: dict = {}         # stream -> when it was first seen lost (ns)
         self._disk_low = False
 
     def start(self) -> "CueWatcher":
@@ -176,12 +180,17 @@ class CueWatcher:
             self._labels, self._current, self._lost = [], "", set()
         if recording:
             self._say_marks(state, say)
+            t = now_ns()
             for stream, status in self.session.stream_status().items():
-                if status.state == "lost" and stream not in self._lost:
+                if status.state != "lost":
+                    self._lost_since.pop(stream, None)
+                    if status.state == "ok":
+                        self._lost.discard(stream)
+                    continue
+                since = self._lost_since.setdefault(stream, t)
+                if stream not in self._lost and t - since >= LOST_FOR_S * 1e9:
                     self._lost.add(stream)
                     say(f"{_spoken_stream(stream)} lost")
-                elif status.state == "ok":
-                    self._lost.discard(stream)
         last = state["last_take"]
         if last is not None and last is not self._last_take:
             self._last_take, self._last_number = last, state["take_count"]
@@ -201,13 +210,24 @@ class CueWatcher:
         self._recording = recording
 
     def _say_marks(self, state: dict, say) -> None:
-        labels, current = [s["label"] for s in state["segments"]], state["current"]
-        if (labels, current) == (self._labels, self._current):
+        """Say new subtasks by name, an ended one as ended, and a mark taken back, comparing the segments
+        (label, start, end) with the previous look (several marks between two looks are all said)."""
+        segments = [(s["label"], s.get("start_ns"), s.get("end_ns", -1)) for s in state["segments"]]
+        old = self._labels
+        if segments == old:
             return
-        if len(labels) > len(self._labels) and current:
-            say(current)                                   # a subtask started (and the open one ended)
-        elif len(labels) == len(self._labels) and self._current and not current:
-            say(f"{self._current} ended")
-        else:
+        starts = {(label, start) for label, start, _ in old}
+        if len(segments) < len(old) or any((label, start) not in {(l, s) for l, s, _ in segments}
+                                           for label, start, _ in old):
             say("mark undone")
-        self._labels, self._current = labels, current
+        else:
+            for i, (label, start, end) in enumerate(segments):
+                previous = old[i] if i < len(old) else None
+                if (label, start) not in starts:
+                    say(label)
+                elif previous is not None and previous[2] != end and end == -1:
+                    say("mark undone")                 # an end taken back: open again
+                last = i == len(segments) - 1
+                if last and end != -1 and (previous is None or previous[2] == -1):
+                    say(f"{label} ended")              # closed and nothing started after it
+        self._labels, self._current = segments, state["current"]

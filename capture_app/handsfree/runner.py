@@ -41,7 +41,8 @@ class Handsfree:
                      ", ".join(f"{p} -> {c}" for p, c in self.config.gestures.items()))
         if self.config.pedal_device or self._pedal_device is not None:
             from capture_app.handsfree.pedal import PedalReader
-            self.pedal = PedalReader(self.config, self.commander.submit, device=self._pedal_device).start()
+            self.pedal = PedalReader(self.config, self.commander.submit, device=self._pedal_device,
+                                     cue=self.speaker.say).start()
         if self.config.voice_on:
             from capture_app.handsfree.voice import VoiceListener
             self.voice = VoiceListener(self.config, self.commander.submit).start_microphone()
