@@ -60,7 +60,7 @@ def shape_keypoints(name: str) -> np.ndarray:
         raise ValueError(f"unknown scripted hand shape {name!r}; known: {', '.join(COMMAND_POSES + LOOKALIKES)}")
     k = hand_keypoints(np.array(flex[name], dtype=float))
     if name == "spread":
-        for base, degrees in ((5, 15.0), (10, 5.0), (15, -5.0), (20, -15.0)):
+        for base, degrees in ((5, -15.0), (10, -5.0), (15, 5.0), (20, 15.0)):  # fan out: index to the thumb side
             k = _rotate_finger(k, base, degrees)
     elif name in ("thumb_little", "brief_touch"):
         k = _thumb_to(k, k[24] + [0.0, -0.005, 0.0])
