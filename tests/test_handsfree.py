@@ -167,3 +167,13 @@ def test_a_session_driven_by_gestures_alone(tmp_path):
                                [s for s in SESSION if s[1]], gestures):
         assert abs((g.onset_ns - epoch) / 1e9 - t) < 0.3, (pose, t, g)
     assert said == []   # cues = "off"
+
+
+def test_the_documented_handsfree_table_parses():
+    from pathlib import Path
+    import re
+    text = (Path(__file__).resolve().parent.parent / "docs" / "rig-config.md").read_text()
+    block = re.search(r"## Hands-free operation.*?```toml\n(.*?)```", text, re.S).group(1)
+    config = parse_config(small_sim_text("\n" + block))
+    assert config.handsfree.gestures_on and config.handsfree.subtasks == ("reach", "pour", "place")
+    assert config.handsfree.gestures["horns"] == "undo" and config.handsfree.pedal_keys["KEY_B"] == "start_stop"
