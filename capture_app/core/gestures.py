@@ -83,43 +83,45 @@ class HandFeatures:
     spread_deg: float
 
 
-def _chain_extension(k: np.ndarray, first: int, joints: int) -> float:
-    bones = np.linalg.norm(np.diff(k[first:first + joints], axis=0), axis=1).sum()
-    return float(np.linalg.norm(k[first + joints - 1] - k[first]) / max(bones, 1e-6))
+_BONES = np.array([[i, i + 1] for i in range(1, 24) if i not in (4, 9, 14, 19)])   # (19, 2) bone ends
+_CHAIN_OF_BONE = np.array([0] * 3 + [1] * 4 + [2] * 4 + [3] * 4 + [4] * 4)      # thumb, index, ..., little
+_SPANS = np.array([[1, 4], [5, 9], [10, 14], [15, 19], [20, 24]])                # metacarpal -> tip per chain
+_PAIRS = np.array([[_THUMB_TIP, _INDEX_TIP], [_THUMB_TIP, _RING_TIP], [_THUMB_TIP, _LITTLE_TIP]])
 
 
 def features(keypoints: np.ndarray) -> HandFeatures:
     """The shape features of one hand's (25, 3) keypoints (metres, wrist frame)."""
     k = np.asarray(keypoints, dtype=float)
-    extension = np.array([_chain_extension(k, b, 5) for b in _FINGER_BASES])
-    index_dir = k[_INDEX_TIP] - k[6]
-    little_dir = k[_LITTLE_TIP] - k[21]
-    cos = np.dot(index_dir, little_dir) / max(np.linalg.norm(index_dir) * np.linalg.norm(little_dir), 1e-9)
-    return HandFeatures(extension, _chain_extension(k, 1, 4),
-                        float(np.linalg.norm(k[_THUMB_TIP] - k[_INDEX_TIP])),
-                        float(np.linalg.norm(k[_THUMB_TIP] - k[_RING_TIP])),
-                        float(np.linalg.norm(k[_THUMB_TIP] - k[_LITTLE_TIP])),
-                        float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))))
+    bones = np.sqrt(((k[_BONES[:, 1]] - k[_BONES[:, 0]]) ** 2).sum(axis=1))
+    chains = np.bincount(_CHAIN_OF_BONE, weights=bones, minlength=5)
+    spans = np.sqrt(((k[_SPANS[:, 1]] - k[_SPANS[:, 0]]) ** 2).sum(axis=1))
+    extension = spans / np.maximum(chains, 1e-6)
+    touch = np.sqrt(((k[_PAIRS[:, 0]] - k[_PAIRS[:, 1]]) ** 2).sum(axis=1))
+    index_dir, little_dir = k[_INDEX_TIP] - k[6], k[_LITTLE_TIP] - k[21]
+    cos = float(index_dir @ little_dir) / max(float(np.sqrt((index_dir @ index_dir) * (little_dir @ little_dir))), 1e-9)
+    return HandFeatures(extension[1:], float(extension[0]), float(touch[0]), float(touch[1]), float(touch[2]),
+                        float(np.degrees(np.arccos(min(1.0, max(-1.0, cos))))))
 
 
 def pose_holds(pose: str, f: HandFeatures, still: bool, entering: bool) -> bool:
     """Whether features ``f`` show ``pose``: with the enter thresholds (``entering``) or the looser exit
     ones. ``still``: the hand does not rotate (for ``fist``)."""
     straight, curled, touch = (0.90, 0.50, 0.020) if entering else (0.82, 0.58, 0.030)
-    e = f.extension
+    index, middle, ring, little = (float(x) for x in f.extension)
     if pose == "spread":
-        return bool((e > straight).all() and f.thumb_extension > straight
-                    and f.spread_deg >= (25.0 if entering else 18.0))
+        return (min(index, middle, ring, little, f.thumb_extension) > straight
+                and f.spread_deg >= (25.0 if entering else 18.0))
     if pose == "fist":
-        return bool((e < (0.33 if entering else 0.38)).all() and still)
+        return max(index, middle, ring, little) < (0.33 if entering else 0.38) and still
     if pose == "thumb_little":
-        return bool(f.thumb_to_little_m < touch and e[0] > straight and e[1] > straight)
+        return f.thumb_to_little_m < touch and index > straight and middle > straight
     if pose == "thumb_ring":
-        return bool(f.thumb_to_ring_m < touch and e[0] > straight and e[3] > straight)
+        return f.thumb_to_ring_m < touch and index > straight and little > straight
     if pose == "horns":
-        return bool(e[0] > straight and e[3] > straight and e[1] < curled and e[2] < curled)
+        return index > straight and little > straight and middle < curled and ring < curled
     if pose == "shaka":
-        return bool(e[3] > straight and (e[:3] < curled).all() and f.thumb_to_index_m > (0.06 if entering else 0.05))
+        return (little > straight and max(index, middle, ring) < curled
+                and f.thumb_to_index_m > (0.06 if entering else 0.05))
     raise ValueError(f"unknown pose {pose!r}; known: {', '.join(POSES)}")
 
 
