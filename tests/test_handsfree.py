@@ -81,7 +81,7 @@ def test_hysteresis_keeps_a_pose_that_loosens():
 
 def test_handsfree_table_checked_and_round_trips():
     text = small_sim_text('\n[handsfree]\ngestures_on = true\nhand = "right"\nsubtasks = ["reach", "pour"]\n'
-                          '[handsfree.gestures]\nfist = "abort"\n[handsfree.phrases]\n"begin now" = "start"\n')
+                          '[handsfree.gestures]\nfist = "abort"\n')
     config = parse_config(text)
     assert config.handsfree.gestures == {"fist": "abort"} and config.handsfree.hand == "right"
     assert parse_config(to_toml(config)).handsfree == config.handsfree

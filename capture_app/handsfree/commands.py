@@ -4,7 +4,7 @@ name of the rig config (``start_stop``, ``next_subtask``, ...) into control requ
 ``ControlClient`` speaks docs/control.md on the recorder's in-process endpoint: each request has its own id
 and is resent with that id until answered, and the recorder runs an id once, so a command is never lost
 or doubled. ``Commander`` runs commands one at a time, in the order given, on its own thread
-(``handsfree-commands``); the inputs (gestures, pedal, voice) only ``submit``.
+(``handsfree-commands``); the inputs (gestures, pedal) only ``submit``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ GIVE_UP_S = 120.0
 
 @dataclass(frozen=True)
 class Command:
-    """``name`` (a rig-config command) given ``via`` gesture / pedal / voice, begun at ``onset_ns`` (host
+    """``name`` (a rig-config command) given ``via`` gesture or pedal (docs/control.md), begun at ``onset_ns`` (host
     monotonic ns: a gesture's onset, a key press), ``detail`` saying what exactly (``fist, left hand``)."""
 
     name: str

@@ -12,7 +12,7 @@ log = logging.getLogger(__name__)
 
 
 class Handsfree:
-    """Cues always (unless ``[handsfree] cues = "off"``); gestures, pedal and voice as the rig config says.
+    """Cues always (unless ``[handsfree] cues = "off"``); gestures and pedal as the rig config says.
 
     ``session``, ``takes`` and ``server`` are the recorder's ``CaptureSession``, ``Takes`` and
     ``ControlServer`` (started); ``cue_sink`` replaces playing cues (tests); ``pedal_device`` an evdev device
@@ -27,7 +27,6 @@ class Handsfree:
         self.watcher = CueWatcher(takes, session, self.speaker.say, self.config.disk_warn_mb)
         self.gestures = None
         self.pedal = None
-        self.voice = None
         self._pedal_device = pedal_device
 
     def start(self) -> "Handsfree":
@@ -43,13 +42,10 @@ class Handsfree:
             from capture_app.handsfree.pedal import PedalReader
             self.pedal = PedalReader(self.config, self.commander.submit, device=self._pedal_device,
                                      cue=self.speaker.say).start()
-        if self.config.voice_on:
-            from capture_app.handsfree.voice import VoiceListener
-            self.voice = VoiceListener(self.config, self.commander.submit).start_microphone()
         return self
 
     def close(self) -> None:
-        for part in (self.voice, self.pedal, self.gestures):
+        for part in (self.pedal, self.gestures):
             if part is not None:
                 part.close()
         self.commander.close()

@@ -1,4 +1,4 @@
-"""The rig config's ``[handsfree]`` table: glove gestures, a pedal or clicker, voice and spoken cues
+"""The rig config's ``[handsfree]`` table: glove gestures, a pedal or clicker and spoken cues
 (docs/rig-config.md, "Hands-free operation"). Checked on load; an error names the field and what is allowed.
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 from capture_app.core.errors import ConfigError
 from capture_app.core.gestures import POSES, GestureTiming
 
-# What a gesture, a pedal key or a keyphrase can ask for. start_stop: start when idle, stop and save while
+# What a gesture or a pedal key can ask for. start_stop: start when idle, stop and save while
 # recording (as Space in the monitor); discard asks for the same command again within confirm_s (as X X).
 COMMANDS = ("start_stop", "start", "stop", "abort", "discard", "next_subtask", "end_subtask", "undo")
 DEFAULT_GESTURES = {"spread": "start_stop", "thumb_little": "next_subtask", "thumb_ring": "end_subtask",
@@ -20,8 +20,6 @@ DEFAULT_GESTURES = {"spread": "start_stop", "thumb_little": "next_subtask", "thu
 # to send any key. Names are evdev's (linux/input-event-codes.h).
 DEFAULT_PEDAL_KEYS = {"KEY_PAGEDOWN": "next_subtask", "KEY_PAGEUP": "undo", "KEY_B": "start_stop",
                       "KEY_F5": "start_stop", "KEY_ESC": "abort", "KEY_DOT": "end_subtask"}
-DEFAULT_PHRASES = {"start recording": "start", "stop recording": "stop", "next step": "next_subtask",
-                   "abort take": "abort", "end step": "end_subtask", "undo mark": "undo"}
 HANDS = ("left", "right", "both")
 CUES = ("auto", "speak", "beep", "off")
 
@@ -57,15 +55,11 @@ class HandsfreeConfig:
     pedal_device: str = ""               # evdev device path, e.g. /dev/input/by-id/usb-...-event-kbd ("": none)
     pedal_keys: dict = field(default_factory=lambda: dict(DEFAULT_PEDAL_KEYS))  # evdev key name -> command
     pedal_grab: bool = True              # take the device for the recorder alone (its keys reach no window)
-    voice_on: bool = False               # voice keyphrases (extra `voice`: pocketsphinx)
-    voice_device: str = ""               # microphone for sounddevice ("": the default input)
-    phrases: dict = field(default_factory=lambda: dict(DEFAULT_PHRASES))  # keyphrase -> command
-    voice_threshold: float = 1e-20       # pocketsphinx keyphrase threshold (lower: more sensitive)
     cues: str = "auto"                   # auto: espeak-ng if installed, else beeps; speak; beep; off
     disk_warn_mb: float = 2000.0         # "disk nearly full" below this much free space
 
     def __post_init__(self):
-        for name in ("gestures_on", "pedal_grab", "voice_on"):
+        for name in ("gestures_on", "pedal_grab"):
             if not isinstance(getattr(self, name), bool):
                 raise _fail(name, getattr(self, name), "true or false")
         if self.hand not in HANDS:
@@ -85,13 +79,10 @@ class HandsfreeConfig:
         object.__setattr__(self, "pedal_keys", _mapping("pedal_keys", self.pedal_keys,
                                                         lambda k: isinstance(k, str) and k.startswith(("KEY_", "BTN_")),
                                                         "evdev key names such as KEY_PAGEDOWN or BTN_LEFT"))
-        object.__setattr__(self, "phrases", _mapping("phrases", self.phrases,
-                                                     lambda k: isinstance(k, str) and 0 < len(k.split()) <= 4,
-                                                     "phrases of 1 to 4 words"))
         if not isinstance(self.subtasks, (list, tuple)) or not all(isinstance(s, str) and s for s in self.subtasks):
             raise _fail("subtasks", self.subtasks, "a list of non-empty labels")
         object.__setattr__(self, "subtasks", tuple(self.subtasks))
-        for name in ("task", "instruction", "pedal_device", "voice_device"):
+        for name in ("task", "instruction", "pedal_device"):
             if not isinstance(getattr(self, name), str):
                 raise _fail(name, getattr(self, name), "text")
 
@@ -114,6 +105,6 @@ def parse_handsfree(table: Any, where: str) -> HandsfreeConfig:
     unknown = sorted(set(table) - allowed)
     if unknown:
         raise ConfigError(f"{where}: unknown field(s) {unknown}; allowed: {sorted(allowed)}")
-    defaults = {"gestures": DEFAULT_GESTURES, "pedal_keys": DEFAULT_PEDAL_KEYS, "phrases": DEFAULT_PHRASES}
+    defaults = {"gestures": DEFAULT_GESTURES, "pedal_keys": DEFAULT_PEDAL_KEYS}
     # a mapping table given replaces the default one whole (so a pose can be left unmapped)
     return HandsfreeConfig(**{k: (dict(v) if k in defaults else v) for k, v in table.items()})
