@@ -12,7 +12,8 @@ log = logging.getLogger(__name__)
 
 
 class Handsfree:
-    """Cues always (unless ``[handsfree] cues = "off"``); gestures and pedal as the rig config says.
+    """Gestures and pedal as the rig config says; cues when one of them is on (``[handsfree] cues = "auto"``)
+    or always (``"speak"`` / ``"beep"``), never with ``"off"``.
 
     ``session``, ``takes`` and ``server`` are the recorder's ``CaptureSession``, ``Takes`` and
     ``ControlServer`` (started); ``cue_sink`` replaces playing cues (tests); ``pedal_device`` an evdev device
@@ -21,7 +22,10 @@ class Handsfree:
     def __init__(self, session, takes, server, cue_sink: Callable[[str], None] | None = None, pedal_device=None):
         self.config = session.config.handsfree
         self.session, self.takes, self.server = session, takes, server
-        self.speaker = CueSpeaker(self.config.cues, cue_sink)
+        commanding = self.config.gestures_on or bool(self.config.pedal_device) or pedal_device is not None
+        # "auto": the recorder speaks when hands-free inputs command it; otherwise the monitor's --speak does
+        self.cue_mode = "off" if self.config.cues == "auto" and not commanding else self.config.cues
+        self.speaker = CueSpeaker(self.cue_mode, cue_sink)
         self.commander = Commander(ControlClient(server.context, server.local_endpoint), self.config,
                                    self.speaker.say)
         self.watcher = CueWatcher(takes, session, self.speaker.say, self.config.disk_warn_mb)

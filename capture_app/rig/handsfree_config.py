@@ -55,7 +55,8 @@ class HandsfreeConfig:
     pedal_device: str = ""               # evdev device path, e.g. /dev/input/by-id/usb-...-event-kbd ("": none)
     pedal_keys: dict = field(default_factory=lambda: dict(DEFAULT_PEDAL_KEYS))  # evdev key name -> command
     pedal_grab: bool = True              # take the device for the recorder alone (its keys reach no window)
-    cues: str = "auto"                   # auto: espeak-ng if installed, else beeps; speak; beep; off
+    cues: str = "auto"                   # auto: when gestures or a pedal are on, espeak-ng if installed, else
+                                         # beeps; speak (always; beeps without espeak-ng); beep; off
     disk_warn_mb: float = 2000.0         # "disk nearly full" below this much free space
 
     def __post_init__(self):
