@@ -162,7 +162,7 @@ def test_a_take_by_pedal_alone_is_logged_with_its_source(tmp_path):
         pedal = [m.decode() for s, m in zip(f["events/source"][:], f["events/message"][:]) if s == b"pedal"]
     assert [m.split(" by ")[0] for m in pedal] == ["take started", "subtask 'reach' started", "subtask ended",
                                                    "take saved"]
-    assert all("by pedal KEY_" in m and "ms after its onset" in m for m in pedal), pedal
+    assert all(" by KEY_" in m and " via pedal, " in m and "ms after its onset" in m for m in pedal), pedal
     spoken = [s for s in said if not s.endswith(" lost")]  # a loaded machine may lose a sim stream a while
     assert spoken[:5] == ["recording, take 1", "reach", "reach ended", "take 1 saved", verdict_text(
         {"outcome": "saved", "report": takes.last_take["report"]}, 1)], said

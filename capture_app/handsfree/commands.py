@@ -127,7 +127,7 @@ class Commander:
                 self._idle.notify_all()
 
     def _request(self, cmd: str, command: Command, **args) -> tuple[bool, str]:
-        by = f"{command.via} {command.detail}".strip()[:200]
+        by = (command.detail or command.via)[:200]  # the event says "by thumb_little, left hand via gesture"
         ok, _, error = self.client.request(cmd, self._stop, by=by, via=command.via, onset_ns=int(command.onset_ns),
                                            **args)
         return ok, error

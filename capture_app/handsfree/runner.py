@@ -35,7 +35,8 @@ class Handsfree:
 
     def start(self) -> "Handsfree":
         self.commander.start()
-        self.watcher.start()
+        if self.cue_mode != "off":
+            self.watcher.start()
         if self.config.gestures_on:
             from capture_app.handsfree.gesture_listener import GestureListener
             self.gestures = GestureListener(self.config, self.commander.submit).start()
@@ -53,7 +54,8 @@ class Handsfree:
             if part is not None:
                 part.close()
         self.commander.close()
-        self.watcher.close()
+        if self.cue_mode != "off":
+            self.watcher.close()
         self.speaker.close()
 
     def __enter__(self) -> "Handsfree":
