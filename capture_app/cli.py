@@ -229,6 +229,10 @@ def cmd_serve(args) -> int:
             server = ControlServer(session, takes, args.control, curve=curve).start()
             print(f"recorder for rig {config.name}: control {server.control_endpoint}, state "
                   f"{server.state_endpoint}; episodes in {args.out}", file=sys.stderr, flush=True)
+            panel = None
+            if args.panel:  # the field panel, its own process (docs/panel.md)
+                from capture_app.panel.commands import start_panel_process
+                panel = start_panel_process(server.control_endpoint, *args.panel, keys_dir=config.bus_keys_dir)
             try:
                 while not stop.wait(0.2):
                     pass
@@ -236,6 +240,9 @@ def cmd_serve(args) -> int:
                     print(f"saved {takes.stop('saved', by='recorder shutdown')['path']}", file=sys.stderr)
                 takes.wait_finalized()
             finally:
+                if panel is not None:
+                    panel.terminate()
+                    panel.wait(30)
                 server.close()
         return 0
     finally:
@@ -376,6 +383,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--out", default="episodes", help="output directory (default: ./episodes)")
     serve.add_argument("--wait", type=wait_seconds, default=5.0,
                        help="seconds to wait for every stream before serving (default 5)")
+    from capture_app.panel.commands import panel_address
+    serve.add_argument("--panel", type=panel_address, metavar="[HOST:]PORT",
+                       help="also start the field panel (a web page for a phone, docs/panel.md) on PORT, loopback "
+                            "unless HOST is given (then it needs the token it prints)")
     serve.set_defaults(func=cmd_serve)
 
     inspect = sub.add_parser("inspect", help="summarise episodes and check their layout")
@@ -420,6 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_calibrate(sub)
     from capture_app.dataset.commands import add_parsers as add_dataset_commands
     add_dataset_commands(sub)
+    from capture_app.panel.commands import add_parser as add_panel
+    add_panel(sub, control_endpoint)
     return parser
 
 

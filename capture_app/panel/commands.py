@@ -1,0 +1,68 @@
+"""The ``capture-app panel`` subcommand, and the panel process ``serve --panel`` starts beside a recorder."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+
+from capture_app.rig.child_process import child_env, cli_command
+
+
+def port_number(text: str) -> int:
+    """argparse type: a TCP port, 0 (any free one) to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port {value}: give 0 (any free port) to 65535")
+    return value
+
+
+def panel_address(text: str) -> tuple[str, int]:
+    """argparse type for ``serve --panel``: ``PORT`` (loopback) or ``HOST:PORT``."""
+    host, _, port = text.rpartition(":")
+    return (host.strip("[]") or "127.0.0.1"), port_number(port)
+
+
+def add_parser(sub, control_endpoint) -> None:
+    """Add ``panel`` to the CLI's subparsers; ``control_endpoint`` is the CLI's endpoint checker."""
+    panel = sub.add_parser("panel", help="the field panel: a web page for a phone that watches and runs a recorder "
+                                         "(docs/panel.md)")
+    source = panel.add_mutually_exclusive_group()
+    source.add_argument("--connect", type=control_endpoint, help="attach to a running recorder's control endpoint "
+                                                                 "(from `capture-app serve`)")
+    source.add_argument("--sim", action="store_true", help="start a recorder on the embedded simulated rig (the default)")
+    source.add_argument("--config", help="start a recorder on this rig config TOML file")
+    panel.add_argument("--keys", help="with --connect tcp://: the CurveZMQ key directory from `capture-app keys`")
+    panel.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this computer "
+                                                           "only; 0.0.0.0 for a phone on the network: needs the token)")
+    panel.add_argument("--port", type=port_number, default=8600, help="TCP port (default 8600; 0: any free port)")
+    panel.add_argument("--token", help="the access token (default: a new random one when --host is not loopback; "
+                                       "given on loopback, it is required there too)")
+    panel.add_argument("--out", default="episodes", help="where a recorder started here saves episodes")
+    panel.add_argument("--tasks", help="task templates YAML (default: the embedded examples)")
+    panel.add_argument("--operator", default="", help="operator name for the take info")
+    panel.add_argument("--thumb-hz", type=float, default=None, help="thumbnails a second (default 2; 0: none)")
+    panel.set_defaults(func=cmd_panel)
+
+
+def cmd_panel(args) -> int:
+    from capture_app.panel.app import run_panel
+
+    curve = None
+    if args.keys:
+        from capture_app.bus.remote import load_keys
+        curve = load_keys(f"{args.keys}/monitor.key_secret", f"{args.keys}/app.key")  # the monitors' key
+    return run_panel(connect=args.connect, config_path=args.config, out_dir=args.out, host=args.host, port=args.port,
+                     token=args.token, tasks_path=args.tasks, operator=args.operator, curve=curve,
+                     thumb_hz=args.thumb_hz)
+
+
+def start_panel_process(control: str, host: str, port: int, keys_dir: str | None = None) -> subprocess.Popen:
+    """``capture-app panel --connect control`` as a child of ``serve --panel``: its own process (a crash or a
+    kill of the panel never touches the recorder); its URL and QR code go to this terminal."""
+    command = cli_command("panel", "--connect", control, "--host", host, "--port", str(port))
+    if keys_dir and control.startswith("tcp://"):
+        command += ["--keys", keys_dir]
+    return subprocess.Popen(command, stdin=subprocess.DEVNULL, env=child_env())
