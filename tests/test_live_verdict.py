@@ -44,8 +44,11 @@ def test_cumulative_losses_count_only_inside_the_recent_window():
     status["recent"]["counts"] = {"writer_refused:ego_camera": 2}
     assert stream_verdicts(status)["ego_camera"].level == "degraded"
     assert bar_verdict(status)[0] == "degraded"
-    status["recent"]["counts"] = {"invalid_rows:left_wrist": 2}
-    assert bar_verdict(status)[0] == "lost"
+    status["recent"]["counts"] = {"invalid_rows:left_wrist": 2}  # said, but the streams' rows judge
+    level, text = bar_verdict(status)
+    assert level == "ok" and "invalid rows in the last 5 s: left_wrist 2" in text
+    status["recent"]["counts"] = {"bus_malformed": 1}  # no row in the table: the bar alone says it
+    assert bar_verdict(status)[0] == "degraded"
 
 
 def test_driver_failure_is_lost():

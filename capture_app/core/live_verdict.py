@@ -11,8 +11,13 @@ Levels, worst last (``LEVELS``):
 - ``degraded`` data is still coming but something is wrong or was lost in the last ``recent.window_s``
                seconds (amber: watch it, the take may still be good);
 - ``lost``     act now (red): a stream delivers nothing (no sample for 0.5 s, tracking lost, no data yet,
-               its driver failed or reconnects), the episode writer failed, or action rows were invalid in
-               the last ``recent.window_s`` seconds of a take.
+               its driver failed or reconnects), or the episode writer failed.
+
+The bar's level is the worst of the stream table's levels, except for what has no row there (the writer's
+failure, and recent losses of no single stream, which are ``degraded``): so the bar and the table agree.
+Invalid action rows are a consequence of a stream's trouble, which its row shows; recent ones are named in
+the bar's text but do not set its level (rows before a part's first valid row in a take are not counted at
+all: its streams had no data yet, docs/control.md ``invalid_rows_at_start``).
 
 Losses count against "now" only inside a window: the recorder publishes, in ``status["recent"]``, how much
 each cumulative counter grew over the last ``window_s`` seconds (``counts_between`` of two
@@ -46,7 +51,7 @@ STREAM_COUNTERS = {
 }
 # Counters that belong to no single stream ("<name>" or "<name>:<part>") and the level a recent one gives.
 RIG_COUNTERS = {
-    "invalid_rows": ("lost", "invalid rows"),
+    "invalid_rows": ("ok", "invalid rows"),  # said, not judged: the streams' rows judge
     "items_refused": ("degraded", "writer could not store"),
     "values_repaired": ("degraded", "values made storable"),
     "bus_malformed": ("degraded", "bus malformed"),
@@ -115,10 +120,10 @@ def stream_verdicts(status: dict) -> dict[str, StreamVerdict]:
 
 
 def bar_verdict(status: dict) -> tuple[str, str]:
-    """The whole rig now: ``(level, text)``. The level is the worst stream verdict, the writer's failure
-    (lost), recent invalid action rows during a take (lost) and recent losses of no single stream
-    (degraded). The text lists every stream not ok as ``stream state: reason`` (lost ones first), then the
-    rest; when all is ok it says so and, during a take, what the take lost earlier (not counted now)."""
+    """The whole rig now: ``(level, text)``. The level is the worst of the stream verdicts, the writer's
+    failure (lost) and recent losses of no single stream (degraded). The text lists every stream not ok as
+    ``stream state: reason`` (lost ones first), then the rest, then recent invalid rows of the take; when
+    all is ok it says so and, during a take, what the take lost earlier (not counted now)."""
     window_s, recent = recent_of(status)
     recording = bool((status.get("takes") or {}).get("recording"))
     verdicts = sorted(stream_verdicts(status).values(), key=lambda v: -LEVELS.index(v.level))
@@ -135,7 +140,8 @@ def bar_verdict(status: dict) -> tuple[str, str]:
         problems.append((level, f"{what} in the last {window_s:.0f} s: {detail}"))
     level = worst(lv for lv, _ in problems)
     if level == "ok":
-        text = f"all streams OK, nothing lost in the last {window_s:.0f} s"
+        said = [text for _, text in problems]  # recent invalid rows: said, not judged
+        text = "all streams OK now" + (f"; {'; '.join(said)}" if said else f", nothing lost in the last {window_s:.0f} s")
         earlier = take_losses_so_far(status) if recording else []
         return "ok", text + (f" (earlier in this take: {'; '.join(earlier)})" if earlier else "")
     problems.sort(key=lambda p: -LEVELS.index(p[0]))
