@@ -16,7 +16,7 @@ import re
 from collections import deque
 
 from capture_app.core.values import MAX_NAME_CHARS, MAX_TEXT_CHARS, checked_text
-from capture_app.panel.rules import Banner, quality_summary, stream_rows
+from capture_app.panel.rules import bar, quality_summary, stream_rows
 from capture_app.rig.tasks import TaskTemplate
 
 ACTIONS = ("start", "stop", "abort", "discard", "subtask", "end_subtask", "undo", "next_task", "set_info")
@@ -46,7 +46,6 @@ class PanelModel:
         self.takes: deque = deque(maxlen=MAX_TAKES_LISTED)   # finished takes, newest first
         self.message = ""                 # the last acknowledgement or refusal, for the page's status line
         self.message_error = False
-        self.banner = Banner()
 
     # --- taps -------------------------------------------------------------------------------
     @property
@@ -180,11 +179,10 @@ class PanelModel:
         self.takes.appendleft(entry)  # a take started elsewhere (another panel, a Qt monitor)
 
     # --- the page's state ----------------------------------------------------------------------
-    def snapshot(self, status: dict, now_s: float, pending: int) -> dict:
+    def snapshot(self, status: dict, pending: int) -> dict:
         """Everything the page shows, JSON-ready (sizes bounded: a fixed set of streams, at most
         MAX_TAKES_LISTED takes, each with at most 10 reasons)."""
         takes = status.get("takes") or {}
-        red, banner = self.banner.update(status, now_s, self.recording)
         task = self.task()
         return {
             "type": "state", "take_state": self.take_state, "recording": self.recording,
@@ -195,7 +193,7 @@ class PanelModel:
             "marks": len(self.segments), "episode": str(self.episode.get("name", "")),
             "info": dict(self.info), "free_disk_gb": float(takes.get("free_disk_mb") or 0.0) / 1000,
             "minutes_left": takes.get("minutes_left"), "file_mb": float(takes.get("file_mb") or 0.0),
-            "banner": {"red": red, "text": banner}, "streams": stream_rows(status),
+            "banner": bar(status), "streams": stream_rows(status),
             "takes": list(self.takes), "last_take": self.takes[0] if self.takes else None,
             "message": self.message, "message_error": self.message_error, "pending": pending,
         }

@@ -1,105 +1,40 @@
-"""The red/green rules the panel applies to a recorder ``status`` (docs/control.md), without Qt.
+"""What the panel shows of a recorder ``status`` (docs/control.md): the stream rows, the bar, the take's verdict.
 
-The same rules as the Qt monitor's health table and banner (``capture_app/monitor/views.py``
-``HealthTable.update_from_status``, ``window.py`` ``losses_of`` / ``_update_banner``), as pure
-functions of a status message, so the page and the window colour the same stream the same way.
-Times: ``now_s`` and ``LOST_WARNING_S`` in seconds of any monotonic clock.
+The red/amber/green rules are ``capture_app/core/live_verdict.py``, the same module the Qt monitor's bar
+and stream table use, so the page and the window judge every stream alike by construction. This module
+only shapes their verdicts (and the status's numbers) into what the page draws. Pure, no I/O.
 """
 
 from __future__ import annotations
 
+from capture_app.core.live_verdict import LEVEL_COLOURS, bar_verdict, stream_verdicts
 from capture_app.core.streams import SYNCED_STREAMS
-
-LOST_WARNING_S = 0.5      # a stream must stay lost this long before the banner names it (as the Qt monitor)
-STATE_COLOURS = {"ok": "#2e7d32", "degraded": "#f9a825", "lost": "#c62828", "waiting": "#757575",
-                 "failed": "#c62828"}
-
-
-def drivers_by_stream(status: dict) -> dict[str, dict]:
-    """Each stream's driver health (a recorder ``status`` message's ``drivers``), by stream name."""
-    return {s: h for h in (status.get("drivers") or {}).values() for s in (h.get("streams") or [h.get("stream")])}
 
 
 def stream_rows(status: dict) -> list[dict]:
-    """Per synced stream, in SYNCED_STREAMS order: name, state (ok / degraded / lost / waiting / failed),
-    colour, rate_hz, expected_rate_hz, age_s, seq_gaps, refused (writer), rejected, tracking, reason."""
+    """Per judged stream, synced streams first in SYNCED_STREAMS order: stream, state (the verdict's word:
+    ok / degraded / lost / waiting / failed), level (ok / degraded / lost), colour, rate_hz,
+    expected_rate_hz, age_s, seq_gaps, refused (writer), rejected, tracking, reason."""
     streams, writer = status.get("streams") or {}, status.get("writer") or {}
     refused, rejected = writer.get("refused") or {}, status.get("rejected") or {}
-    driver_for = drivers_by_stream(status)
+    verdicts = stream_verdicts(status)
+    order = [s for s in SYNCED_STREAMS if s in verdicts] + sorted(set(verdicts) - set(SYNCED_STREAMS))
     rows = []
-    for stream in SYNCED_STREAMS:
-        st = streams.get(stream)
-        if st is None:
-            continue
-        driver = driver_for.get(stream)
-        state, reason = st["state"], st["reason"]
-        if driver is not None and driver.get("state") in ("failed", "reconnecting") and driver.get("last_error"):
-            state, reason = ("failed" if driver["state"] == "failed" else "lost"), driver["last_error"]
-        n_refused, n_rejected = int(refused.get(stream, 0)), int(sum((rejected.get(stream) or {}).values()))
-        if state == "ok" and n_refused:
-            state, reason = "degraded", f"writer refused {n_refused} sample(s): machine overloaded"
-        rows.append({"stream": stream, "state": state, "colour": STATE_COLOURS.get(state, "#757575"),
-                     "rate_hz": float(st.get("rate_hz") or 0.0), "expected_rate_hz": float(st.get("expected_rate_hz") or 0.0),
-                     "age_s": st.get("age_s"), "seq_gaps": int(st.get("seq_gaps") or 0), "refused": n_refused,
-                     "rejected": n_rejected, "tracking": str(st.get("tracking", "")), "reason": str(reason or "")})
+    for stream in order:
+        st, verdict = streams.get(stream) or {}, verdicts[stream]
+        rows.append({"stream": stream, "state": verdict.state, "level": verdict.level,
+                     "colour": LEVEL_COLOURS[verdict.level], "rate_hz": float(st.get("rate_hz") or 0.0),
+                     "expected_rate_hz": float(st.get("expected_rate_hz") or 0.0), "age_s": st.get("age_s"),
+                     "seq_gaps": int(st.get("seq_gaps") or 0), "refused": int(refused.get(stream, 0) or 0),
+                     "rejected": int(sum((rejected.get(stream) or {}).values())),
+                     "tracking": str(st.get("tracking", "")), "reason": str(verdict.reason or "")})
     return rows
 
 
-def losses_of(status: dict) -> list[str]:
-    """Everything lost or refused so far, one phrase each (empty when nothing is)."""
-    out = []
-    writer = status.get("writer") or {}
-    refused = {s: n for s, n in (writer.get("refused") or {}).items() if n}
-    if refused:
-        out.append("writer refused " + ", ".join(f"{s} {n}" for s, n in refused.items()))
-    if writer.get("error"):
-        out.append(f"writer failed: {writer['error']}")
-    for key, what in (("items_refused", "writer could not store"), ("values_repaired", "values made storable")):
-        if writer.get(key):
-            out.append(f"{what} {writer[key]}")
-    undecodable = {s: n for s, n in (writer.get("video_undecodable") or {}).items() if n}
-    if undecodable:
-        out.append("video frames undecodable after a loss " + ", ".join(f"{s} {n}" for s, n in undecodable.items()))
-    rejected = {s: sum(r.values()) for s, r in (status.get("rejected") or {}).items() if r}
-    if rejected:
-        out.append("rejected " + ", ".join(f"{s} {n}" for s, n in rejected.items()))
-    losses = status.get("losses") or {}
-    invalid = {k: n for k, n in (losses.get("invalid_rows") or {}).items() if n}
-    if invalid and (status.get("takes") or {}).get("recording"):
-        out.append("invalid rows " + ", ".join(f"{k} {n}" for k, n in invalid.items()))
-    for key in ("bus_malformed", "non_finite", "unsynchronised", "control_refused", "status_refused", "bad_status"):
-        if losses.get(key):
-            out.append(f"{key.replace('_', ' ')} {losses[key]}")
-    changes = {s: n for s, n in (losses.get("sender_changes") or {}).items() if n}
-    if changes:
-        out.append("sender changed " + ", ".join(f"{s} {n}x" for s, n in changes.items()))
-    return out
-
-
-class Banner:
-    """The bar on top: green "all streams OK, nothing lost", or red with what is lost. A stream is named
-    once it has been waiting or lost for LOST_WARNING_S (a blip does not flash the bar)."""
-
-    def __init__(self):
-        self._lost_since: dict[str, float] = {}
-
-    def update(self, status: dict, now_s: float, recording: bool) -> tuple[bool, str]:
-        """(red, text) for ``status`` seen at ``now_s``."""
-        lost = []
-        for stream, st in (status.get("streams") or {}).items():
-            if stream == "ground_truth":
-                continue
-            if st["state"] in ("lost", "waiting"):
-                since = self._lost_since.setdefault(stream, now_s)
-                if now_s - since > LOST_WARNING_S:
-                    lost.append(f"{stream}: {st['reason']}")
-            else:
-                self._lost_since.pop(stream, None)
-        losses = losses_of(status)
-        if lost or losses:
-            head = "LOST while recording — " if recording and lost else ("LOST — " if lost else "")
-            return True, head + "; ".join(lost + losses)
-        return False, "all streams OK, nothing lost"
+def bar(status: dict) -> dict:
+    """The bar on top: {"level": ok / degraded / lost, "colour", "text"} (``live_verdict.bar_verdict``)."""
+    level, text = bar_verdict(status)
+    return {"level": level, "colour": LEVEL_COLOURS[level], "text": text}
 
 
 def quality_summary(report: dict | None) -> tuple[str, list[str]]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections import deque
 from importlib import resources
 
@@ -180,7 +179,7 @@ class PanelServer:
         while self.feed.takes_finished:
             self.model.on_take(self.feed.takes_finished.popleft())
         self.model.adopt_status(status, self.feed.pending)
-        return json.dumps(self.model.snapshot(status, time.monotonic(), self.feed.pending), allow_nan=False,
+        return json.dumps(self.model.snapshot(status, self.feed.pending), allow_nan=False,
                           default=str)
 
     def _broadcast_state(self) -> None:

@@ -40,7 +40,9 @@ def camera_image(frame: dict | None, decoded: np.ndarray | None = None, width: i
     if encoding == "h264":
         image = decoded
     elif encoding == "jpeg":
-        image = decode_jpeg(frame["color"], reduce=_reduce_for(int(frame.get("shape", [0, 0])[1]), width))
+        blob = frame["color"]
+        blob = np.frombuffer(blob, np.uint8) if isinstance(blob, (bytes, bytearray)) else blob
+        image = decode_jpeg(blob, reduce=_reduce_for(int(frame.get("shape", [0, 0])[1]), width))
     else:
         image = np.asarray(frame.get("color"))
         if image.ndim != 3:

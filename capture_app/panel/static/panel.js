@@ -66,7 +66,7 @@
   function render(s) {
     const banner = $("banner");
     banner.textContent = s.banner.text;
-    banner.className = "banner " + (s.banner.red ? "red" : "ok");
+    banner.className = "banner " + s.banner.level;
     const rec = $("rec");
     if (s.recording) {
       rec.className = "rec recording";
@@ -129,7 +129,7 @@
 
   function renderStreams(rows) {
     const key = JSON.stringify(rows.map((r) => [r.stream, r.state, Math.round(r.rate_hz), r.seq_gaps, r.rejected, r.reason]));
-    const lost = rows.some((r) => r.state === "lost" || r.state === "waiting" || r.state === "failed");
+    const lost = rows.some((r) => r.level === "lost");
     if (lost && window.panelProbe.lostSince === null) window.panelProbe.lostSince = Date.now();
     if (!lost) window.panelProbe.lostSince = null;
     if (key === streamsKey) return;
