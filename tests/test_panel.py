@@ -231,3 +231,27 @@ def test_thumbnails_are_small_and_carry_the_overlay():
     assert ((r > 200) & (b > 200) & (g < 80)).any(), "no magenta fingertip drawn"
     assert ((r > 200) & (g < 80) & (b < 80)).any(), "no red x axis drawn"
     assert thumbs["top"].startswith("data:image/jpeg;base64,") and thumbs["t_ns"] == 7
+
+
+def test_a_silent_recorder_turns_the_bar_red():
+    model = PanelModel(load_tasks())
+    assert model.snapshot(status(), 0, status_age_s=0.3)["banner"]["level"] == "ok"
+    silent = model.snapshot(status(), 0, status_age_s=5.0)["banner"]
+    assert silent["level"] == "lost" and "no word from the recorder for 5 s" in silent["text"]
+
+
+def test_the_url_and_its_qr_code_for_a_phone():
+    import io
+
+    from capture_app.panel.app import panel_url, print_url
+    from capture_app.panel.commands import panel_address
+    assert panel_url("127.0.0.1", 8600, None) == "http://127.0.0.1:8600/"
+    url = panel_url("0.0.0.0", 8600, TOKEN)
+    assert url.endswith(f":8600/?token={TOKEN}") and "0.0.0.0" not in url  # the host's name, reachable
+    out = io.StringIO()
+    print_url(url, qr=True, out=out)
+    text = out.getvalue()
+    assert f"panel: {url}" in text and text.count("\n") > 15 and "█" in text  # a QR code in block characters
+    assert panel_address("8600") == ("127.0.0.1", 8600) and panel_address("0.0.0.0:0") == ("0.0.0.0", 0)
+    with pytest.raises(Exception, match="65535"):
+        panel_address("0.0.0.0:70000")

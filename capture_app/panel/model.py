@@ -21,6 +21,7 @@ from capture_app.rig.tasks import TaskTemplate
 
 ACTIONS = ("start", "stop", "abort", "discard", "subtask", "end_subtask", "undo", "next_task", "set_info")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,120}")  # what the recorder accepts (recorder/episodes.py)
+SILENT_S = 2.0          # the recorder sends its status 5 times a second: 2 s without one is a silent recorder
 MAX_TAKES_LISTED = 20  # the page lists this many finished takes, newest first (bounded over a day)
 
 
@@ -179,10 +180,15 @@ class PanelModel:
         self.takes.appendleft(entry)  # a take started elsewhere (another panel, a Qt monitor)
 
     # --- the page's state ----------------------------------------------------------------------
-    def snapshot(self, status: dict, pending: int) -> dict:
+    def snapshot(self, status: dict, pending: int, status_age_s: float = 0.0) -> dict:
         """Everything the page shows, JSON-ready (sizes bounded: a fixed set of streams, at most
-        MAX_TAKES_LISTED takes, each with at most 10 reasons)."""
+        MAX_TAKES_LISTED takes, each with at most 10 reasons). ``status_age_s``: seconds since the
+        recorder's last status reached the panel; past SILENT_S the bar says the recorder is silent."""
         takes = status.get("takes") or {}
+        banner = bar(status)
+        if status_age_s > SILENT_S:
+            banner = {"level": "lost", "colour": "#c62828", "text": f"no word from the recorder for "
+                      f"{status_age_s:.0f} s: is it running? (what is shown is from before)"}
         task = self.task()
         return {
             "type": "state", "take_state": self.take_state, "recording": self.recording,
@@ -193,7 +199,7 @@ class PanelModel:
             "marks": len(self.segments), "episode": str(self.episode.get("name", "")),
             "info": dict(self.info), "free_disk_gb": float(takes.get("free_disk_mb") or 0.0) / 1000,
             "minutes_left": takes.get("minutes_left"), "file_mb": float(takes.get("file_mb") or 0.0),
-            "banner": bar(status), "streams": stream_rows(status),
+            "banner": banner, "streams": stream_rows(status),
             "takes": list(self.takes), "last_take": self.takes[0] if self.takes else None,
             "message": self.message, "message_error": self.message_error, "pending": pending,
         }

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections import deque
 from importlib import resources
 
@@ -84,7 +85,7 @@ class PanelServer:
         self.app.on_startup.append(self._start_loops)
         self.app.on_shutdown.append(self._close_pages)
         self._loops: list[asyncio.Task] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._last_status, self._status_seen = None, time.monotonic()
 
     # --- access ------------------------------------------------------------------------------
     @web.middleware
@@ -176,10 +177,13 @@ class PanelServer:
     # --- the loops ----------------------------------------------------------------------------
     def _state_text(self) -> str:
         status = self.feed.status or {}
+        now = time.monotonic()
+        if status is not self._last_status:
+            self._last_status, self._status_seen = status, now
         while self.feed.takes_finished:
             self.model.on_take(self.feed.takes_finished.popleft())
         self.model.adopt_status(status, self.feed.pending)
-        return json.dumps(self.model.snapshot(status, self.feed.pending), allow_nan=False,
+        return json.dumps(self.model.snapshot(status, self.feed.pending, now - self._status_seen), allow_nan=False,
                           default=str)
 
     def _broadcast_state(self) -> None:
