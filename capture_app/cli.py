@@ -194,6 +194,11 @@ def cmd_keys(args) -> int:
 def cmd_monitor(args) -> int:
     from capture_app.monitor.app import run_monitor
 
+    if getattr(args, "panel", None):  # with the field panel beside the window (docs/panel.md)
+        from capture_app.panel.commands import monitor_with_panel
+        if not args.connect:
+            _load_rig(args)
+        return monitor_with_panel(args, run_monitor)
     if not args.connect:
         _load_rig(args)  # a bad rig config is reported here, before a recorder is started on it
     curve = None
@@ -371,6 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     monitor.add_argument("--keys", help="with --connect tcp://: the CurveZMQ key directory from `capture-app keys`")
     monitor.add_argument("--speak", action="store_true", help="spoken cues for start, stop and subtask marks "
                                                               "(espeak-ng if installed, else a beep)")
+    from capture_app.panel.commands import panel_address as _panel_address
+    monitor.add_argument("--panel", type=_panel_address, metavar="[HOST:]PORT",
+                         help="also start the field panel (a web page for a phone, docs/panel.md) on the same recorder")
     monitor.set_defaults(func=cmd_monitor)
 
     serve = sub.add_parser("serve", help="the headless recorder that monitors attach to (docs/control.md)")

@@ -28,7 +28,7 @@ from capture_app.episode.file import open_episode  # noqa: E402
 from tests.panel_browser import PanelProcess, chromium_paths, fresh_profile, phone_browser  # noqa: E402
 from tests.recorder_fixture import running_recorder  # noqa: E402
 
-pytestmark = [pytest.mark.slow,
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300),  # ~25 s on an idle machine; generous under load
               pytest.mark.skipif(chromium_paths() is None, reason="chromium and chromium-driver are not installed "
                                                                   "(bash .ci/setup installs them)")]
 DEADLINE_S = 60.0  # generous: a loaded machine
@@ -140,6 +140,7 @@ def test_a_whole_session_tapped_on_a_phone(tmp_path, shots):
             a.wait_text("current", "grasp")
             a.tap_subtask("lift")
             a.wait_text("current", "lift")
+            a.screenshot("subtask-open", ("current", "lift"), ("rec", "REC"))  # docs/panel.png
             assert b.wait_text("current", "lift")  # the other panel shows the same take
             a.tap("btn-end")
             a.wait_text("message", "mark end: saved in the file")

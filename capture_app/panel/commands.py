@@ -66,3 +66,35 @@ def start_panel_process(control: str, host: str, port: int, keys_dir: str | None
     if keys_dir and control.startswith("tcp://"):
         command += ["--keys", keys_dir]
     return subprocess.Popen(command, stdin=subprocess.DEVNULL, env=child_env())
+
+
+def monitor_with_panel(args, run_monitor) -> int:
+    """``capture-app monitor --panel [HOST:]PORT``: the Qt window and the field panel on one recorder (the one at
+    ``--connect``, else one started here as ``monitor`` starts it, stopped at the end: it saves a take in progress)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from capture_app.monitor.app import start_recorder_process, stop_recorder_process
+
+    recorder, workdir, connect = None, None, args.connect
+    if connect is None:
+        workdir = Path(tempfile.mkdtemp(prefix="capture-app-monitor-"))
+        connect = f"ipc://{workdir / 'control'}"
+        recorder = start_recorder_process(None if args.sim else args.config, args.out, connect, workdir / "recorder.log")
+    panel = start_panel_process(connect, *args.panel, keys_dir=args.keys)
+    try:
+        curve = None
+        if args.keys:
+            from capture_app.bus.remote import load_keys
+            curve = load_keys(f"{args.keys}/monitor.key_secret", f"{args.keys}/app.key")
+        return run_monitor(None, out_dir=args.out, connect=connect, curve=curve, tasks_path=args.tasks,
+                           operator=args.operator, screenshot=args.screenshot, after_s=args.after,
+                           review=args.review, speak=args.speak)
+    finally:
+        panel.terminate()
+        panel.wait(30)
+        if recorder is not None:
+            stop_recorder_process(recorder)
+            if recorder.returncode == 0:
+                shutil.rmtree(workdir, ignore_errors=True)

@@ -56,6 +56,12 @@ class _Page:
         self.wake.set()
 
     async def write(self) -> None:
+        try:
+            await self._write()
+        except (ConnectionError, RuntimeError):  # the phone went away mid-send: its handler ends the page
+            pass
+
+    async def _write(self) -> None:
         while not self.ws.closed:
             await self.wake.wait()
             self.wake.clear()
