@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -220,6 +221,8 @@ def main() -> int:
             client.close()
         recorder.send_signal(signal.SIGTERM)
         recorder.wait(120)
+        for directory in profiles + [work]:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 if __name__ == "__main__":
