@@ -194,15 +194,17 @@ def cmd_keys(args) -> int:
 def cmd_monitor(args) -> int:
     from capture_app.monitor.app import run_monitor
 
+    rig_name = None
     if not args.connect:
-        _load_rig(args)  # a bad rig config is reported here, before a recorder is started on it
+        rig_name = _load_rig(args).name  # a bad rig config is reported here, before a recorder is started on it
     curve = None
     if args.keys:
         from capture_app.bus.remote import load_keys
         curve = load_keys(f"{args.keys}/monitor.key_secret", f"{args.keys}/app.key")  # the monitors' key
     return run_monitor(None if args.sim else args.config, out_dir=args.out, connect=args.connect, curve=curve,
                        tasks_path=args.tasks, operator=args.operator, screenshot=args.screenshot, after_s=args.after,
-                       review=args.review, speak=args.speak)
+                       review=args.review, speak=args.speak, rig_name=rig_name,
+                       new_recorder=getattr(args, "new_recorder", False))
 
 
 def cmd_serve(args) -> int:
@@ -229,9 +231,11 @@ def cmd_serve(args) -> int:
             server = ControlServer(session, takes, args.control, curve=curve).start()
             print(f"recorder for rig {config.name}: control {server.control_endpoint}, state "
                   f"{server.state_endpoint}; episodes in {args.out}", file=sys.stderr, flush=True)
+            from capture_app.rig.recorders import registered  # monitors of this user find it (--sim attaches)
             try:
-                while not stop.wait(0.2):
-                    pass
+                with registered(server.control_endpoint, config.name, os.path.abspath(args.out)):
+                    while not stop.wait(0.2):
+                        pass
                 if session.recording:  # a stopped recorder saves the take it was recording
                     print(f"saved {takes.stop('saved', by='recorder shutdown')['path']}", file=sys.stderr)
                 takes.wait_finalized()
@@ -362,6 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
     monitor.add_argument("--connect", type=control_endpoint, help="attach to a running recorder's control endpoint (from `capture-app "
                                            "serve`) instead of starting one")
     monitor.add_argument("--keys", help="with --connect tcp://: the CurveZMQ key directory from `capture-app keys`")
+    monitor.add_argument("--new-recorder", action="store_true",
+                         help="start a new recorder even if one of this user is running on the same rig (by default "
+                              "the monitor attaches to it)")
     monitor.add_argument("--speak", action="store_true", help="spoken cues for start, stop and subtask marks "
                                                               "(espeak-ng if installed, else a beep)")
     monitor.set_defaults(func=cmd_monitor)
