@@ -66,6 +66,8 @@ class TakeControl:
             self.refuse("no take is recording")
             return
         self.take_state = "stopping"
+        if outcome != "saved":  # Esc or X X came between: the next Space is not a double tap
+            self._last_toggle = -1e9
         if outcome == "discarded":
             self._send("discard")
         else:

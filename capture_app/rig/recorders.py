@@ -24,6 +24,8 @@ from capture_app.rig.run_dirs import _start_time
 
 log = logging.getLogger(__name__)
 
+FALLBACK_PARENT = Path("/tmp")  # without a private $XDG_RUNTIME_DIR (tests point it elsewhere)
+
 
 def registry_dir(create: bool = True) -> Path | None:
     """This user's private registry directory (made if missing and ``create``), or None if none is safe."""
@@ -37,7 +39,7 @@ def registry_dir(create: bool = True) -> Path | None:
                 candidates.append(Path(runtime) / "capture-app" / "recorders")
         except OSError:
             pass
-    candidates.append(Path("/tmp") / f"capture-app-recorders-{uid}")
+    candidates.append(FALLBACK_PARENT / f"capture-app-recorders-{uid}")
     for directory in candidates:
         try:
             if create:
