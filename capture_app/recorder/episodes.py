@@ -2,8 +2,10 @@
 
 The intake hands samples to whichever writer ``current`` is; the synchronizer's ticks come here
 (``on_tick``). Starting and stopping swap the writer under the synchronizer's lock, so a sample or a tick is
-either in the episode or not, never half. After a stop the final table and quality report are computed in a
-child process (``capture_app.recorder.final_table``), so their Python never holds this process's GIL.
+either in the episode or not, never half. Each take has a follower process that builds its final table while it
+records (``capture_app.recorder.final_follower``); after the stop it writes the table and the quality report
+within seconds, or, when it cannot, a child process computes them from the file
+(``capture_app.recorder.final_table``). Either way their Python never holds this process's GIL.
 """
 
 from __future__ import annotations
