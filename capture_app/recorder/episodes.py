@@ -2,8 +2,10 @@
 
 The intake hands samples to whichever writer ``current`` is; the synchronizer's ticks come here
 (``on_tick``). Starting and stopping swap the writer under the synchronizer's lock, so a sample or a tick is
-either in the episode or not, never half. After a stop the final table and quality report are computed in a
-child process (``capture_app.recorder.final_table``), so their Python never holds this process's GIL.
+either in the episode or not, never half. Each take has a follower process that builds its final table while it
+records (``capture_app.recorder.final_follower``); after the stop it writes the table and the quality report
+within seconds, or, when it cannot, a child process computes them from the file
+(``capture_app.recorder.final_table``). Either way their Python never holds this process's GIL.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import numpy as np
 from calibration.model import Calibration
 from capture_app.core.clock import now_ns
 from capture_app.core.errors import CaptureError
+from capture_app.core.streams import SYNCED_STREAMS
+from capture_app.recorder.final_follower import FinalTableFollower
 from capture_app.recorder.intake import Intake
 from capture_app.recorder.synchronizer import VALIDITY_NAMES, SyncedTick, Synchronizer
 from capture_app.recorder.writer import EpisodeMetadata, EpisodeWriter
@@ -79,6 +83,7 @@ class Episodes:
         self._rejected_at_start: dict = {}
         self._sender_changes_at_start: dict = {}
         self._malformed_at_start = 0
+        self._followers: dict[Path, FinalTableFollower] = {}  # finished episodes whose follower has the table
 
     def current(self) -> EpisodeWriter | None:
         """The writer of the episode recording now, or None."""
@@ -124,7 +129,13 @@ class Episodes:
             calibration_json=self.calibration.to_json(), calibration_id=self.calibration.calibration_id,
             device_serials=serials, expected_rates_hz=intake.expected_rates, simulated=self.config.is_simulated,
             sim_seed=self.config.sim_seed)
-        writer = EpisodeWriter(out_dir, metadata, self.config.writer).start()
+        follower = FinalTableFollower(self.config.sync, metadata.calibration_json, self.synchronizer.t0_ns,
+                                      [s for s in intake.expected_rates if s in SYNCED_STREAMS])
+        try:
+            writer = EpisodeWriter(out_dir, metadata, self.config.writer, follower=follower).start()
+        except BaseException:
+            follower.abandon()
+            raise
         for stream, device in devices.items():
             writer.set_stream_attrs(stream, {"device": device})
         self._rejected_at_start = dict(intake.checker.rejected)
@@ -169,10 +180,28 @@ class Episodes:
                    "synchronizer": {"rate_hz": self.config.sync.rate_hz, "delay_ms": self.config.sync.delay_ms},
                    "bus_malformed": intake.malformed_total() - self._malformed_at_start,
                    "bus_unexpected": intake.unexpected_messages}
-        path = writer.finish({**summary, **(attrs or {})})
+        try:
+            path = writer.finish({**summary, **(attrs or {})})
+        except BaseException:
+            writer.follower.abandon()
+            raise
+        self._followers[path] = writer.follower
         if finalize:
-            self.last_quality_report = finalize_in_child_process(path)
+            self.last_quality_report = self.finalize(path)
         return path
+
+    def finalize(self, path: Path) -> dict | None:
+        """The final table and quality report of a stopped episode: from the rows its follower computed while
+        it recorded (seconds after the stop, whatever the take's length), else from the file in a child process;
+        the report, or None if both failed (the episode keeps its live table; the log says why)."""
+        from capture_app.episode.file import open_episode
+        follower = self._followers.pop(Path(path), None)
+        if follower is not None:
+            if follower.finish(Path(path)):
+                with open_episode(path) as f:
+                    return json.loads(f.attrs["quality"])
+            log.warning("%s: the final table is computed from the file (%s)", path, follower.failed)
+        return finalize_in_child_process(Path(path))
 
     def _store_rejections(self) -> None:
         """Per stream, the messages refused during this episode by reason (attribute ``rejected``)."""
@@ -190,4 +219,12 @@ class Episodes:
 
     def discard(self) -> None:
         """Throw the current episode away: no file is left."""
-        self._detach_writer().discard()
+        writer = self._detach_writer()
+        writer.discard()
+        writer.follower.abandon()
+
+    def close(self) -> None:
+        """Stop the followers of episodes never finalized (their files keep the live table)."""
+        for follower in self._followers.values():
+            follower.abandon()
+        self._followers.clear()

@@ -111,6 +111,7 @@ class CaptureSession:
                 self.stop_episode()
             except CaptureError as exc:
                 log.error("%s", exc)
+        self.episodes.close()
         self._stream_watch.stop()
         self.rig.stop()
         self.synchronizer.stop()

@@ -22,7 +22,6 @@ from typing import Callable
 from capture_app.episode.annotations import Annotator
 from capture_app.core.clock import NS_PER_S, now_ns
 from capture_app.core.errors import CaptureError
-from capture_app.recorder.episodes import finalize_in_child_process
 from capture_app.recorder.session import CaptureSession
 
 log = logging.getLogger(__name__)
@@ -213,7 +212,7 @@ class Takes:
 
     def _finalize(self, take: dict) -> None:
         try:
-            take["report"] = finalize_in_child_process(Path(take["path"]))
+            take["report"] = self.session.episodes.finalize(Path(take["path"]))
         finally:
             with self._lock:
                 self.finishing -= 1
