@@ -288,7 +288,8 @@ class MainWindow(TakeControl, ReviewMode, QtWidgets.QMainWindow):
         """The top bar: the live verdict of ``capture_app.core.live_verdict`` (the stream table's rules):
         green all is well now, amber degraded or lost in the last seconds, red act now. Its tooltip lists
         everything lost so far (the take's and the recorder's totals)."""
-        level, text = bar_verdict(status)
+        level, full = bar_verdict(status)
+        text = full if self._fits_bar(full) else bar_verdict(status, short=True)[1]
         self.bar_level = level
         if self.warning.text() != text or self.warning.property("level") != level:
             self.warning.setText(text)
@@ -297,9 +298,18 @@ class MainWindow(TakeControl, ReviewMode, QtWidgets.QMainWindow):
             self.warning.setStyleSheet(f"background:{LEVEL_COLOURS[level]}; color:{fg}; padding:4px"
                                        + ("; font-weight:bold" if level != "ok" else ""))
         totals = "; ".join(losses_of(status))
-        tip = f"so far: {totals}" if totals else "nothing lost so far"
+        tip = (full + "\n\n" if text != full else "") + (f"so far: {totals}" if totals else "nothing lost so far")
         if self.warning.toolTip() != tip:
             self.warning.setToolTip(tip)
+
+    def _fits_bar(self, text: str) -> bool:
+        """Whether ``text`` fits the top bar's fixed two lines (else its short form is shown)."""
+        width = max(200, self.warning.width() - 10)
+        font = QtGui.QFont(self.warning.font())
+        font.setBold(True)  # as drawn when not ok
+        rect = QtGui.QFontMetrics(font).boundingRect(QtCore.QRect(0, 0, width, 10_000),
+                                                     int(QtCore.Qt.TextWordWrap), text)
+        return rect.height() <= self.warning.height() - 8
 
     def _update_title(self) -> None:
         title = f"capture-app: {self._rig}" + (f" — recording {self.recording_name}" if self.recording_name else "")
