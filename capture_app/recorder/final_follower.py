@@ -122,7 +122,8 @@ class SettledRows:
         self.t0_ns, self.period_ns = int(t0_ns), self.sync.period_ns
         self.delay_ns = self.sync.delay_ns
         self.streams = [s for s in streams if s in self.sync.buffers]  # those that can deliver samples
-        self.kept: dict[str, dict[str, np.ndarray]] = {}  # stream -> columns of the samples kept
+        self.kept: dict[str, list[dict[str, np.ndarray]]] = {}  # stream -> blocks of the samples kept
+        self._newest: dict[str, int] = {}  # stream -> capture time of its newest sample
         self.fed: dict[str, int] = {s: 0 for s in self.sync.buffers}  # samples received per stream
         self.first_k: int | None = None  # lattice index of the first row computed
         self.next_k: int | None = None   # and of the next one to compute
@@ -130,28 +131,32 @@ class SettledRows:
         self.broken = ""  # why the rows cannot be trusted ("" while they can)
 
     def add(self, stream: str, columns: dict[str, np.ndarray]) -> None:
-        """Samples of ``stream`` in the order the writer stored them."""
-        if stream not in self.sync.buffers:
+        """Samples of ``stream`` in the order the writer stored them (kept as blocks: joined only when rows
+        are computed, so a stream that holds the rows back costs no copying while it does)."""
+        if stream not in self.sync.buffers or len(columns["seq"]) == 0:
             return
-        n = len(columns["seq"])
-        if n == 0:
-            return
-        kept = self.kept.get(stream)
-        if kept is not None:
-            columns = {name: np.concatenate([kept[name], columns[name]]) for name in kept}
         times = columns["t_capture_ns"]
-        if np.any(np.diff(times) <= 0):  # the writer never stores this; then only the file is the truth
-            self.broken = f"{stream}: capture times do not increase"
-        self.kept[stream] = columns
-        self.fed[stream] += n
+        newest = self._newest.get(stream)
+        if np.any(np.diff(times) <= 0) or (newest is not None and int(times[0]) <= newest):
+            self.broken = f"{stream}: capture times do not increase"  # the writer never stores this
+        self.kept.setdefault(stream, []).append(columns)
+        self._newest[stream] = int(times[-1])
+        self.fed[stream] += len(columns["seq"])
+
+    def _joined(self, stream: str) -> dict[str, np.ndarray]:
+        blocks = self.kept[stream]
+        if len(blocks) > 1:
+            blocks[:] = [{name: np.concatenate([b[name] for b in blocks]) for name in blocks[0]}]
+        return blocks[0]
 
     def compute_settled(self) -> int:
         """Compute every row that no later sample can change; returns how many were computed."""
         if self.broken or any(s not in self.kept for s in self.streams):
             return 0
         self._begin()
-        horizon = min(int(self.kept[s]["t_capture_ns"][-1]) - self.sync.calibration.latency_offset_ns(s)
-                      for s in self.streams)
+        horizon = min(self._newest[s] - self.sync.calibration.latency_offset_ns(s) for s in self.streams)
+        if self.t0_ns + self.next_k * self.period_ns - self.delay_ns >= horizon:
+            return 0  # nothing new is settled
         return self._compute_until(lambda t_eval: t_eval < horizon)
 
     def compute_rest(self, last_tick_ns: int) -> None:
@@ -164,8 +169,8 @@ class SettledRows:
         """The first row: the first tick of the lattice whose instant is at or after the earliest sample (the
         final table never starts before it; no stream ever delivers a sample captured before its first)."""
         if self.first_k is None:
-            earliest = min(int(c["t_capture_ns"][0]) - self.sync.calibration.latency_offset_ns(s)
-                           for s, c in self.kept.items())
+            earliest = min(int(blocks[0]["t_capture_ns"][0]) - self.sync.calibration.latency_offset_ns(s)
+                           for s, blocks in self.kept.items())
             self.first_k = self.next_k = -(-(earliest + self.delay_ns - self.t0_ns) // self.period_ns)
 
     def _compute_until(self, settled) -> int:
@@ -181,7 +186,8 @@ class SettledRows:
         return computed
 
     def _load(self) -> None:
-        for stream, c in self.kept.items():
+        for stream in self.kept:
+            c = self._joined(stream)
             column = VALUE_COLUMN.get(self.sync.buffers[stream].kind)
             self.sync.load_stream(stream, c["t_capture_ns"], c["t_receive_ns"], c["seq"].astype(np.int64),
                                   c["tracking"], c[column] if column else None, c["sender_epoch"].astype(np.int64))
@@ -190,12 +196,13 @@ class SettledRows:
         """Drop the samples no row still to come can use: all but the last two captured before the next row's
         instant (the bracket's left side, and extrapolation's two) and every one after it."""
         t_next = self.t0_ns + self.next_k * self.period_ns - self.delay_ns
-        for stream, c in self.kept.items():
+        for stream in self.kept:
+            c = self._joined(stream)
             t = c["t_capture_ns"] - self.sync.calibration.latency_offset_ns(stream)
             before = int(np.searchsorted(t, t_next, side="right"))
             drop = max(0, before - 2)
             if drop:
-                self.kept[stream] = {name: values[drop:] for name, values in c.items()}
+                self.kept[stream] = [{name: values[drop:] for name, values in c.items()}]
 
     def rows_for(self, tick_times_ns: np.ndarray) -> dict[str, np.ndarray] | None:
         """The computed rows of exactly ``tick_times_ns`` as columns, or None if they are not all here."""
