@@ -199,15 +199,17 @@ def cmd_monitor(args) -> int:
         if not args.connect:
             _load_rig(args)
         return monitor_with_panel(args, run_monitor)
+    rig_name = None
     if not args.connect:
-        _load_rig(args)  # a bad rig config is reported here, before a recorder is started on it
+        rig_name = _load_rig(args).name  # a bad rig config is reported here, before a recorder is started on it
     curve = None
     if args.keys:
         from capture_app.bus.remote import load_keys
         curve = load_keys(f"{args.keys}/monitor.key_secret", f"{args.keys}/app.key")  # the monitors' key
     return run_monitor(None if args.sim else args.config, out_dir=args.out, connect=args.connect, curve=curve,
                        tasks_path=args.tasks, operator=args.operator, screenshot=args.screenshot, after_s=args.after,
-                       review=args.review, speak=args.speak)
+                       review=args.review, speak=args.speak, rig_name=rig_name,
+                       new_recorder=getattr(args, "new_recorder", False))
 
 
 def cmd_serve(args) -> int:
@@ -238,9 +240,11 @@ def cmd_serve(args) -> int:
             if args.panel:  # the field panel, its own process (docs/panel.md)
                 from capture_app.panel.commands import start_panel_process
                 panel = start_panel_process(server.control_endpoint, *args.panel, keys_dir=config.bus_keys_dir)
+            from capture_app.rig.recorders import registered  # monitors of this user find it (--sim attaches)
             try:
-                while not stop.wait(0.2):
-                    pass
+                with registered(server.control_endpoint, config.name, os.path.abspath(args.out)):
+                    while not stop.wait(0.2):
+                        pass
                 if session.recording:  # a stopped recorder saves the take it was recording
                     print(f"saved {takes.stop('saved', by='recorder shutdown')['path']}", file=sys.stderr)
                 takes.wait_finalized()
@@ -374,6 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
     monitor.add_argument("--connect", type=control_endpoint, help="attach to a running recorder's control endpoint (from `capture-app "
                                            "serve`) instead of starting one")
     monitor.add_argument("--keys", help="with --connect tcp://: the CurveZMQ key directory from `capture-app keys`")
+    monitor.add_argument("--new-recorder", action="store_true",
+                         help="start a new recorder even if one of this user is running on the same rig (by default "
+                              "the monitor attaches to it)")
     monitor.add_argument("--speak", action="store_true", help="spoken cues for start, stop and subtask marks "
                                                               "(espeak-ng if installed, else a beep)")
     from capture_app.panel.commands import panel_address as _panel_address

@@ -31,6 +31,7 @@ def test_bar_is_the_worst_stream_and_names_it_with_the_table_words():
     status["streams"]["left_glove"] = _stream("lost", "no data for 0.8 s")
     level, text = bar_verdict(status)
     assert level == "lost" and text.index("left_glove") < text.index("ego_camera")
+    assert bar_verdict(status, short=True) == ("lost", "LOST while recording — left_glove lost; ego_camera degraded")
 
 
 def test_cumulative_losses_count_only_inside_the_recent_window():

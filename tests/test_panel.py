@@ -255,3 +255,18 @@ def test_the_url_and_its_qr_code_for_a_phone():
     assert panel_address("8600") == ("127.0.0.1", 8600) and panel_address("0.0.0.0:0") == ("0.0.0.0", 0)
     with pytest.raises(Exception, match="65535"):
         panel_address("0.0.0.0:70000")
+
+
+def test_a_panel_started_later_lists_the_sessions_takes_from_the_recorder():
+    model = PanelModel(load_tasks())
+    history = [{"name": "a", "outcome": "saved", "checking": False,
+                "report": {"verdict": "redo", "problems": ["right hand 50% valid"], "hands": {}}},
+               {"name": "b", "outcome": "discarded", "checking": False, "report": None},
+               {"name": "c", "outcome": "saved", "checking": True, "report": None}]
+    recorded = status(t_ns=9)
+    recorded["takes"].update(history=history, operator="ana")
+    model.adopt_status(recorded, pending=1)  # the history is the recorder's, whatever is in flight
+    snap = model.snapshot(recorded, 1)
+    assert [(t["name"], t["verdict"]) for t in snap["takes"]] == [
+        ("c", "checking quality..."), ("b", "no file kept"), ("a", "REDO")]
+    assert snap["takes"][2]["reasons"] == ["right hand 50% valid"] and snap["info"]["operator"] == "ana"

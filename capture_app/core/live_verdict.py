@@ -26,7 +26,7 @@ each cumulative counter grew over the last ``window_s`` seconds (``counts_betwee
 API (stable; the phone panel uses it):
 
 - ``stream_verdicts(status) -> dict[str, StreamVerdict]``: per stream (``NOT_JUDGED`` left out);
-- ``bar_verdict(status) -> (level, text)``: the whole rig, worst of the streams and of the losses that
+- ``bar_verdict(status, short=False) -> (level, text)``: the whole rig, worst of the streams and of the losses that
   belong to no single stream; ``text`` names every stream that is not ok with the same words as its verdict;
 - ``cumulative_counts(status) -> dict[str, int]`` and ``counts_between(earlier, later) -> dict[str, int]``:
   the flat counters the recorder diffs to fill ``status["recent"]["counts"]``;
@@ -119,15 +119,17 @@ def stream_verdicts(status: dict) -> dict[str, StreamVerdict]:
     return out
 
 
-def bar_verdict(status: dict) -> tuple[str, str]:
+def bar_verdict(status: dict, short: bool = False) -> tuple[str, str]:
     """The whole rig now: ``(level, text)``. The level is the worst of the stream verdicts, the writer's
     failure (lost) and recent losses of no single stream (degraded). The text lists every stream not ok as
     ``stream state: reason`` (lost ones first), then the rest, then recent invalid rows of the take; when
-    all is ok it says so and, during a take, what the take lost earlier (not counted now)."""
+    all is ok it says so and, during a take, what the take lost earlier (not counted now). ``short`` leaves
+    out the streams' reasons and the take's earlier losses (for a display too small for the whole text;
+    the level is the same)."""
     window_s, recent = recent_of(status)
     recording = bool((status.get("takes") or {}).get("recording"))
     verdicts = sorted(stream_verdicts(status).values(), key=lambda v: -LEVELS.index(v.level))
-    problems = [(v.level, f"{v.stream} {v.state}: {v.reason}" if v.reason else f"{v.stream} {v.state}")
+    problems = [(v.level, f"{v.stream} {v.state}: {v.reason}" if v.reason and not short else f"{v.stream} {v.state}")
                 for v in verdicts if v.level != "ok"]
     writer = status.get("writer") or {}
     if writer.get("error"):
@@ -142,7 +144,7 @@ def bar_verdict(status: dict) -> tuple[str, str]:
     if level == "ok":
         said = [text for _, text in problems]  # recent invalid rows: said, not judged
         text = "all streams OK now" + (f"; {'; '.join(said)}" if said else f", nothing lost in the last {window_s:.0f} s")
-        earlier = take_losses_so_far(status) if recording else []
+        earlier = take_losses_so_far(status) if recording and not short else []
         return "ok", text + (f" (earlier in this take: {'; '.join(earlier)})" if earlier else "")
     problems.sort(key=lambda p: -LEVELS.index(p[0]))
     head = ("LOST while recording — " if recording else "LOST — ") if level == "lost" else "DEGRADED — "

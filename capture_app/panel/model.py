@@ -158,8 +158,16 @@ class PanelModel:
             self.say(f"{cmd.replace('_', ' ')}: saved in the file (current subtask: {self.current or 'none'})")
 
     def adopt_status(self, status: dict, pending: int) -> None:
-        """The recorder's word, once no command of ours is in flight and the status is newer than our last reply."""
+        """The recorder's word, once no command of ours is in flight and the status is newer than our last reply.
+        The session's finished takes come from ``takes.history`` when the recorder sends it (docs/control.md), so
+        every panel and monitor lists the same takes, also one started after them."""
         takes = status.get("takes") or {}
+        history = takes.get("history")
+        if isinstance(history, list) and int(status.get("t_ns", 0) or 0) > self.reply_t_ns:  # not older than a reply
+            self.takes = deque((self._take_entry(t) for t in reversed(history[-MAX_TAKES_LISTED:])),
+                               maxlen=MAX_TAKES_LISTED)
+        if not self.info["operator"] and takes.get("operator") and isinstance(takes["operator"], str):
+            self.info["operator"] = takes["operator"]
         if pending == 0 and int(status.get("t_ns", 0) or 0) > self.reply_t_ns:
             self.take_state = "recording" if takes.get("recording") else "idle"
             if takes.get("recording"):
@@ -168,11 +176,21 @@ class PanelModel:
             else:
                 self.segments, self.current, self.episode = [], "", {}
 
+    @staticmethod
+    def _take_entry(take: dict) -> dict:
+        """A finished take as the page lists it: name, outcome, verdict, at most 10 reasons."""
+        outcome = str(take.get("outcome", ""))
+        if outcome == "discarded":
+            headline, reasons = "no file kept", []
+        elif take.get("checking"):
+            headline, reasons = "checking quality...", []
+        else:
+            headline, reasons = quality_summary(take.get("report"))
+        return {"name": str(take.get("name", "")), "outcome": outcome, "verdict": headline, "reasons": reasons[:10]}
+
     def on_take(self, take: dict) -> None:
         """A finished take's quality report arrived: its verdict replaces "checking quality..."."""
-        headline, reasons = quality_summary(take.get("report"))
-        entry = {"name": str(take.get("name", "")), "outcome": str(take.get("outcome", "")),
-                 "verdict": headline, "reasons": reasons[:10]}
+        entry = self._take_entry(take)
         for i, existing in enumerate(self.takes):
             if existing["name"] == entry["name"]:
                 self.takes[i] = entry
