@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import subprocess
+import sys
 
 from capture_app.rig.child_process import child_env, cli_command
 
@@ -44,12 +45,32 @@ def add_parser(sub, control_endpoint) -> None:
     panel.add_argument("--tasks", help="task templates YAML (default: the embedded examples)")
     panel.add_argument("--operator", default="", help="operator name for the take info")
     panel.add_argument("--thumb-hz", type=float, default=None, help="thumbnails a second (default 2; 0: none)")
+    panel.add_argument("--new-recorder", action="store_true",
+                       help="start a new recorder even if one of this user is running on the same rig (by default "
+                            "the panel attaches to it, as the monitor does)")
     panel.set_defaults(func=cmd_panel)
+
+
+def _running_recorder(args) -> dict | None:
+    """Without --connect: a running recorder of this user on the same rig (the monitor's registry), unless
+    --new-recorder. The rig config is loaded here, so a bad one is reported before anything starts."""
+    if args.connect or getattr(args, "new_recorder", False):
+        return None
+    from capture_app.monitor.app import attachable_recorder
+    from capture_app.rig.config import load_config
+    running = attachable_recorder(load_config(None if args.sim or not args.config else args.config).name)
+    if running is not None:
+        print(f"attaching to the running recorder of rig {running['rig']!r} (pid {running['pid']}, control "
+              f"{running['control']}); --new-recorder starts another", file=sys.stderr)
+    return running
 
 
 def cmd_panel(args) -> int:
     from capture_app.panel.app import run_panel
 
+    running = _running_recorder(args)
+    if running is not None:
+        args.connect, args.out = running["control"], running.get("out") or args.out
     curve = None
     if args.keys:
         from capture_app.bus.remote import load_keys
@@ -77,7 +98,10 @@ def monitor_with_panel(args, run_monitor) -> int:
 
     from capture_app.monitor.app import start_recorder_process, stop_recorder_process
 
-    recorder, workdir, connect = None, None, args.connect
+    running = _running_recorder(args)
+    if running is not None:
+        args.out = running.get("out") or args.out
+    recorder, workdir, connect = None, None, running["control"] if running else args.connect
     if connect is None:
         workdir = Path(tempfile.mkdtemp(prefix="capture-app-monitor-"))
         connect = f"ipc://{workdir / 'control'}"
