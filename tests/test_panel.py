@@ -270,3 +270,20 @@ def test_a_panel_started_later_lists_the_sessions_takes_from_the_recorder():
     assert [(t["name"], t["verdict"]) for t in snap["takes"]] == [
         ("c", "checking quality..."), ("b", "no file kept"), ("a", "REDO")]
     assert snap["takes"][2]["reasons"] == ["right hand 50% valid"] and snap["info"]["operator"] == "ana"
+
+
+def test_a_malformed_tap_is_answered_and_runs_nothing():
+    async def run():
+        server, feed = _serve(Access.for_bind("127.0.0.1"))
+        async with TestClient(TestServer(server.app, host="127.0.0.1")) as client:
+            ws = await client.ws_connect("/ws")
+            for bad in ("not json", "[1, 2]", '{"args": {}}', '{"action": 5}', '{"action": "start", "args": [1]}'):
+                await ws.send_str(bad)
+            answers = []
+            while len(answers) < 5:
+                message = json.loads((await ws.receive()).data)
+                if message["type"] == "ack":
+                    answers.append(message)
+            assert all(not a["ok"] for a in answers) and feed.sent == []
+            await ws.close()
+    asyncio.run(run())

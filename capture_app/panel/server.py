@@ -151,7 +151,7 @@ class PanelServer:
             action, args, rid = tap["action"], tap.get("args") or {}, tap.get("rid")
             if not isinstance(action, str):
                 raise KeyError("action")
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             self._ack(page, None, "", False, "not a tap: send {\"action\": ..., \"args\": {...}, \"rid\": N}")
             return
         view = self.feed.view
