@@ -54,6 +54,7 @@ class ColumnTable:
         self._special: dict[str, str] = {}
         self._datasets: dict[str, h5py.Dataset] = {}  # h5py lookups cost ~0.1 ms each: keep the handles
         self._rows: dict[str, int] = {}
+        self.last_written: dict[str, np.ndarray] = {}  # the plain columns' rows of the last write, as arrays
 
     def mark(self, column: str, kind: str) -> None:
         """Declare ``column`` as 'bytes' (variable-length: JPEG files, H.264 packets), 'depth' (Blosc image)
@@ -93,6 +94,7 @@ class ColumnTable:
     def write(self) -> int:
         """Append the pending rows to the file; returns how many rows were written."""
         written = 0
+        self.last_written = {}
         for name, values in self._pending.items():
             if not values:
                 continue
@@ -111,7 +113,7 @@ class ColumnTable:
                 for i, v in enumerate(values):
                     dataset[start + i] = v
             else:
-                dataset[start:] = np.array(values)  # same-shaped rows; 10x faster than stacking 0-d arrays
+                dataset[start:] = self.last_written[name] = np.array(values)  # 10x faster than stacking 0-d arrays
             written = len(values)
         self._pending.clear()
         return written

@@ -39,6 +39,8 @@ from capture_app.core.values import MAX_NAME_CHARS, storable_t_ns, storable_text
 from capture_app.recorder.columns import ColumnTable, exists, set_attrs
 from capture_app.recorder.disk_guard import DiskFullStop, DiskGuard
 from capture_app.recorder.stream_store import StreamStore
+from capture_app.recorder.final_follower import SAMPLE_COLUMNS, VALUE_COLUMN
+from capture_app.core.streams import SYNCED_STREAMS
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +90,9 @@ class EpisodeWriter:
     """Writes one episode file from samples, synced rows and events submitted by other threads."""
 
     def __init__(self, directory: str | Path, metadata: EpisodeMetadata, config: WriterConfig | None = None,
-                 max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES):
+                 max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES, follower=None):
         self.metadata = metadata
+        self.follower = follower  # a FinalTableFollower fed every flushed block of the synced streams, or None
         self.config = config or WriterConfig()
         directory = Path(directory)
         self.final_path = directory / f"{metadata.episode_name}{EPISODE_SUFFIX}"
@@ -460,6 +463,12 @@ class EpisodeWriter:
             self._annotations_changed = False
         self._file.flush()
         self._disk.measured(appended, size_before)
+        if self.follower is not None:  # what is on disk now, in the order stored
+            for stream, table in store.tables.items():
+                if table.last_written and stream in SYNCED_STREAMS:
+                    self.follower.feed(stream, {name: table.last_written[name]
+                                                for name in (*SAMPLE_COLUMNS, *VALUE_COLUMN.values())
+                                                if name in table.last_written})
 
     def _finalize(self, attrs: dict[str, Any]) -> None:
         store = self._store
