@@ -177,3 +177,12 @@ def test_the_documented_handsfree_table_parses():
     config = parse_config(small_sim_text("\n" + block))
     assert config.handsfree.gestures_on and config.handsfree.subtasks == ("reach", "pour", "place")
     assert config.handsfree.gestures["horns"] == "undo" and config.handsfree.pedal_keys["KEY_B"] == "start_stop"
+
+
+def test_a_bad_sim_gesture_script_says_what_is_wrong():
+    from drivers.sim.devices import SimOptions
+    assert SimOptions(gestures=[[2, "fist", 1.0]]).gestures == ((2.0, "fist", 1.0),)
+    for bad, says in (([[2, "wave", 1]], "wave"), ([[2, "fist"]], "not \\[t_s, name, duration_s\\]"),
+                      ([[-1, "fist", 1]], "t_s >= 0")):
+        with pytest.raises(ValueError, match=says):
+            SimOptions(gestures=bad)
