@@ -395,7 +395,7 @@ class Intake:
     def add_sample_listener(self, streams, callback: Callable[[Message], None]) -> None:
         """Give ``callback`` every accepted sample of ``streams``, on the dispatcher thread after the
         synchronizer's lock is released (e.g. the glove gestures of ``capture_app.handsfree``). It must only
-        hand the message on (a queue put): it runs in the bus's path. Call before ``start``."""
+        hand the message on (a queue put): it runs in the bus's path. May be called while the intake runs."""
         for stream in streams:
             self._listeners[stream] = (*self._listeners.get(stream, ()), callback)
 
