@@ -94,9 +94,9 @@ def test_handsfree_table_checked_and_round_trips():
 
 
 # --- done when: a whole session driven by scripted gestures alone ------------------------------------------
-HOLD_S, COOLDOWN_S, STEP_S = 0.6, 0.7, 1.6
+HOLD_S, COOLDOWN_S, STEP_S = 0.6, 0.6, 1.5
 # (pose, what the script expects); lookalikes in between must change nothing
-SESSION = [("spread", "start 1"), ("thumb_little", "mark reach"), ("horns", "undo"), ("brief_touch", None),
+SESSION = [("spread", "start 1"), ("thumb_little", "mark reach"), ("horns", "undo"), ("flat", None),
            ("thumb_little", "mark reach"), ("thumb_little", "mark pour"),
            ("thumb_ring", "end"), ("spread", "stop saved"),
            ("spread", "start 2"), ("thumb_little", "mark reach"), ("fist", "stop aborted"),
