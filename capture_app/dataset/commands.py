@@ -11,7 +11,7 @@ from pathlib import Path
 
 from capture_app.dataset.catalog import catalog_row, catalog_stats, failed_row, load_catalog, stale_sources, write_catalog
 from capture_app.dataset.jobs import run_jobs, summary
-from capture_app.dataset.lerobot_export import ExportOptions, export_shard, merge_shards
+from capture_app.dataset.lerobot_export import ExportOptions, export_shard, merge_shards, parse_image_size
 from capture_app.dataset.sources import is_local, list_episodes, local_copy, local_path_of
 from capture_app.core.errors import CaptureError
 
@@ -89,15 +89,26 @@ def _add_job_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_export_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="the dataset folder to create")
-    parser.add_argument("--invalid", choices=("keep", "split"), default="keep",
+    parser.add_argument("--invalid", choices=("keep", "split", "drop"), default="keep",
                         help="keep: every row, invalid hand parts hold their last valid value and are flagged in "
                              "observation.state_valid / action_valid (default); split: each run of fully valid rows "
-                             "becomes an episode")
-    parser.add_argument("--min-frames", type=int, default=20, help="with --invalid split: shortest episode kept, in frames (default 20 = 1 s)")
+                             "becomes an episode; drop: frames whose action is not fully valid are left out (an "
+                             "episode is cut at each gap)")
+    parser.add_argument("--image-size", metavar="WxH", type=_image_size,
+                        help="resize every camera to this size, e.g. 640x480 (policies such as diffusion need one "
+                             "image shape across cameras; default: each camera's own)")
+    parser.add_argument("--min-frames", type=int, default=20, help="with --invalid split or drop: shortest episode kept, in frames (default 20 = 1 s)")
     parser.add_argument("--codec", choices=("h264", "av1"), default="h264", help="video codec (default h264)")
     parser.add_argument("--crf", type=int, default=23, help="video quality, lower is better (default 23)")
     parser.add_argument("--gop", type=int, default=2, help="frames between keyframes (default 2, as lerobot: fast random access)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+
+
+def _image_size(text: str) -> tuple[int, int]:
+    try:
+        return parse_image_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_parsers(sub) -> None:
@@ -139,7 +150,8 @@ def _catalog_path(args) -> Path:
 
 
 def _export_options(args) -> ExportOptions:
-    return ExportOptions(invalid=args.invalid, min_frames=args.min_frames, codec=args.codec, crf=args.crf, gop=args.gop)
+    return ExportOptions(invalid=args.invalid, min_frames=args.min_frames, codec=args.codec, crf=args.crf, gop=args.gop,
+                         image_size=args.image_size)
 
 
 def _run_export(sources: list[str], args) -> int:

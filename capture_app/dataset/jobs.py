@@ -31,21 +31,26 @@ class JobResult:
 
 
 class Progress:
-    """A one-line progress bar on stderr: done/total, failures, rate."""
+    """A progress bar on stderr (tqdm): done/total, failures, episodes per minute."""
 
     def __init__(self, label: str, total: int, enabled: bool = True):
         self.label, self.total, self.enabled = label, total, enabled
         self.done = self.failed = 0
         self._t0 = time.monotonic()
+        self._bar = None
+        if enabled and total:
+            from tqdm import tqdm
+            self._bar = tqdm(total=total, desc=label, unit="episode", file=sys.stderr, dynamic_ncols=True)
 
     def update(self, ok: bool) -> None:
         self.done += 1
         self.failed += not ok
-        if self.enabled:
+        if self._bar is not None:
             rate = self.done / max(time.monotonic() - self._t0, 1e-9) * 60
-            end = "\n" if self.done == self.total else ""
-            print(f"\r{self.label}: {self.done}/{self.total} episodes, {self.failed} failed, {rate:.1f}/min",
-                  end=end, file=sys.stderr, flush=True)
+            self._bar.set_postfix_str(f"{self.failed} failed, {rate:.1f}/min", refresh=False)
+            self._bar.update(1)
+            if self.done >= self.total:
+                self._bar.close()
 
 
 def _call(fn: Callable, item, kwargs: dict):
