@@ -229,6 +229,11 @@ def cmd_serve(args) -> int:
             server = ControlServer(session, takes, args.control, curve=curve).start()
             print(f"recorder for rig {config.name}: control {server.control_endpoint}, state "
                   f"{server.state_endpoint}; episodes in {args.out}", file=sys.stderr, flush=True)
+            uploads = None
+            if config.upload.destination and getattr(args, "config", None):  # [upload]: between takes only
+                from capture_app.fleet.background import BackgroundUploads
+                uploads = BackgroundUploads.for_rig(args.config, args.out, config.upload.interval_s,
+                                                    busy=lambda: session.recording or takes.finishing > 0).start()
             try:
                 while not stop.wait(0.2):
                     pass
@@ -236,6 +241,8 @@ def cmd_serve(args) -> int:
                     print(f"saved {takes.stop('saved', by='recorder shutdown')['path']}", file=sys.stderr)
                 takes.wait_finalized()
             finally:
+                if uploads is not None:
+                    uploads.close()
                 server.close()
         return 0
     finally:
@@ -420,6 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_calibrate(sub)
     from capture_app.dataset.commands import add_parsers as add_dataset_commands
     add_dataset_commands(sub)
+    from capture_app.fleet.commands import add_parsers as add_fleet_commands
+    add_fleet_commands(sub)
     return parser
 
 

@@ -48,16 +48,25 @@ class Destination:
         that verification refuses and the next run replaces."""
         self.fs.makedirs(self.fs._parent(self.path(key)), exist_ok=True)
         sent, start = 0, time.monotonic()
-        with open(local, "rb") as source, self.fs.open(self.path(key), "wb") as target:
-            while chunk := source.read(chunk_bytes):
-                target.write(chunk)
-                sent += len(chunk)
-                if max_bytes_per_s > 0:
-                    ahead = sent / max_bytes_per_s - (time.monotonic() - start)
-                    if ahead > 0:
-                        time.sleep(ahead)
-                if on_chunk:
-                    on_chunk(sent)
+        target = self.fs.open(self.path(key), "wb")
+        try:
+            with open(local, "rb") as source:
+                while chunk := source.read(chunk_bytes):
+                    target.write(chunk)
+                    sent += len(chunk)
+                    if max_bytes_per_s > 0:
+                        ahead = sent / max_bytes_per_s - (time.monotonic() - start)
+                        if ahead > 0:
+                            time.sleep(ahead)
+                    if on_chunk:
+                        on_chunk(sent)  # may raise to stop: the object is then not completed
+        except BaseException:
+            if hasattr(target, "discard"):
+                target.discard()  # an object store: abort the multipart upload, no truncated object
+            else:
+                target.close()  # a filesystem: a short file, refused by verification, replaced next pass
+            raise
+        target.close()
 
     def sha256(self, key: str, chunk_bytes: int = 8 << 20) -> str:
         """SHA-256 of the object as the destination returns it (read back in full)."""
