@@ -29,6 +29,9 @@ from capture_app.recorder.session import CaptureSession  # noqa: E402
 from capture_app.recorder.takes import Takes  # noqa: E402
 from capture_app.rig.config import load_config  # noqa: E402
 
+# diffusion's preset warms its learning rate up over 500 steps (5 steps would barely move it) and its loss is
+# a noise-prediction error at random timesteps: no warm-up and a larger batch, so 5 steps show the trend
+POLICY_ARGS = {"diffusion": ["--policy.scheduler_warmup_steps=0", "--batch_size=8"]}
 LOSS = re.compile(r"step:(\S+).*?loss:([0-9.]+)")
 
 
@@ -51,7 +54,7 @@ def train_command(venv: Path, root: Path, policy: str, steps: int, out: Path, ba
             f"--dataset.video_backend={backend}", f"--policy.type={policy}", "--policy.pretrained_backbone_weights=null",
             "--policy.device=cpu", "--policy.push_to_hub=false", "--batch_size=2", f"--steps={steps}",
             "--log_freq=1", "--num_workers=0", "--save_checkpoint=false", "--wandb.enable=false",
-            f"--output_dir={out}"]
+            f"--output_dir={out}", *POLICY_ARGS.get(policy, [])]
 
 
 def main() -> int:

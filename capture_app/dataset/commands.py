@@ -119,6 +119,11 @@ def add_parsers(sub) -> None:
     _add_export_options(lerobot)
     _add_job_options(lerobot)
     lerobot.set_defaults(func=cmd_export_lerobot)
+    mcap = formats.add_parser("mcap", help="MCAP files with Foxglove schemas and a rosbag2 metadata.yaml (docs/datasets.md)")
+    mcap.add_argument("sources", nargs="+", help="episode files or folders")
+    mcap.add_argument("--out", required=True, help="folder for one bag folder (NAME/NAME.mcap + metadata.yaml) per episode")
+    mcap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    mcap.set_defaults(func=cmd_export_mcap)
 
     dataset = sub.add_parser("dataset", help="jobs over many episodes: validate, resync, export, stats")
     jobs = dataset.add_subparsers(dest="job", required=True)
@@ -164,6 +169,23 @@ def _run_export(sources: list[str], args) -> int:
 
 def cmd_export_lerobot(args) -> int:
     return _run_export(args.sources, args)
+
+
+def cmd_export_mcap(args) -> int:
+    from tqdm import tqdm
+    from capture_app.dataset.mcap_export import export_episode_mcap
+    episodes = [e for e in list_episodes(args.sources) if is_local(e)]
+    if not episodes:
+        raise CaptureError(f"no local episodes (*.h5) under {', '.join(args.sources)}")
+    failed = 0
+    for source in tqdm(episodes, desc="export mcap", unit="episode", disable=args.no_progress, file=sys.stderr):
+        try:
+            print(export_episode_mcap(source, args.out))
+        except Exception as exc:  # listed, the others still exported
+            failed += 1
+            print(f"FAILED {source}: {type(exc).__name__}: {exc}", file=sys.stderr)
+    print(f"{len(episodes) - failed} of {len(episodes)} episodes exported to {args.out}, {failed} failed", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def cmd_dataset_export(args) -> int:
