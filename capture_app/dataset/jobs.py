@@ -15,7 +15,6 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from capture_app.rig.child_process import child_env
 
 
 @dataclass
@@ -106,13 +105,20 @@ def _run_on_pool(fn, results, kwargs, workers, retries, bar) -> None:
                     pending[pool.submit(_call, fn, result.item, kwargs)] = result
 
 
+def ray_runtime_env() -> dict:
+    """Ray ships this package's code (capture_app, calibration, drivers) to every worker with the job
+    (``py_modules``): the nodes need its dependencies installed, not this package nor a path on this host."""
+    import importlib
+    modules = [importlib.import_module(name) for name in ("capture_app", "calibration", "drivers")]
+    return {"py_modules": modules, "excludes": ["__pycache__", "*.pyc"]}
+
+
 def _run_on_ray(fn, results, kwargs, address, workers, retries, bar) -> None:
     import ray
     started = not ray.is_initialized()
     temp_dir = None
     if started:
-        # workers import this package from where this process does (the cluster's nodes need it installed)
-        runtime_env = {"env_vars": {"PYTHONPATH": child_env()["PYTHONPATH"]}}
+        runtime_env = ray_runtime_env()
         if address == "local":  # its session files in a folder of its own, removed when it stops
             temp_dir = tempfile.mkdtemp(prefix="capture-ray-")
             ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False,
