@@ -31,7 +31,8 @@ from capture_app.rig.config import load_config  # noqa: E402
 
 # diffusion's preset warms its learning rate up over 500 steps (5 steps would barely move it) and its loss is
 # a noise-prediction error at random timesteps: no warm-up and a larger batch, so 5 steps show the trend
-POLICY_ARGS = {"diffusion": ["--policy.scheduler_warmup_steps=0", "--batch_size=8"]}
+POLICY_ARGS = {"diffusion": ["--policy.scheduler_warmup_steps=0"]}
+BATCH_SIZE = {"act": 2, "diffusion": 8}
 LOSS = re.compile(r"step:(\S+).*?loss:([0-9.]+)")
 
 
@@ -52,7 +53,8 @@ def train_command(venv: Path, root: Path, policy: str, steps: int, out: Path, ba
     """The offline ``lerobot-train`` call (docs/datasets.md): CPU, no hub, no pretrained backbone."""
     return [str(venv / "bin/lerobot-train"), "--dataset.repo_id=local/capture-export", f"--dataset.root={root}",
             f"--dataset.video_backend={backend}", f"--policy.type={policy}", "--policy.pretrained_backbone_weights=null",
-            "--policy.device=cpu", "--policy.push_to_hub=false", "--batch_size=2", f"--steps={steps}",
+            "--policy.device=cpu", "--policy.push_to_hub=false", f"--batch_size={BATCH_SIZE.get(policy, 2)}",
+            f"--steps={steps}",
             "--log_freq=1", "--num_workers=0", "--save_checkpoint=false", "--wandb.enable=false",
             f"--output_dir={out}", *POLICY_ARGS.get(policy, [])]
 
