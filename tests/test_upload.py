@@ -83,6 +83,7 @@ def _state(folder: Path) -> dict:
     return json.loads((folder / STATE_FILE).read_text())
 
 
+@pytest.mark.timeout(600)  # ~25 s alone; a shared machine under load stretches recording and uploads
 def test_three_takes_uploaded_through_a_kill_verified_deleted_and_listed(s3, tmp_path):
     dest = f"s3://{BUCKET}/fleet"
     upload = ('\n[upload]\ndestination = "%s"\nkeep_local_gb = 0\nmax_mb_per_s = 1.0\nchunk_mb = 0.0625\n' % dest)
@@ -264,3 +265,80 @@ def test_background_uploads_never_run_during_a_take():
     finally:
         uploads.close()
     assert not uploads.running()
+
+
+@pytest.mark.timeout(600)
+def test_serve_uploads_between_takes_and_stops_for_a_take(s3, tmp_path):
+    from capture_app.monitor.client import RecorderClient
+    dest = f"s3://{BUCKET}/serve"
+    text = small_sim_text('\n[upload]\ndestination = "%s"\ninterval_s = 0.2\nchunk_mb = 0.0625\nmax_mb_per_s = 0.25\n'
+                          % dest)
+    config_path, out = tmp_path / "rig.toml", tmp_path / "episodes"
+    config_path.write_text(text)
+    control = tmp_path / "control"
+    serve = _cli("serve", "--config", str(config_path), "--control", f"ipc://{control}", "--out", str(out),
+                 "--wait", "60", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = None
+    try:
+        deadline = time.monotonic() + 120
+        while not control.exists() and time.monotonic() < deadline and serve.poll() is None:
+            time.sleep(0.05)
+        client = RecorderClient(f"ipc://{control}", connect_timeout_s=60)
+
+        def state() -> dict:
+            return _state(out)["files"] if (out / STATE_FILE).exists() else {}
+
+        def wait_for(condition, what: str) -> None:
+            deadline = time.monotonic() + 120
+            while not condition() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert condition(), what
+        client.call("start", {"name": "first", "task": "pour", "operator": "ana"})
+        time.sleep(1.5)
+        client.call("stop", {})
+        wait_for(lambda: state().get("first.h5", {}).get("bytes_sent", 0) > 0, "serve never started the upload")
+        client.call("start", {"name": "second", "task": "pour", "operator": "ana"})     # mid-upload
+        t_start = time.time()
+        wait_for(lambda: state()["first.h5"]["status"] == "pending", "the upload went on during the take")
+        sent = state()["first.h5"]["bytes_sent"]
+        time.sleep(1.0)
+        assert state()["first.h5"]["status"] == "pending" and state()["first.h5"]["bytes_sent"] == sent
+        client.call("stop", {})
+        t_stop = time.time()
+        wait_for(lambda: {n: e["status"] for n, e in state().items()} == {"first.h5": "verified",
+                                                                        "second.h5": "verified"},
+                 f"both takes were not uploaded after the take: {state()}")
+        files = state()
+        assert files["first.h5"]["verified_at"] > t_stop and files["first.h5"]["started_at"] > t_start
+        assert files["first.h5"]["sha256"] == _sha(out / "first.h5")   # no deletion policy: kept
+        assert Destination(dest).sha256("simulated-rig/episodes/second/second.h5") == _sha(out / "second.h5")
+    finally:
+        if client is not None:
+            client.close()
+        serve.send_signal(signal.SIGTERM)
+        try:
+            serve.wait(60)
+        except subprocess.TimeoutExpired:
+            serve.kill()
+            serve.wait()
+
+
+def test_calibration_and_rig_checks_are_uploaded_and_never_deleted(tmp_path):
+    _fake_episodes(tmp_path / "eps", [2000])
+    check = tmp_path / "eps" / "rig-check-20261205.json"
+    check.write_text(json.dumps({"result": "ok"}))
+    calibration = tmp_path / "cal.json"
+    calibration.write_text('{"calibration_id": "c1"}')
+    for path in (check, calibration):
+        os.utime(path, (time.time() - 60, time.time() - 60))
+    config = UploadConfig(destination=f"file://{tmp_path / 'dest'}", keep_local_gb=0)
+    result = Uploader(tmp_path / "eps", config, "rig-a", progress=False, calibration=calibration).run()
+    assert sorted(result["uploaded"]) == ["@calibration", "ep0.h5", "rig-check-20261205.json"]
+    assert result["deleted"] == ["ep0.h5"] and check.exists() and calibration.exists()
+    digest = _sha(calibration)
+    assert (tmp_path / f"dest/rig-a/calibration/{digest[:16]}/cal.json").read_bytes() == calibration.read_bytes()
+    manifest = json.loads((tmp_path / f"dest/rig-a/calibration/{digest[:16]}/manifest.json").read_text())
+    assert manifest["files"] == [{"path": "cal.json", "size": calibration.stat().st_size, "sha256": digest}]
+    assert (tmp_path / "dest/rig-a/rig-checks/rig-check-20261205/rig-check-20261205.json").exists()
+    beat = json.loads((tmp_path / "dest/rig-a/heartbeat.json").read_text())
+    assert beat["last_rig_check"]["result"] == "ok" and beat["takes_total"] == 1

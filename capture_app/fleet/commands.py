@@ -27,7 +27,8 @@ def cmd_upload(args) -> int:
         raise CaptureError(f"{args.out}: no such episodes folder; pass --out with the folder `record`/`serve` write to")
     low_priority()
     stop = stop_on_signals()
-    uploader = Uploader(args.out, upload, config.name, progress=not args.no_progress, should_stop=lambda: stop[0])
+    uploader = Uploader(args.out, upload, config.name, progress=not args.no_progress, should_stop=lambda: stop[0],
+                        calibration=config.calibration_path or None)
     result = uploader.run()
     print(f"upload to {upload.destination}: {len(result['uploaded'])} uploaded and verified, "
           f"{len(result['failed'])} failed, {len(result['deleted'])} local copies deleted by the policy, "

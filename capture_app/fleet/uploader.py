@@ -17,12 +17,14 @@ from pathlib import Path
 from capture_app import __version__
 from capture_app.core.errors import CaptureError
 from capture_app.fleet.destination import Destination, file_sha256, folder_bytes
+from capture_app.fleet.heartbeat import RIG_CHECK_GLOB
 from capture_app.fleet.manifest import MANIFEST_NAME, build_manifest, episode_prefix
 from capture_app.fleet.state import UploadState
 from capture_app.rig.config import UploadConfig
 
 log = logging.getLogger(__name__)
 EPISODE_SUFFIX = ".h5"
+CALIBRATION_KEY = "@calibration"  # the state entry of the rig's calibration file ([calibration] path)
 SETTLE_S = 2.0  # an episode file modified less than this long ago may still be finishing: next pass
 
 
@@ -46,21 +48,33 @@ class Uploader:
     """One rig's upload queue over ``folder`` (its episodes) to ``config.destination``."""
 
     def __init__(self, folder: str | Path, config: UploadConfig, rig: str, progress: bool = True,
-                 should_stop=lambda: False):
+                 should_stop=lambda: False, calibration: str | Path | None = None):
         self.folder, self.config, self.rig = Path(folder), config, rig
+        self.calibration = Path(calibration) if calibration else None
         self.dest = Destination(config.destination, config.storage_options)
         self.state = UploadState(self.folder, config.destination)
         self.progress, self.should_stop = progress, should_stop
 
     # --- the queue ---------------------------------------------------------------------------
+    def _local(self, name: str) -> Path:
+        """The local file of a state entry: ``CALIBRATION_KEY`` is the rig's calibration file."""
+        return self.calibration if name == CALIBRATION_KEY else self.folder / name
+
+    def _candidates(self) -> list[tuple[str, Path]]:
+        found = [(p.relative_to(self.folder).as_posix(), p) for p in sorted(self.folder.rglob(f"*{EPISODE_SUFFIX}"))]
+        found += [(p.name, p) for p in sorted(self.folder.glob(RIG_CHECK_GLOB))]
+        if self.calibration is not None and self.calibration.is_file():
+            found.append((CALIBRATION_KEY, self.calibration))
+        return found
+
     def scan(self) -> list[str]:
-        """Add new and changed finished episodes to the state as pending; returns the pending names."""
+        """Add new and changed finished episodes (and rig-check reports, the calibration file) to the state
+        as pending; returns the pending names."""
         now = time.time()
-        for path in sorted(self.folder.rglob(f"*{EPISODE_SUFFIX}")):
+        for name, path in self._candidates():
             st = path.stat()
             if now - st.st_mtime < SETTLE_S:
                 continue
-            name = path.relative_to(self.folder).as_posix()
             entry = self.state.entry(name)
             if entry.get("size") != st.st_size or entry.get("mtime_ns") != st.st_mtime_ns:
                 if entry["status"] in ("verified", "deleted"):
@@ -96,16 +110,21 @@ class Uploader:
 
     def upload_episode(self, name: str) -> None:
         """Upload, verify and mark one episode (see the module docstring)."""
-        local = self.folder / name
+        local = self._local(name)
         entry = self.state.entry(name)
         entry["attempts"] = entry.get("attempts", 0) + 1
         if not entry.get("sha256"):
             entry["sha256"] = file_sha256(local)
-        if "info" not in entry:
-            entry["info"] = episode_info(local)
-        episode = Path(name).name.removesuffix(EPISODE_SUFFIX)
-        prefix = episode_prefix(self.rig, episode)
-        key = f"{prefix}/{Path(name).name}"
+        if name.endswith(EPISODE_SUFFIX):
+            if "info" not in entry:
+                entry["info"] = episode_info(local)
+            episode = Path(name).name.removesuffix(EPISODE_SUFFIX)
+            prefix = episode_prefix(self.rig, episode)
+        else:  # a calibration or a rig-check report: <rig>/calibration/<sha256 prefix>/, <rig>/rig-checks/<stem>/
+            episode = Path(local).stem
+            kind = "calibration" if name == CALIBRATION_KEY else "rig-checks"
+            prefix = f"{self.rig}/{kind}/{entry['sha256'][:16] if name == CALIBRATION_KEY else episode}"
+        key = f"{prefix}/{Path(local).name}"
         if self.dest.size(key) == entry["size"] and self.dest.sha256(key) == entry["sha256"]:
             log.info("%s: already complete on the destination (an interrupted run's), not sent again", name)
         else:
@@ -113,10 +132,10 @@ class Uploader:
             self.state.save()
             self._send(local, key, entry)
         self._verify(key, entry)
-        files = [{"path": Path(name).name, "size": entry["size"], "sha256": entry["sha256"]}]
+        files = [{"path": Path(local).name, "size": entry["size"], "sha256": entry["sha256"]}]
         self.dest.write_json(f"{prefix}/{MANIFEST_NAME}",
-                             build_manifest(self.rig, episode, files, entry["info"], __version__))
-        st = local.stat()
+                             build_manifest(self.rig, episode, files, entry.get("info", {}), __version__))
+        st = Path(local).stat()
         if (st.st_size, st.st_mtime_ns) != (entry["size"], entry["mtime_ns"]):
             raise CaptureError(f"{local} changed while it was uploaded; it is sent again next pass")
         entry.update(status="verified", verified_at=time.time(), error="", key=key)
@@ -164,7 +183,8 @@ class Uploader:
             return []
         total = folder_bytes(self.folder, EPISODE_SUFFIX)
         deleted = []
-        for name in sorted(self.state.with_status("verified"), key=lambda n: self.state.entries[n]["mtime_ns"]):
+        episodes = [n for n in self.state.with_status("verified") if n.endswith(EPISODE_SUFFIX)]  # never the rest
+        for name in sorted(episodes, key=lambda n: self.state.entries[n]["mtime_ns"]):
             if total <= keep * 1e9:
                 break
             local, entry = self.folder / name, self.state.entries[name]
