@@ -312,6 +312,8 @@ def test_serve_uploads_between_takes_and_stops_for_a_take(s3, tmp_path):
         assert files["first.h5"]["verified_at"] > t_stop and files["first.h5"]["started_at"] > t_start
         assert files["first.h5"]["sha256"] == _sha(out / "first.h5")   # no deletion policy: kept
         assert Destination(dest).sha256("simulated-rig/episodes/second/second.h5") == _sha(out / "second.h5")
+        wait_for(lambda: "2 uploaded and verified" in (out / ".upload.log").read_text()
+                 or "1 uploaded and verified" in (out / ".upload.log").read_text(), "no pass summary in .upload.log")
     finally:
         if client is not None:
             client.close()

@@ -13,22 +13,26 @@ from capture_app.fleet.status import status_text
 BAR_W, BAR_GAP, PLOT_H = 28, 6, 160
 
 
+def _number(value: float) -> str:
+    return "0" if abs(value) < 0.005 else f"{value:.3g}"
+
+
 def bar_chart(title: str, values: dict[str, float], unit: str = "", color: str = "#3b7dd8") -> str:
     """An SVG bar chart of ``values`` (label -> value) with the values written over the bars."""
     items = list(values.items())
     top = max([v for _, v in items] + [1e-9])
-    width = max(len(items), 1) * (BAR_W + BAR_GAP) + 60
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{PLOT_H + 90}" role="img">',
+    width = max(max(len(items), 1) * (BAR_W + BAR_GAP) + 60, 8 * len(title) + 20)  # the title fits
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{PLOT_H + 100}" role="img">',
              f'<title>{html.escape(title)}</title>',
              f'<text x="4" y="14" font-size="13" font-weight="bold">{html.escape(title)}</text>']
     for i, (label, value) in enumerate(items):
         h = value / top * PLOT_H
-        x, y = 40 + i * (BAR_W + BAR_GAP), 24 + PLOT_H - h
+        x, y = 40 + i * (BAR_W + BAR_GAP), 34 + PLOT_H - h
         parts.append(f'<rect x="{x}" y="{y:.1f}" width="{BAR_W}" height="{h:.1f}" fill="{color}"/>')
         parts.append(f'<text x="{x + BAR_W / 2}" y="{y - 3:.1f}" font-size="10" text-anchor="middle">'
-                     f'{value:.3g}{html.escape(unit)}</text>')
-        parts.append(f'<text x="{x + BAR_W / 2}" y="{PLOT_H + 36}" font-size="10" text-anchor="end" '
-                     f'transform="rotate(-40 {x + BAR_W / 2} {PLOT_H + 36})">{html.escape(str(label)[:24])}</text>')
+                     f'{_number(value)}{html.escape(unit)}</text>')
+        parts.append(f'<text x="{x + BAR_W / 2}" y="{PLOT_H + 46}" font-size="10" text-anchor="end" '
+                     f'transform="rotate(-40 {x + BAR_W / 2} {PLOT_H + 46})">{html.escape(str(label)[:24])}</text>')
     parts.append("</svg>")
     return "".join(parts)
 

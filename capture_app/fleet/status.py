@@ -49,13 +49,14 @@ def status_text(fleet: dict, now: float | None = None, episodes: bool = True) ->
     now = time.time() if now is None else now
     rig_rows = []
     for r in fleet["rigs"]:
-        verdicts = [v.get("verdict") or "-" for v in r.get("last_verdicts", [])]
-        redo = sum(v == "redo" for v in verdicts)
+        verdicts = [v.get("verdict") or "none" for v in r.get("last_verdicts", [])]
+        ok, redo = sum(v == "ok" for v in verdicts), sum(v == "redo" for v in verdicts)
+        other = len(verdicts) - ok - redo  # no quality report (an unreadable or unfinished episode)
         check = r.get("last_rig_check") or {}
         rig_rows.append([r.get("rig"), r.get("software_version"), _age(now - r.get("time", 0)) + " ago",
                          r.get("calibration_id") or "-", check.get("result", "-") if check else "-",
                          r.get("takes_today"), f"{r.get('hours_recorded', 0):.2f}",
-                         f"{len(verdicts) - redo} ok / {redo} redo", r.get("uploaded"),
+                         f"{ok} ok / {redo} redo" + (f" / {other} none" if other else ""), r.get("uploaded"),
                          f"{r['upload_backlog']['episodes']} ({r['upload_backlog']['bytes'] / 1e9:.2f} GB)",
                          f"{r.get('free_disk_bytes', 0) / 1e9:.1f} GB"])
     text = [_table(["rig", "version", "heartbeat", "calibration", "rig check", "today", "hours", "last verdicts",
