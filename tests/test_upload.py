@@ -344,3 +344,36 @@ def test_calibration_and_rig_checks_are_uploaded_and_never_deleted(tmp_path):
     assert (tmp_path / "dest/rig-a/rig-checks/rig-check-20261205/rig-check-20261205.json").exists()
     beat = json.loads((tmp_path / "dest/rig-a/heartbeat.json").read_text())
     assert beat["last_rig_check"]["result"] == "ok" and beat["takes_total"] == 1
+
+
+@pytest.mark.timeout(300)
+def test_a_large_file_resumes_from_its_last_part_on_s3(s3, tmp_path):
+    """Parts of 5 MiB (S3's minimum): killed after the first part, the next run sends only the rest."""
+    out = tmp_path / "episodes"
+    (path,) = _fake_episodes(out, [12 << 20])   # 3 parts
+    digest = _sha(path)
+    config_path = tmp_path / "rig.toml"
+    config_path.write_text(small_sim_text('\n[upload]\ndestination = "s3://%s/big"\nchunk_mb = 5\nmax_mb_per_s = 4\n'
+                                          % BUCKET))
+    first = _cli("upload", "--config", str(config_path), "--out", str(out), "--no-progress",
+                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    killed = False
+    while time.monotonic() < deadline and first.poll() is None:
+        if (out / STATE_FILE).exists():
+            entry = _state(out)["files"].get(path.name, {})
+            if entry.get("multipart", {}).get("upload_id") and (5 << 20) <= entry.get("bytes_sent", 0) < (12 << 20):
+                os.kill(first.pid, signal.SIGKILL)
+                killed = True
+                break
+        time.sleep(0.02)
+    first.wait(30)
+    assert killed, "the uploader was never seen between parts"
+    second = _cli("upload", "--config", str(config_path), "--out", str(out), "--no-progress",
+                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, err = second.communicate(timeout=120)
+    assert second.returncode == 0, err
+    entry = _state(out)["files"][path.name]
+    assert entry["status"] == "verified" and entry["resumed_at_bytes"] >= 5 << 20 and entry["multipart"] == {}
+    body = boto3.client("s3").get_object(Bucket=BUCKET, Key=f"big/simulated-rig/episodes/ep0/ep0.h5")["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == digest and len(body) == 12 << 20

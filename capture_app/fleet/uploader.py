@@ -16,7 +16,7 @@ from pathlib import Path
 
 from capture_app import __version__
 from capture_app.core.errors import CaptureError
-from capture_app.fleet.destination import Destination, file_sha256, folder_bytes
+from capture_app.fleet.destination import MIN_PART_BYTES, Destination, file_sha256, folder_bytes
 from capture_app.fleet.heartbeat import RIG_CHECK_GLOB
 from capture_app.fleet.manifest import MANIFEST_NAME, build_manifest, episode_prefix
 from capture_app.fleet.state import UploadState
@@ -79,7 +79,8 @@ class Uploader:
             if entry.get("size") != st.st_size or entry.get("mtime_ns") != st.st_mtime_ns:
                 if entry["status"] in ("verified", "deleted"):
                     log.warning("%s changed after it was uploaded (resync?): uploading it again", name)
-                entry.update(status="pending", size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=None, bytes_sent=0)
+                entry.update(status="pending", size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=None, bytes_sent=0,
+                             multipart={})  # a changed file starts a new upload
         self.state.save()
         return self.state.with_status("pending", "uploading")
 
@@ -160,7 +161,12 @@ class Uploader:
                 self.state.save()
                 last_save[0] = time.monotonic()
         try:
-            self.dest.put_file(local, key, chunk, self.config.max_mb_per_s * (1 << 20), on_chunk)
+            if self.dest.resumable() and entry["size"] > max(chunk, MIN_PART_BYTES):
+                record = entry.setdefault("multipart", {})
+                entry["resumed_at_bytes"] = self.dest.put_file_resumable(
+                    local, key, chunk, record, self.state.save, self.config.max_mb_per_s * (1 << 20), on_chunk)
+            else:
+                self.dest.put_file(local, key, chunk, self.config.max_mb_per_s * (1 << 20), on_chunk)
         finally:
             if bar is not None:
                 bar.close()
