@@ -51,7 +51,7 @@ def encoder_floor_ms_per_tick(path: Path, jpeg_quality: int, rate_hz: float, fra
         return float(np.median(times))
 
     out = {}
-    from capture_app.recorder.writer import DEPTH_FILTER as depth_filter
+    from capture_app.recorder.columns import DEPTH_FILTER as depth_filter
     with open_episode(path) as f, open_hdf5("floor.h5", "w", driver="core", backing_store=False) as scratch:
         for stream in ("ego_camera", "top_camera"):
             group = f[f"streams/{stream}"]

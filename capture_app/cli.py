@@ -194,15 +194,22 @@ def cmd_keys(args) -> int:
 def cmd_monitor(args) -> int:
     from capture_app.monitor.app import run_monitor
 
+    if getattr(args, "panel", None):  # with the field panel beside the window (docs/panel.md)
+        from capture_app.panel.commands import monitor_with_panel
+        if not args.connect:
+            _load_rig(args)
+        return monitor_with_panel(args, run_monitor)
+    rig_name = None
     if not args.connect:
-        _load_rig(args)  # a bad rig config is reported here, before a recorder is started on it
+        rig_name = _load_rig(args).name  # a bad rig config is reported here, before a recorder is started on it
     curve = None
     if args.keys:
         from capture_app.bus.remote import load_keys
         curve = load_keys(f"{args.keys}/monitor.key_secret", f"{args.keys}/app.key")  # the monitors' key
     return run_monitor(None if args.sim else args.config, out_dir=args.out, connect=args.connect, curve=curve,
                        tasks_path=args.tasks, operator=args.operator, screenshot=args.screenshot, after_s=args.after,
-                       review=args.review, speak=args.speak)
+                       review=args.review, speak=args.speak, rig_name=rig_name,
+                       new_recorder=getattr(args, "new_recorder", False))
 
 
 def cmd_serve(args) -> int:
@@ -229,18 +236,27 @@ def cmd_serve(args) -> int:
             server = ControlServer(session, takes, args.control, curve=curve).start()
             print(f"recorder for rig {config.name}: control {server.control_endpoint}, state "
                   f"{server.state_endpoint}; episodes in {args.out}", file=sys.stderr, flush=True)
+            panel = None
+            if args.panel:  # the field panel, its own process (docs/panel.md)
+                from capture_app.panel.commands import start_panel_process
+                panel = start_panel_process(server.control_endpoint, *args.panel, keys_dir=config.bus_keys_dir)
+            from capture_app.rig.recorders import registered  # monitors of this user find it (--sim attaches)
             uploads = None
             if config.upload.destination and getattr(args, "config", None):  # [upload]: between takes only
                 from capture_app.fleet.background import BackgroundUploads
                 uploads = BackgroundUploads.for_rig(args.config, args.out, config.upload.interval_s,
                                                     busy=lambda: session.recording or takes.finishing > 0).start()
             try:
-                while not stop.wait(0.2):
-                    pass
+                with registered(server.control_endpoint, config.name, os.path.abspath(args.out)):
+                    while not stop.wait(0.2):
+                        pass
                 if session.recording:  # a stopped recorder saves the take it was recording
                     print(f"saved {takes.stop('saved', by='recorder shutdown')['path']}", file=sys.stderr)
                 takes.wait_finalized()
             finally:
+                if panel is not None:
+                    panel.terminate()
+                    panel.wait(30)
                 if uploads is not None:
                     uploads.close()
                 server.close()
@@ -369,8 +385,14 @@ def build_parser() -> argparse.ArgumentParser:
     monitor.add_argument("--connect", type=control_endpoint, help="attach to a running recorder's control endpoint (from `capture-app "
                                            "serve`) instead of starting one")
     monitor.add_argument("--keys", help="with --connect tcp://: the CurveZMQ key directory from `capture-app keys`")
+    monitor.add_argument("--new-recorder", action="store_true",
+                         help="start a new recorder even if one of this user is running on the same rig (by default "
+                              "the monitor attaches to it)")
     monitor.add_argument("--speak", action="store_true", help="spoken cues for start, stop and subtask marks "
                                                               "(espeak-ng if installed, else a beep)")
+    from capture_app.panel.commands import panel_address as _panel_address
+    monitor.add_argument("--panel", type=_panel_address, metavar="[HOST:]PORT",
+                         help="also start the field panel (a web page for a phone, docs/panel.md) on the same recorder")
     monitor.set_defaults(func=cmd_monitor)
 
     serve = sub.add_parser("serve", help="the headless recorder that monitors attach to (docs/control.md)")
@@ -383,6 +405,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--out", default="episodes", help="output directory (default: ./episodes)")
     serve.add_argument("--wait", type=wait_seconds, default=5.0,
                        help="seconds to wait for every stream before serving (default 5)")
+    from capture_app.panel.commands import panel_address
+    serve.add_argument("--panel", type=panel_address, metavar="[HOST:]PORT",
+                       help="also start the field panel (a web page for a phone, docs/panel.md) on PORT, loopback "
+                            "unless HOST is given (then it needs the token it prints)")
     serve.set_defaults(func=cmd_serve)
 
     inspect = sub.add_parser("inspect", help="summarise episodes and check their layout")
@@ -427,6 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_calibrate(sub)
     from capture_app.dataset.commands import add_parsers as add_dataset_commands
     add_dataset_commands(sub)
+    from capture_app.panel.commands import add_parser as add_panel
+    add_panel(sub, control_endpoint)
     from capture_app.fleet.commands import add_parsers as add_fleet_commands
     add_fleet_commands(sub)
     return parser

@@ -22,7 +22,7 @@ LAYERS = [
     ["capture_app.rig", "capture_app.configs"],
     ["drivers"],
     ["capture_app.recorder"],
-    ["capture_app.monitor", "capture_app.dataset", "capture_app.fleet"],
+    ["capture_app.monitor", "capture_app.dataset", "capture_app.panel", "capture_app.fleet"],
     ["capture_app.tools"],
     ["capture_app.cli", "capture_app.__main__"],
 ]

@@ -38,7 +38,7 @@ def test_the_monitor_opens_and_draws_on_a_real_x_display(x_display, tmp_path):
     env.pop("QT_QPA_PLATFORM", None)  # the platform Qt picks for a real display: xcb
     env["DISPLAY"] = x_display
     shot = tmp_path / "shot.png"
-    result = subprocess.run([sys.executable, "-m", "capture_app.cli", "monitor", "--sim", "--out",
+    result = subprocess.run([sys.executable, "-m", "capture_app.cli", "monitor", "--sim", "--new-recorder", "--out",
                              str(tmp_path / "episodes"), "--screenshot", str(shot), "--after", "3"],
                             capture_output=True, text=True, timeout=240, env=env)
     assert result.returncode == 0, result.stderr

@@ -28,9 +28,11 @@ def test_live_and_saved_rerun_views_hold_the_episode(tmp_path, capsys):
     live = rrd_entity_rows(live_rrd)
     ticks = live["/world/head_tracker"]
     assert ticks >= 20  # each tick the recording loop saw (it looks every 50 ms)
-    for entity in ("/world/ego_camera", "/world/left_wrist/hand", "/world/ego_camera/image", "/action/left_wrist",
-                   "/valid/right_fingers"):
+    for entity in ("/world/ego_camera", "/world/left_wrist/hand", "/action/left_wrist", "/valid/right_fingers"):
         assert live[entity] == ticks, entity
+    # an image with each tick that had a frame: a simulated camera starved by a loaded machine drops frames, as a
+    # real one does, and a tick without one logs none
+    assert ticks // 2 <= live["/world/ego_camera/image"] <= ticks
 
     with h5py.File(episode, "a") as f:
         t = f["synced/t_eval_ns"][:]

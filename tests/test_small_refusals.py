@@ -92,7 +92,11 @@ def test_driver_publish_on_a_busy_port_exits_non_zero_and_says_why(tmp_path):
 def test_record_exits_non_zero_when_the_final_table_failed(tmp_path, monkeypatch, capsys):
     rig = tmp_path / "rig.toml"
     rig.write_text(small_sim_text())
-    monkeypatch.setattr("capture_app.recorder.episodes.finalize_in_child_process", lambda path: None)
+    def follower_fails(self, path, timeout_s=0):  # the follower cannot write the table ...
+        self.abandon()
+        return False
+    monkeypatch.setattr("capture_app.recorder.final_follower.FinalTableFollower.finish", follower_fails)
+    monkeypatch.setattr("capture_app.recorder.episodes.finalize_in_child_process", lambda path: None)  # nor the file
     assert main(["record", "--config", str(rig), "--duration", "1", "--wait", "60", "--out", str(tmp_path / "out"),
                  "--name", "ep"]) == 1
     assert "resync" in capsys.readouterr().err

@@ -14,7 +14,8 @@ from capture_app.bus.wire import decode_message, encode_message
 from capture_app.rig.config import WriterConfig
 from capture_app.episode.format import NO_DEVICE_TIME, validate_and_summarize
 from capture_app.core.errors import WriterError
-from capture_app.recorder.writer import EpisodeMetadata, EpisodeWriter, _Table
+from capture_app.recorder.columns import ColumnTable
+from capture_app.recorder.writer import EpisodeMetadata, EpisodeWriter
 
 
 def _message(stream, seq, t, arrays, **kwargs):
@@ -140,7 +141,7 @@ def test_disk_full_stops_cleanly_keeps_flushed_data_and_says_so(tmp_path, monkey
 
     def full(self):
         raise OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr(_Table, "write", full)
+    monkeypatch.setattr(ColumnTable, "write", full)
     writer.submit(_message("head_tracker", 1, 200, {"pose": np.ones(7)}))
     with pytest.raises(WriterError, match="disk is full") as info:
         writer.finish()

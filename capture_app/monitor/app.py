@@ -48,12 +48,24 @@ def start_recorder_process(config_path: str | None, out_dir: str, control: str, 
         log.close()
 
 
+def attachable_recorder(rig_name: str | None) -> dict | None:
+    """The oldest running recorder of this user on rig ``rig_name`` with an ipc:// control endpoint (the
+    registry of ``capture_app.rig.recorders``), or None."""
+    from capture_app.rig.recorders import running_recorders
+    for entry in running_recorders():
+        if entry.get("rig") == rig_name and str(entry.get("control", "")).startswith("ipc://"):
+            return entry
+    return None
+
+
 def run_monitor(config_path: str | None, *, out_dir: str, connect: str | None = None, tasks_path: str | None = None,
                 operator: str = "", screenshot: str | None = None, after_s: float = 3.0, review: str | None = None,
-                speak: bool = False, curve=None) -> int:
-    """Open the main window on a recorder: the one at ``connect``, or one started now on the rig config
-    (the simulated rig without one). With ``screenshot``, save a PNG of the window after ``after_s``
-    seconds and exit (rendered offscreen when there is no display)."""
+                speak: bool = False, curve=None, rig_name: str | None = None, new_recorder: bool = False) -> int:
+    """Open the main window on a recorder: the one at ``connect``; else, unless ``new_recorder``, a running
+    recorder of this user on the same rig (``rig_name``; a window killed earlier leaves its recorder
+    running); else one started now on the rig config (the simulated rig without one). With ``screenshot``,
+    save a PNG of the window after ``after_s`` seconds and exit (rendered offscreen when there is no
+    display)."""
     has_display = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
     if screenshot and not has_display:
         os.environ["QT_QPA_PLATFORM"] = "offscreen"  # no display: render offscreen (with one: the real window)
@@ -71,6 +83,11 @@ def run_monitor(config_path: str | None, *, out_dir: str, connect: str | None = 
 
     tasks = load_tasks(tasks_path)
     recorder, workdir = None, None
+    running = attachable_recorder(rig_name) if connect is None and rig_name and not new_recorder else None
+    if running is not None:
+        connect, out_dir = running["control"], running.get("out") or out_dir
+        print(f"attaching to the running recorder of rig {running['rig']!r} (pid {running['pid']}, control "
+              f"{connect}, episodes in {out_dir}); --new-recorder starts another", file=sys.stderr)
     if connect is None:
         workdir = Path(tempfile.mkdtemp(prefix="capture-app-monitor-"))
         connect = f"ipc://{workdir / 'control'}"

@@ -14,6 +14,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from calibration.model import CameraIntrinsics
 from capture_app.core.hand import KEYPOINT_PARENTS
+from capture_app.core.live_verdict import stream_verdicts
 from capture_app.monitor.overlay import HANDS, ViewState, fingertip_pixels, intrinsics_for, wrist_axes_pixels
 
 TIP_BRUSH = (255, 0, 255)  # magenta: not a colour the cameras' scenes use
@@ -236,6 +237,7 @@ class HealthTable(QtWidgets.QTableWidget):
         # every stream visible without scrolling: header plus one row per stream
         self.setMinimumHeight(self.horizontalHeader().height() + 22 * len(streams) + 4)
         self.states: dict[str, str] = {}
+        self.levels: dict[str, str] = {}
 
     def _set_row(self, row: int, values, state: str) -> None:
         for col, text in enumerate(values):
@@ -246,25 +248,23 @@ class HealthTable(QtWidgets.QTableWidget):
         self.item(row, 1).setBackground(QtGui.QColor(STATE_COLOURS.get(state, "#757575")))
 
     def update_from_status(self, status: dict) -> None:
-        """Rows from a recorder ``status`` message (docs/control.md)."""
+        """Rows from a recorder ``status`` message (docs/control.md), judged by
+        ``capture_app.core.live_verdict.stream_verdicts`` (the top bar's rules). ``levels`` keeps each
+        stream's level (ok / degraded / lost)."""
         streams, writer = status.get("streams") or {}, status.get("writer") or {}
         refused, rejected = writer.get("refused") or {}, status.get("rejected") or {}
-        driver_for = drivers_by_stream(status)
+        verdicts = stream_verdicts(status)
         for row, stream in enumerate(self.streams):
-            st = streams.get(stream)
-            if st is None:
+            st, verdict = streams.get(stream), verdicts.get(stream)
+            if st is None or verdict is None:
                 continue
-            driver = driver_for.get(stream)
-            state, reason = st["state"], st["reason"]
-            if driver is not None and driver["state"] in ("failed", "reconnecting") and driver.get("last_error"):
-                state, reason = ("failed" if driver["state"] == "failed" else "lost"), driver["last_error"]
             n_refused, n_rejected = refused.get(stream, 0), sum((rejected.get(stream) or {}).values())
-            if state == "ok" and n_refused:
-                state, reason = "degraded", f"writer refused {n_refused} sample(s): machine overloaded"
-            self.states[stream] = state
+            self.states[stream] = verdict.state
+            self.levels[stream] = verdict.level
             age = "-" if st["age_s"] is None else f"{st['age_s'] * 1000:.0f} ms"
-            self._set_row(row, (stream, state, f"{st['rate_hz']:.0f} / {st['expected_rate_hz']:.0f} Hz", age,
-                                str(st["seq_gaps"]), str(n_refused), str(n_rejected), st["tracking"], reason), state)
+            self._set_row(row, (stream, verdict.state, f"{st['rate_hz']:.0f} / {st['expected_rate_hz']:.0f} Hz", age,
+                                str(st["seq_gaps"]), str(n_refused), str(n_rejected), st["tracking"], verdict.reason),
+                          verdict.state)
 
     def update_from_review(self, states: dict[str, str]) -> None:
         """Rows from a recorded tick: each stream's interpolation status in /synced at that tick."""
@@ -273,6 +273,7 @@ class HealthTable(QtWidgets.QTableWidget):
                 state = states[stream]
                 colour = "ok" if state in ("interpolated", "nearest", "extrapolated") else "lost"
                 self.states[stream] = colour
+                self.levels[stream] = colour
                 self._set_row(row, (stream, colour, "", "", "", "", "", "", f"recorded: {state}"), colour)
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import asdict
 
 import zmq
@@ -25,6 +25,7 @@ from capture_app.bus import control_protocol as protocol
 from capture_app.core.clock import now_ns
 from capture_app.bus.endpoint_trust import require_private_ipc, restrict_bound_socket
 from capture_app.core.errors import CaptureError, ConfigError
+from capture_app.core.live_verdict import RECENT_WINDOW_S, counts_between, cumulative_counts
 from capture_app.rig.priority import prioritise_recorder_thread
 from capture_app.recorder.takes import Takes
 
@@ -86,6 +87,28 @@ def status_of(session, takes: Takes, control_refused: int = 0) -> dict:
             "losses": {**session.loss_counts(), "control_refused": control_refused}, "takes": takes.state()}
 
 
+class RecentLosses:
+    """How much each loss counter of the ``status`` grew over the last ``window_s`` seconds (the ``recent`` map
+    of docs/control.md; ``capture_app.core.live_verdict`` judges "now" by it). Thread-safe."""
+
+    def __init__(self, window_s: float = RECENT_WINDOW_S):
+        self.window_s = window_s
+        self._history: deque[tuple[int, dict[str, int]]] = deque()
+        self._lock = threading.Lock()
+
+    def add(self, status: dict, t_ns: int) -> dict:
+        """Note ``status``'s counters at ``t_ns`` (recorder monotonic ns); the ``recent`` map."""
+        counts = cumulative_counts(status)
+        horizon = t_ns - int(self.window_s * 1e9)
+        with self._lock:
+            self._history.append((t_ns, counts))
+            # the baseline: the newest snapshot at least window_s old (or the oldest there is)
+            while len(self._history) > 1 and self._history[1][0] <= horizon:
+                self._history.popleft()
+            baseline = self._history[0][1]
+        return {"window_s": self.window_s, "counts": counts_between(baseline, counts)}
+
+
 def check_control_endpoint(endpoint: str, curve) -> None:
     """Refuse (ConfigError) a control endpoint other local users could use: tcp:// without CurveZMQ keys that
     allow only the monitors' key, or ipc:// outside a private directory (docs/control.md, Trust model)."""
@@ -115,6 +138,7 @@ class ControlServer:
         self._finished_lock = threading.Lock()
         self.bad_requests = 0
         self._last_refusal_event_ns = 0
+        self._recent = RecentLosses()
         self._ready = threading.Barrier(3)
         self._errors: list[BaseException] = []
         self._threads = [threading.Thread(target=self._serve_commands, name="control-server", daemon=True),
@@ -166,7 +190,9 @@ class ControlServer:
         return socket
 
     def _status(self) -> dict:
-        return status_of(self.session, self.takes, self.bad_requests)
+        status = status_of(self.session, self.takes, self.bad_requests)
+        status["recent"] = self._recent.add(status, status["t_ns"])
+        return status
 
     def _count_bad_request(self, reason: str = "a message that is not [client id, request]") -> None:
         """A control message refused: counted (``status`` shows it live) and, while a take records, an

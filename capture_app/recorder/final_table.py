@@ -81,9 +81,10 @@ def quality_report(f: h5py.File, thresholds: QualityThresholds) -> dict:
     return report
 
 
-def finalize_episode(path: str | Path, thresholds: QualityThresholds | None = None) -> dict:
+def finalize_episode(path: str | Path, thresholds: QualityThresholds | None = None, rows_source=None) -> dict:
     """Write the final table (when the episode has a live one) and the quality report; returns the report.
-    ``thresholds`` default to the [quality] section of the rig config stored in the episode."""
+    ``thresholds`` default to the [quality] section of the rig config stored in the episode; ``rows_source``
+    may supply rows computed while the take recorded (``resync.write_final_table``)."""
     with open_episode(path, "r+") as f:
         thresholds = thresholds or thresholds_from_rig(f)
         try:
@@ -93,7 +94,7 @@ def finalize_episode(path: str | Path, thresholds: QualityThresholds | None = No
             has_live = False
         if has_live and f.get("synced") is not None and f["synced"].attrs.get("table", "live") == "live":
             calibration = calibration_from_json(str(f["calibration"].attrs["json"]), f"{path}:/calibration")
-            write_final_table(f, calibration)
+            write_final_table(f, calibration, rows_source=rows_source)
         report = quality_report(f, thresholds)
         f.attrs["quality"] = json.dumps(report)
         f.attrs["quality_verdict"] = report["verdict"]

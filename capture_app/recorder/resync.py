@@ -21,15 +21,14 @@ import numpy as np
 from calibration.model import Calibration, calibration_from_json
 from capture_app import __version__
 from capture_app.episode.annotations import read_segments, write_segments
-from capture_app.bus.wire import Message
 from capture_app.core.clock import wall_clock_iso
 from capture_app.rig.config import SyncConfig
 from capture_app.episode.file import open_episode
 from capture_app.episode.format import TRACKING_CODES
 from capture_app.core.errors import EpisodeFormatError
 from capture_app.core.streams import SYNCED_STREAMS
-from capture_app.recorder.synchronizer import StreamBuffer, Synchronizer
-from capture_app.recorder.writer import _set_attrs
+from capture_app.recorder.synchronizer import Synchronizer
+from capture_app.recorder.columns import set_attrs
 
 _TRACKING_NAMES = {code: name for name, code in TRACKING_CODES.items()}
 
@@ -46,24 +45,14 @@ def _load_buffers(sync: Synchronizer, f: h5py.File) -> None:
     """Fill the synchronizer's buffers with every recorded sample (no eviction)."""
     for stream in SYNCED_STREAMS:
         path = f"streams/{stream}"
-        buffer = sync.buffers[stream]
         if path not in f:
             continue
         group = f[path]
         n = len(group["seq"])
-        sync.buffers[stream] = buffer = StreamBuffer(buffer.kind, n + 1)
-        seq = group["seq"][:].astype(np.int64)
-        t_capture = group["t_capture_ns"][:]
-        t_receive = group["t_receive_ns"][:]
-        tracking = group["tracking"][:]
+        column = {"pose": "pose", "keypoints": "keypoints"}.get(sync.buffers[stream].kind)
         epochs = group["sender_epoch"][:] if "sender_epoch" in group else np.zeros(n, np.uint16)
-        column = {"pose": "pose", "keypoints": "keypoints"}.get(buffer.kind)
-        values = group[column][:] if column else None
-        for i in range(n):
-            message = Message(stream, int(seq[i]), int(t_capture[i]), None, 0, _TRACKING_NAMES[int(tracking[i])],
-                              {column: values[i]} if column else {}, {}, {}, t_receive_ns=int(t_receive[i]),
-                              sender=int(epochs[i]))
-            sync.ingest(message)
+        sync.load_stream(stream, group["t_capture_ns"][:], group["t_receive_ns"][:], group["seq"][:].astype(np.int64),
+                         group["tracking"][:], group[column][:] if column else None, epochs.astype(np.int64))
 
 
 EVERY_SAMPLE = np.iinfo(np.int64).max  # a receive cutoff that makes every recorded sample visible
@@ -171,14 +160,43 @@ def _row_indices(f: h5py.File, stream_seq: np.ndarray, tick_ns: np.ndarray) -> n
             continue
         seqs = f[f"streams/{stream}/seq"][:].astype(np.int64)
         received = f[f"streams/{stream}/t_receive_ns"][:]
+        index[:, j] = last_rows_received_by(seqs, received, stream_seq[:, j], tick_ns)
+    return index
+
+
+def last_rows_received_by(seqs: np.ndarray, received: np.ndarray, wanted: np.ndarray,
+                          cutoff_ns: np.ndarray) -> np.ndarray:
+    """For each query i: the largest row r with ``seqs[r] == wanted[i]`` and ``received[r] <= cutoff_ns[i]``
+    (-1 when there is none, or ``wanted[i] < 0``). Vectorized where the receive stamps never decrease with the
+    row (a recorded stream); row by row otherwise."""
+    wanted = np.asarray(wanted, np.int64)
+    cutoff_ns = np.asarray(cutoff_ns, np.int64)
+    result = np.full(len(wanted), -1, np.int64)
+    if len(seqs) == 0:
+        return result
+    if np.any(np.diff(received) < 0):
         rows_of: dict[int, list[int]] = {}
         for row, seq in enumerate(seqs):
             rows_of.setdefault(int(seq), []).append(row)
-        for i, wanted in enumerate(stream_seq[:, j]):
-            rows = [r for r in rows_of.get(int(wanted), ()) if received[r] <= tick_ns[i]]
-            if wanted >= 0 and rows:
-                index[i, j] = rows[-1]
-    return index
+        for i, w in enumerate(wanted):
+            rows = [r for r in rows_of.get(int(w), ()) if received[r] <= cutoff_ns[i]]
+            if w >= 0 and rows:
+                result[i] = rows[-1]
+        return result
+    n = len(seqs)
+    order = np.lexsort((np.arange(n), seqs))  # by seq, then row: within a seq, receive stamps never decrease
+    groups, group_of = np.unique(seqs[order], return_inverse=True)
+    received_sorted = np.sort(received)
+    rank = np.searchsorted(received_sorted, received[order], side="left")  # received[r] <= c <=> rank < count(<= c)
+    key = group_of.astype(np.int64) * (n + 1) + rank  # ascending
+    g = np.searchsorted(groups, wanted)
+    present = (wanted >= 0) & (g < len(groups)) & (groups[np.minimum(g, len(groups) - 1)] == wanted)
+    allowed = np.searchsorted(received_sorted, cutoff_ns, side="right") - 1  # largest rank received by the cutoff
+    position = np.searchsorted(key, g.astype(np.int64) * (n + 1) + allowed, side="right") - 1
+    found = present & (allowed >= 0) & (position >= 0)
+    found &= group_of[np.maximum(position, 0)] == g
+    result[found] = order[position[found]]
+    return result
 
 
 def _write_table(f: h5py.File, name: str, columns: dict[str, np.ndarray], attrs: dict) -> None:
@@ -189,14 +207,30 @@ def _write_table(f: h5py.File, name: str, columns: dict[str, np.ndarray], attrs:
         group.attrs[key] = value
 
 
-def write_final_table(f: h5py.File, calibration: Calibration, *, version: int = 1) -> dict[str, np.ndarray]:
+def final_rows(f: h5py.File, calibration: Calibration, tick_times_ns: np.ndarray, sync_config: SyncConfig,
+               computed: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """The final table's columns for ``tick_times_ns``: ``computed`` (rows already computed by the same
+    ``compute_tick`` on every sample, ``capture_app.recorder.final_follower``, without ``stream_index``) or
+    computed here from the file; ``lateness_ns`` 0 and ``stream_index`` from the file either way."""
+    if computed is None:
+        return compute_rows(f, calibration, tick_times_ns, sync_config, final=True)
+    columns = dict(computed)
+    columns["lateness_ns"] = np.zeros(len(tick_times_ns), np.int64)
+    columns["stream_index"] = _row_indices(f, columns["stream_seq"], np.full(len(tick_times_ns), EVERY_SAMPLE))
+    return columns
+
+
+def write_final_table(f: h5py.File, calibration: Calibration, *, version: int = 1,
+                      rows_source=None) -> dict[str, np.ndarray]:
     """Compute the final table into /synced; the live one becomes /synced_live (once), an older final
-    one goes to /synced_versions/<version - 1>. Returns the columns."""
+    one goes to /synced_versions/<version - 1>. Returns the columns. ``rows_source(f, ticks, config)``, when
+    given, may supply the rows already computed (or None: they are computed here)."""
     live = live_table(f)
     live_attrs = dict(live.attrs)
     config = sync_config_from_attrs(live_attrs)
     ticks = final_tick_times(f, live_attrs, config, calibration)
-    columns = compute_rows(f, calibration, ticks, config, final=True)
+    computed = rows_source(f, ticks, config) if rows_source is not None else None
+    columns = final_rows(f, calibration, ticks, config, computed)
     if "synced_final_tmp" in f:  # left by a resync killed before its rename: scratch, never the table of record
         del f["synced_final_tmp"]
     _write_table(f, "synced_final_tmp", columns, live_attrs)  # written whole before anything is renamed
@@ -213,7 +247,8 @@ def write_final_table(f: h5py.File, calibration: Calibration, *, version: int = 
     segments = read_segments(f)
     if segments:  # their tick indices refer to /synced: point them into the new table
         write_segments(f, segments)
-    _set_attrs(f["synced"], {"table": "final", "receive_cutoff": "none: every sample by capture time",
+    set_attrs(f["synced"], {"table": "final", "receive_cutoff": "none: every sample by capture time",
+                             "rows_computed": "during the take" if computed is not None else "from the file",
                              "version": version, "calibration_id": calibration.calibration_id,
                              "calibration_json": calibration.to_json(),
                              "latency_offsets_ns": {s: calibration.latency_offset_ns(s) for s in SYNCED_STREAMS}})
@@ -233,5 +268,5 @@ def resync_episode(path: str | Path, calibration: Calibration | None = None) -> 
         is_final = "synced" in f and f["synced"].attrs.get("table", "live") == "final"
         version = int(f["synced"].attrs.get("version", 1)) + 1 if is_final else 1
         write_final_table(f, calibration, version=version)
-        _set_attrs(f["synced"], {"resynced_wall_time": wall_clock_iso(), "resynced_by": f"capture-app {__version__}"})
+        set_attrs(f["synced"], {"resynced_wall_time": wall_clock_iso(), "resynced_by": f"capture-app {__version__}"})
         return version

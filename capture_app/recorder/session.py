@@ -111,6 +111,7 @@ class CaptureSession:
                 self.stop_episode()
             except CaptureError as exc:
                 log.error("%s", exc)
+        self.episodes.close()
         self._stream_watch.stop()
         self.rig.stop()
         self.synchronizer.stop()
@@ -183,8 +184,9 @@ class CaptureSession:
     def loss_counts(self) -> dict:
         """What the bus and the synchronizer lost or refused so far (besides per-stream rejections):
         malformed and unexpected messages, non-finite values, remote messages before clock sync, and this
-        take's invalid synced rows per hand part."""
-        return {**self.intake.loss_counts(), "invalid_rows": dict(self.episodes.invalid_rows)}
+        take's invalid synced rows per hand part (after the part's first valid row; those before it apart)."""
+        return {**self.intake.loss_counts(), "invalid_rows": dict(self.episodes.invalid_rows),
+                "invalid_rows_at_start": dict(self.episodes.invalid_rows_at_start)}
 
     def rejected_counts(self) -> dict[str, dict[str, int]]:
         """Messages refused so far, per stream and reason."""

@@ -91,6 +91,27 @@ class StreamBuffer:
             self.start = self.end - self.capacity
         return True
 
+    def extend(self, times: np.ndarray, receive: np.ndarray, seq: np.ndarray, tracking: np.ndarray,
+               values: np.ndarray | None, senders: np.ndarray) -> None:
+        """Add many samples in order, as ``append`` one by one would (same acceptance, same result), in one
+        array copy when they fit and every one would be accepted (a recorded stream: the writer refused the
+        rest); sample by sample otherwise. Images keep no frames this way (offline tables need none)."""
+        n = len(times)
+        in_order = (self.end == self.start == 0 and n <= self.capacity and
+                    bool(np.all(np.diff(times) > 0)) and
+                    bool(np.all((np.diff(seq) > 0) | (np.diff(senders) != 0))))
+        if not in_order:
+            for i in range(n):
+                self.append(int(times[i]), int(receive[i]), int(seq[i]), int(tracking[i]),
+                            None if values is None else values[i], sender=int(senders[i]))
+            return
+        self.times[:n], self.receive[:n], self.seq[:n], self.tracking[:n] = times, receive, seq, tracking
+        if self.values is not None:
+            self.values[:n] = values
+        self.end = n
+        if n:
+            self.sender = int(senders[-1])
+
     def visible(self, receive_cutoff_ns: int, receive_floor_ns: int = 0) -> slice:
         """The slice of samples received in [floor, cutoff]."""
         received = self.receive[self.start:self.end]
@@ -191,6 +212,15 @@ class Synchronizer:
         value = message.arrays.get({"pose": "pose", "keypoints": "keypoints"}.get(buffer.kind, ""))
         frame = message if buffer.kind in ("image", "rgbd") else None
         return buffer.append(t, message.t_receive_ns, message.seq, tracking, value, frame=frame, sender=message.sender)
+
+    def load_stream(self, stream: str, t_capture_ns: np.ndarray, t_receive_ns: np.ndarray, seq: np.ndarray,
+                    tracking: np.ndarray, values: np.ndarray | None, senders: np.ndarray) -> None:
+        """Replace ``stream``'s buffer with a recorded stream's samples (no eviction), as ``ingest`` of each
+        in order would: capture times (ns, host clock) minus the stream's latency offset."""
+        kind = self.buffers[stream].kind
+        buffer = self.buffers[stream] = StreamBuffer(kind, len(seq) + 1)
+        buffer.extend(np.asarray(t_capture_ns, np.int64) - self._offsets[stream], t_receive_ns, seq, tracking,
+                      values, senders)
 
     # --- one tick -------------------------------------------------------------------------
     def compute_tick(self, t_tick_ns: int, receive_cutoff_ns: int | None = None) -> SyncedTick:

@@ -22,12 +22,27 @@ from typing import Callable
 from capture_app.episode.annotations import Annotator
 from capture_app.core.clock import NS_PER_S, now_ns
 from capture_app.core.errors import CaptureError
-from capture_app.recorder.episodes import finalize_in_child_process
 from capture_app.recorder.session import CaptureSession
 
 log = logging.getLogger(__name__)
 
 OUTCOMES = ("saved", "aborted")
+HISTORY_TAKES = 30  # the finished takes a monitor attaching later is shown (takes.history)
+
+
+def take_summary(take: dict) -> dict:
+    """A finished take as ``takes.history`` lists it: ``name``, ``path``, ``outcome``, ``duration_s`` and
+    ``report``, the quality report cut to its verdict, problems, each hand's valid share and each stream's
+    losses (None while it is computed or if it could not be)."""
+    report = take.get("report")
+    if report is not None:
+        report = {"verdict": report.get("verdict"), "problems": list(report.get("problems") or []),
+                  "hands": {h: {"valid": v.get("valid")} for h, v in (report.get("hands") or {}).items()},
+                  "streams": {s: {k: v.get(k, 0) for k in ("seq_gaps", "writer_overflow", "rejected", "tracking_lost")}
+                              for s, v in (report.get("streams") or {}).items()}}
+    return {"name": take.get("name", ""), "path": take.get("path", ""), "outcome": take.get("outcome", ""),
+            "duration_s": take.get("duration_s"), "report": report,
+            "checking": take.get("outcome") in OUTCOMES and take.get("report") is None and not take.get("checked")}
 
 
 class Takes:
@@ -44,6 +59,8 @@ class Takes:
         self.finishing = 0              # takes whose final table is being computed
         self.last_take: dict | None = None
         self.episode: dict = {}        # name, path, task, instruction, operator of the take recording now
+        self.operator = ""             # of the last take started (a monitor attaching later shows it)
+        self.history: list[dict] = []  # take_summary of the takes finished, oldest first (the last HISTORY_TAKES)
         self._finalizers: list[threading.Thread] = []
 
     # --- commands -------------------------------------------------------------------
@@ -53,6 +70,7 @@ class Takes:
             writer = self.session.start_episode(self.out_dir, name=name or None, task=task, instruction=instruction,
                                                 operator=operator)
             self.annotator = Annotator()
+            self.operator = operator
             self.episode = {"name": writer.metadata.episode_name, "path": str(writer.partial_path), "task": task,
                             "instruction": instruction, "operator": operator,
                             "t_start_ns": self.session.episode_started_ns}
@@ -99,19 +117,21 @@ class Takes:
         with self._lock:
             writer = self._writer()
             t_end = now_ns()
-            writer.set_annotations(self.annotator.finished(t_end))
+            finished = self.annotator.finished(t_end)
+            writer.set_annotations(finished)
             writer.log_event("info", "session", f"take {outcome}" + (f" by {by}" if by else ""))
             path = self.session.stop_episode({"outcome": outcome}, finalize=False)
             self.take_count += 1
             take = {"name": self.episode["name"], "path": str(path), "outcome": outcome, "report": None,
                     "duration_s": (t_end - self.episode["t_start_ns"]) / NS_PER_S}
             self.last_take, self.episode = take, {}
+            self._remember(take)
             self.annotator = Annotator()
             self.finishing += 1
             thread = threading.Thread(target=self._finalize, args=(take,), name="take-finalize", daemon=True)
             self._finalizers = [t for t in self._finalizers if t.is_alive()] + [thread]
             thread.start()
-            return dict(take)
+            return {**take, "segments": [asdict(s) for s in finished]}
 
     def discard(self, by: str = "") -> dict:
         """Throw the take away: no file is left."""
@@ -121,6 +141,7 @@ class Takes:
             log.info("take %s discarded%s", self.episode.get("name"), f" by {by}" if by else "")
             take = {"name": self.episode.get("name", ""), "path": "", "outcome": "discarded", "report": None}
             self.last_take, self.episode = take, {}
+            self._remember(take)
             self.annotator = Annotator()
             return dict(take)
 
@@ -135,7 +156,8 @@ class Takes:
         session = self.session
         writer = session.writer
         out = {"recording": writer is not None, "take_count": self.take_count, "finishing": self.finishing,
-               "last_take": self.last_take, "episode": dict(self.episode),
+               "last_take": self.last_take, "episode": dict(self.episode), "operator": self.operator,
+               "history": [dict(t) for t in self.history],
                "segments": [asdict(s) for s in self.annotator.segments],
                "current": self.annotator.current.label if self.annotator.current else ""}
         try:
@@ -161,6 +183,15 @@ class Takes:
             writer.log_event("warning", source, text)
 
     # --- internals ------------------------------------------------------------------
+    def _remember(self, take: dict) -> None:
+        """Into ``history`` (under the lock); a take already there (its quality now known) is replaced."""
+        summary = take_summary(take)
+        for i, known in enumerate(self.history):
+            if known["path"] and known["path"] == summary["path"]:
+                self.history[i] = summary
+                return
+        self.history = (self.history + [summary])[-HISTORY_TAKES:]
+
     def _writer(self):
         writer = self.session.writer
         if writer is None:
@@ -181,8 +212,9 @@ class Takes:
 
     def _finalize(self, take: dict) -> None:
         try:
-            take["report"] = finalize_in_child_process(Path(take["path"]))
+            take["report"] = self.session.episodes.finalize(Path(take["path"]))
         finally:
             with self._lock:
                 self.finishing -= 1
+                self._remember({**take, "checked": True})
             self.on_take_finished(dict(take))

@@ -20,169 +20,22 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from calibration.board import BoardConfig, BoardDetector, write_printable
+from calibration.intrinsics import calibrate_intrinsics, smooth
 from calibration.data import angular_speed, board_pairs, corrected_times
-from calibration.handeye import CalibrationFailed, rotation_spread, select_views, solve_fixed_camera, solve_head_camera
-from calibration.model import Calibration, CameraIntrinsics
-from calibration.store import CalibrationStore, changes, describe, new_version_id, now_iso
+from calibration.handeye import CalibrationFailed, select_views, solve_fixed_camera, solve_head_camera
+from calibration.model import Calibration
+from calibration.store import CalibrationStore, changes, describe, new_version_id
 from calibration.timing import assign_roles, estimate_lag_ns
 from capture_app.rig.config import RigConfig, load_config, sim_epoch_ns, with_changes
 from capture_app.episode.file import open_episode
 from capture_app.episode.frames import FrameReader
 from capture_app.core.errors import CalibrationError
-from capture_app.core.geometry import make_transform, quat_angle, quat_to_matrix
-
-TRACKER_NOISE = {"position_noise_mm": 0.3, "rotation_noise_deg": 0.05}
-SIM_TRACKERS = ("head_tracker", "left_wrist_tracker", "right_wrist_tracker")
-
-
-def sim_calibration_rig(board_on: tuple[str, ...] = ("ego_camera", "top_camera"), **tracker_options) -> RigConfig:
-    """The simulated rig set up for calibration: board on the table, head surveying it, noisy trackers."""
-    options = {"*": {"head_motion": "survey"}}
-    options.update({camera: {"board": True} for camera in board_on})
-    options.update({t: {**TRACKER_NOISE, **tracker_options.get(t, {})} for t in SIM_TRACKERS})
-    return with_changes(load_config(), options)
-
-
-def base_calibration(store: CalibrationStore, config: RigConfig) -> Calibration:
-    """The calibration a new version starts from: the store's current, else the rig's default."""
-    current = store.current()
-    if current is not None:
-        return current
-    from capture_app.recorder.session import default_calibration
-    return default_calibration(config)
-
-
-def record_calibration_episode(config: RigConfig, seconds: float, out_dir: Path, guide=None) -> Path:
-    """Record ``seconds`` of the rig; ``guide(session)`` is called about once a second to print guidance.
-    Cameras are recorded as JPEG even where the rig stores them as video ([writer] video_streams): the live
-    guide detects the board in every frame it is shown and the corners are found in the sharper image."""
-    from capture_app.recorder.session import CaptureSession
-    if config.writer.video_streams:
-        config = with_changes(config, writer=dataclasses.replace(config.writer, video_streams=()))
-    with CaptureSession(config) as session:
-        missing = session.wait_for_streams(8)
-        if missing:
-            raise CalibrationFailed(f"streams not delivering: {session.missing_stream_reasons(missing)}")
-        session.start_episode(out_dir, name=f"calibration-{new_version_id('rec')}")
-        start_ns = session.episode_started_ns
-        # Record `seconds` of data, not of wall time: a machine that falls behind delivers the same motion later
-        end = time.monotonic() + seconds
-        give_up = time.monotonic() + 3 * seconds
-        while time.monotonic() < end or (time.monotonic() < give_up and not _covered(session, start_ns, seconds)):
-            time.sleep(min(1.0, max(0.05, end - time.monotonic())))
-            if guide is not None:
-                guide(session)
-        return session.stop_episode()
-
-
-def _covered(session, start_ns: int, seconds: float) -> bool:
-    """Whether every stream has delivered samples captured ``seconds`` after ``start_ns``."""
-    status = session.stream_status()
-    return all(st.last_capture_ns is not None and st.last_capture_ns - start_ns >= seconds * 1e9
-               for st in status.values())
-
-
-class HeadCameraGuide:
-    """Live guidance while the engineer moves the head around the board: views seen, rotation coverage."""
-
-    def __init__(self, board: BoardConfig, intrinsics: CameraIntrinsics, out=None):
-        self.detector = BoardDetector(board)
-        self.intrinsics = intrinsics
-        self.rotations: list[np.ndarray] = []
-        self.out = out if out is not None else sys.stderr  # looked up now: a redirected stderr is honoured
-
-    def __call__(self, session) -> None:
-        from capture_app.monitor.overlay import image_from
-        tick = session.latest_tick
-        if tick is None or tick.T_world_headtracker is None or tick.frames.get("ego_camera") is None:
-            return
-        image = image_from(tick.frames["ego_camera"])
-        k = self.intrinsics if image.shape[1] == self.intrinsics.width else self.intrinsics.scaled(image.shape[1], image.shape[0])
-        if self.detector.detect(image, k) is not None:
-            self.rotations.append(tick.T_world_headtracker[:3, :3])
-        spread = rotation_spread(self.rotations) if len(self.rotations) >= 3 else np.zeros(3)
-        hint = "" if spread[1] > 15 else " - turn, nod and tilt the head; come closer and go farther"
-        print(f"board seen in {len(self.rotations)} checks; rotation coverage {spread[0]:.0f}/{spread[1]:.0f}/"
-              f"{spread[2]:.0f} deg{hint}", file=self.out, flush=True)
-
-
-def _episode(args, config: RigConfig, store: CalibrationStore, guide=None) -> Path:
-    if args.episode:
-        return Path(args.episode)
-    out = store.directory / "episodes"
-    out.mkdir(parents=True, exist_ok=True)
-    print(f"recording {args.duration:.0f} s of calibration data...", file=sys.stderr)
-    return record_calibration_episode(config, args.duration, out, guide)
-
-
-def _new_version(old: Calibration, kind: str, method: str, args, residuals: dict | None = None, **fields) -> Calibration:
-    """``old`` with the solved ``fields`` replaced, stamped as a new version of ``kind``."""
-    return dataclasses.replace(old, calibration_id=new_version_id(kind), created=now_iso(), method=method,
-                               operator=args.operator, residuals=residuals or {}, **fields)
-
-
-def _save(store: CalibrationStore, old: Calibration, new: Calibration) -> int:
-    path = store.save(new)
-    print(describe(new))
-    print("changes: " + "; ".join(changes(old, new)))
-    print(f"saved {path} (now current: {store.current_path})")
-    return 0
-
-
-def _ego_intrinsics_for(path: Path, calibration: Calibration, camera: str) -> CameraIntrinsics:
-    with open_episode(path) as f:
-        height, width = list(f[f"streams/{camera}"].attrs["color_shape"])[:2]
-    k = calibration.ego_intrinsics if camera == "ego_camera" else calibration.top_intrinsics
-    return k if (k.width, k.height) == (width, height) else k.scaled(width, height)
-
-
-def calibrate_intrinsics(pairs, guess: CameraIntrinsics, max_views: int = 300) -> tuple[CameraIntrinsics, float]:
-    """Pinhole intrinsics and distortion from the board corners of (up to ``max_views``, evenly spread) views.
-
-    Use many views: with 40 of a 30 s sim take the principal point came out 3 px off in one run of four (the
-    views chosen happened to cover the image poorly); with all ~440 it stays within 0.6 px, in ~0.3 s."""
-    views = [p.view for p in pairs][:: max(1, len(pairs) // max_views)]
-    if len(views) < 8:
-        raise CalibrationFailed(f"only {len(views)} board views to calibrate the camera's intrinsics (need 8)")
-    objects = [v.object_points.astype(np.float32) for v in views]
-    images = [v.image_points.astype(np.float32) for v in views]
-    rms, K, dist, _, _ = cv2.calibrateCamera(objects, images, (guess.width, guess.height), guess.K.copy(),
-                                             np.zeros(5), flags=cv2.CALIB_USE_INTRINSIC_GUESS)
-    if rms > 1.0:
-        raise CalibrationFailed(f"camera intrinsics reproject with {rms:.2f} px (limit 1): more views, closer, "
-                                f"with the board in the image corners too")
-    k = CameraIntrinsics(guess.width, guess.height, float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2]),
-                         tuple(float(x) for x in dist.ravel()[:5]))
-    return k, float(rms)
-
-
-def _glove_lag_ns(f, hand: str, raw: Calibration) -> tuple[float, float] | None:
-    """How much later the glove stamps the hand's rotation than its wrist tracker does (the angular speed of
-    the glove's IMU orientation against the tracker's; independent of how the two are mounted)."""
-    glove, tracker = f"{hand}_glove", f"{hand}_wrist_tracker"
-    if f"streams/{glove}/wrist_quat" not in f or f"streams/{tracker}" not in f:
-        return None
-    t_g = corrected_times(f, glove, raw)
-    q_g = f[f"streams/{glove}/wrist_quat"][:]
-    step = 4  # ~33 ms at 120 Hz, like the tracker's baseline below
-    speed_g = quat_angle(q_g[step:], q_g[:-step]) / ((t_g[step:] - t_g[:-step]) / 1e9)
-    t_t, speed_t = angular_speed(f, tracker, raw, baseline_s=step / 120.0)
-    lag, score = estimate_lag_ns((t_g[step:] + t_g[:-step]) / 2, speed_g, t_t, speed_t)
-    if score < 0.5:
-        raise CalibrationFailed(f"the {hand} glove's and wrist tracker's rotations correlate poorly ({score:.2f}); "
-                                f"rotate the {hand} wrist briskly back and forth")
-    return lag, score
-
-
-def _smooth(values: np.ndarray, n: int) -> np.ndarray:
-    """Centred moving average over ``n`` samples (same length), per column."""
-    if len(values) <= n:
-        return values
-    kernel = np.ones(n) / n
-    if values.ndim == 1:
-        return np.convolve(values, kernel, mode="same")
-    return np.stack([np.convolve(values[:, c], kernel, mode="same") for c in range(values.shape[1])], axis=1)
-
+from capture_app.core.geometry import make_transform, quat_to_matrix
+from capture_app.tools.calibration_readers import (board_on_depth_plane, camera_intrinsics_for, depth_geometry,
+                                                   glove_lag_ns)
+from capture_app.tools.calibration_recording import (SIM_TRACKERS, HeadCameraGuide, base_calibration, new_version,
+                                                     procedure_episode, save_version, sim_calibration_rig)
+from capture_app.tools.calibration_recording import record_calibration_episode  # noqa: F401 (for scripts)
 
 # --- the procedures -------------------------------------------------------------------------
 def board_from_args(args) -> BoardConfig:
@@ -223,8 +76,8 @@ def cmd_board(args) -> int:
 def cmd_head_camera(args, config: RigConfig, store: CalibrationStore) -> int:
     old = base_calibration(store, config)
     board = board_from_args(args)
-    path = _episode(args, config, store, HeadCameraGuide(board, old.ego_intrinsics))
-    intrinsics = _ego_intrinsics_for(path, old, "ego_camera")
+    path = procedure_episode(args, config, store, HeadCameraGuide(board, old.ego_intrinsics))
+    intrinsics = camera_intrinsics_for(path, old, "ego_camera")
     detector = BoardDetector(board)
     pairs, rejected = board_pairs(str(path), old, "ego_camera", "head_tracker", intrinsics, detector,
                                   max_pnp_error_px=None if args.intrinsics else 1.0)
@@ -242,34 +95,34 @@ def cmd_head_camera(args, config: RigConfig, store: CalibrationStore) -> int:
     result = solve_head_camera([pairs[i].T_world_tracker for i in chosen], [pairs[i].view for i in chosen], intrinsics)
     for name, (deg, mm) in result.methods.items():
         print(f"  OpenCV {name:<10} differs from the refined result by {deg:.3f} deg, {mm:.2f} mm")
-    new = _new_version(old, "head-camera", "hand-eye (OpenCV PARK start, least-squares refinement on reprojection)",
-                       args, {"head_camera": result.residuals(), "episode": str(path), "rejected": rejected},
-                       T_headtracker_cam=result.T_headtracker_cam, **fields)
-    return _save(store, old, new)
+    new = new_version(old, "head-camera", "hand-eye (OpenCV PARK start, least-squares refinement on reprojection)",
+                      args, {"head_camera": result.residuals(), "episode": str(path), "rejected": rejected},
+                      T_headtracker_cam=result.T_headtracker_cam, **fields)
+    return save_version(store, old, new)
 
 
 def cmd_top_camera(args, config: RigConfig, store: CalibrationStore) -> int:
     old = base_calibration(store, config)
     board = board_from_args(args)
-    path = _episode(args, config, store)
-    intrinsics = _ego_intrinsics_for(path, old, "top_camera")
+    path = procedure_episode(args, config, store)
+    intrinsics = camera_intrinsics_for(path, old, "top_camera")
     pairs, rejected = board_pairs(str(path), old, "top_camera", args.board_tracker, intrinsics, BoardDetector(board),
                                   every=3)
     T_tracker_board = np.array(board.T_tracker_board)
     T_world_topcam, residuals = solve_fixed_camera([p.T_world_tracker @ T_tracker_board for p in pairs],
                                                    [p.view for p in pairs], intrinsics)
-    new = _new_version(old, "top-camera", f"board with {args.board_tracker} on its mount", args,
-                       {"top_camera": residuals, "episode": str(path), "rejected": rejected},
-                       T_world_topcam=T_world_topcam)
-    return _save(store, old, new)
+    new = new_version(old, "top-camera", f"board with {args.board_tracker} on its mount", args,
+                      {"top_camera": residuals, "episode": str(path), "rejected": rejected},
+                      T_world_topcam=T_world_topcam)
+    return save_version(store, old, new)
 
 
 def cmd_latency(args, config: RigConfig, store: CalibrationStore) -> int:
     """The ego camera's latency offset relative to the head tracker, from the rotation both see."""
     old = base_calibration(store, config)
     board = board_from_args(args)
-    path = _episode(args, config, store)
-    intrinsics = _ego_intrinsics_for(path, old, "ego_camera")
+    path = procedure_episode(args, config, store)
+    intrinsics = camera_intrinsics_for(path, old, "ego_camera")
     raw = dataclasses.replace(old, latency_offsets_ms={})  # correlate on raw stamps
     pairs, _ = board_pairs(str(path), raw, "ego_camera", "head_tracker", intrinsics, BoardDetector(board), every=1,
                            max_speed=None)  # fast motion is what carries the timing here
@@ -292,7 +145,7 @@ def cmd_latency(args, config: RigConfig, store: CalibrationStore) -> int:
     relative = np.swapaxes(R_world_cam[step:], -1, -2) @ R_world_cam[:-step]
     trk_w = np.array([cv2.Rodrigues(M)[0].ravel() for M in relative]) / trk_dt[:, None]
     t_trk_mid = (t_trk[step:] + t_trk[:-step]) / 2
-    lag_ns, score = estimate_lag_ns(t_cam, _smooth(cam_w, 3), t_trk_mid, _smooth(trk_w, 9))
+    lag_ns, score = estimate_lag_ns(t_cam, smooth(cam_w, 3), t_trk_mid, smooth(trk_w, 9))
     if score < 0.5:
         raise CalibrationFailed(f"the camera's and the head tracker's motion correlate poorly ({score:.2f}); turn the "
                                 f"head briskly back and forth while the board stays in view")
@@ -302,7 +155,7 @@ def cmd_latency(args, config: RigConfig, store: CalibrationStore) -> int:
     residuals = {"ego_camera_vs_head_tracker_ms": round(lag_ns / 1e6, 3), "correlation": round(score, 4)}
     with open_episode(path) as f:
         for hand in ("left", "right"):
-            glove_lag = _glove_lag_ns(f, hand, raw)
+            glove_lag = glove_lag_ns(f, hand, raw)
             if glove_lag is None:
                 print(f"{hand} glove: no wrist orientation in its stream; latency not estimated", file=sys.stderr)
                 continue
@@ -311,9 +164,9 @@ def cmd_latency(args, config: RigConfig, store: CalibrationStore) -> int:
             residuals[f"{hand}_glove_vs_wrist_tracker_ms"] = round(lag / 1e6, 3)
             residuals[f"{hand}_glove_correlation"] = round(glove_score, 4)
             print(f"{hand} glove stamps lag its wrist tracker's by {lag / 1e6:.2f} ms (correlation {glove_score:.3f})")
-    new = _new_version(old, "latency", "cross-correlation of angular velocity (ego camera vs head tracker, glove IMU "
-                       "vs wrist tracker)", args, {"latency": residuals}, latency_offsets_ms=offsets)
-    return _save(store, old, new)
+    new = new_version(old, "latency", "cross-correlation of angular velocity (ego camera vs head tracker, glove IMU "
+                      "vs wrist tracker)", args, {"latency": residuals}, latency_offsets_ms=offsets)
+    return save_version(store, old, new)
 
 
 def cmd_roles(args, config: RigConfig, store: CalibrationStore) -> int:
@@ -348,8 +201,8 @@ def cmd_roles(args, config: RigConfig, store: CalibrationStore) -> int:
             motion[d.serial or d.stream] = (t, speed)
     assigned = assign_roles(motion, windows)
     print("roles: " + ", ".join(f"{r} = {s}" for r, s in assigned.items()))
-    new = _new_version(old, "roles", "roles by motion", args, {"roles": assigned}, tracker_serials=assigned)
-    return _save(store, old, new)
+    new = new_version(old, "roles", "roles by motion", args, {"roles": assigned}, tracker_serials=assigned)
+    return save_version(store, old, new)
 
 
 def cmd_wrist(args, config: RigConfig, store: CalibrationStore) -> int:
@@ -368,8 +221,8 @@ def cmd_wrist(args, config: RigConfig, store: CalibrationStore) -> int:
             tx, ty, tz, rx, ry, rz = values
             R = Rotation.from_euler("xyz", [rx, ry, rz], degrees=True).as_matrix()
             mounts[hand] = make_transform(R, np.array([tx, ty, tz]) / 1000.0)
-    new = _new_version(old, "wrist", "wrist mount CAD values", args, T_wristtracker_wrist=mounts)
-    return _save(store, old, new)
+    new = new_version(old, "wrist", "wrist mount CAD values", args, T_wristtracker_wrist=mounts)
+    return save_version(store, old, new)
 
 
 def _wrist_procedure(args, config: RigConfig, store: CalibrationStore, old: Calibration) -> int:
@@ -381,20 +234,20 @@ def _wrist_procedure(args, config: RigConfig, store: CalibrationStore, old: Cali
     from calibration.handeye import _mean_transform
     from capture_app.core.geometry import invert_transform
     board = board_from_args(args)
-    path = _episode(args, config, store)
-    intrinsics = _ego_intrinsics_for(path, old, "top_camera")
+    path = procedure_episode(args, config, store)
+    intrinsics = camera_intrinsics_for(path, old, "top_camera")
     detector = BoardDetector(board)
     boards, times, on_depth = [], [], 0
     with open_episode(path) as f:
         frame_times = corrected_times(f, "top_camera", old)
         frames = FrameReader(f, "top_camera")
-        depth_geometry = _depth_geometry(f["streams/top_camera"], intrinsics)
+        top_depth = depth_geometry(f["streams/top_camera"], intrinsics)
         for row in range(0, len(frame_times), 3):
             image = frames.frame(row)
             view = detector.detect(image, intrinsics) if image is not None else None
             if view is not None:
-                T_cam_board = _board_on_depth_plane(f["streams/top_camera"], row, view.T_cam_board, board,
-                                                    depth_geometry)
+                T_cam_board = board_on_depth_plane(f["streams/top_camera"], row, view.T_cam_board, board,
+                                                   top_depth)
                 on_depth += T_cam_board is not None
                 boards.append(old.T_world_topcam @ (view.T_cam_board if T_cam_board is None else T_cam_board))
                 times.append(frame_times[row])
@@ -414,42 +267,9 @@ def _wrist_procedure(args, config: RigConfig, store: CalibrationStore, old: Cali
             mounts[hand] = _mean_transform([invert_transform(T) @ T_world_wrist for T in poses])
             residuals[hand] = {"samples": len(poses), "tracker_spread_mm": round(spread, 2)}
     residuals["board_tilt_from_depth"] = f"{on_depth} of {len(boards)} views"
-    new = _new_version(old, "wrist", "hands on the board's wrist marks under the top camera", args,
-                       {"wrist": residuals, "episode": str(path)}, T_wristtracker_wrist=mounts)
-    return _save(store, old, new)
-
-
-def _depth_geometry(group, color_intrinsics: CameraIntrinsics) -> tuple[CameraIntrinsics, np.ndarray] | None:
-    """The top camera's depth intrinsics and ``T_color_depth`` from its device record (a RealSense gives
-    both; a camera that aligns depth to colour, like the simulated one, gives neither: the colour
-    intrinsics and identity). None when the stream has no depth."""
-    if "depth" not in group:
-        return None
-    device = json.loads(group.attrs.get("device", "{}"))
-    k = device.get("depth_intrinsics")
-    extrinsics = device.get("T_color_depth")
-    if k is None or extrinsics is None:
-        return color_intrinsics, np.eye(4)
-    R = np.array(extrinsics["rotation_colmajor"], float).reshape(3, 3).T  # librealsense: column-major
-    depth_k = CameraIntrinsics(int(k["width"]), int(k["height"]), float(k["fx"]), float(k["fy"]), float(k["cx"]),
-                               float(k["cy"]))
-    return depth_k, make_transform(R, np.array(extrinsics["translation_m"], float))
-
-
-def _board_on_depth_plane(group, row: int, T_cam_board: np.ndarray, board: BoardConfig, depth_geometry
-                          ) -> np.ndarray | None:
-    """PnP's board pose with its tilt taken from the depth image's plane (PnP pins a far, face-on board's
-    tilt to ~0.5 deg only), or None when there is no usable depth."""
-    from calibration.plane import board_points_from_depth, fit_board_plane, snap_to_plane
-    if depth_geometry is None:
-        return None
-    depth_k, T_color_depth = depth_geometry
-    depth_m = group["depth"][row].astype(np.float64) * float(group.attrs.get("depth_scale_m", 0.001))
-    if depth_m.shape != (depth_k.height, depth_k.width):
-        return None
-    points = board_points_from_depth(depth_m, depth_k, T_color_depth, T_cam_board, board.width_m, board.height_m)
-    plane = fit_board_plane(points, T_cam_board)
-    return None if plane is None else snap_to_plane(T_cam_board, *plane)
+    new = new_version(old, "wrist", "hands on the board's wrist marks under the top camera", args,
+                      {"wrist": residuals, "episode": str(path)}, T_wristtracker_wrist=mounts)
+    return save_version(store, old, new)
 
 
 def cmd_show(args, store: CalibrationStore) -> int:
