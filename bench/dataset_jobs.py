@@ -2,6 +2,11 @@
 local Ray instance, over the same episodes in one process (figures in docs/performance.md).
 
     python bench/dataset_jobs.py [--episodes 20] [--distinct 2] [--seconds 10] [--workers 2] [--repeats 2]
+    python bench/dataset_jobs.py --cluster [...]   # local pool vs a `ray start` cluster of 1 and 2 nodes
+
+``--cluster`` runs the whole benchmark again inside private network and PID namespaces (only loopback;
+tests/loopback_cluster.py says why) and compares the local pool with Ray clusters started with
+``ray start``: a head node alone, then with a worker node added (``--node-cpus`` CPUs each).
 
 ``--distinct`` episodes of ``--seconds`` are recorded from the full simulated rig (720p ego camera,
 640x480 top camera) and copied to make ``--episodes`` files (copies cost the jobs exactly what the
@@ -11,6 +16,7 @@ originals do). The merge step of the export is timed on its own: it is the part 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import sys
@@ -63,7 +69,16 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--cluster", action="store_true", help="Ray clusters of 1 and 2 nodes instead of Ray local")
+    parser.add_argument("--node-cpus", type=int, default=1, help="with --cluster: CPUs per Ray node (default 1)")
     args = parser.parse_args()
+    if args.cluster and os.environ.get("CAPTURE_APP_ISOLATED") != "1":
+        from tests.loopback_cluster import run_isolated
+        run = run_isolated([str(Path(__file__).resolve()), *sys.argv[1:]], timeout_s=7200,
+                           env={"CAPTURE_APP_ISOLATED": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+        print(run.stdout, end="")
+        print(run.stderr[-3000:] if run.returncode else "", end="", file=sys.stderr)
+        return run.returncode
     print(machine())
     with tempfile.TemporaryDirectory(prefix="bench-dataset-") as tmp:
         folder = Path(tmp) / "episodes"
@@ -71,7 +86,18 @@ def main() -> int:
         episodes = record_episodes(folder, args.distinct, args.seconds, args.episodes)
         print(f"{len(episodes)} episodes of {args.seconds:.0f} s ({args.distinct} recorded, the rest copies)")
         rows = {}
-        for backend, ray in (("local pool", None), ("Ray local", "local")):
+        backends = [("local pool", None), ("Ray local", "local")]
+        if args.cluster:
+            backends = [("local pool", None), ("Ray 1 node", "node1"), ("Ray 2 nodes", "node2")]
+        ray_temp = tempfile.mkdtemp(prefix="bray-", dir="/tmp")
+        head_port = None
+        for backend, ray in backends:
+            if ray in ("node1", "node2"):
+                from tests.loopback_cluster import free_port, start_node, wait_for_nodes
+                head_port = head_port or free_port()
+                start_node(Path(ray_temp), args.node_cpus, head_port, head=(ray == "node1"))
+                ray = f"127.0.0.1:{head_port}"
+                wait_for_nodes(ray, 1 if backend == "Ray 1 node" else 2)
             for job in ("validate", "export"):
                 times = []
                 for repeat in range(args.repeats):
@@ -94,14 +120,19 @@ def main() -> int:
                         rows[(backend, "merge")] = merge_s
                     shutil.rmtree(staging, ignore_errors=True)
                 rows[(backend, job)] = statistics.median(times)
-        print(f"\n{'job':<10}{'backend':<12}{'median s':>10}{'episodes/min':>14}")
+        print(f"\n{'job':<10}{'backend':<13}{'median s':>10}{'episodes/min':>14}")
         for (backend, job), seconds in rows.items():
             if job != "merge":
-                print(f"{job:<10}{backend:<12}{seconds:>10.1f}{len(episodes) / seconds * 60:>14.1f}")
-        for backend in ("local pool", "Ray local"):
-            print(f"merge     {backend:<12}{rows[(backend, 'merge')]:>10.2f}  ({rows[(backend, 'merge')] / len(episodes) * 1000:.0f} ms per episode)")
-        ratio = rows[("Ray local", "export")] / rows[("local pool", "export")]
-        print(f"\nRay local / local pool, export: {ratio:.2f}x the time")
+                print(f"{job:<10}{backend:<13}{seconds:>10.1f}{len(episodes) / seconds * 60:>14.1f}")
+        for backend, _ in backends:
+            print(f"merge     {backend:<13}{rows[(backend, 'merge')]:>10.2f}  ({rows[(backend, 'merge')] / len(episodes) * 1000:.0f} ms per episode)")
+        for backend, _ in backends[1:]:
+            ratio = rows[(backend, "export")] / rows[("local pool", "export")]
+            print(f"{backend} / local pool, export: {ratio:.2f}x the time")
+        if args.cluster:
+            print(f"(Ray nodes: {args.node_cpus} CPU each, started with `ray start` on loopback; local pool: "
+                  f"{args.workers} workers)")
+        shutil.rmtree(ray_temp, ignore_errors=True)
         video_s = args.seconds * len(episodes)
         print(f"export speed: {video_s / rows[('local pool', 'export')]:.1f}x real time on {args.workers} workers")
     return 0

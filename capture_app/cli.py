@@ -247,6 +247,11 @@ def cmd_serve(args) -> int:
                 from capture_app.panel.commands import start_panel_process
                 panel = start_panel_process(server.control_endpoint, *args.panel, keys_dir=config.bus_keys_dir)
             from capture_app.rig.recorders import registered  # monitors of this user find it (--sim attaches)
+            uploads = None
+            if config.upload.destination and getattr(args, "config", None):  # [upload]: between takes only
+                from capture_app.fleet.background import BackgroundUploads
+                uploads = BackgroundUploads.for_rig(args.config, args.out, config.upload.interval_s,
+                                                    busy=lambda: session.recording or takes.finishing > 0).start()
             try:
                 with registered(server.control_endpoint, config.name, os.path.abspath(args.out)):
                     while not stop.wait(0.2):
@@ -259,6 +264,8 @@ def cmd_serve(args) -> int:
                 if panel is not None:
                     panel.terminate()
                     panel.wait(30)
+                if uploads is not None:
+                    uploads.close()
                 server.close()
         return 0
     finally:
@@ -455,6 +462,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataset_commands(sub)
     from capture_app.panel.commands import add_parser as add_panel
     add_panel(sub, control_endpoint)
+    from capture_app.fleet.commands import add_parsers as add_fleet_commands
+    add_fleet_commands(sub)
     return parser
 
 

@@ -1,13 +1,16 @@
 """Run with a Python that has lerobot installed: load an exported dataset with lerobot's own
 LeRobotDataset and print what it sees as one JSON line (used by tests/test_dataset_export.py)."""
 import json
+import os
 import sys
 
 from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
 root = sys.argv[1]
-ds = LeRobotDataset("local/capture-export", root=root, video_backend="pyav")
-chunked = LeRobotDataset("local/capture-export", root=root, video_backend="pyav",
+# pyav needs torchvision < 0.26 (its VideoReader); with a newer torchvision use torchcodec (FFmpeg's libraries)
+BACKEND = os.environ.get("CAPTURE_APP_LEROBOT_VIDEO_BACKEND", "pyav")
+ds = LeRobotDataset("local/capture-export", root=root, video_backend=BACKEND)
+chunked = LeRobotDataset("local/capture-export", root=root, video_backend=BACKEND,
                          delta_timestamps={"action": [i / ds.fps for i in range(10)],
                                            "observation.images.ego": [-1 / ds.fps, 0.0]})
 chunk = chunked[len(chunked) // 2]

@@ -65,8 +65,9 @@ def test_frame_runs_keep_and_split():
     assert frame_runs(usable, "keep", 3) == [(0, 9)]            # the last row has no next action
     assert frame_runs(usable, "split", 3) == [(0, 3), (4, 8)]
     assert frame_runs(usable, "split", 4) == [(4, 8)]
-    with pytest.raises(ValueError, match="keep or split"):
-        frame_runs(usable, "drop", 1)
+    assert frame_runs(usable, "drop", 1) == [(0, 3), (4, 8)]
+    with pytest.raises(ValueError, match="keep, split or drop"):
+        frame_runs(usable, "mask", 1)
 
 
 def test_row_subtasks_cover_inclusive_ticks_and_open_segments():
@@ -167,6 +168,12 @@ def test_export_has_the_published_v3_layout(dataset):
         else:
             assert pa.types.is_fixed_size_list(field.type) and field.type.list_size == spec["shape"][0], field
     assert {n for n, s in features.items() if s["dtype"] != "video"} == set(data.schema.names)
+    # export version 2: lerobot normalizes every observation.* key; bool columns crash its normalizer
+    assert info["capture_app_export_version"] == 2
+    for key in ("observation.state_valid", "action_valid", "observation.images_present"):
+        assert features[key]["dtype"] == "float32", key
+        assert pa.types.is_float32(data.schema.field(key).type.value_type), key
+    assert not any(spec["dtype"] == "bool" for spec in features.values())
     tasks = pd.read_parquet(out / "meta/tasks.parquet")
     assert sorted(tasks.index) == ["pour the juice into the cup", "pour the milk"]
     assert sorted(tasks["task_index"]) == [0, 1]
@@ -236,6 +243,37 @@ def test_exported_frames_match_the_episode(dataset, episodes):
         present = np.array(data["observation.images_present"])[:, 0]
         scores = [psnr(frames[i], decode_jpeg(source["jpeg"][source["ego"][r]])) for i, r in enumerate(rows) if present[i]]
         assert len(scores) > 0.9 * len(rows) and min(scores) >= MIN_PSNR_DB, min(scores)
+
+
+def test_drop_mode_leaves_out_invalid_actions_and_image_size_is_one_shape(episodes, tmp_path):
+    source = tmp_path / "gap.h5"
+    shutil.copy(episodes[0], source)
+    with h5py.File(source, "a") as f:
+        valid = f["synced/action_valid"][:]
+        valid[:, :] = True
+        valid[30:40, 3] = False                      # the right fingers lost for half a second
+        f["synced/action_valid"][:] = valid
+        rows = len(valid)
+    out = tmp_path / "ds"
+    info, _ = export_lerobot([str(source)], out, ExportOptions(invalid="drop", min_frames=1, image_size=(320, 240)),
+                             workers=1, progress=False)
+    data = pq.read_table(out / "data/chunk-000/file-000.parquet").to_pydict()
+    assert np.array(data["action_valid"]).all()                          # no frame with an invalid action
+    assert sorted(set(range(rows - 1)) - set(data["source_row"])) == list(range(29, 39))  # its action is row r + 1
+    assert info["total_episodes"] == 2                                   # cut at the gap: chunks never bridge it
+    for key in ("observation.images.ego", "observation.images.top"):
+        assert info["features"][key]["shape"] == [240, 320, 3], key
+        assert info["features"][key]["info"]["video.height"] == 240 and info["features"][key]["info"]["video.width"] == 320
+        _, frames = read_video(out / f"videos/{key}/chunk-000/file-000.mp4")
+        assert frames[0].shape == (240, 320, 3)
+
+
+def test_image_size_refuses_what_video_cannot_hold():
+    from capture_app.dataset.lerobot_export import parse_image_size
+    assert parse_image_size("640x480") == (640, 480)
+    for bad in ("640", "641x480", "axb", "8x8"):
+        with pytest.raises(ValueError, match="--image-size"):
+            parse_image_size(bad)
 
 
 def test_split_mode_cuts_episodes_at_invalid_rows(episodes, tmp_path):

@@ -23,7 +23,7 @@ LAYERS = [
     ["drivers"],
     ["capture_app.recorder"],
     ["capture_app.handsfree"],
-    ["capture_app.monitor", "capture_app.dataset", "capture_app.panel"],
+    ["capture_app.monitor", "capture_app.dataset", "capture_app.panel", "capture_app.fleet"],
     ["capture_app.tools"],
     ["capture_app.cli", "capture_app.__main__"],
 ]

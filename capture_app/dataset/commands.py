@@ -11,7 +11,7 @@ from pathlib import Path
 
 from capture_app.dataset.catalog import catalog_row, catalog_stats, failed_row, load_catalog, stale_sources, write_catalog
 from capture_app.dataset.jobs import run_jobs, summary
-from capture_app.dataset.lerobot_export import ExportOptions, export_shard, merge_shards
+from capture_app.dataset.lerobot_export import ExportOptions, export_shard, merge_shards, parse_image_size
 from capture_app.dataset.sources import is_local, list_episodes, local_copy, local_path_of
 from capture_app.core.errors import CaptureError
 
@@ -89,15 +89,26 @@ def _add_job_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_export_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="the dataset folder to create")
-    parser.add_argument("--invalid", choices=("keep", "split"), default="keep",
+    parser.add_argument("--invalid", choices=("keep", "split", "drop"), default="keep",
                         help="keep: every row, invalid hand parts hold their last valid value and are flagged in "
                              "observation.state_valid / action_valid (default); split: each run of fully valid rows "
-                             "becomes an episode")
-    parser.add_argument("--min-frames", type=int, default=20, help="with --invalid split: shortest episode kept, in frames (default 20 = 1 s)")
+                             "becomes an episode; drop: frames whose action is not fully valid are left out (an "
+                             "episode is cut at each gap)")
+    parser.add_argument("--image-size", metavar="WxH", type=_image_size,
+                        help="resize every camera to this size, e.g. 640x480 (policies such as diffusion need one "
+                             "image shape across cameras; default: each camera's own)")
+    parser.add_argument("--min-frames", type=int, default=20, help="with --invalid split or drop: shortest episode kept, in frames (default 20 = 1 s)")
     parser.add_argument("--codec", choices=("h264", "av1"), default="h264", help="video codec (default h264)")
     parser.add_argument("--crf", type=int, default=23, help="video quality, lower is better (default 23)")
     parser.add_argument("--gop", type=int, default=2, help="frames between keyframes (default 2, as lerobot: fast random access)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+
+
+def _image_size(text: str) -> tuple[int, int]:
+    try:
+        return parse_image_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_parsers(sub) -> None:
@@ -108,6 +119,11 @@ def add_parsers(sub) -> None:
     _add_export_options(lerobot)
     _add_job_options(lerobot)
     lerobot.set_defaults(func=cmd_export_lerobot)
+    mcap = formats.add_parser("mcap", help="MCAP files with Foxglove schemas and a rosbag2 metadata.yaml (docs/datasets.md)")
+    mcap.add_argument("sources", nargs="+", help="episode files or folders")
+    mcap.add_argument("--out", required=True, help="folder for one bag folder (NAME/NAME.mcap + metadata.yaml) per episode")
+    mcap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    mcap.set_defaults(func=cmd_export_mcap)
 
     dataset = sub.add_parser("dataset", help="jobs over many episodes: validate, resync, export, stats")
     jobs = dataset.add_subparsers(dest="job", required=True)
@@ -139,7 +155,8 @@ def _catalog_path(args) -> Path:
 
 
 def _export_options(args) -> ExportOptions:
-    return ExportOptions(invalid=args.invalid, min_frames=args.min_frames, codec=args.codec, crf=args.crf, gop=args.gop)
+    return ExportOptions(invalid=args.invalid, min_frames=args.min_frames, codec=args.codec, crf=args.crf, gop=args.gop,
+                         image_size=args.image_size)
 
 
 def _run_export(sources: list[str], args) -> int:
@@ -152,6 +169,23 @@ def _run_export(sources: list[str], args) -> int:
 
 def cmd_export_lerobot(args) -> int:
     return _run_export(args.sources, args)
+
+
+def cmd_export_mcap(args) -> int:
+    from tqdm import tqdm
+    from capture_app.dataset.mcap_export import export_episode_mcap
+    episodes = [e for e in list_episodes(args.sources) if is_local(e)]
+    if not episodes:
+        raise CaptureError(f"no local episodes (*.h5) under {', '.join(args.sources)}")
+    failed = 0
+    for source in tqdm(episodes, desc="export mcap", unit="episode", disable=args.no_progress, file=sys.stderr):
+        try:
+            print(export_episode_mcap(source, args.out))
+        except Exception as exc:  # listed, the others still exported
+            failed += 1
+            print(f"FAILED {source}: {type(exc).__name__}: {exc}", file=sys.stderr)
+    print(f"{len(episodes) - failed} of {len(episodes)} episodes exported to {args.out}, {failed} failed", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def cmd_dataset_export(args) -> int:

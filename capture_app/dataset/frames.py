@@ -45,14 +45,15 @@ def fill_missing_rows(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def frame_runs(usable: np.ndarray, mode: str, min_frames: int) -> list[tuple[int, int]]:
     """The frame ranges [start, stop) of synced rows to export. ``usable`` (T,) says per row whether
     the row and the next one are fully valid; the last row is never a frame. ``keep``: one range of
-    every row; ``split``: each run of usable rows at least ``min_frames`` long."""
+    every row; ``split`` (and ``drop``, whose caller passes a different ``usable``): each run of usable rows
+    at least ``min_frames`` long."""
     frames = len(usable) - 1
     if frames <= 0:
         return []
     if mode == "keep":
         return [(0, frames)]
-    if mode != "split":
-        raise ValueError(f"invalid-row mode {mode!r}: use keep or split")
+    if mode not in ("split", "drop"):
+        raise ValueError(f"invalid-row mode {mode!r}: use keep, split or drop")
     ok = np.concatenate([[False], usable[:frames], [False]]).astype(np.int8)
     edges = np.flatnonzero(np.diff(ok))
     return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2]) if b - a >= min_frames]

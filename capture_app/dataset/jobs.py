@@ -15,7 +15,6 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from capture_app.rig.child_process import child_env
 
 
 @dataclass
@@ -31,21 +30,26 @@ class JobResult:
 
 
 class Progress:
-    """A one-line progress bar on stderr: done/total, failures, rate."""
+    """A progress bar on stderr (tqdm): done/total, failures, episodes per minute."""
 
     def __init__(self, label: str, total: int, enabled: bool = True):
         self.label, self.total, self.enabled = label, total, enabled
         self.done = self.failed = 0
         self._t0 = time.monotonic()
+        self._bar = None
+        if enabled and total:
+            from tqdm import tqdm
+            self._bar = tqdm(total=total, desc=label, unit="episode", file=sys.stderr, dynamic_ncols=True)
 
     def update(self, ok: bool) -> None:
         self.done += 1
         self.failed += not ok
-        if self.enabled:
+        if self._bar is not None:
             rate = self.done / max(time.monotonic() - self._t0, 1e-9) * 60
-            end = "\n" if self.done == self.total else ""
-            print(f"\r{self.label}: {self.done}/{self.total} episodes, {self.failed} failed, {rate:.1f}/min",
-                  end=end, file=sys.stderr, flush=True)
+            self._bar.set_postfix_str(f"{self.failed} failed, {rate:.1f}/min", refresh=False)
+            self._bar.update(1)
+            if self.done >= self.total:
+                self._bar.close()
 
 
 def _call(fn: Callable, item, kwargs: dict):
@@ -101,13 +105,20 @@ def _run_on_pool(fn, results, kwargs, workers, retries, bar) -> None:
                     pending[pool.submit(_call, fn, result.item, kwargs)] = result
 
 
+def ray_runtime_env() -> dict:
+    """Ray ships this package's code (capture_app, calibration, drivers) to every worker with the job
+    (``py_modules``): the nodes need its dependencies installed, not this package nor a path on this host."""
+    import importlib
+    modules = [importlib.import_module(name) for name in ("capture_app", "calibration", "drivers")]
+    return {"py_modules": modules, "excludes": ["__pycache__", "*.pyc"]}
+
+
 def _run_on_ray(fn, results, kwargs, address, workers, retries, bar) -> None:
     import ray
     started = not ray.is_initialized()
     temp_dir = None
     if started:
-        # workers import this package from where this process does (the cluster's nodes need it installed)
-        runtime_env = {"env_vars": {"PYTHONPATH": child_env()["PYTHONPATH"]}}
+        runtime_env = ray_runtime_env()
         if address == "local":  # its session files in a folder of its own, removed when it stops
             temp_dir = tempfile.mkdtemp(prefix="capture-ray-")
             ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False,

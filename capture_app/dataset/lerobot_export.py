@@ -28,6 +28,7 @@ from capture_app.dataset.video import VideoWriter, video_info
 from capture_app.core.errors import EpisodeFormatError
 
 CODEBASE_VERSION = "v3.0"
+EXPORT_VERSION = 2  # docs/datasets.md: 2 = validity flags float32 0/1 (1 had bool), --image-size, --invalid drop
 ROBOT_TYPE = "bimanual_human_hands"  # a wearable rig: the "robot" is two tracked human hands
 CHUNKS_SIZE = 1000
 DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
@@ -39,9 +40,13 @@ IMAGE_STATS_FRAMES = 60  # frames sampled per episode and camera for image stati
 
 @dataclass(frozen=True)
 class ExportOptions:
-    """``invalid``: ``keep`` every row (invalid parts hold their last valid value and are flagged) or
-    ``split`` into runs of fully valid rows of at least ``min_frames``. Video: codec, CRF, GOP."""
+    """``invalid``: ``keep`` every row (invalid parts hold their last valid value and are flagged),
+    ``split`` into runs of fully valid rows of at least ``min_frames``, or ``drop`` the frames whose
+    action (the next row) is not fully valid, cutting an episode at each gap (runs of at least
+    ``min_frames``). ``image_size``: (width, height) in pixels every camera is resized to (None: each
+    camera's own size). Video: codec, CRF, GOP."""
     invalid: str = "keep"
+    image_size: tuple[int, int] | None = None
     min_frames: int = 20
     codec: str = "h264"
     crf: int = 23
@@ -93,6 +98,8 @@ def export_shard(path: str, staging: str, source_number: int, options: ExportOpt
     all_present = np.all([present[k] for k in CAMERAS], axis=0)
     row_ok = valid.all(axis=1) & all_present
     usable = row_ok & np.append(row_ok[1:], False)
+    if options.invalid == "drop":  # only the action matters: a frame is kept when its next row is fully valid
+        usable = np.append(valid.all(axis=1)[1:], False)
     runs = frame_runs(usable, options.invalid, options.min_frames)
     if not runs:
         raise EpisodeFormatError(f"{path}: no frames to export ({options.invalid} mode, "
@@ -107,9 +114,11 @@ def export_shard(path: str, staging: str, source_number: int, options: ExportOpt
     columns = {
         "observation.state": held[picked].astype(np.float32),
         "action": held[picked + 1].astype(np.float32),
-        "observation.state_valid": valid[picked],
-        "action_valid": valid[picked + 1],
-        "observation.images_present": np.stack([present[k][picked] for k in CAMERAS], axis=1),
+        # float32 0/1, not bool: lerobot normalizes every observation.* key (mean/std) and bool tensors
+        # cannot be subtracted; 1.0 = valid / present
+        "observation.state_valid": valid[picked].astype(np.float32),
+        "action_valid": valid[picked + 1].astype(np.float32),
+        "observation.images_present": np.stack([present[k][picked] for k in CAMERAS], axis=1).astype(np.float32),
         "timestamp": (frame_in_part / fps).astype(np.float32),
         "frame_index": frame_in_part.astype(np.int64),
         "subtask_index": (owner[picked] + 1).astype(np.int64),  # local: 0 none, k + 1 segment k
@@ -127,25 +136,30 @@ def export_shard(path: str, staging: str, source_number: int, options: ExportOpt
         parts.append(EpisodePart(offset, offset + b - a, part_subtasks))
         offset += b - a
     sampled = sample_frames([(p.start, p.stop) for p in parts], IMAGE_STATS_FRAMES)
+    shapes = dict(rows.image_shapes)
+    if options.image_size is not None:
+        w, h = options.image_size
+        shapes = {key: (int(h), int(w), shape[2]) for key, shape in shapes.items()}
     videos, infos, stats = {}, {}, {}
     with ImageReader(path) as reader:
         for key in CAMERAS:
             target = Path(staging) / f"{source_number:06d}" / f"{key}.mp4"
-            samples = _encode_camera(reader, key, image_rows[key][picked], rows.image_shapes[key], target,
+            samples = _encode_camera(reader, key, image_rows[key][picked], shapes[key], target,
                                      int(round(fps)), options, sampled)
             videos[key] = str(target)
             infos[key] = video_info(target)
             stats[key] = [image_stats(np.stack(s)) for s in samples]
     return Shard(source_number=source_number, source=path, name=rows.name, task=rows.task, fps=fps,
                  columns=columns, subtask_names=names, parts=parts, videos=videos, video_infos=infos,
-                 image_shapes=rows.image_shapes, image_stats=stats, action_names=rows.action_names,
+                 image_shapes=shapes, image_stats=stats, action_names=rows.action_names,
                  valid_names=rows.valid_names, attrs=rows.attrs)
 
 
 def _encode_camera(reader: ImageReader, key: str, source_rows: np.ndarray, shape: tuple, target: Path, fps: int,
                    options: ExportOptions, sampled: list[np.ndarray]) -> list[list[np.ndarray]]:
-    """Encode frame i = ``reader``'s image at ``source_rows[i]`` into ``target``; returns, per part, the
-    ``sampled`` frames at 1/8 resolution for the image statistics."""
+    """Encode frame i = ``reader``'s image at ``source_rows[i]``, resized to ``shape`` (H, W, C) with
+    ``options.image_size`` (area interpolation), into ``target``; returns, per part, the ``sampled`` frames at 1/8
+    resolution for the image statistics."""
     h, w, _ = shape
     wanted = {int(i): part for part, indices in enumerate(sampled) for i in indices}
     samples: list[list[np.ndarray]] = [[] for _ in sampled]
@@ -154,10 +168,30 @@ def _encode_camera(reader: ImageReader, key: str, source_rows: np.ndarray, shape
         for i, source_row in enumerate(source_rows):
             if source_row != last_row:  # a held frame is decoded once
                 image, last_row = reader.frame(key, int(source_row)), source_row
+                if options.image_size is not None and image.shape[:2] != (h, w):
+                    image = _resize(image, w, h)  # without --image-size a frame of another size is an error
             writer.write(image)
             if i in wanted:
                 samples[wanted[i]].append(image[::8, ::8])
     return samples
+
+
+def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``image`` (H, W, 3) uint8 at ``width`` x ``height`` pixels (area interpolation: no aliasing when shrinking)."""
+    import cv2
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def parse_image_size(text: str) -> tuple[int, int]:
+    """``"WxH"`` (e.g. ``"640x480"``) -> (width, height); a clear ValueError otherwise."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--image-size {text!r}: give WIDTHxHEIGHT in pixels, e.g. 640x480") from None
+    if not (16 <= w <= 8192 and 16 <= h <= 8192) or w % 2 or h % 2:
+        raise ValueError(f"--image-size {text!r}: width and height must be even numbers of pixels 16..8192 "
+                         f"(yuv420p video needs even sizes), e.g. 640x480")
+    return w, h
 
 
 def _features(shard: Shard) -> dict:
@@ -166,9 +200,9 @@ def _features(shard: Shard) -> dict:
     features = {
         "observation.state": vector("float32", shard.action_names),
         "action": vector("float32", shard.action_names),
-        "observation.state_valid": vector("bool", shard.valid_names),
-        "action_valid": vector("bool", shard.valid_names),
-        "observation.images_present": vector("bool", list(CAMERAS)),
+        "observation.state_valid": vector("float32", shard.valid_names),
+        "action_valid": vector("float32", shard.valid_names),
+        "observation.images_present": vector("float32", list(CAMERAS)),
     }
     for key in CAMERAS:
         h, w, c = shard.image_shapes[key]
@@ -287,6 +321,6 @@ def merge_shards(shards: list[Shard], out: str | Path) -> dict:
             "total_frames": frame_index, "total_tasks": len(tasks), "chunks_size": CHUNKS_SIZE,
             "data_files_size_in_mb": 100, "video_files_size_in_mb": 200, "fps": fps.pop(),
             "splits": {"train": f"0:{episode_index}"}, "data_path": DATA_PATH, "video_path": VIDEO_PATH,
-            "features": features}
+            "features": features, "capture_app_export_version": EXPORT_VERSION}
     (out / "meta/info.json").write_text(json.dumps(info, indent=2))
     return info

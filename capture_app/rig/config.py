@@ -157,6 +157,40 @@ class WriterConfig:
 
 
 @dataclass(frozen=True)
+class UploadConfig:
+    """``[upload]``: where finished episodes go (docs/upload.md). ``destination``: an fsspec URL (``s3://bucket/prefix``,
+    ``gs://...``, ``file:///mnt/share``, a path); empty: no uploads. ``storage_options``: passed to fsspec (e.g.
+    ``{ client_kwargs = { endpoint_url = "http://minio:9000" } }``; credentials come from the backend's usual
+    environment, never from this file). ``keep_local_gb``: after an episode is verified on the destination, the
+    oldest verified local episodes are deleted while the episodes folder holds more than this many GB; a negative
+    value (the default) never deletes. ``interval_s``: between upload passes of ``serve``. ``max_mb_per_s``:
+    bandwidth cap (0: none). ``chunk_mb``: bytes read and written per step (progress and state granularity)."""
+
+    destination: str = ""
+    storage_options: dict = field(default_factory=dict)
+    keep_local_gb: float = -1.0
+    interval_s: float = 60.0
+    max_mb_per_s: float = 0.0
+    chunk_mb: float = 8.0
+    verify: str = "sha256"  # sha256: read the object back and hash it; size: compare sizes only
+
+    def __post_init__(self):
+        if not isinstance(self.destination, str):
+            raise _fail("[upload]", "destination", self.destination, "an fsspec URL such as s3://bucket/rigs")
+        if not isinstance(self.storage_options, dict):
+            raise _fail("[upload]", "storage_options", self.storage_options, "a table of fsspec options")
+        for name in ("keep_local_gb", "interval_s", "max_mb_per_s", "chunk_mb"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+                raise _fail("[upload]", name, value, "a number")
+        _check_positive("[upload]", "interval_s", self.interval_s)
+        _check_positive("[upload]", "chunk_mb", self.chunk_mb)
+        _check_positive("[upload]", "max_mb_per_s", self.max_mb_per_s, allow_zero=True)
+        if self.verify not in ("sha256", "size"):
+            raise _fail("[upload]", "verify", self.verify, "sha256 (read back and hash) or size")
+
+
+@dataclass(frozen=True)
 class RigConfig:
     """A whole rig: drivers plus bus, sync and writer settings, and where it came from."""
 
@@ -173,6 +207,7 @@ class RigConfig:
     sim_seed: int = 0
     sim_timing: str = "realistic"  # [sim] timing: realistic (each device's stamp model) | exact (perfect stamps)
     drivers_in: str = "process"
+    upload: UploadConfig = field(default_factory=UploadConfig)
     source_text: str = ""
     source_path: str = "<embedded>"
 
@@ -259,6 +294,7 @@ def parse_config(text: str, source_path: str = "<string>") -> RigConfig:
             sim_seed=int(sim.get("seed", 0)),
             sim_timing=str(sim.get("timing", "realistic")),
             drivers_in=str(rig.get("drivers_in", "process")),
+            upload=_build(UploadConfig, data.get("upload"), f"{source_path}: [upload]"),
             source_text=text,
             source_path=source_path,
         )
@@ -321,6 +357,10 @@ def to_toml(config: RigConfig) -> str:
     lines.append("")
     lines += ["[calibration]", f"path = {_toml_value(config.calibration_path)}", "",
               "[sim]", f"seed = {config.sim_seed}", f"timing = {_toml_value(config.sim_timing)}", ""]
+    if config.upload != UploadConfig():
+        lines.append("[upload]")
+        lines += [f"{f.name} = {_toml_value(getattr(config.upload, f.name))}" for f in dataclasses.fields(config.upload)]
+        lines.append("")
     for d in config.drivers:
         lines.append("[[drivers]]")
         lines += [f"{f.name} = {_toml_value(list(v) if isinstance(v := getattr(d, f.name), tuple) else v)}"
