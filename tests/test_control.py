@@ -57,6 +57,9 @@ def test_commands_from_a_raw_peer_are_acknowledged_once_durable_and_never_run_tw
         assert len(takes.annotator.segments) == 1
         stopped = raw_request(endpoint, {"v": 1, "id": "s1", "cmd": "stop", "args": {}})
         assert stopped["ok"]
+        deadline = time.monotonic() + 120
+        while takes.finishing and time.monotonic() < deadline:  # the final table is being written (docs/control.md)
+            time.sleep(0.05)
         with h5py.File(stopped["result"]["path"], "r") as f:
             (segment,) = read_segments(f)
             assert segment.label == "grasp" and segment.end_ns > segment.start_ns

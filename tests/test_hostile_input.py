@@ -379,9 +379,10 @@ def _record_and_kill(tmp_path, after_s, name):
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     partial = tmp_path / "out" / f"{name}.h5.partial"
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # a loaded machine starts the rig slowly
         while not partial.exists() and time.monotonic() < deadline:
             time.sleep(0.01)
+        assert partial.exists(), "the recorder never started its episode"
         time.sleep(after_s)
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(10)

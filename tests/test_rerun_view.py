@@ -26,13 +26,12 @@ def test_live_and_saved_rerun_views_hold_the_episode(tmp_path, capsys):
     assert result.returncode == 0, result.stderr
     episode = next((tmp_path / "out").glob("*.h5"))
     live = rrd_entity_rows(live_rrd)
-    ticks = live["/world/head_tracker"]
-    assert ticks >= 20  # each tick the recording loop saw (it looks every 50 ms)
-    for entity in ("/world/ego_camera", "/world/left_wrist/hand", "/action/left_wrist", "/valid/right_fingers"):
-        assert live[entity] == ticks, entity
-    # an image with each tick that had a frame: a simulated camera starved by a loaded machine drops frames, as a
-    # real one does, and a tick without one logs none
-    assert ticks // 2 <= live["/world/ego_camera/image"] <= ticks
+    ticks = live["/action/left_wrist"]  # the action and its validity: every tick the recording loop saw
+    assert ticks >= 20 and live["/valid/right_fingers"] == ticks  # (it looks every 50 ms)
+    # poses, hands and images with each tick that had them valid: on a loaded machine a late stream or a
+    # simulated camera dropping frames (as a real one does) leaves a few ticks without
+    for entity in ("/world/head_tracker", "/world/ego_camera", "/world/left_wrist/hand", "/world/ego_camera/image"):
+        assert ticks // 2 <= live[entity] <= ticks, entity
 
     with h5py.File(episode, "a") as f:
         t = f["synced/t_eval_ns"][:]
