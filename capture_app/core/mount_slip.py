@@ -11,7 +11,8 @@ exactly the slip when the mount moves.
 
 ``SlipDetector`` keeps that track and, for each instant with ``window_s`` of track on both sides, compares the
 mean rotation after with the mean before: a difference over ``threshold_deg`` is a slip, its size the
-difference, its instant the split that maximises it. ``mount`` is the current estimate (``X @ U`` over the last
+difference, its instant the split that maximises it, its size the track's change over the three increments
+around that split. ``mount`` is the current estimate (``X @ U`` over the last
 window), ``slips`` what it has seen. Pure: no I/O, no threads, no clock.
 """
 
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from capture_app.core.rotation_series import exp_rotvec, relative, rotvec
+from capture_app.core.rotation_series import exp_rotvec, rotvec
 
 DEFAULT_THRESHOLD_DEG = 1.0
 DEFAULT_WINDOW_S = 1.5
@@ -74,6 +75,11 @@ class SlipDetector:
             return self.initial_mount.T @ self.mount
         recent = self._t >= self._t[-1] - self.window_s
         return exp_rotvec(self._v[recent].mean(axis=0))
+
+    def restart(self) -> None:
+        """Start a new track at the next instant (the observed source's own world changed: a restarted chain)."""
+        self._t, self._v, self._origin = np.zeros(0), np.zeros((0, 3)), None
+        self._checked_until = (self._last_t or 0.0) + self.window_s
 
     def add(self, t_s: np.ndarray, R_ref: np.ndarray, R_obs: np.ndarray) -> list[Slip]:
         """Add instants ``t_s`` (n,) increasing, with both orientations (n, 3, 3) at them; the new slips."""
@@ -134,7 +140,10 @@ class SlipDetector:
             near = np.flatnonzero((t >= t[i]) & (t <= t[i] + self.window_s * 0.75) & (t <= t[-1] - self.window_s))
             steps = {j: self._step(j) for j in near}
             best = max(steps, key=lambda j: np.linalg.norm(steps[j]))
-            step = steps[best]
+            # its size from the few increments around the split: the track is a random walk (chained noise), so
+            # the increments across the slip carry it with less noise than window means do
+            lo, hi = max(best - 2, 0), min(best + 1, len(t) - 1)
+            step = rotvec(exp_rotvec(self._v[lo]).T @ exp_rotvec(self._v[hi]))
             slip = Slip(float(t[best]), float(np.degrees(np.linalg.norm(step))), tuple(np.degrees(step).tolist()),
                         float(t[-1]))
             found.append(slip)

@@ -71,7 +71,7 @@ def _refine_with_translation(a: np.ndarray, b: np.ndarray, K: np.ndarray, A: np.
 
 
 def relative_rotation(grey1: np.ndarray, grey2: np.ndarray, K: np.ndarray, prior_A: np.ndarray | None = None,
-                      max_features: int = 400, min_inliers: int = 25,
+                      max_features: int = 250, min_inliers: int = 25,
                       translation: np.ndarray | None = None) -> VisualRotation | None:
     """The rotation between two grey images with intrinsics K (3, 3, at their size); None when too few
     features follow (a blank, blurred or covered view). ``translation`` (3,), metres: the second camera's
@@ -80,7 +80,7 @@ def relative_rotation(grey1: np.ndarray, grey2: np.ndarray, K: np.ndarray, prior
     p1 = cv2.goodFeaturesToTrack(grey1, max_features, 0.01, 7, blockSize=7)
     if p1 is None or len(p1) < min_inliers:
         return None
-    lk = dict(winSize=(21, 21), maxLevel=3, criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01))
+    lk = dict(winSize=(15, 15), maxLevel=2, criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01))
     p2, ok, _ = cv2.calcOpticalFlowPyrLK(grey1, grey2, p1, None, **lk)
     back, ok_back, _ = cv2.calcOpticalFlowPyrLK(grey2, grey1, p2, None, **lk)
     good = (ok[:, 0] == 1) & (ok_back[:, 0] == 1) & (np.linalg.norm((back - p1)[:, 0], axis=1) < 0.5)

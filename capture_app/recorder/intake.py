@@ -89,6 +89,8 @@ class Intake:
         self._published: dict[str, tuple[int, int]] = {}  # stream -> (sender, seq): newest published, per status
         self._stopping_ns: int | None = None  # while a take stops: the stop instant
         self.video_gate = VideoGate()  # the H.264 frames the episode stores, for the live synchronizer
+        # called with each accepted sample outside the synchronizer's lock (keep them to an append: drift_watch)
+        self.taps: list[Callable[[Message], None]] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -243,6 +245,8 @@ class Intake:
                     self._last_publish_ns[message.stream] = message.t_publish_ns
                     self.monitor.observe(message)
                     self._note_tracking(message)
+                    for tap in self.taps:
+                        tap(message)
             except Exception:
                 log.exception("bus dispatcher: message dropped")
         return taken

@@ -2,7 +2,7 @@
 ``hand_motion = "check"``).
 
 The script (seconds of motion time after the epoch, ``CHECK_STEPS``) is the one ``capture-app check`` prompts
-(capture_app/recorder/rig_check.py keeps the same table): hold still, turn the head left and right, rotate each
+(``capture_app.core.rig_checks.CHECK_STEPS``): hold still, turn the head left and right, rotate each
 wrist in turn, open and close each hand in turn, hands flat on the table in view of the top camera. Pure
 functions of t, vectorised like ``motion.py``.
 """
@@ -13,16 +13,8 @@ import numpy as np
 
 from capture_app.core.geometry import axis_angle_to_matrix, make_transform
 
-# (name, start_s, end_s); the recorder's rig check uses the same names and times
-CHECK_STEPS = (
-    ("hold_still", 0.0, 5.0),
-    ("turn_head", 5.0, 11.0),
-    ("rotate_left_wrist", 11.0, 15.0),
-    ("rotate_right_wrist", 15.0, 19.0),
-    ("open_close_left", 19.0, 22.0),
-    ("open_close_right", 22.0, 25.0),
-    ("hands_on_table", 25.0, 30.0),
-)
+from capture_app.core.rig_checks import CHECK_STEPS  # noqa: E402  (the recorder prompts the same script)
+
 CHECK_DURATION_S = CHECK_STEPS[-1][2]
 
 
