@@ -26,6 +26,7 @@ from capture_app.core.rotation_series import exp_rotvec, rotvec
 
 DEFAULT_THRESHOLD_DEG = 1.0
 DEFAULT_WINDOW_S = 1.5
+FLATNESS = 0.3  # a step's sides may spread at most this fraction of the step (RMS)
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,16 @@ class SlipDetector:
             return np.zeros(3)
         return rotvec(exp_rotvec(v[before].mean(axis=0)).T @ exp_rotvec(v[after].mean(axis=0)))
 
+    def _flat_around(self, i: int) -> bool:
+        """A slip is a step between two flat stretches: the spread of the track (RMS about its mean) in the
+        window before i and in the 1.75 windows after must stay under FLATNESS of the step across i."""
+        t, v, w = self._t, self._v, self.window_s
+        step = np.linalg.norm(self._step(i))
+        for part in ((t >= t[i] - w) & (t < t[i]), (t >= t[i] + 0.75 * w) & (t <= t[i] + 1.75 * w)):
+            if part.sum() >= 3 and np.sqrt(np.mean(np.sum((v[part] - v[part].mean(axis=0)) ** 2, axis=1))) > FLATNESS * step:
+                return False
+        return True
+
     def _detect(self) -> list[Slip]:
         t = self._t
         if len(t) < 6 or t[-1] - t[0] < 2 * self.window_s:
@@ -136,6 +147,8 @@ class SlipDetector:
             self._checked_until = t[i]
             if np.degrees(np.linalg.norm(self._step(i))) <= self.threshold_deg:
                 continue
+            if not self._flat_around(i):
+                continue  # the track wobbles (a latency change, fast motion against a lagging source): no step
             # the slip's instant: the split within a window of this one with the largest step
             near = np.flatnonzero((t >= t[i]) & (t <= t[i] + self.window_s * 0.75) & (t <= t[-1] - self.window_s))
             steps = {j: self._step(j) for j in near}

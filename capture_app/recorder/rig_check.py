@@ -70,8 +70,8 @@ def run_check(config: RigConfig, out_dir: str | Path, say=print, lead_s: float =
 
 def store_verdict(path: Path, lines: list[CheckLine], out_dir: Path) -> dict:
     """The verdict into the check episode (attribute ``rig_check``) and ``OUT/rig_check_last.json``."""
-    verdict = {"version": 1, "passed": all(line.passed for line in lines), "episode": str(path), "time_unix": time.time(),
-               "lines": [{"name": x.name, "passed": x.passed, "text": x.text, "fix": x.fix,
+    verdict = {"version": 1, "passed": bool(all(line.passed for line in lines)), "episode": str(path), "time_unix": time.time(),
+               "lines": [{"name": x.name, "passed": bool(x.passed), "text": x.text, "fix": x.fix,
                           "figures": {k: float(v) for k, v in x.figures.items()}} for x in lines]}
     with open_episode(path, "r+") as f:
         f.attrs["rig_check"] = json.dumps(verdict)
@@ -174,7 +174,7 @@ def _ego(f, calibration: Calibration, head, t0: int) -> list[CheckLine]:
         return [rig_checks.hand_eye(np.zeros(0)), rig_checks.latency("ego_camera", None, 0.0)]
     t_ego = (group["t_capture_ns"][:] - calibration.latency_offset_ns("ego_camera") - t0) / 1e9
     frames = FrameReader(f, "ego_camera")
-    rows = [i for i, t in enumerate(t_ego) if CHECK_STEPS[1][1] + 0.5 <= t <= CHECK_STEPS[1][2] - 0.5][::6]  # ~5 Hz
+    rows = [i for i, t in enumerate(t_ego) if CHECK_STEPS[1][1] + 0.5 <= t <= CHECK_STEPS[1][2] - 0.5][::3]  # ~10 Hz
     X = calibration.T_headtracker_cam
     T_wc = pose_to_transform(poses) @ X
     A, B, times, speeds, previous = [], [], [], [], None
@@ -200,12 +200,12 @@ def _ego(f, calibration: Calibration, head, t0: int) -> list[CheckLine]:
         previous = (t_ego[row], grey, T)
     residuals = hand_eye_rotation.residual_deg(np.array(A), np.array(B), X[:3, :3]) if A else np.zeros(0)
     lag = None
-    if len(times) >= 20:
-        contiguous = all(abs(times[i][0] - times[i - 1][1]) < 1e-9 for i in range(1, len(times)))
-        if contiguous:
-            instants = np.array([times[0][0]] + [t[1] for t in times])
-            estimate = estimate_lag(t_head, poses[:, 3:7], instants, np.array(speeds))
-            lag = None if estimate is None else estimate.lag_ms
+    if len(times) >= 20:  # consecutive analysed frames; a pair without features leaves a NaN speed (not used)
+        instants = np.unique(np.array(times).ravel())
+        speed_of = {round(a, 6): v for (a, _), v in zip(times, speeds)}
+        between = np.array([speed_of.get(round(a, 6), np.nan) for a in instants[:-1]])
+        estimate = estimate_lag(t_head, poses[:, 3:7], instants, between)
+        lag = None if estimate is None else estimate.lag_ms
     return [rig_checks.hand_eye(residuals),
             rig_checks.latency("ego_camera", lag, calibration.latency_offsets_ms.get("ego_camera", 0.0))]
 
