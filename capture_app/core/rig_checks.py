@@ -125,16 +125,22 @@ def roles(glove_speed: dict[str, np.ndarray], tracker_speed: dict[str, np.ndarra
                      "straps, or swap tracker_serials left_wrist/right_wrist in the calibration", figures)
 
 
-def hand_eye(residuals_deg: np.ndarray) -> CheckLine:
-    """The ego camera's rotation against the head tracker's through T_headtracker_cam (per-pair residuals)."""
+def hand_eye(residuals_deg: np.ndarray, mount_error_deg: float | None = None,
+             correction_deg: tuple | None = None) -> CheckLine:
+    """The ego camera's rotation against the head tracker's through T_headtracker_cam: per-pair residuals, and
+    the mount rotation solved from the pairs (hand-eye) against the calibrated one (``mount_error_deg``)."""
     if len(residuals_deg) < 5:
         return CheckLine("ego vs head tracker", False, "too few ego frame pairs with features while turning the head",
                          "check the ego camera's view (lens cap, light) and turn the head when prompted")
     value = float(np.median(residuals_deg))
-    return CheckLine("ego vs head tracker", value <= HAND_EYE_LIMIT_DEG,
-                     f"hand-eye residual {value:.3f} deg median over {len(residuals_deg)} pairs "
-                     f"(limit {HAND_EYE_LIMIT_DEG})", "the camera mount moved against the head tracker: re-seat it "
-                     "and recalibrate (`capture-app calibrate`)", {"median_deg": value})
+    error = 0.0 if mount_error_deg is None else float(mount_error_deg)
+    solved = "" if mount_error_deg is None else f"; the mount solved from them is {error:.2f} deg off the calibration"
+    fix = "the camera mount moved against the head tracker: re-seat it and recalibrate (`capture-app calibrate`)"
+    if correction_deg is not None:
+        fix += f"; estimated correction T_headtracker_cam @ rot({', '.join(f'{c:.2f}' for c in correction_deg)} deg)"
+    return CheckLine("ego vs head tracker", value <= HAND_EYE_LIMIT_DEG and error <= HAND_EYE_LIMIT_DEG,
+                     f"hand-eye residual {value:.3f} deg median over {len(residuals_deg)} pairs{solved} "
+                     f"(limit {HAND_EYE_LIMIT_DEG})", fix, {"median_deg": value, "mount_error_deg": error})
 
 
 def latency(stream: str, lag_ms: float | None, offset_ms: float) -> CheckLine:

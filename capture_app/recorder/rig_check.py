@@ -206,7 +206,15 @@ def _ego(f, calibration: Calibration, head, t0: int) -> list[CheckLine]:
         between = np.array([speed_of.get(round(a, 6), np.nan) for a in instants[:-1]])
         estimate = estimate_lag(t_head, poses[:, 3:7], instants, between)
         lag = None if estimate is None else estimate.lag_ms
-    return [rig_checks.hand_eye(residuals),
+    mount_error, correction = None, None
+    if len(A) >= 5:
+        try:
+            X_solved, _ = hand_eye_rotation.solve(np.array(A), np.array(B))
+            change = rotvec(X[:3, :3].T @ X_solved)
+            mount_error, correction = float(np.degrees(np.linalg.norm(change))), tuple(np.degrees(change))
+        except ValueError:
+            pass  # too little or too one-sided motion: the residuals alone judge
+    return [rig_checks.hand_eye(residuals, mount_error, correction),
             rig_checks.latency("ego_camera", lag, calibration.latency_offsets_ms.get("ego_camera", 0.0))]
 
 
