@@ -85,3 +85,13 @@ def test_the_drift_watch_state_and_summary_are_plain_data():
     assert state["alarms"] == [] and state["lag_ms"] == {}
     assert not any(m["unresolved"] or m["slips"] for m in state["mounts"].values())
     assert summary["version"] == 1 and summary["alarms"] == [] and json.loads(json.dumps(summary)) == summary
+
+
+def test_the_monitor_banner_shows_an_unresolved_slip_and_a_latency_alarm():
+    from capture_app.monitor.window import losses_of
+    status = {"drift": {"mounts": {"head": {"unresolved": True, "net_deg": 2.0}, "left": {"unresolved": False}},
+                        "alarms": [{"kind": "latency", "text": "ego_camera stamps are +20.0 ms off the trackers"}]}}
+    shown = losses_of(status)
+    assert "ego camera mount slipped 2.0 deg: re-seat it and recalibrate" in shown
+    assert "ego_camera stamps are +20.0 ms off the trackers" in shown and len(shown) == 2
+    assert losses_of({"drift": None}) == []
