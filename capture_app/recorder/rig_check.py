@@ -132,6 +132,7 @@ def analyse(path: str | Path) -> list[CheckLine]:
         lines += [rig_checks.glove_handedness(h, gloves[h][1]) for h in gloves]
         lines.append(_roles(trackers, imus))
         lines += _ego(f, calibration, trackers["head"], t0)
+        lines.append(_fingertips(f, calibration, trackers, gloves, t0))
         lines.append(_table(f, calibration))
     return lines
 
@@ -216,6 +217,50 @@ def _ego(f, calibration: Calibration, head, t0: int) -> list[CheckLine]:
             pass  # too little or too one-sided motion: the residuals alone judge
     return [rig_checks.hand_eye(residuals, mount_error, correction),
             rig_checks.latency("ego_camera", lag, calibration.latency_offsets_ms.get("ego_camera", 0.0))]
+
+
+def _fingertips(f, calibration: Calibration, trackers: dict, gloves: dict, t0: int) -> CheckLine:
+    """The gloves' fingertips, put in the ego image through the trackers and the calibration, land on the hands.
+    Only a simulated rig can say where its hands are in the image (it draws fingertips in one colour)."""
+    name = "fingertips in ego image"
+    if not bool(f.attrs.get("simulated", False)):
+        return CheckLine(name, True, "not measured on a real rig (needs a hand detector in the ego image)")
+    from drivers.sim.render import TIP_COLOUR
+    group = f.get("streams/ego_camera")
+    if group is None or len(trackers["head"][0]) < 2:
+        return CheckLine(name, False, "no ego frames or head poses", "check the ego camera and head tracker streams")
+    t_ego = (group["t_capture_ns"][:] - calibration.latency_offset_ns("ego_camera") - t0) / 1e9
+    frames = FrameReader(f, "ego_camera")
+    hits = total = 0
+    for row in [i for i, t in enumerate(t_ego) if 1.0 <= t <= 4.0][::10]:
+        image = frames.frame(row)
+        if image is None:
+            continue
+        k = calibration.ego_intrinsics.scaled(image.shape[1], image.shape[0])
+        T_wc = _pose_near(trackers["head"], t_ego[row]) @ calibration.T_headtracker_cam
+        for hand in ("left", "right"):
+            t_k, keypoints = gloves[hand]
+            if len(t_k) == 0:
+                continue
+            T_ww = _pose_near(trackers[f"{hand}_wrist"], t_ego[row]) @ calibration.T_wristtracker_wrist[hand]
+            tips = keypoints[int(np.argmin(np.abs(t_k - t_ego[row]))), list(rig_checks.FINGERTIP_INDICES)]
+            world = tips @ T_ww[:3, :3].T + T_ww[:3, 3]
+            cam = (world - T_wc[:3, 3]) @ T_wc[:3, :3]
+            for u, v in k.project(cam):
+                total += 1
+                if not (np.isfinite(u) and np.isfinite(v)):
+                    continue
+                patch = image[max(int(v) - 2, 0):int(v) + 3, max(int(u) - 2, 0):int(u) + 3].reshape(-1, 3).astype(int)
+                hits += bool(len(patch)) and bool(np.any(np.abs(patch - TIP_COLOUR).max(axis=1) < 60))
+    fraction = hits / total if total else 0.0
+    return CheckLine(name, fraction >= 0.8, f"{hits} of {total} projected fingertips on a drawn fingertip",
+                     "the hands are not where the calibration puts them: check tracker roles, T_wristtracker_wrist and "
+                     "T_headtracker_cam (`capture-app calibrate`)", {"fraction": fraction})
+
+
+def _pose_near(series, t: float) -> np.ndarray:
+    times, poses = series
+    return pose_to_transform(poses[int(np.argmin(np.abs(times - t)))])
 
 
 def _table(f, calibration: Calibration) -> CheckLine:
