@@ -175,7 +175,11 @@ def _ego(f, calibration: Calibration, head, t0: int) -> list[CheckLine]:
         return [rig_checks.hand_eye(np.zeros(0)), rig_checks.latency("ego_camera", None, 0.0)]
     t_ego = (group["t_capture_ns"][:] - calibration.latency_offset_ns("ego_camera") - t0) / 1e9
     frames = FrameReader(f, "ego_camera")
-    rows = [i for i, t in enumerate(t_ego) if CHECK_STEPS[1][1] + 0.5 <= t <= CHECK_STEPS[1][2] - 0.5][::3]  # ~10 Hz
+    rows, last = [], -np.inf  # frames ~0.1 s apart (every third at 30 Hz; every one when frames were lost)
+    for i, t in enumerate(t_ego):
+        if CHECK_STEPS[1][1] + 0.5 <= t <= CHECK_STEPS[1][2] - 0.5 and t - last >= 0.09:
+            rows.append(i)
+            last = t
     X = calibration.T_headtracker_cam
     T_wc = pose_to_transform(poses) @ X
     A, B, times, speeds, previous = [], [], [], [], None
