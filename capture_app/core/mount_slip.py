@@ -26,6 +26,7 @@ from capture_app.core.rotation_series import exp_rotvec, rotvec
 
 DEFAULT_THRESHOLD_DEG = 1.0
 DEFAULT_WINDOW_S = 1.5
+REORIGIN_S = 20.0  # the track's origin moves to its current value this often
 FLATNESS = 0.3  # a step's sides may spread at most this fraction of the step (RMS)
 
 
@@ -67,6 +68,7 @@ class SlipDetector:
         self._v = np.zeros((0, 3))       # rotation vectors (rad) of the cumulative residual C
         self._origin: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # R_ref(0), R_obs(0), M(0)
         self._last_t: float | None = None
+        self._origin_t = 0.0
         self._checked_until = -np.inf  # splits up to this time have been tested
 
     @property
@@ -99,6 +101,13 @@ class SlipDetector:
                 times, values, self._origin = [], [], None
             if self._origin is None:
                 self._origin = (R_ref[k], R_obs[k], self.mount.copy())
+                self._origin_t = float(t_s[k])
+            elif t_s[k] - self._origin_t > REORIGIN_S and len(self._t) >= 3:
+                # a new origin where the track is, so the observed source's accumulated drift (a chained camera
+                # rotation's random walk) cannot act as a mount error that the body's turning makes wobble
+                recent = self._v[self._t >= self._t[-1] - 0.5]
+                self._origin = (R_ref[k], R_obs[k], self.initial_mount @ exp_rotvec(recent.mean(axis=0)))
+                self._origin_t = float(t_s[k])
             self._last_t = float(t_s[k])
             R_ref0, R_obs0, M0 = self._origin
             G = R_ref0.T @ R_ref[k]
@@ -157,6 +166,9 @@ class SlipDetector:
             # the increments across the slip carry it with less noise than window means do
             lo, hi = max(best - 2, 0), min(best + 1, len(t) - 1)
             step = rotvec(exp_rotvec(self._v[lo]).T @ exp_rotvec(self._v[hi]))
+            if np.degrees(np.linalg.norm(step)) < 0.75 * self.threshold_deg:
+                self._checked_until = t[i]
+                continue  # the windows differ but nothing changed at one instant: a drift, not a slip
             slip = Slip(float(t[best]), float(np.degrees(np.linalg.norm(step))), tuple(np.degrees(step).tolist()),
                         float(t[-1]))
             found.append(slip)
