@@ -145,3 +145,15 @@ def test_visual_rotation_of_the_sim_scene_matches_the_truth():
     assert max(errors) < 0.05
     blank = np.zeros((360, 640), np.uint8)
     assert relative_rotation(blank, blank, intrinsics.K) is None
+
+
+@pytest.mark.parametrize("at", [20.0, 20.15, 40.1])
+def test_a_slip_at_the_tracks_new_origin_is_found_whole(at):
+    """The track's origin moves every REORIGIN_S (20 s); a slip at that instant is still one step of its size."""
+    t = np.arange(0.0, at + 6.0, 0.1)
+    R_cam = _head(3, t)
+    delta = exp_rotvec(np.radians([0.0, 2.0, 0.0]))
+    M = np.where((t >= at)[:, None, None], X @ delta, X)
+    noise = exp_rotvec(np.random.default_rng(1).normal(0, np.radians(0.01), (len(t), 3)))
+    slips = _feed(SlipDetector(X), t, R_cam @ np.swapaxes(M, -1, -2), R_cam @ noise)
+    assert len(slips) == 1 and abs(slips[0].size_deg - 2.0) < 0.1, slips

@@ -102,18 +102,18 @@ class SlipDetector:
             if self._origin is None:
                 self._origin = (R_ref[k], R_obs[k], self.mount.copy())
                 self._origin_t = float(t_s[k])
-            elif t_s[k] - self._origin_t > REORIGIN_S and len(self._t) >= 3:
-                # a new origin where the track is, so the observed source's accumulated drift (a chained camera
-                # rotation's random walk) cannot act as a mount error that the body's turning makes wobble
-                recent = self._v[self._t >= self._t[-1] - 0.5]
-                self._origin = (R_ref[k], R_obs[k], self.initial_mount @ exp_rotvec(recent.mean(axis=0)))
-                self._origin_t = float(t_s[k])
             self._last_t = float(t_s[k])
             R_ref0, R_obs0, M0 = self._origin
             G = R_ref0.T @ R_ref[k]
             V = R_obs0.T @ R_obs[k]
             times.append(t_s[k])
             values.append(rotvec(self.initial_mount.T @ G.T @ M0 @ V))
+            if t_s[k] - self._origin_t > REORIGIN_S:
+                # a new origin at this instant, with the mount the track has here (exactly continuous), so the
+                # observed source's accumulated drift (a chained camera rotation's random walk) cannot act as a
+                # mount error that the body's turning makes wobble
+                self._origin = (R_ref[k], R_obs[k], self.initial_mount @ exp_rotvec(values[-1]))
+                self._origin_t = float(t_s[k])
         if times:
             self._t = np.concatenate([self._t, times])
             self._v = np.concatenate([self._v, values])
