@@ -54,6 +54,12 @@ def cmd_record(args) -> int:
     from capture_app.recorder.session import CaptureSession
 
     config = _load_rig(args)
+    if args.require_check is not None:
+        from capture_app.recorder.rig_check import require_recent_check
+        why = require_recent_check(args.out, args.require_check)
+        if why:
+            print(f"error: --require-check {args.require_check:g}: {why}", file=sys.stderr)
+            return 2
     if args.seed is not None:
         from capture_app.rig.config import with_changes
         config = with_changes(config, sim_seed=args.seed)
@@ -307,6 +313,30 @@ def cmd_resync(args) -> int:
     return 0
 
 
+def cmd_check(args) -> int:
+    from pathlib import Path
+
+    from capture_app.recorder.rig_check import analyse, run_check, store_verdict
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    if args.analyse:
+        path, lines = Path(args.analyse), analyse(args.analyse)
+        store_verdict(path, lines, Path(args.out))
+    else:
+        path, lines = run_check(_load_rig(args), args.out, say=lambda text: print(f">>> {text}", flush=True),
+                                lead_s=args.lead)
+    print(f"rig check {path}:")
+    for line in lines:
+        print("  " + line.line())
+    passed = all(line.passed for line in lines)
+    print("rig check PASSED" if passed else "rig check FAILED: fix the lines marked FAIL and run it again")
+    return 0 if passed else 1
+
+
+def cmd_drift(args) -> int:
+    from capture_app.tools.drift_report import main as drift_main
+    return drift_main(args.file, args.write_calibration)
+
+
 def positive_seconds(text: str) -> float:
     """argparse type: a duration in seconds that is a finite number above zero."""
     try:
@@ -368,7 +398,17 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_argument("--rerun", nargs="?", const="spawn", metavar="TARGET",
                         help="stream the synced ticks to Rerun: a spawned viewer (no TARGET), a viewer's "
                              "rerun+http://HOST:PORT/proxy address, or a FILE.rrd")
+    record.add_argument("--require-check", type=float, metavar="HOURS", help="refuse to record without a passed "
+                        "`capture-app check` in --out from the last HOURS hours")
     record.set_defaults(func=cmd_record)
+
+    check = sub.add_parser("check", help="scripted ~30 s rig check (stored as its own episode), one verdict line per check")
+    check.add_argument("--config", help="rig config TOML (default: the simulated rig)")
+    check.add_argument("--sim", action="store_true", help="use the simulated rig")
+    check.add_argument("--out", default="episodes", help="where the check episode and rig_check_last.json go")
+    check.add_argument("--lead", type=positive_seconds, default=8.0, help="seconds from start to the first prompt")
+    check.add_argument("--analyse", metavar="EPISODE", help="recompute the verdict of a recorded check episode")
+    check.set_defaults(func=cmd_check)
 
     view = sub.add_parser("view", help="an episode in the Rerun viewer: 3D world, hands, cameras, action, subtasks")
     view.add_argument("episode", help="episode file (.h5)")
@@ -436,6 +476,12 @@ def build_parser() -> argparse.ArgumentParser:
                                               "--calibration-dir; default: the one embedded in each episode")
     resync.add_argument("--calibration-dir", default="rig-calibration", help="calibration versions (for a version id)")
     resync.set_defaults(func=cmd_resync)
+
+    drift = sub.add_parser("drift", help="what the live drift watch found in an episode; the calibration that repairs it")
+    drift.add_argument("file")
+    drift.add_argument("--write-calibration", metavar="OUT", help="write the episode's calibration corrected by the "
+                       "estimated mount slip (and latency change) to OUT, for `resync --calibration OUT`")
+    drift.set_defaults(func=cmd_drift)
 
     driver = sub.add_parser("driver", help="run drivers in this process, publishing on the bus")
     driver.add_argument("names", nargs="*", help="driver names from the rig config")

@@ -17,7 +17,7 @@ import numpy as np
 from capture_app.core.interpolation import EXTRAPOLATED, LOST, NEAREST, VALID_STATUSES
 from capture_app.core.streams import SYNCED_STREAMS
 
-REPORT_VERSION = 2  # 2: rate_hz over the episode, undelivered, image coverage, reasons
+REPORT_VERSION = 3  # 2: rate_hz over the episode, undelivered, image coverage, reasons; 3: drift (mount slips, lag)
 HAND_STREAMS = {"left": ("head_tracker", "left_wrist_tracker", "left_glove"),
                 "right": ("head_tracker", "right_wrist_tracker", "right_glove")}
 
@@ -167,6 +167,22 @@ def verdict_reasons(hands: dict, streams: dict, thresholds: QualityThresholds) -
             reasons.append(_reason(name, "image_coverage", coverage, thresholds.min_image_coverage,
                                    f"{name}: a frame for {coverage:.1%} of rows, below "
                                    f"{thresholds.min_image_coverage:.0%}{where}"))
+    return reasons
+
+
+def drift_reasons(drift: dict) -> list[dict]:
+    """What the live drift watch found that makes a take ``redo``: a mount that slipped and was not put back
+    (its net change over the threshold at the end of the take). ``drift`` is the episode's ``drift`` attribute."""
+    reasons = []
+    threshold = drift.get("threshold_deg", 1.0)
+    for body, mount in sorted((drift.get("mounts") or {}).items()):
+        if mount.get("unresolved"):
+            what = "ego camera mount" if body == "head" else f"{body} wrist tracker"
+            fix = ("repair it: `capture-app drift EPISODE --write-calibration fixed.json`, then `capture-app resync "
+                   "EPISODE --calibration fixed.json`") if body == "head" else "re-seat the tracker and redo the take"
+            reasons.append(_reason(what, "mount_slip", mount.get("net_deg"), threshold,
+                                   f"{what} slipped {mount.get('net_deg', 0):.1f} deg during or before the take "
+                                   f"({mount.get('slips', 0)} slip(s)); the rows after it are off: {fix}"))
     return reasons
 
 

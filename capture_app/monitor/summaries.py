@@ -70,6 +70,14 @@ def losses_of(status: dict) -> list[str]:
     changes = {s: n for s, n in (losses.get("sender_changes") or {}).items() if n}
     if changes:  # a stream's publisher changed (protocol.md, Trust model)
         out.append("sender changed " + ", ".join(f"{s} {n}x" for s, n in changes.items()))
+    drift = status.get("drift") or {}  # the recorder's live drift watch (docs/control.md)
+    for body, mount in sorted((drift.get("mounts") or {}).items()):
+        if mount.get("unresolved"):
+            what = "ego camera mount" if body == "head" else f"{body} wrist tracker"
+            out.append(f"{what} slipped {mount.get('net_deg', 0):.1f} deg: re-seat it and recalibrate")
+    latency = [a for a in drift.get("alarms") or [] if a.get("kind") == "latency"]
+    if latency:
+        out.append(latency[-1]["text"])
     return out
 
 

@@ -85,7 +85,9 @@ def status_of(session, takes: Takes, control_refused: int = 0) -> dict:
                         "values_repaired": stats.values_repaired, "items_refused": stats.items_refused}
     return {"t_ns": now_ns(), "rig": session.config.name, "streams": streams, "drivers": drivers,
             "writer": writer_state, "rejected": session.rejected_counts(),
-            "losses": {**session.loss_counts(), "control_refused": control_refused}, "takes": takes.state()}
+            "losses": {**session.loss_counts(), "control_refused": control_refused}, "takes": takes.state(),
+            "drift": session.drift.state() if getattr(session, "drift", None) is not None else None,
+            "check": getattr(session, "check_prompt", None)}
 
 
 class RecentLosses:

@@ -63,6 +63,9 @@ def episode_name(task: str = "") -> str:
     return f"{stamp}_{slug}" if slug else stamp
 
 
+DRIFT_CATCH_UP_S = 3.0  # a take's stop waits at most this long for the drift watch to process its data
+
+
 class Episodes:
     """The episode being recorded (at most one) and the accounting that belongs to it."""
 
@@ -84,6 +87,7 @@ class Episodes:
         self._sender_changes_at_start: dict = {}
         self._malformed_at_start = 0
         self._followers: dict[Path, FinalTableFollower] = {}  # finished episodes whose follower has the table
+        self.drift_summary = None  # since_ns -> the drift watch's summary, stored as the attribute ``drift``
 
     def current(self) -> EpisodeWriter | None:
         """The writer of the episode recording now, or None."""
@@ -180,6 +184,8 @@ class Episodes:
                    "synchronizer": {"rate_hz": self.config.sync.rate_hz, "delay_ms": self.config.sync.delay_ms},
                    "bus_malformed": intake.malformed_total() - self._malformed_at_start,
                    "bus_unexpected": intake.unexpected_messages}
+        if self.drift_summary is not None:
+            summary["drift"] = json.dumps(self.drift_summary(self.started_ns, catch_up_s=DRIFT_CATCH_UP_S))
         try:
             path = writer.finish({**summary, **(attrs or {})})
         except BaseException:

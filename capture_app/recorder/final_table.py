@@ -20,8 +20,8 @@ from calibration.model import calibration_from_json
 from capture_app.episode.file import open_episode
 from capture_app.episode.format import TRACKING_CODES
 from capture_app.core.errors import CaptureError
-from capture_app.episode.quality import (REPORT_VERSION, QualityThresholds, episode_span_ns, hand_figures, image_coverage,
-                                 stream_figures, verdict_reasons)
+from capture_app.episode.quality import (REPORT_VERSION, QualityThresholds, drift_reasons, episode_span_ns, hand_figures,
+                                 image_coverage, stream_figures, verdict_reasons)
 from capture_app.recorder.resync import live_table, write_final_table
 from capture_app.core.streams import CAMERA_STREAMS, SYNCED_STREAMS
 
@@ -71,6 +71,13 @@ def quality_report(f: h5py.File, thresholds: QualityThresholds) -> dict:
         live = f["synced_live/action_valid"][:]
         report["live"] = {"rows": len(live), "valid": round(float(np.mean(live.all(axis=1))), 4) if len(live) else 0.0}
     reasons = verdict_reasons(report["hands"], streams, thresholds)
+    try:
+        drift = json.loads(f.attrs.get("drift", "{}"))
+    except ValueError:
+        drift = {"error": "the drift attribute is not JSON"}
+    if drift:
+        report["drift"] = drift
+        reasons += drift_reasons(drift) if isinstance(drift, dict) else []
     if not report["hands"]:
         reasons.append({"subject": "episode", "check": "rows", "value": 0, "limit": 1,
                         "text": "no synced rows: the episode is too short"})

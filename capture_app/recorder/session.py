@@ -21,6 +21,7 @@ from calibration.model import Calibration, load_calibration
 from capture_app.bus.driver_status import DriverHealth
 from capture_app.core.clock import now_ns
 from capture_app.core.errors import CalibrationError, CaptureError
+from capture_app.recorder.drift_watch import DriftWatch
 from capture_app.recorder.episodes import Episodes
 from capture_app.recorder.health import StreamMonitor, StreamStatus
 from capture_app.recorder.intake import Intake
@@ -77,6 +78,11 @@ class CaptureSession:
         self.rig = RigProcesses(config, self._context, on_event=self._host_event, on_exit=self.intake.exited.append)
         self._latest_tick: SyncedTick | None = None
         self._stream_watch = StreamWatch(self.monitor, self.episodes.current, lambda: self._latest_tick)
+        # live drift alarms on a thread of their own, from the samples the intake accepted (drift_watch.py)
+        self.drift = DriftWatch(self.calibration, on_alarm=self._drift_alarm)
+        self.intake.add_sample_listener(self.drift.streams, self.drift.offer)
+        self.episodes.drift_summary = self.drift.summary
+        self.check_prompt: dict | None = None  # the rig check's current prompt (rig_check.py), for the state feed
 
     # --- lifecycle -----------------------------------------------------------------
     def start(self) -> "CaptureSession":
@@ -94,7 +100,12 @@ class CaptureSession:
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         self.synchronizer.start()
         self._stream_watch.start()
+        self.drift.start()
         return self
+
+    def _drift_alarm(self, alarm: dict) -> None:
+        """A mount slip or latency drift (drift_watch thread): into the recording episode's /events."""
+        self.episodes.log_event("warning", "drift", alarm["text"])
 
     def _host_event(self, level: str, text: str) -> None:
         log.log(logging.ERROR if level == "error" else logging.INFO, "%s", text)
@@ -113,6 +124,7 @@ class CaptureSession:
                 log.error("%s", exc)
         self.episodes.close()
         self._stream_watch.stop()
+        self.drift.stop()
         self.rig.stop()
         self.synchronizer.stop()
         self.intake.stop()

@@ -35,6 +35,7 @@ from capture_app.core.geometry import axis_angle_to_matrix, invert_transform, ma
 from drivers.base import Driver, Sample
 from drivers.sim.calibration import EGO_INTRINSICS_720P, TOP_INTRINSICS_480P
 from drivers.sim.gestures import apply_script, parse_script
+from drivers.sim.faults import apply_slip, check_fault_options, glove_hand, latency_ns, tracker_body
 from drivers.sim.motion import MODEL_VERSION, MotionModel, true_rig_geometry
 from drivers.sim.render import SceneRenderer
 
@@ -76,6 +77,12 @@ class SimOptions:
     position_noise_mm: float = 0.0      # trackers: Gaussian measurement noise (std)
     rotation_noise_deg: float = 0.0
     gestures: tuple = ()                # gloves: scripted hand shapes [[t_s, name, duration_s], ...] (drivers/sim/gestures.py)
+    mount_slip_deg: tuple = ()          # faults (drivers/sim/faults.py): trackers slip on their mount by this
+    mount_slip_at_s: float = 0.0        # rotation vector (deg, body frame) at this motion time
+    latency_change_ms: float = 0.0      # the latency grows by this much at latency_change_at_s (motion time)
+    latency_change_at_s: float = 0.0
+    worn_on: str = ""                   # trackers: head, left_wrist, right_wrist (default: from the stream)
+    hand: str = ""                      # gloves: left, right (default: from the stream)
 
     def __post_init__(self):
         for f in fields(self):
@@ -90,7 +97,8 @@ class SimOptions:
                 object.__setattr__(self, f.name, spells)
             elif f.name == "gestures":
                 object.__setattr__(self, f.name, parse_script(value))
-            elif f.name in ("head_motion", "board_motion", "hand_motion", "board", "mount", "stamp", "dejitter"):
+            elif f.name in ("head_motion", "board_motion", "hand_motion", "board", "mount", "stamp", "dejitter",
+                            "mount_slip_deg", "worn_on", "hand", "latency_change_ms"):
                 continue
             elif f.name not in ("seed", "epoch_ns", "device_clock_offset_s", "device_clock_drift_ppm") and (
                     not isinstance(value, (int, float)) or value < 0):
@@ -101,8 +109,9 @@ class SimOptions:
             raise ValueError(f"option duplicate_probability = {self.duplicate_probability!r}: expected 0 <= p < 1")
         if self.speed <= 0:
             raise ValueError(f"option speed = {self.speed!r}: expected > 0")
-        if self.head_motion not in ("work", "survey", "shake"):
-            raise ValueError(f"option head_motion = {self.head_motion!r}: expected work, survey or shake")
+        if self.head_motion not in ("work", "survey", "shake", "check"):
+            raise ValueError(f"option head_motion = {self.head_motion!r}: expected work, survey, shake or check")
+        check_fault_options(self)
         if self.mount not in ("", "board"):
             raise ValueError(f"option mount = {self.mount!r}: expected '' or 'board'")
         if self.stamp not in ("exact", "arrival", "device_clock"):
@@ -182,7 +191,8 @@ class SimDevice(Driver):
         t_true_ns = (self._start_ns + ks * self._period_ns + (2 * draws[:, 0] - 1) * o.jitter_ms * 1e6).astype(np.int64)
         t_rel_s = (t_true_ns - self._start_ns) / NS_PER_S
         exponential = -np.log1p(-draws[:, 3] * 0.999999)  # Exp(1) from a uniform draw
-        t_arrival_ns = (t_true_ns + int(o.latency_ms * 1e6) + (exponential * o.arrival_jitter_ms * 1e6).astype(np.int64)
+        latency = latency_ns(o, (t_true_ns - o.epoch_ns) / NS_PER_S)
+        t_arrival_ns = (t_true_ns + latency + (exponential * o.arrival_jitter_ms * 1e6).astype(np.int64)
                         + self._burst_delay_ns(t_rel_s, draws[:, 4]))
         # a late sample holds back the ones behind it; stamps still differ (a driver reads one at a time)
         previous = getattr(self, "_last_arrival_ns", None)
@@ -190,7 +200,7 @@ class SimDevice(Driver):
             t_arrival_ns = np.maximum(t_arrival_ns, previous + 1000)
         t_arrival_ns = np.maximum.accumulate(t_arrival_ns - 1000 * np.arange(n)) + 1000 * np.arange(n)
         self._last_arrival_ns = int(t_arrival_ns[-1])
-        t_capture_ns = t_true_ns + int(o.latency_ms * 1e6) if o.stamp == "exact" else t_arrival_ns
+        t_capture_ns = t_true_ns + latency if o.stamp == "exact" else t_arrival_ns
         t_publish_ns = np.maximum(t_capture_ns, t_arrival_ns) + (draws[:, 1] * o.delivery_jitter_ms * 1e6).astype(np.int64)
         lose = o.drop_probability + o.frame_loss_probability
         dropped = [d < lose or _in_spells(t, o.drop_spells_s) for d, t in zip(draws[:, 2], t_rel_s)]
@@ -269,12 +279,14 @@ class SimTracker(SimDevice):
             board = BoardConfig()
             T_board_tracker = invert_transform(np.array(board.T_tracker_board))
             self._T_world_tracker = lambda t: self.motion.T_world_board(t, board.width_m, board.height_m) @ T_board_tracker
-        elif config.stream == "head_tracker":
+        elif tracker_body(config.stream, self.options) == "head":
+            self._T_tracker_body = g["T_headtracker_cam"]
             T_cam_tracker = invert_transform(g["T_headtracker_cam"])
             self._T_world_tracker = lambda t: self.motion.T_world_cam(t) @ T_cam_tracker
         else:
-            hand = "left" if config.stream.startswith("left") else "right"
-            T_wrist_tracker = invert_transform(g[f"T_wristtracker_wrist_{hand}"])
+            hand = tracker_body(config.stream, self.options).split("_")[0]
+            self._T_tracker_body = g[f"T_wristtracker_wrist_{hand}"]
+            T_wrist_tracker = invert_transform(self._T_tracker_body)
             self._T_world_tracker = lambda t: self.motion.T_world_wrist(t, hand) @ T_wrist_tracker
         self._last_pose: np.ndarray | None = None
         self._noise_rng = np.random.default_rng([self.options.seed, zlib.crc32(config.stream.encode()), 2])
@@ -282,8 +294,10 @@ class SimTracker(SimDevice):
     def make_samples(self, t_s, tracking_lost):
         if self.options.move_only_s:  # motion time advances only inside the spells (seconds after the epoch)
             t_s = sum(np.clip(np.asarray(t_s), a, b) - a for a, b in self.options.move_only_s)
-        T = np.array(self._T_world_tracker(t_s))
         o = self.options
+        T = np.array(self._T_world_tracker(t_s))
+        if o.mount_slip_deg and o.mount != "board":
+            T = apply_slip(T, np.asarray(t_s), o, self._T_tracker_body)
         if o.position_noise_mm or o.rotation_noise_deg:
             noise = self._noise_rng.normal(size=(len(t_s), 6))
             T[..., :3, 3] += noise[:, :3] * o.position_noise_mm / 1000.0
@@ -299,7 +313,7 @@ class SimGlove(SimDevice):
 
     def __init__(self, config, bus_endpoint, **kwargs):
         super().__init__(config, bus_endpoint, **kwargs)
-        self.hand = "left" if config.stream.startswith("left") else "right"
+        self.hand = glove_hand(config.stream, self.options)
         self._last: np.ndarray | None = None
 
     def make_samples(self, t_s, tracking_lost):

@@ -18,6 +18,7 @@ import numpy as np
 
 from capture_app.core.geometry import axis_angle_to_matrix, make_transform, rot_x, rot_y
 from capture_app.core.hand import FINGERS, NUM_KEYPOINTS
+from drivers.sim import check_motion
 
 MODEL_VERSION = 1
 TABLE_HEIGHT_M = 0.75
@@ -62,13 +63,13 @@ class MotionModel:
 
     def __init__(self, seed: int = 0, speed: float = 1.0, head_motion: str = "work", board_motion: str = "static",
                  hand_motion: str = "work"):
-        if head_motion not in ("work", "survey", "shake"):
-            raise ValueError(f"head_motion {head_motion!r}: expected work, survey or shake")
+        if head_motion not in ("work", "survey", "shake", "check"):
+            raise ValueError(f"head_motion {head_motion!r}: expected work, survey, shake or check")
         if board_motion not in ("static", "handheld"):
             raise ValueError(f"board_motion {board_motion!r}: expected static or handheld")
         self.board_motion = board_motion
-        if hand_motion not in ("work", "on_board"):
-            raise ValueError(f"hand_motion {hand_motion!r}: expected work or on_board")
+        if hand_motion not in ("work", "on_board", "check"):
+            raise ValueError(f"hand_motion {hand_motion!r}: expected work, on_board or check")
         self.hand_motion = hand_motion
         self.seed = int(seed)
         self.speed = float(speed)
@@ -102,6 +103,8 @@ class MotionModel:
     # --- head -----------------------------------------------------------------
     def T_world_cam(self, t) -> np.ndarray:
         """True ego-camera pose (..., 4, 4): camera frame (+z forward, +y down) to world."""
+        if self.head_motion == "check":  # the scripted rig check (drivers/sim/check_motion.py)
+            return check_motion.T_world_cam(t, TABLE_CENTRE)
         if self.head_motion in ("survey", "shake"):
             return self._survey(np.asarray(t, dtype=float), shake=self.head_motion == "shake")
         t = np.asarray(t, dtype=float)
@@ -168,6 +171,8 @@ class MotionModel:
 
     # --- hands ----------------------------------------------------------------
     def _hand_state(self, t, hand: str) -> np.ndarray:
+        if self.hand_motion == "check":
+            return check_motion.hand_state(t, hand, TABLE_CENTRE)
         plan = self.plans[hand]
         return _eased_waypoints(np.asarray(t, dtype=float) + plan.time_offset_s, plan.durations, plan.states)
 

@@ -32,6 +32,7 @@ def _table_lines() -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 _TABLE = np.array(_table_lines())  # (L, 2, 3)
+_TABLE_TEXELS = (400, 280)  # the table texture's width (world x) and height (world z) in texels
 
 
 class SceneRenderer:
@@ -46,6 +47,13 @@ class SceneRenderer:
         texture = rng.normal(0, 4, size=(h // 8 + 1, w // 8 + 1, 1)).astype(np.float32)
         texture = cv2.resize(texture, (w, h), interpolation=cv2.INTER_LINEAR)[..., None]
         self._background = np.clip(gradient + texture + [0, 5, 10], 0, 255).astype(np.uint8)
+        # the table top's own texture, fixed in the world (wood grain, stains): visual odometry needs features that
+        # move with the scene, not with the image; 2.5 mm per texel over the table's 1.0 x 0.7 m
+        blobs = rng.uniform(0, 1, size=(_TABLE_TEXELS[1] // 8, _TABLE_TEXELS[0] // 8)).astype(np.float32)
+        blobs = cv2.resize(blobs, _TABLE_TEXELS, interpolation=cv2.INTER_CUBIC)
+        grain = rng.normal(0, 0.15, size=(_TABLE_TEXELS[1], _TABLE_TEXELS[0])).astype(np.float32)
+        tone = np.clip(60 + 120 * blobs + 20 * cv2.GaussianBlur(grain, (0, 0), 1.2), 0, 255)
+        self._table_texture = np.stack([tone, tone * 0.85, tone * 0.7], -1).astype(np.uint8)
         self._scene_cache: tuple[bytes, np.ndarray, np.ndarray | None] | None = None
         self.board = board  # a calibration BoardConfig to draw on the table, or None
         if board is not None:
@@ -96,6 +104,7 @@ class SceneRenderer:
 
     def _draw_table(self, T_cam_world: np.ndarray) -> np.ndarray:
         image = self._background.copy()
+        self._draw_table_texture(image, T_cam_world)
         ends = transform_points(T_cam_world, _TABLE.reshape(-1, 3))
         px = self._px(ends).reshape(-1, 2, 2)
         for a, b in px:
@@ -103,6 +112,19 @@ class SceneRenderer:
                 cv2.line(image, tuple(int(v) for v in np.round(a * _SCALE)), tuple(int(v) for v in np.round(b * _SCALE)),
                          (150, 150, 140), 1, cv2.LINE_AA, _SHIFT)
         return image
+
+    def _draw_table_texture(self, image: np.ndarray, T_cam_world: np.ndarray) -> None:
+        """Warp the table top's texture into the image (one homography; skipped when a corner is behind)."""
+        origin = TABLE_CENTRE + [-0.5, 0.0, -0.35]
+        corners = origin + np.array([[0, 0, 0], [1.0, 0, 0], [0, 0, 0.7], [1.0, 0, 0.7]])
+        if np.any(transform_points(T_cam_world, corners)[:, 2] <= 0.05):
+            return
+        R, t = T_cam_world[:3, :3], T_cam_world[:3, 3]
+        texel = 1.0 / _TABLE_TEXELS[0]
+        H = self.intrinsics.K @ np.column_stack([R[:, 0] * texel, R[:, 2] * texel, R @ origin + t])
+        size = (image.shape[1], image.shape[0])
+        cv2.warpPerspective(self._table_texture, H, size, dst=image, flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_TRANSPARENT)
 
     def _draw_board(self, image: np.ndarray, T_cam_board: np.ndarray) -> None:
         """Warp the board image into this camera's image (a plane: one homography)."""
