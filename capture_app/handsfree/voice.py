@@ -34,15 +34,11 @@ FRAME = 160                  # samples, 10 ms
 MAX_UTTERANCE_S = 4.0        # longer is talk, not a command: not decoded
 MIN_UTTERANCE_S = 0.25
 HANG_S = 0.35                # this much quiet ends an utterance
-PRE_S = 0.15                 # kept before the first loud frame (the onset of a soft consonant)
+PRE_S = 0.05                 # kept before the first loud frame (the onset of a soft consonant)
 # the garbage path: common words, and each phrase's own words alone, so that a sentence that merely
 # contains a command word ("stop it there", "next to the stove") has a better path than a phrase
-FILLER_WORDS = """a the and to of in on it is i you that this for with be at by me my we he she they them there
-here now not no yes so do go get put make let can will just what where when how one two up down off out over
-back cut pour bowl cup pan pot knife salt water milk oil lid box bag spoon fork plate glass table stove oven
-sink kettle fridge drawer timer towel onion egg fish good okay right left little bit more first again please
-thanks hand turn open close wash chop stir boil heat cook day time week under into from all some other still
-full small big""".split()
+FILLER_WORDS = """a the and to it is i you that this for with me my we there here now not no so do go get
+put let can what up off out over back on in of kettle stove bowl pot knife water table time day""".split()
 
 
 @dataclass(frozen=True)
@@ -68,7 +64,7 @@ class Segmenter:
     """Energy voice-activity detection on 10 ms frames: the noise floor follows the quietest frames; a
     frame is loud above ``ratio`` times the floor; ``HANG_S`` of quiet ends an utterance."""
 
-    def __init__(self, ratio: float = 4.0):
+    def __init__(self, ratio: float = 8.0):
         self.ratio = ratio
         self.floor = None
         self.n = 0                   # samples seen
@@ -112,7 +108,7 @@ class Segmenter:
 class VoiceRecogniser:
     """Segments a 16 kHz int16 stream and decodes each utterance against ``phrases``; no threads."""
 
-    def __init__(self, phrases: Iterable[str], ratio: float = 4.0):
+    def __init__(self, phrases: Iterable[str], ratio: float = 8.0):
         from pocketsphinx import Decoder
         self.phrases = frozenset(phrases)
         self.decoder = Decoder(lm=None, loglevel="FATAL", wip=1e-3)
