@@ -25,6 +25,7 @@ MIN_RATE = 0.70    # what this subset measured (see docs/performance.md), with s
 
 def test_phrases_are_recognised_and_kitchen_talk_is_not_a_command():
     r = run(PHRASES, ("en-us", "en-us+f3"), (160,), SNR_DB, ("white",), NON_COMMANDS[:20], noise_only_s=10)
+    print(r["recognised"], r["commands"], r["false_commands"], r["non_command_utterances"])
     assert r["false"] == [], r["false"]
     assert r["rate"] >= MIN_RATE, r["misses"]
 

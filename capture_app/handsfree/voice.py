@@ -33,7 +33,8 @@ RATE = 16000                 # Hz, what the acoustic model expects
 FRAME = 160                  # samples, 10 ms
 MAX_UTTERANCE_S = 4.0        # longer is talk, not a command: not decoded
 MIN_UTTERANCE_S = 0.25
-HANG_S = 0.35                # this much quiet ends an utterance
+MAX_UNCOVERED_S = 0.25       # loud audio after the phrase's last word: more than this is a longer sentence
+HANG_S = 0.6                 # this much quiet ends an utterance
 PRE_S = 0.05                 # kept before the first loud frame (the onset of a soft consonant)
 # the garbage path: common words, and each phrase's own words alone, so that a sentence that merely
 # contains a command word ("stop it there", "next to the stove") has a better path than a phrase
@@ -73,6 +74,7 @@ class Segmenter:
         self._start = None
         self._quiet = 0
         self._tail = np.zeros(0, np.int16)
+        self.last_loud = 0           # end of the current utterance's last loud frame, samples into it
 
     def feed(self, block: np.ndarray) -> list[tuple[int, np.ndarray]]:
         """(start sample, audio) of each utterance that ended in ``block``."""
@@ -93,6 +95,8 @@ class Segmenter:
             else:
                 self._buf.append(frame)
                 self._quiet = 0 if loud else self._quiet + 1
+                if loud:
+                    self.last_loud = len(self._buf) * FRAME   # samples into the utterance
                 if self._quiet * FRAME >= HANG_S * RATE:
                     out.append((self._start, np.concatenate(self._buf)))
                     self._start, self._buf = None, []
@@ -136,6 +140,11 @@ class VoiceRecogniser:
             self.decoder.end_utt()
             hyp = self.decoder.hyp()
             text = hyp.hypstr if hyp is not None else ""
+            words = [seg for seg in self.decoder.seg() if not seg.word.startswith(("<", "[", "+"))]
+            # speech the phrase's words do not cover (absorbed as silence: "stop recording | me please")
+            if text in self.phrases and words and (
+                    self.segmenter.last_loud / FRAME - words[-1].end_frame > MAX_UNCOVERED_S * RATE / FRAME):
+                text = f"{text} (+ {self.segmenter.last_loud / RATE - words[-1].end_frame / 100:.2f} s more speech)"
         utterance = Utterance(start, start + len(audio), text, text if text in self.phrases else None)
         self.utterances.append(utterance)
         return utterance
