@@ -20,9 +20,11 @@ from capture_app.rig.handsfree_config import DEFAULT_VOICE_PHRASES, HandsfreeCon
 
 PHRASES = tuple(DEFAULT_VOICE_PHRASES)
 SNR_DB = 30.0      # the test's subset; the measured figures at 20 dB are in docs/performance.md
-MIN_RATE = 0.70    # what this subset measured (see docs/performance.md), with some margin
+MIN_RATE = 0.95    # the goal
 
 
+@pytest.mark.xfail(strict=True, reason="below the issue's goal: 'stop recording me please' (en-us, 30 dB white noise) "
+                   "is taken for 'stop recording' (docs/performance.md, voice keyphrases); passes once fixed")
 def test_phrases_are_recognised_and_kitchen_talk_is_not_a_command():
     r = run(PHRASES, ("en-us", "en-us+f3"), (160,), SNR_DB, ("white",), NON_COMMANDS[:20], noise_only_s=10)
     print(r["recognised"], r["commands"], r["false_commands"], r["non_command_utterances"])
