@@ -19,10 +19,12 @@ class Handsfree:
     ``ControlServer`` (started); ``cue_sink`` replaces playing cues (tests); ``pedal_device`` an evdev device
     object to read instead of opening ``[handsfree] pedal_device`` (tests)."""
 
-    def __init__(self, session, takes, server, cue_sink: Callable[[str], None] | None = None, pedal_device=None):
+    def __init__(self, session, takes, server, cue_sink: Callable[[str], None] | None = None, pedal_device=None,
+                 voice_source=None):
         self.config = session.config.handsfree
         self.session, self.takes, self.server = session, takes, server
-        commanding = self.config.gestures_on or bool(self.config.pedal_device) or pedal_device is not None
+        commanding = (self.config.gestures_on or bool(self.config.pedal_device) or pedal_device is not None
+                      or self.config.voice_on)
         # "auto": the recorder speaks when hands-free inputs command it; otherwise the monitor's --speak does
         self.cue_mode = "off" if self.config.cues == "auto" and not commanding else self.config.cues
         self.speaker = CueSpeaker(self.cue_mode, cue_sink)
@@ -31,7 +33,9 @@ class Handsfree:
         self.watcher = CueWatcher(takes, session, self.speaker.say, self.config.disk_warn_mb)
         self.gestures = None
         self.pedal = None
+        self.voice = None
         self._pedal_device = pedal_device
+        self._voice_source = voice_source  # an iterable of 16 kHz int16 blocks instead of the microphone (tests)
 
     def start(self) -> "Handsfree":
         self.commander.start()
@@ -47,10 +51,14 @@ class Handsfree:
             from capture_app.handsfree.pedal import PedalReader
             self.pedal = PedalReader(self.config, self.commander.submit, device=self._pedal_device,
                                      cue=self.speaker.say).start()
+        if self.config.voice_on:
+            from capture_app.handsfree.voice import VoiceListener
+            self.voice = VoiceListener(self.config, self.commander.submit, source=self._voice_source,
+                                       cue=self.speaker.say).start()
         return self
 
     def close(self) -> None:
-        for part in (self.pedal, self.gestures):
+        for part in (self.voice, self.pedal, self.gestures):
             if part is not None:
                 part.close()
         self.commander.close()

@@ -20,6 +20,11 @@ DEFAULT_GESTURES = {"spread": "start_stop", "thumb_little": "next_subtask", "thu
 # to send any key. Names are evdev's (linux/input-event-codes.h).
 DEFAULT_PEDAL_KEYS = {"KEY_PAGEDOWN": "next_subtask", "KEY_PAGEUP": "undo", "KEY_B": "start_stop",
                       "KEY_F5": "start_stop", "KEY_ESC": "abort", "KEY_DOT": "end_subtask"}
+# Spoken keyphrases ([handsfree] voice_phrases): each a whole utterance; words of pocketsphinx's
+# English dictionary, lower case. Two words or more keep them apart from ordinary talk.
+DEFAULT_VOICE_PHRASES = {"start recording": "start", "stop recording": "stop", "next step": "next_subtask",
+                         "end step": "end_subtask", "abort take": "abort", "undo mark": "undo",
+                         "discard take": "discard"}
 HANDS = ("left", "right", "both")
 CUES = ("auto", "speak", "beep", "off")
 
@@ -39,6 +44,12 @@ def _mapping(name: str, value: Any, keys_ok, what: str) -> dict:
     return dict(value)
 
 
+def _is_phrase(key: Any) -> bool:
+    words = key.split(" ") if isinstance(key, str) else []
+    return 1 <= len(words) <= 6 and all(w and all(c.isascii() and (c.islower() or c == "'") for c in w)
+                                        for w in words)
+
+
 @dataclass(frozen=True)
 class HandsfreeConfig:
     """``[handsfree]``: which inputs command the recorder and how, and the cues it plays."""
@@ -55,12 +66,15 @@ class HandsfreeConfig:
     pedal_device: str = ""               # evdev device path, e.g. /dev/input/by-id/usb-...-event-kbd ("": none)
     pedal_keys: dict = field(default_factory=lambda: dict(DEFAULT_PEDAL_KEYS))  # evdev key name -> command
     pedal_grab: bool = True              # take the device for the recorder alone (its keys reach no window)
-    cues: str = "auto"                   # auto: when gestures or a pedal are on, espeak-ng if installed, else
+    voice_on: bool = False               # spoken keyphrases command the recorder (the `voice` extra)
+    voice_device: str = ""               # sounddevice input device name or index ("": the default input)
+    voice_phrases: dict = field(default_factory=lambda: dict(DEFAULT_VOICE_PHRASES))  # phrase -> command
+    cues: str = "auto"                   # auto: when gestures, a pedal or voice are on, espeak-ng if installed, else
                                          # beeps; speak (always; beeps without espeak-ng); beep; off
     disk_warn_mb: float = 2000.0         # "disk nearly full" below this much free space
 
     def __post_init__(self):
-        for name in ("gestures_on", "pedal_grab"):
+        for name in ("gestures_on", "pedal_grab", "voice_on"):
             if not isinstance(getattr(self, name), bool):
                 raise _fail(name, getattr(self, name), "true or false")
         if self.hand not in HANDS:
@@ -80,10 +94,12 @@ class HandsfreeConfig:
         object.__setattr__(self, "pedal_keys", _mapping("pedal_keys", self.pedal_keys,
                                                         lambda k: isinstance(k, str) and k.startswith(("KEY_", "BTN_")),
                                                         "evdev key names such as KEY_PAGEDOWN or BTN_LEFT"))
+        object.__setattr__(self, "voice_phrases", _mapping("voice_phrases", self.voice_phrases, _is_phrase,
+                                                           "phrases of 1-6 lower-case words (a-z, ')"))
         if not isinstance(self.subtasks, (list, tuple)) or not all(isinstance(s, str) and s for s in self.subtasks):
             raise _fail("subtasks", self.subtasks, "a list of non-empty labels")
         object.__setattr__(self, "subtasks", tuple(self.subtasks))
-        for name in ("task", "instruction", "pedal_device"):
+        for name in ("task", "instruction", "pedal_device", "voice_device"):
             if not isinstance(getattr(self, name), str):
                 raise _fail(name, getattr(self, name), "text")
 
@@ -106,6 +122,6 @@ def parse_handsfree(table: Any, where: str) -> HandsfreeConfig:
     unknown = sorted(set(table) - allowed)
     if unknown:
         raise ConfigError(f"{where}: unknown field(s) {unknown}; allowed: {sorted(allowed)}")
-    defaults = {"gestures": DEFAULT_GESTURES, "pedal_keys": DEFAULT_PEDAL_KEYS}
+    defaults = {"gestures": DEFAULT_GESTURES, "pedal_keys": DEFAULT_PEDAL_KEYS, "voice_phrases": DEFAULT_VOICE_PHRASES}
     # a mapping table given replaces the default one whole (so a pose can be left unmapped)
     return HandsfreeConfig(**{k: (dict(v) if k in defaults else v) for k, v in table.items()})

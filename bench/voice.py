@@ -1,0 +1,161 @@
+"""Voice keyphrases (``capture_app.handsfree.voice``) on synthesised speech, through the same path as the
+microphone: espeak-ng says each command phrase in several voices and speeds, resampled to 16 kHz
+(scipy ``resample_poly``), with white or babble noise at ``--snr`` dB (against the speech's power) before,
+during and after it; non-command material is ordinary kitchen talk and near misses ("start the kettle",
+"stop it there") in the same voices and noise, and stretches of noise alone.
+
+* recognised: a phrase's audio gave exactly its phrase (once) and nothing else;
+* false commands: any phrase out of the non-command material.
+
+    python bench/voice.py [--snr 20] [--quick] [--minutes 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._util import machine  # noqa: E402
+
+VOICES = ("en-us", "en", "en-us+f3", "en-us+m3")
+SPEEDS = (130, 160, 190)
+NON_COMMANDS = (
+    "start the kettle", "stop it there", "next to the stove", "put the bowl on the table", "can you pass me the salt",
+    "the water is boiling now", "i need a bigger spoon", "take the lid off the pot", "where did i put the knife",
+    "this recipe takes an hour", "the next one is in the fridge", "stop recording me please", "let me stir this a bit",
+    "open the drawer on the left", "that smells really good", "wash the cutting board", "i will chop the onions first",
+    "turn the heat down a little", "the oven is still warm", "pour the milk into the glass", "record the time",
+    "start over with the eggs", "step back from the counter", "end of the day", "undo the knot on the bag",
+    "mark the box with a pen", "discard the peel", "abort the mission", "next week we cook fish", "the take out menu",
+    "is the timer still running", "hand me the towel", "the sink is full of dishes", "it is a small step",
+    "stop", "start", "next", "recording", "take the next step", "okay let us go")
+CACHE = Path(os.environ.get("VOICE_WAV_CACHE", Path(tempfile.gettempdir()) / "capture-voice-wavs"))
+
+
+def speech(text: str, voice: str, speed: int) -> np.ndarray:
+    """espeak-ng saying ``text`` as float samples at 16 kHz (WAVs cached in ``CACHE``)."""
+    from scipy.io import wavfile
+    from scipy.signal import resample_poly
+    CACHE.mkdir(parents=True, exist_ok=True)
+    path = CACHE / (hashlib.sha1(f"{voice}|{speed}|{text}".encode()).hexdigest()[:16] + ".wav")
+    if not path.exists():
+        subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(path), text], check=True,
+                       capture_output=True)
+    rate, data = wavfile.read(path)
+    return resample_poly(data.astype(np.float64), 16000, rate)
+
+
+def noisy(x: np.ndarray, snr_db: float, rng, kind: str = "white", babble=None, pad_s=(0.8, 1.0)) -> np.ndarray:
+    """``x`` with ``pad_s`` of noise before and after, noise ``snr_db`` under the speech's power, int16."""
+    active = x[np.abs(x) > 0.02 * np.abs(x).max()]
+    power = float(np.mean(active ** 2))
+    y = np.concatenate([np.zeros(int(pad_s[0] * 16000)), x, np.zeros(int(pad_s[1] * 16000))])
+    if kind == "babble" and babble is not None and len(babble) > len(y):
+        i = rng.integers(0, len(babble) - len(y))
+        noise = babble[i:i + len(y)].copy()
+    elif kind == "noise-only":
+        noise = rng.standard_normal(len(y))
+    else:
+        noise = rng.standard_normal(len(y))
+    noise *= np.sqrt(power / 10 ** (snr_db / 10)) / (noise.std() + 1e-9)
+    return np.clip(y + noise, -32768, 32767).astype(np.int16)
+
+
+def babble_track(voices, seconds: float = 60.0) -> np.ndarray:
+    """Four talkers of the non-command sentences at once (babble), ``seconds`` long."""
+    rng = np.random.default_rng(7)
+    out = np.zeros(int(seconds * 16000))
+    for talker in range(4):
+        t = int(rng.integers(0, 8000))
+        while t < len(out):
+            s = speech(NON_COMMANDS[int(rng.integers(len(NON_COMMANDS)))], voices[talker % len(voices)], 160)
+            s = s[: len(out) - t]
+            out[t:t + len(s)] += s
+            t += len(s) + int(rng.integers(0, 4000))
+    return out
+
+
+def blocks(signal: np.ndarray, block: int = 1600):
+    for i in range(0, len(signal), block):
+        yield signal[i:i + block]
+
+
+def run(phrases, voices, speeds, snr_db: float, kinds=("white", "babble"), non_commands=NON_COMMANDS,
+        noise_only_s: float = 30.0, seed: int = 0) -> dict:
+    """Each phrase and sentence in its own stream, fed block by block to one ``VoiceRecogniser``."""
+    from capture_app.handsfree.voice import VoiceRecogniser
+    rng = np.random.default_rng(seed)
+    babble = babble_track(voices) if "babble" in kinds else None
+    recogniser = VoiceRecogniser(phrases)
+    misses, n_cmd, false, n_non, audio_s = [], 0, [], 0, 0.0
+    t0 = time.process_time()
+
+    def hear(sig):
+        nonlocal audio_s
+        audio_s += len(sig) / 16000
+        got = [u for b in blocks(sig) for u in recogniser.feed(b)] + recogniser.flush()
+        return [u.phrase for u in got if u.phrase], [u.text for u in got]
+
+    for voice in voices:
+        for speed in speeds:
+            for kind in kinds:
+                for phrase in phrases:
+                    got, texts = hear(noisy(speech(phrase, voice, speed), snr_db, rng, kind, babble))
+                    n_cmd += 1
+                    if got != [phrase]:
+                        misses.append((voice, speed, kind, phrase, texts))
+                for sentence in non_commands:
+                    got, texts = hear(noisy(speech(sentence, voice, speed), snr_db, rng, kind, babble))
+                    n_non += 1
+                    if got:
+                        false.append((voice, speed, kind, sentence, got))
+    for kind in kinds:  # noise alone
+        quiet = np.zeros(int(noise_only_s * 16000))
+        sig = noisy(speech("a", voices[0], 160), snr_db, rng, kind, babble)[:1] if False else None
+        base = speech("start recording", voices[0], 160)
+        power_ref = noisy(base, snr_db, rng, kind, babble)  # same noise level as the commands
+        level = np.std(power_ref[:8000].astype(np.float64))
+        noise = (babble[: len(quiet)] if kind == "babble" and babble is not None else rng.standard_normal(len(quiet)))
+        noise = np.clip(noise / (noise.std() + 1e-9) * level, -32768, 32767).astype(np.int16)
+        got, _ = hear(noise)
+        false += [("-", 0, kind, "noise only", got)] if got else []
+    cpu = time.process_time() - t0
+    return {"commands": n_cmd, "recognised": n_cmd - len(misses), "rate": (n_cmd - len(misses)) / max(n_cmd, 1),
+            "non_command_utterances": n_non, "false_commands": len(false), "audio_s": round(audio_s, 1),
+            "cpu_s": round(cpu, 1), "misses": misses, "false": false}
+
+
+def main() -> None:
+    from capture_app.rig.handsfree_config import DEFAULT_VOICE_PHRASES
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--snr", type=float, default=20.0)
+    ap.add_argument("--quick", action="store_true", help="two voices, one speed")
+    ap.add_argument("--kinds", default="white,babble")
+    args = ap.parse_args()
+    voices, speeds = (VOICES[:2], SPEEDS[1:2]) if args.quick else (VOICES, SPEEDS)
+    r = run(tuple(DEFAULT_VOICE_PHRASES), voices, speeds, args.snr, tuple(args.kinds.split(",")))
+    print(f"machine: {machine()}")
+    print(f"SNR {args.snr:g} dB, noise {args.kinds}, voices {', '.join(voices)}, speeds {speeds}")
+    print(f"commands recognised: {r['recognised']}/{r['commands']} = {100 * r['rate']:.1f} %")
+    print(f"false commands: {r['false_commands']} in {r['non_command_utterances']} non-command utterances "
+          f"+ noise only; {r['audio_s']:.0f} s of audio in {r['cpu_s']:.0f} s CPU")
+    for m in r["misses"][:40]:
+        print("  missed", m)
+    for f in r["false"][:40]:
+        print("  FALSE", f)
+    print(json.dumps({k: v for k, v in r.items() if k not in ("misses", "false")}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""Voice keyphrases (#26, point 3): espeak-ng says the phrases and ordinary kitchen talk, noise is mixed in,
+and the audio goes block by block through the same path as the microphone. The full set and its figures:
+bench/voice.py, docs/performance.md ("Voice keyphrases")."""
+
+import os
+import shutil
+import threading
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pocketsphinx")
+pytest.importorskip("scipy")
+if shutil.which("espeak-ng") is None:
+    pytest.skip("espeak-ng is not installed (.ci/setup installs it)", allow_module_level=True)
+
+from bench.voice import NON_COMMANDS, noisy, run, speech  # noqa: E402
+from capture_app.core.errors import ConfigError  # noqa: E402
+from capture_app.handsfree.voice import VoiceListener, VoiceRecogniser  # noqa: E402
+from capture_app.rig.handsfree_config import DEFAULT_VOICE_PHRASES, HandsfreeConfig  # noqa: E402
+
+PHRASES = tuple(DEFAULT_VOICE_PHRASES)
+SNR_DB = 30.0      # the test's subset; the measured figures at 20 dB are in docs/performance.md
+MIN_RATE = 0.95    # the issue's goal
+
+
+@pytest.mark.skipif(os.environ.get("CAPTURE_APP_TEST_VOICE_GOAL") != "1",
+                    reason="the issue's goal (>= 95 %, no false command), not met yet: 'stop recording me please' is "
+                           "taken for 'stop recording' (docs/performance.md, voice keyphrases); a minute of decoding, so "
+                           "opt-in: CAPTURE_APP_TEST_VOICE_GOAL=1")
+def test_phrases_are_recognised_and_kitchen_talk_is_not_a_command():
+    r = run(PHRASES, ("en-us", "en-us+f3"), (160,), SNR_DB, ("white",), NON_COMMANDS[:20], noise_only_s=10)
+    print(r["recognised"], r["commands"], r["false_commands"], r["non_command_utterances"])
+    assert r["false"] == [], r["false"]
+    assert r["rate"] >= MIN_RATE, r["misses"]
+
+
+def test_a_phrase_inside_a_sentence_is_not_a_command():
+    recogniser = VoiceRecogniser(PHRASES)
+    rng = np.random.default_rng(1)
+    for sentence in ("stop recording me please", "take the next step", "start the kettle"):
+        sig = noisy(speech(sentence, "en-us", 160), 40, rng)
+        got = [u for i in range(0, len(sig), 1600) for u in recogniser.feed(sig[i:i + 1600])] + recogniser.flush()
+        assert [u.phrase for u in got if u.phrase] == [], got
+
+
+def test_the_listener_submits_via_voice_with_the_utterance_onset():
+    rng = np.random.default_rng(2)
+    sig = noisy(speech("discard take", "en-us", 160), 40, rng, pad_s=(1.0, 1.0))
+    got, done = [], threading.Event()
+    listener = VoiceListener(HandsfreeConfig(voice_on=True), got.append,
+                             source=(sig[i:i + 1600] for i in range(0, len(sig), 1600))).start()
+    try:
+        assert listener.finished.wait(60)
+    finally:
+        listener.close()
+    assert [(c.name, c.via, c.detail) for c in got] == [("discard", "voice", '"discard take"')]
+    start = listener.recogniser.utterances[0].start
+    assert 0.7 * 16000 < start < 1.0 * 16000          # the utterance begins at the speech, not the block
+
+
+def test_bad_phrases_are_refused_with_the_field_named():
+    with pytest.raises(ConfigError, match="voice_phrases"):
+        HandsfreeConfig(voice_phrases={"Start Recording!": "start"})
+    with pytest.raises(ConfigError, match="voice_phrases"):
+        HandsfreeConfig(voice_phrases={"start recording": "launch"})
+    with pytest.raises(ConfigError, match="dictionary"):
+        VoiceRecogniser(["start zzyzxq"])
