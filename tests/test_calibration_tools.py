@@ -199,5 +199,6 @@ def test_calibration_records_cameras_as_jpeg_where_the_rig_stores_video(tmp_path
     path = commands.record_calibration_episode(video, 2.0, tmp_path, guide=guide)
     with h5py.File(path, "r") as f:
         assert f["streams/ego_camera"].attrs["color_encoding"] == "jpeg"
-        assert len(f["streams/ego_camera/seq"]) > 30
+        stored, lost = len(f["streams/ego_camera/seq"]), int(f["streams/ego_camera"].attrs["seq_gaps"])
+        assert stored > 5 and stored + lost >= 45  # 2 s at 30 Hz: stored, or dropped by a starved camera and counted
     assert all(shown)  # an H.264 frame would not decode on its own
