@@ -49,7 +49,9 @@ def test_the_default_settings_keep_38_db_with_a_keyframe_every_interval(camera):
     assert all(is_annex_b(packet) for packet, _, _ in packets)
     decoded = [decoder.decode(packet) for packet, _, _ in packets]
     assert all(image is not None and image.shape == frames[0].shape for image in decoded)  # no frame held back
-    assert min(_psnr(a, b) for a, b in zip(frames, decoded)) >= 38.0
+    # 38 dB on the simulated scene; the top camera's view of the textured table (fine wood grain, drawn since
+    # 2026-12-05 so that visual rotation is measurable) keeps 35 dB at the same settings (docs/performance.md)
+    assert min(_psnr(a, b) for a, b in zip(frames, decoded)) >= (38.0 if camera == "ego" else 35.0)
     # from a fresh decoder, a keyframe and what follows it decode to the same images
     fresh = VideoDecoder()
     assert np.array_equal([fresh.decode(p) for p, _, _ in packets[10:14]][-1], decoded[13])
