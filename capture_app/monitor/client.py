@@ -168,18 +168,23 @@ class RecorderClient:
                     self.malformed += 1
                     continue
                 if topic == b"view":
-                    try:  # JPEG decoding releases the GIL: done here, it keeps the GUI thread's frames short
-                        state = state_from_view(payload, self._video)
-                    except (KeyError, TypeError, ValueError, cv2.error):
-                        self.malformed += 1
-                        continue
-                    self.view, self.view_state = payload, state
+                    self._on_view(payload)
                 elif topic == b"status":
                     self.status = payload
                 elif topic == b"take":
                     self.takes_finished.append(payload)
         finally:
             socket.close(0)
+
+    def _on_view(self, payload) -> None:
+        """A ``view`` message of the state feed (on the receiving thread): the newest view and its decoded state;
+        one that cannot be read is counted as malformed."""
+        try:  # JPEG decoding releases the GIL: done here, it keeps the GUI thread's frames short
+            state = state_from_view(payload, self._video)
+        except (KeyError, TypeError, ValueError, cv2.error):
+            self.malformed += 1
+            return
+        self.view, self.view_state = payload, state
 
     def _count_malformed(self) -> None:
         self.malformed += 1

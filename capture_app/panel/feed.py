@@ -10,9 +10,7 @@ are fed to the decoder on every view (docs/control.md, "h264 colour").
 from __future__ import annotations
 
 import cv2
-import zmq
 
-from capture_app.bus import control_protocol as protocol
 from capture_app.monitor.client import RecorderClient
 from capture_app.monitor.overlay import LiveVideo
 
@@ -27,38 +25,20 @@ class PanelFeed(RecorderClient):
         self._panel_video = LiveVideo()
         super().__init__(*args, **kwargs)
 
-    def _receive_state(self) -> None:
-        socket = self._socket(zmq.SUB)
-        socket.rcvhwm = 20
-        for topic in protocol.TOPICS:
-            socket.setsockopt(zmq.SUBSCRIBE, topic)
-        socket.connect(self.state_endpoint)
-        try:
-            for topic, frame in protocol.receive_pairs(socket, self._stop, self._count_malformed):
+    def _on_view(self, payload) -> None:
+        """The newest raw view (the panel draws its own thumbnails), H.264 cameras decoded as they arrive."""
+        if not isinstance(payload, dict) or "t_eval_ns" not in payload:
+            self.malformed += 1
+            return
+        for key in ("ego", "top"):
+            camera = payload.get(key)
+            if isinstance(camera, dict) and camera.get("encoding") == "h264":
                 try:
-                    payload = protocol.unpack(frame)
-                except protocol.ProtocolError:
+                    image = self._panel_video.image(key, camera)
+                except (KeyError, TypeError, ValueError, cv2.error):
                     self.malformed += 1
-                    continue
-                if topic == b"view":
-                    if not isinstance(payload, dict) or "t_eval_ns" not in payload:
-                        self.malformed += 1
-                        continue
-                    for key in ("ego", "top"):
-                        camera = payload.get(key)
-                        if isinstance(camera, dict) and camera.get("encoding") == "h264":
-                            try:
-                                image = self._panel_video.image(key, camera)
-                            except (KeyError, TypeError, ValueError, cv2.error):
-                                self.malformed += 1
-                                image = None
-                            if image is not None:
-                                self.video_images[key] = image
-                    self.view = payload
-                    self.views_seen += 1
-                elif topic == b"status":
-                    self.status = payload
-                elif topic == b"take":
-                    self.takes_finished.append(payload)
-        finally:
-            socket.close(0)
+                    image = None
+                if image is not None:
+                    self.video_images[key] = image
+        self.view = payload
+        self.views_seen += 1
