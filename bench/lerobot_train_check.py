@@ -18,35 +18,19 @@ import shlex
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.dataset_jobs import record_episodes  # noqa: E402
 from capture_app.dataset.commands import export_lerobot  # noqa: E402
 from capture_app.dataset.lerobot_export import ExportOptions  # noqa: E402
-from capture_app.recorder.session import CaptureSession  # noqa: E402
-from capture_app.recorder.takes import Takes  # noqa: E402
-from capture_app.rig.config import load_config  # noqa: E402
 
 # diffusion's preset warms its learning rate up over 500 steps (5 steps would barely move it) and its loss is
 # a noise-prediction error at random timesteps: no warm-up and a larger batch, so 5 steps show the trend
 POLICY_ARGS = {"diffusion": ["--policy.scheduler_warmup_steps=0"]}
 BATCH_SIZE = {"act": 2, "diffusion": 8}
 LOSS = re.compile(r"step:(\S+).*?loss:([0-9.]+)")
-
-
-def record(folder: Path, seconds: float) -> None:
-    with CaptureSession(load_config()) as session:
-        if session.wait_for_streams(30):
-            raise SystemExit("the simulated rig did not start")
-        takes = Takes(session, folder)
-        takes.start(task="pour", instruction="pour the juice into the cup", operator="bench")
-        time.sleep(seconds / 2)
-        takes.mark_start("pour", session.latest_tick.t_eval_ns, "use right hand to pour the juice", "right")
-        time.sleep(seconds / 2)
-        takes.stop()
-        takes.wait_finalized()
 
 
 def train_command(venv: Path, root: Path, policy: str, steps: int, out: Path, backend: str) -> list[str]:
@@ -77,7 +61,7 @@ def main() -> int:
     failed = 0
     with tempfile.TemporaryDirectory(prefix="lerobot-train-check-") as tmp:
         tmp = Path(tmp)
-        record(tmp / "episodes", args.seconds)
+        record_episodes(tmp / "episodes", distinct=1, seconds=args.seconds, total=1)
         root = Path(args.keep) if args.keep else tmp / "export"
         info, text = export_lerobot([str(tmp / "episodes")], root, ExportOptions(image_size=(w, h)), workers=1,
                                     overwrite=True, progress=False)
