@@ -8,7 +8,8 @@ Wire format (protocol version 2, documented in ``docs/protocol.md``)::
 
 A version-1 message carries one sample. A version-2 message is a batch of ``n`` consecutive
 samples of one stream (``encode_batch``): per-sample stamps and tracking as lists, each buffer
-with a leading dimension ``n``; receivers split it back into ``n`` Messages.
+with a leading dimension ``n``; the recorder takes it whole (``SampleBlock``), ``decode_messages``
+splits it into ``n`` Messages.
 
 Buffers are raw numpy bytes (encoding "raw"), an encoded image ("jpeg") or one frame of an
 H.264 stream ("h264"); never pickle or base64. Everything is serialized before the first frame is sent.
@@ -20,27 +21,22 @@ endpoints that driver processes bind (``ipc://`` or loopback ``tcp://``).
 
 from __future__ import annotations
 
-import logging
 import math
-import threading
-from collections import Counter, deque
-from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import msgpack
 import numpy as np
 import zmq
 
+from capture_app.bus.message import STATUS_PREFIX, Message, SampleBlock  # noqa: F401 (STATUS_PREFIX: old import path)
 from capture_app.core.clock import now_ns
 from capture_app.core.errors import BusProtocolError
 
-log = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = 1  # one sample per message
 BATCH_VERSION = 2     # a batch of consecutive samples of one stream
 ACCEPTED_VERSIONS = (PROTOCOL_VERSION, BATCH_VERSION)
 MAX_BATCH = 256       # samples in one batch message
-STATUS_PREFIX = "_status/"
 TRACKING_STATES = ("ok", "degraded", "lost")
 ENCODINGS = ("raw", "jpeg", "h264")
 ALLOWED_DTYPES = frozenset({"|u1", "<u2", "<i4", "<u4", "<i8", "<u8", "<f4", "<f8", "|b1"})
@@ -57,37 +53,6 @@ INPROC_HIGH_WATER_MARK = 0
 _REQUIRED = {"v": int, "stream": str, "seq": int, "t_capture_ns": int, "t_publish_ns": int,
              "tracking": str, "buffers": list}
 _REQUIRED_BATCH = {**_REQUIRED, "n": int, "t_capture_ns": list, "tracking": list}
-
-
-@dataclass
-class Message:
-    """One decoded bus message.
-
-    Times are host monotonic nanoseconds: ``t_capture_ns`` is the driver's best
-    estimate of when the sample was captured, ``t_device_ns`` the device's own clock
-    (None when it has none), ``t_publish_ns`` when it was sent and ``t_receive_ns``
-    when the subscriber decoded it. ``arrays`` holds raw arrays, or 1-D uint8 blobs
-    for encoded buffers whose decoded shape is in ``shapes``.
-    """
-
-    stream: str
-    seq: int
-    t_capture_ns: int
-    t_device_ns: int | None
-    t_publish_ns: int
-    tracking: str
-    arrays: dict[str, np.ndarray]
-    encodings: dict[str, str]
-    shapes: dict[str, tuple[int, ...]]
-    meta: dict[str, Any] = field(default_factory=dict)
-    t_receive_ns: int = 0
-    nbytes: int = 0
-    sender: int = 0  # random id of the publishing driver instance: seq counts restart with a new sender
-    clock_offset_ns: int = 0  # subtracted from a remote host's t_capture_ns to put it on this host's clock
-
-    @property
-    def is_status(self) -> bool:
-        return self.stream.startswith(STATUS_PREFIX)
 
 
 def _wire_array(array: np.ndarray) -> np.ndarray:
@@ -231,14 +196,25 @@ def _is_int64(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and -INT64_LIMIT <= value < INT64_LIMIT
 
 
+_TRACKING_SET = frozenset(TRACKING_STATES)
+
+
+def _all_int64(values: list) -> bool:
+    """Every item an int (not a bool) in the signed 64-bit range; in C loops (a batch lists up to 256)."""
+    if set(map(type, values)) != {int}:
+        return False
+    return -INT64_LIMIT <= min(values) and max(values) < INT64_LIMIT
+
+
 def _check_batch_fields(header: dict) -> None:
     """The per-sample lists of a version-2 (batch) header: ``n`` entries each, of the right kinds."""
     n = header["n"]
     if not 1 <= n <= MAX_BATCH:
         raise BusProtocolError("header-field", f"batch of {n} samples, allowed 1..{MAX_BATCH}")
-    if len(header["t_capture_ns"]) != n or not all(_is_int64(t) for t in header["t_capture_ns"]):
+    if len(header["t_capture_ns"]) != n or not _all_int64(header["t_capture_ns"]):
         raise BusProtocolError("header-field", f"t_capture_ns must list {n} signed 64-bit integers")
-    if len(header["tracking"]) != n or not all(isinstance(t, str) and t in TRACKING_STATES for t in header["tracking"]):
+    tracking = header["tracking"]
+    if len(tracking) != n or set(map(type, tracking)) != {str} or not set(tracking) <= _TRACKING_SET:
         raise BusProtocolError("header-field", f"tracking must list {n} states from {TRACKING_STATES}")
     device = header.get("t_device_ns")
     if device is not None and (not isinstance(device, list) or len(device) != n
@@ -246,25 +222,31 @@ def _check_batch_fields(header: dict) -> None:
         raise BusProtocolError("header-field", f"t_device_ns must be nil or list {n} integers or nils")
 
 
-def decode_messages(frames: list, t_receive_ns: int | None = None) -> list[Message]:
-    """Decode one bus message into its samples: ``[Message]`` for version 1, ``n`` Messages for a
-    version-2 batch (consecutive seqs, the batch's receive time, arrays as read-only views). Raises
-    ``BusProtocolError`` like ``decode_message``; a batch is used whole or refused whole."""
+def decode_block(frames: list, t_receive_ns: int | None = None) -> Message | SampleBlock:
+    """Decode one bus message: a ``Message`` for version 1, a ``SampleBlock`` of ``n`` samples for a
+    version-2 batch (arrays as read-only views on the received buffers). Raises ``BusProtocolError`` like
+    ``decode_message``; a batch is used whole or refused whole."""
     header, message = _decode(frames, t_receive_ns)
     if header["v"] != BATCH_VERSION:
-        return [message]
+        return message
     n = header["n"]
     for name, array in message.arrays.items():
         if message.encodings[name] != "raw" or array.ndim < 1 or array.shape[0] != n:
             raise BusProtocolError("buffer-descriptor", f"batch buffer {name!r} must be raw with a first dimension of {n}")
-    device = header.get("t_device_ns") or [None] * n
-    shapes = {name: shape[1:] for name, shape in message.shapes.items()}
-    return [Message(stream=message.stream, seq=message.seq + i, t_capture_ns=header["t_capture_ns"][i],
-                    t_device_ns=device[i], t_publish_ns=message.t_publish_ns, tracking=header["tracking"][i],
-                    arrays={name: array[i] for name, array in message.arrays.items()}, encodings=message.encodings,
-                    shapes=shapes, meta=dict(message.meta), t_receive_ns=message.t_receive_ns,
-                    nbytes=message.nbytes // n, sender=message.sender)
-            for i in range(n)]
+    return SampleBlock(stream=message.stream, seq=message.seq, n=n,
+                       t_capture_ns=np.array(header["t_capture_ns"], dtype=np.int64),
+                       t_device_ns=header.get("t_device_ns"), t_publish_ns=message.t_publish_ns,
+                       tracking=header["tracking"], arrays=message.arrays, encodings=message.encodings,
+                       shapes={name: shape[1:] for name, shape in message.shapes.items()}, meta=message.meta,
+                       t_receive_ns=message.t_receive_ns, nbytes=message.nbytes, sender=message.sender)
+
+
+def decode_messages(frames: list, t_receive_ns: int | None = None) -> list[Message]:
+    """Decode one bus message into its samples: ``[Message]`` for version 1, ``n`` Messages for a
+    version-2 batch (consecutive seqs, the batch's receive time, arrays as read-only views). Raises
+    ``BusProtocolError`` like ``decode_message``; a batch is used whole or refused whole."""
+    decoded = decode_block(frames, t_receive_ns)
+    return decoded.messages() if isinstance(decoded, SampleBlock) else [decoded]
 
 
 def decode_message(frames: list, t_receive_ns: int | None = None) -> Message:
@@ -347,130 +329,10 @@ def _decode(frames: list, t_receive_ns: int | None) -> tuple[dict, Message]:
     )
 
 
-class BusPublisher:
-    """One driver's publisher. Not thread-safe: use it from one thread only.
-
-    ``bind=False`` connects to the application's subscriber (in-process drivers);
-    ``bind=True`` binds the endpoint (a driver running as its own process).
-    """
-
-    def __init__(self, endpoint: str, *, bind: bool = False, context: zmq.Context | None = None, curve=None):
-        self.endpoint = endpoint
-        self._context = context or zmq.Context.instance()
-        self._socket = self._context.socket(zmq.PUB)
-        if curve is not None:  # capture_app.bus.remote.CurveKeys: this side is the CurveZMQ server
-            from capture_app.bus.remote import secure_server
-            secure_server(self._socket, curve)
-        self._socket.setsockopt(zmq.SNDHWM, INPROC_HIGH_WATER_MARK if endpoint.startswith("inproc://") else HIGH_WATER_MARK)
-        self._socket.setsockopt(zmq.LINGER, 500)
-        if bind:
-            self._socket.bind(endpoint)
-            from capture_app.bus.endpoint_trust import restrict_bound_socket
-            restrict_bound_socket(endpoint)  # ipc: only this user may connect
-        else:
-            self._socket.connect(endpoint)
-
-    def send_frames(self, frames: list) -> None:
-        """Send frames made by ``encode_message`` (zero-copy; never mutate sent arrays)."""
-        self._socket.send_multipart(frames, copy=False)
-
-    def publish(self, stream: str, seq: int, t_capture_ns: int, arrays: dict[str, np.ndarray], **kwargs) -> None:
-        """Encode and send one sample; see ``encode_message`` for the arguments."""
-        self.send_frames(encode_message(stream, seq, t_capture_ns, arrays, **kwargs))
-
-    def close(self) -> None:
-        self._socket.close()
-
-
-class BusSubscriber:
-    """Receives and decodes bus messages; malformed ones are counted and logged, never raised.
-
-    ``bind`` endpoints are bound (the in-process bus), ``connect`` endpoints are
-    connected (driver processes). Use from one thread only.
-    """
-
-    def __init__(
-        self,
-        bind: Iterable[str] = (),
-        connect: Iterable[str] = (),
-        *,
-        topics: Iterable[str] = ("",),
-        context: zmq.Context | None = None,
-        curve=None,
-    ):
-        self._context = context or zmq.Context.instance()
-        self._socket = self._context.socket(zmq.SUB)
-        if curve is not None:  # capture_app.bus.remote.CurveKeys: connect as a CurveZMQ client
-            from capture_app.bus.remote import secure_client
-            secure_client(self._socket, curve)
-        bind, connect = list(bind), list(connect)
-        inproc = any(e.startswith("inproc://") for e in bind + connect)
-        self._socket.setsockopt(zmq.RCVHWM, INPROC_HIGH_WATER_MARK if inproc else HIGH_WATER_MARK)
-        self._socket.setsockopt(zmq.LINGER, 0)
-        for topic in topics:
-            self._socket.setsockopt(zmq.SUBSCRIBE, topic.encode("utf-8"))
-        for endpoint in bind:
-            self._socket.bind(endpoint)
-        for endpoint in connect:
-            self._socket.connect(endpoint)
-        self.malformed: Counter[str] = Counter()
-        self.received = 0  # samples (a batch message counts its samples)
-        self._split: deque[Message] = deque()  # the rest of a batch message, handed out one by one
-        self._lock = threading.Lock()
-        self._last_warning_ns = 0
-
-    def recv_waiting(self, stamp=None) -> Message | None | bool:
-        """The next sample already waiting, without polling: a Message (one sample; a batch message is
-        handed out one sample per call), None if a message was malformed (counted), or False when nothing
-        is waiting."""
-        if self._split:
-            return self._split.popleft()
-        try:
-            frames = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
-        except zmq.Again:
-            return False
-        try:
-            messages = decode_messages(frames, t_receive_ns=stamp() if stamp else None)
-        except BusProtocolError as exc:
-            self._count_malformed(exc)
-            return None
-        self.received += len(messages)
-        self._split.extend(messages[1:])
-        return messages[0]
-
-    @property
-    def holds_batch_rest(self) -> bool:
-        """True while samples of a batch already taken off the socket (and stamped) wait to be handed out."""
-        return bool(self._split)
-
-    @property
-    def socket(self) -> zmq.Socket:
-        return self._socket
-
-    def poll(self, timeout_ms: int) -> bool:
-        """True when a sample is waiting."""
-        return bool(self._split) or bool(self._socket.poll(timeout_ms, zmq.POLLIN))
-
-    def recv(self, timeout_ms: int = 100, stamp=None) -> Message | None:
-        """Next valid message, or None on timeout or when the message was malformed.
-
-        ``stamp`` (optional) is a callable returning the receive time in ns; the
-        default is the host monotonic clock at decode.
-        """
-        if not self.poll(timeout_ms):
-            return None
-        message = self.recv_waiting(stamp)
-        return message or None
-
-    def _count_malformed(self, exc: BusProtocolError) -> None:
-        with self._lock:
-            self.malformed[exc.reason] += 1
-        t = now_ns()
-        if t - self._last_warning_ns > 1_000_000_000:  # at most one warning a second
-            self._last_warning_ns = t
-            log.warning("%s (dropped; %d malformed so far). Check that every driver runs this "
-                        "version of capture-app (bus protocol v%s).", exc, sum(self.malformed.values()),
-                        "/".join(map(str, ACCEPTED_VERSIONS)))
-
-    def close(self) -> None:
-        self._socket.close()
+def __getattr__(name: str):
+    """``BusPublisher`` and ``BusSubscriber`` moved to ``capture_app.bus.sockets``; this old import path
+    (``from capture_app.bus.wire import BusSubscriber``) keeps working."""
+    if name in ("BusPublisher", "BusSubscriber"):
+        from capture_app.bus import sockets
+        return getattr(sockets, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
