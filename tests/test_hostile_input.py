@@ -263,7 +263,8 @@ def test_a_bug_while_handling_one_message_drops_that_message_only(tmp_path, capl
     with CaptureSession(parse_config(small_sim_text(), "<bug>")) as session:
         assert session.wait_for_streams(10) == []
         subscriber = session.intake._subscribers[0]
-        receive, ingest = subscriber.recv_waiting, session.synchronizer.ingest
+        # the intake takes batch messages whole (recv_waiting_block) and ingests a clean batch with ingest_block
+        receive, ingest = subscriber.recv_waiting_block, session.synchronizer.ingest_block
         faults = {"receive": 1, "ingest": 1}
         fault_times = []
 
@@ -274,16 +275,16 @@ def test_a_bug_while_handling_one_message_drops_that_message_only(tmp_path, capl
                 raise RuntimeError("a bug while receiving")
             return receive(*args, **kwargs)
 
-        def failing_ingest(message):
-            if message.stream == "head_tracker" and faults["ingest"]:
+        def failing_ingest(block):
+            if block.stream == "head_tracker" and faults["ingest"]:
                 faults["ingest"] -= 1
                 fault_times.append(time.monotonic_ns())
                 raise RuntimeError("a bug while ingesting")
-            return ingest(message)
+            return ingest(block)
 
         session.start_episode(tmp_path, name="bug")
         time.sleep(0.3)
-        subscriber.recv_waiting, session.synchronizer.ingest = failing_receive, failing_ingest
+        subscriber.recv_waiting_block, session.synchronizer.ingest_block = failing_receive, failing_ingest
         time.sleep(1.0)
         assert session.intake.dispatcher_alive
         path = session.stop_episode()
@@ -359,7 +360,8 @@ def test_a_full_disk_stops_the_recording_cleanly_and_everything_before_it_reads(
     rig = tmp_path / "rig.toml"
     rig.write_text(small_sim_text(drivers_in="process"))
     result = subprocess.run([sys.executable, "-m", "capture_app.cli", "record", "--config", str(rig), "--out",
-                             str(small_disk), "--name", "full", "--duration", "60"], capture_output=True, text=True,
+                             str(small_disk), "--name", "full", "--duration", "60",
+                             "--wait", "60"], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 4, result.stderr
     assert "Traceback" not in result.stderr and "disk" in result.stderr and "nearly full" in result.stderr
@@ -375,7 +377,7 @@ def _record_and_kill(tmp_path, after_s, name):
     rig = tmp_path / "rig.toml"
     rig.write_text(small_sim_text(drivers_in="process"))
     command = [sys.executable, "-m", "capture_app.cli", "record", "--config", str(rig), "--out", str(tmp_path / "out"),
-               "--name", name, "--duration", "60"]
+               "--name", name, "--duration", "60", "--wait", "60"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     partial = tmp_path / "out" / f"{name}.h5.partial"
     try:

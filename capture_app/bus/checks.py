@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from capture_app.bus.wire import Message
+from capture_app.bus.message import Message, SampleBlock
 from capture_app.core.streams import STREAM_KINDS
 from capture_app.episode.video_codec import is_annex_b
 
@@ -119,6 +119,37 @@ class MessageCheck:
         if reason is not None:
             self.rejected[(message.stream, reason)] += 1
         return reason
+
+    def accept_block(self, block: SampleBlock) -> bool:
+        """Accept a whole batch in array operations when ``check`` would accept each of its samples in turn
+        (the stream's current sender, fitting its schema, stamps plausible, seq and time increasing, no jump),
+        updating the stream's history as those checks would. False, with nothing changed, for any other batch:
+        the caller then checks its samples one by one (same results, refusals counted per sample)."""
+        state = self._state.get(block.stream)
+        if state is None or state.sender is None or block.sender != state.sender or state.last_t is None:
+            return False
+        t, receive, limits = block.t_capture_ns, block.t_receive_ns, self.limits
+        first = block.message(0)
+        if self._schema_problem(first) is not None:
+            return False
+        if block.seq <= state.last_seq or t[0] <= state.last_t or (block.n > 1 and bool(np.any(np.diff(t) <= 0))):
+            return False
+        if int(t.max()) - receive > limits.future_limit_ns or receive - int(t.min()) > limits.past_limit_ns:
+            return False
+        if self._jump(first, (state.last_seq, state.last_t, state.last_receive)) is not None:
+            return False
+        if block.n > 1:  # each later sample against the one before it (same receive stamp: no time elapsed)
+            if min(limits.seq_slack, limits.max_seq_jump) < 0:
+                return False
+            if bool(np.any((t[1:] > receive) & (np.diff(t) > limits.time_jump_ns))):
+                return False
+        state.last_heard = max(state.last_heard, receive)
+        state.last_seq, state.last_t, state.last_receive = block.seq + block.n - 1, int(t[-1]), receive
+        state.outlier, state.outlier_run = None, 0
+        for name in block.arrays:
+            state.shapes.setdefault(name, tuple(first.shapes.get(name, first.arrays[name].shape)))
+            state.encodings.setdefault(name, block.encodings.get(name, "raw"))
+        return True
 
     def note_idle(self, t_ns: int) -> None:
         """Every message that reached the receiver before ``t_ns`` (host monotonic) has been checked."""
@@ -291,3 +322,17 @@ def fill_optional(stream_kind: str, message: Message) -> None:
         encodings[name] = "raw"
         shapes[name] = tuple(spec.shape)
     message.arrays, message.encodings, message.shapes = arrays, encodings, shapes
+
+
+def fill_optional_block(stream_kind: str, block: SampleBlock) -> None:
+    """``fill_optional`` for a whole batch: each absent optional buffer added with ``block.n`` rows of its fill."""
+    schema = SCHEMAS.get(stream_kind, {})
+    missing = {n: s for n, s in schema.items() if s.optional and n not in block.arrays}
+    if not missing:
+        return
+    arrays, encodings, shapes = dict(block.arrays), dict(block.encodings), dict(block.shapes)
+    for name, spec in missing.items():
+        arrays[name] = np.full((block.n, *spec.shape), spec.fill, dtype=np.dtype(spec.dtype))
+        encodings[name] = "raw"
+        shapes[name] = tuple(spec.shape)
+    block.arrays, block.encodings, block.shapes = arrays, encodings, shapes

@@ -6,7 +6,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 
-from capture_app.bus.wire import Message
+from capture_app.bus.message import Message, SampleBlock
 from capture_app.core.clock import NS_PER_S, now_ns
 
 LOST_AFTER_S = 0.5        # no sample for this long: the stream is lost
@@ -89,6 +89,34 @@ class StreamMonitor:
             self._samples[s] += 1
             self._tracking[s] = message.tracking
             self._last_capture[s] = message.t_capture_ns
+
+    def observe_block(self, block: SampleBlock) -> None:
+        """``observe`` of each sample of a batch (one sender, consecutive seqs, one receive stamp)."""
+        s = block.stream
+        if s not in self.expected:
+            return
+        with self._lock:
+            if self._sender.get(s, block.sender) != block.sender:
+                self._last_seq.pop(s, None)
+            self._sender[s] = block.sender
+            last = self._last_seq.get(s)
+            if last is not None and block.seq > last + 1:
+                self._gaps[s] += block.seq - last - 1
+                self._gap_times[s].append((block.t_receive_ns, block.seq - last - 1))
+            newest = block.seq + block.n - 1
+            self._last_seq[s] = max(newest, last if last is not None else newest)
+            recent, gaps, latency = self._recent[s], self._gap_times[s], self._latency[s]
+            recent.extend([block.t_receive_ns] * block.n)
+            latency.extend((block.t_receive_ns - block.t_capture_ns).tolist())
+            horizon = block.t_receive_ns - NS_PER_S
+            while recent[0] < horizon:
+                recent.popleft()
+                latency.popleft()
+            while gaps and gaps[0][0] < horizon:
+                gaps.popleft()
+            self._samples[s] += block.n
+            self._tracking[s] = block.tracking[-1]
+            self._last_capture[s] = int(block.t_capture_ns[-1])
 
     def snapshot(self, t_ns: int | None = None) -> dict[str, StreamStatus]:
         t = now_ns() if t_ns is None else t_ns

@@ -25,10 +25,11 @@ from typing import Callable
 import numpy as np
 import zmq
 
-from capture_app.bus.checks import MessageCheck, fill_optional
+from capture_app.bus.checks import MessageCheck, fill_optional, fill_optional_block
 from capture_app.bus.driver_status import DriverHealth
 from capture_app.bus.endpoint_trust import require_private_ipc
-from capture_app.bus.wire import STATUS_PREFIX, BusSubscriber, Message
+from capture_app.bus.message import STATUS_PREFIX, Message, SampleBlock
+from capture_app.bus.sockets import BusSubscriber
 from capture_app.core.clock import now_ns
 from capture_app.core.errors import CaptureError, ConfigError
 from capture_app.bus.published import published_by_status
@@ -204,51 +205,98 @@ class Intake:
         return taken
 
     def _dispatch_batch(self, subscriber: BusSubscriber) -> int:
-        """Take up to DISPATCH_LOCKED waiting messages of one endpoint; returns how many were taken (0: none
+        """Take up to DISPATCH_LOCKED waiting samples of one endpoint; returns how many were taken (0: none
         waiting). Their receive stamps, the synchronizer's buffers and one writer queue entry for the accepted
         samples change in one hold of the synchronizer's lock, so a tick sees a sample in its buffer only once
-        the writer has it queued (a synced row's stream_index is resolved from it)."""
+        the writer has it queued (a synced row's stream_index is resolved from it). A batch message is taken
+        whole (one receive stamp): as one block when it is clean (``_accept_block``), else sample by sample."""
         sync = self.synchronizer
         taken = 0
-        handled = []  # accepted samples and status messages, for the bookkeeping outside the lock
+        handled = []  # accepted samples, blocks and status messages, for the bookkeeping outside the lock
         with sync.lock:
             samples = []
             writer = self._writer_of()
-            # a batch already taken off the socket (one receive stamp) is ingested whole in this hold, so no
-            # tick between its samples misses those received before it (resync.live_rows recomputes the ticks)
-            while taken < DISPATCH_LOCKED or subscriber.holds_batch_rest:
+            while taken < DISPATCH_LOCKED:
                 try:
-                    message = subscriber.recv_waiting()
-                    if message is False:  # nothing waiting
+                    item = subscriber.recv_waiting_block()
+                    if item is False:  # nothing waiting
                         break
-                    if message is None:  # malformed (counted)
-                        self._note_malformed(subscriber)
-                    elif message.is_status:
-                        if self._status_owned(message, subscriber):
-                            handled.append(message)
-                    elif self._accept(message, subscriber):
-                        if writer is None or self.video_gate.admits(message):  # only frames the episode stores
-                            sync.ingest(message)
-                        samples.append(message)
-                        handled.append(message)
+                    if isinstance(item, SampleBlock):
+                        taken += item.n
+                        if self._accept_block(item, subscriber):
+                            sync.ingest_block(item)
+                            samples.append(item)
+                            handled.append(item)
+                            continue
+                        messages = item.messages()
+                    else:
+                        taken += 1
+                        messages = [item]
+                    for message in messages:
+                        self._take_one(message, subscriber, writer, samples, handled)
                 except Exception:  # a bug in one message must not stop the bus
                     log.exception("bus dispatcher: message dropped")
-                taken += 1
             if writer is not None and samples:
                 writer.submit_many(samples)
-        for message in handled:
+        for item in handled:
             try:
-                if message.is_status:
-                    self._on_status(message)
+                if item.is_status:
+                    self._on_status(item)
                 else:
-                    self._last_publish_ns[message.stream] = message.t_publish_ns
-                    self.monitor.observe(message)
-                    self._note_tracking(message)
-                    for listener in self._listeners.get(message.stream, ()):
-                        listener(message)
+                    self._after_accepted(item)
             except Exception:
                 log.exception("bus dispatcher: message dropped")
         return taken
+
+    def _take_one(self, message: Message | None, subscriber: BusSubscriber, writer, samples: list,
+                  handled: list) -> None:
+        """One sample or status under the synchronizer's lock (a malformed message is None, counted)."""
+        if message is None:
+            self._note_malformed(subscriber)
+        elif message.is_status:
+            if self._status_owned(message, subscriber):
+                handled.append(message)
+        elif self._accept(message, subscriber):
+            if writer is None or self.video_gate.admits(message):  # only frames the episode stores
+                self.synchronizer.ingest(message)
+            samples.append(message)
+            handled.append(message)
+
+    def _after_accepted(self, item: Message | SampleBlock) -> None:
+        """Outside the lock: the stream monitor, tracking changes as events, the sample listeners."""
+        self._last_publish_ns[item.stream] = item.t_publish_ns
+        if isinstance(item, SampleBlock):
+            self.monitor.observe_block(item)
+            for i, tracking in enumerate(item.tracking):
+                if tracking != self._tracking_state.get(item.stream, "ok"):
+                    self._note_tracking(item.message(i))
+            for listener, takes_blocks in self._listeners.get(item.stream, ()):
+                if takes_blocks:
+                    listener(item)
+                else:
+                    for message in item.messages():
+                        listener(message)
+            return
+        self.monitor.observe(item)
+        self._note_tracking(item)
+        for listener, _ in self._listeners.get(item.stream, ()):
+            listener(item)
+
+    def _accept_block(self, block: SampleBlock, subscriber: BusSubscriber) -> bool:
+        """A whole batch accepted in array operations when each of its samples would pass ``_accept`` unchanged
+        (a configured stream from its owner, on this host's clock, every pose finite, ``accept_block``).
+        False, with nothing counted or changed, for any other batch: its samples then go one by one."""
+        stream = block.stream
+        if stream not in self.expected_rates or stream not in self._allowed_streams.get(id(subscriber), ()):
+            return False
+        if self._clock_of_stream.get(stream) is not None:
+            return False
+        if not all(np.isfinite(a).all() for n, a in block.arrays.items() if n in ("pose", "keypoints")):
+            return False
+        if not self.checker.accept_block(block):
+            return False
+        fill_optional_block(self.checker.kinds[stream], block)
+        return True
 
     # --- one sample ------------------------------------------------------------------------
     def _accept(self, message: Message, subscriber: BusSubscriber) -> bool:
@@ -392,12 +440,15 @@ class Intake:
                                  f"tracking {previous} -> {message.tracking}", t_ns=message.t_capture_ns)
 
     # --- what the rest of the recorder asks -------------------------------------------------
-    def add_sample_listener(self, streams, callback: Callable[[Message], None]) -> None:
+    def add_sample_listener(self, streams, callback: Callable[[Message | SampleBlock], None],
+                            blocks: bool = False) -> None:
         """Give ``callback`` every accepted sample of ``streams``, on the dispatcher thread after the
         synchronizer's lock is released (e.g. the glove gestures of ``capture_app.handsfree``). It must only
-        hand the message on (a queue put): it runs in the bus's path. May be called while the intake runs."""
+        hand the message on (a queue put): it runs in the bus's path. With ``blocks`` a batch accepted whole
+        comes as one ``SampleBlock`` (cheaper), else always sample by sample. May be called while the
+        intake runs."""
         for stream in streams:
-            self._listeners[stream] = (*self._listeners.get(stream, ()), callback)
+            self._listeners[stream] = (*self._listeners.get(stream, ()), (callback, blocks))
 
     def check_video_streams(self) -> None:
         """Refuse to start a take when a stream the rig stores as video ([writer] video_streams) arrives as

@@ -18,7 +18,7 @@ from typing import Callable
 import h5py
 import numpy as np
 
-from capture_app.bus.wire import Message
+from capture_app.bus.message import Message, SampleBlock
 from capture_app.core.errors import WriterError
 from capture_app.core.streams import STREAM_KINDS, SYNCED_STREAMS
 from capture_app.episode.format import NO_DEVICE_TIME, TRACKING_CODES
@@ -104,6 +104,47 @@ class StreamStore:
             del rows[next(iter(rows))]
         with self._lock:
             self.written[stream] += 1
+
+    def append_block(self, block: SampleBlock) -> None:
+        """Store a batch of samples as ``append`` of each would, in array operations when every one of them
+        would be stored (the stream's sender, seq and capture time increasing, plain array columns); one by
+        one otherwise."""
+        stream = block.stream
+        last_seq, last_t = self._last_seq.get(stream), self._last_t.get(stream)
+        table = self.tables.get(stream)
+        t = block.t_capture_ns
+        if (self._sender.get(stream) != block.sender or last_seq is None or block.seq <= last_seq
+                or t[0] <= last_t or (block.n > 1 and bool(np.any(np.diff(t) <= 0))) or table is None
+                or any(table.kind(name) is not None for name in block.arrays)):
+            for message in block.messages():
+                self.append(message)
+            return
+        if block.seq > last_seq + 1:
+            with self._lock:
+                self.seq_gaps[stream] += block.seq - last_seq - 1
+        n = block.n
+        self._last_seq[stream], self._last_t[stream] = block.seq + n - 1, int(t[-1])
+        device = block.t_device_ns
+        columns = {
+            "seq": block.seqs.astype(np.uint64),
+            "t_capture_ns": t,
+            "t_device_ns": np.full(n, NO_DEVICE_TIME, np.int64) if device is None else
+            np.array([NO_DEVICE_TIME if d is None else d for d in device], np.int64),
+            "t_publish_ns": np.full(n, block.t_publish_ns, np.int64),
+            "t_receive_ns": np.full(n, block.t_receive_ns, np.int64),
+            "tracking": np.array([TRACKING_CODES[state] for state in block.tracking], np.uint8),
+            "sender_epoch": np.full(n, self._epoch[stream], np.uint16),
+            "clock_offset_ns": np.full(n, block.clock_offset_ns, np.int64),
+            **block.arrays,
+        }
+        table.append_block(columns, n)
+        self.appended_bytes += n * (block.nbytes // n + ROW_HEADER_BYTES)
+        rows, first_row = self._row_of_seq[stream], self.written[stream]
+        rows.update(zip(range(block.seq, block.seq + n), range(first_row, first_row + n)))
+        while len(rows) > ROWS_REMEMBERED:
+            del rows[next(iter(rows))]
+        with self._lock:
+            self.written[stream] += n
 
     def _row(self, message: Message, table: ColumnTable) -> dict:
         row = {

@@ -22,7 +22,7 @@ import numpy as np
 
 from calibration.model import Calibration
 from capture_app.core.action_space import ACTION_DIM, ACTION_NAMES, fingertip_state, wrist_state
-from capture_app.bus.wire import Message
+from capture_app.bus.message import Message, SampleBlock
 from capture_app.core.clock import NS_PER_S, now_ns, sleep_until_ns
 from capture_app.rig.config import SyncConfig
 from capture_app.episode.format import TRACKING_CODES
@@ -90,6 +90,33 @@ class StreamBuffer:
         if self.end - self.start > self.capacity:
             self.start = self.end - self.capacity
         return True
+
+    def append_many(self, times: np.ndarray, receive_ns: int, seq: np.ndarray, tracking: np.ndarray,
+                    values: np.ndarray | None, sender: int) -> None:
+        """Add one sender's consecutive samples (one receive stamp) as ``append`` one by one would, in array
+        copies when each would be accepted; sample by sample otherwise (the refusals counted there)."""
+        n = len(times)
+        same_sender = sender == self.sender
+        if (n > self.capacity or (self.end > self.start and (times[0] <= self.times[self.end - 1] or
+                                                              (same_sender and seq[0] <= self.seq[self.end - 1])))
+                or (n > 1 and (bool(np.any(np.diff(times) <= 0)) or bool(np.any(np.diff(seq) <= 0))))):
+            for i in range(n):
+                self.append(int(times[i]), receive_ns, int(seq[i]), int(tracking[i]),
+                            None if values is None else values[i], sender=sender)
+            return
+        self.sender = sender
+        if self.end + n > len(self.times):  # compact: keep the newest `capacity` samples at the front
+            keep = slice(self.end - self.capacity, self.end)
+            for array in (self.times, self.receive, self.seq, self.tracking, self.values):
+                if array is not None:
+                    array[: self.capacity] = array[keep]
+            self.start, self.end = max(0, self.start - (self.end - self.capacity)), self.capacity
+        new = slice(self.end, self.end + n)
+        self.times[new], self.receive[new], self.seq[new], self.tracking[new] = times, receive_ns, seq, tracking
+        if self.values is not None:
+            self.values[new] = values
+        self.end += n
+        self.start = max(self.start, self.end - self.capacity)
 
     def extend(self, times: np.ndarray, receive: np.ndarray, seq: np.ndarray, tracking: np.ndarray,
                values: np.ndarray | None, senders: np.ndarray) -> None:
@@ -212,6 +239,21 @@ class Synchronizer:
         value = message.arrays.get({"pose": "pose", "keypoints": "keypoints"}.get(buffer.kind, ""))
         frame = message if buffer.kind in ("image", "rgbd") else None
         return buffer.append(t, message.t_receive_ns, message.seq, tracking, value, frame=frame, sender=message.sender)
+
+    def ingest_block(self, block: SampleBlock) -> None:
+        """Add a batch of samples (pose or keypoint streams) as ``ingest`` of each would. Call with
+        ``self.lock`` held, right after stamping its receive time."""
+        buffer = self.buffers.get(block.stream)
+        if buffer is None:
+            return
+        if buffer.kind in ("image", "rgbd"):  # frames are kept per sample
+            for message in block.messages():
+                self.ingest(message)
+            return
+        tracking = np.array([TRACKING_CODES[state] for state in block.tracking], np.uint8)
+        value = block.arrays.get({"pose": "pose", "keypoints": "keypoints"}.get(buffer.kind, ""))
+        buffer.append_many(block.t_capture_ns - self._offsets[block.stream], block.t_receive_ns, block.seqs,
+                           tracking, value, block.sender)
 
     def load_stream(self, stream: str, t_capture_ns: np.ndarray, t_receive_ns: np.ndarray, seq: np.ndarray,
                     tracking: np.ndarray, values: np.ndarray | None, senders: np.ndarray) -> None:

@@ -28,7 +28,7 @@ import numpy as np
 
 from capture_app import __version__
 from capture_app.episode.annotations import write_segments
-from capture_app.bus.wire import Message
+from capture_app.bus.message import Message, SampleBlock
 from capture_app.core.clock import NS_PER_S, now_ns, wall_clock_iso
 from capture_app.rig.config import WriterConfig
 from capture_app.episode.file import open_hdf5
@@ -84,6 +84,7 @@ class WriterStats:
     video_undecodable: Counter = field(default_factory=Counter)  # video frames dropped after a lost frame
     values_repaired: int = 0  # texts / times given to the writer that had to be made storable (escaped, cut)
     items_refused: int = 0    # rows, events or attributes the writer could not store (each logged)
+    depth_cpu_s: float = 0.0  # CPU seconds the depth filter (Blosc in HDF5) took: part of the encoders' floor
 
 
 class EpisodeWriter:
@@ -172,8 +173,14 @@ class EpisodeWriter:
         with self._lock:
             if self._error is not None or self._finished.is_set():
                 return 0
-            for message in messages:
+            for message in _whole_or_split(messages, self._queued_samples, self._stream_cap, self._queued_bytes,
+                                           self._max_queue_bytes):
                 stream = message.stream
+                if isinstance(message, SampleBlock):  # fits whole (_whole_or_split)
+                    accepted.append(message)
+                    self._queued_samples[stream] += message.n
+                    self._queued_bytes += message.nbytes
+                    continue
                 cap = self._stream_cap.get(stream, 50)
                 if self._queued_samples[stream] >= cap or self._queued_bytes + message.nbytes > self._max_queue_bytes:
                     self._overflow[stream] += 1
@@ -236,7 +243,8 @@ class EpisodeWriter:
                                Counter(store.seq_gaps if store else ()), sum(self._queued_samples.values()),
                                self._queued_bytes, str(self._error or ""),
                                Counter(store.video_undecodable if store else ()), self._values_repaired,
-                               self._items_refused)
+                               self._items_refused,
+                               sum(t.depth_cpu_ns for t in list(store.tables.values())) / 1e9 if store else 0.0)
 
     @property
     def error(self) -> WriterError | None:
@@ -381,9 +389,12 @@ class EpisodeWriter:
             with self._lock:
                 for message in messages:
                     self._queued_bytes -= message.nbytes
-                    self._queued_samples[message.stream] -= 1
+                    self._queued_samples[message.stream] -= getattr(message, "n", 1)
             for message in messages:
-                self._store.append(message)
+                if isinstance(message, SampleBlock):
+                    self._store.append_block(message)
+                else:
+                    self._store.append(message)
         elif kind == "row":
             row = item[2] if isinstance(item[2], dict) else item[2].row()
             if "stream_seq" in row:
@@ -497,3 +508,26 @@ def _storable_segment(segment):
     return replace(segment, label=storable_text(segment.label, MAX_NAME_CHARS)[0],
                    description=storable_text(segment.description)[0], hand=storable_text(segment.hand, MAX_NAME_CHARS)[0],
                    start_ns=0 if start is None else start, end_ns=-1 if end is None else end)
+
+
+def _whole_or_split(items: list, queued: Counter, caps: dict, queued_bytes: int, max_bytes: int) -> list:
+    """``items`` with each batch that does not fit the queue whole (its stream's cap, the byte budget, counting
+    the batches before it) split into its samples, which are then taken or refused one by one."""
+    out, added, added_bytes = [], Counter(), 0
+    for item in items:
+        if isinstance(item, SampleBlock):
+            stream = item.stream
+            if (queued[stream] + added[stream] + item.n <= caps.get(stream, 50)
+                    and queued_bytes + added_bytes + item.nbytes <= max_bytes):
+                added[stream] += item.n
+                added_bytes += item.nbytes
+                out.append(item)
+                continue
+            out.extend(item.messages())
+            added[stream] += item.n  # an upper bound: the split samples may still be refused
+            added_bytes += item.nbytes
+        else:
+            out.append(item)
+            added[item.stream] += 1
+            added_bytes += item.nbytes
+    return out
