@@ -80,6 +80,15 @@ def encoder_floor_ms_per_tick(path: Path, jpeg_quality: int, rate_hz: float, fra
     return out
 
 
+def encoder_cpu(session: CaptureSession) -> dict[str, tuple[int, float]]:
+    """stream -> (frames, CPU seconds) of the drivers' colour encoders, from their newest status
+    (docs/protocol.md, ``encoder_cpu``)."""
+    out = {}
+    for health in session.intake.driver_health().values():
+        out.update({stream: (int(v[0]), float(v[1])) for stream, v in health.encoder_cpu.items()})
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0)
@@ -110,6 +119,8 @@ def main() -> None:
         lateness_start = len(sync.lateness_ns)
         cpu_app0, cpu_child0 = process_cpu_seconds(os.getpid()), process_cpu_seconds(child)
         threads0 = thread_cpu_seconds()
+        encoders0, depth0 = encoder_cpu(session), writer.stats().depth_cpu_s
+        received0 = session.intake.received_count()
         backlog_items, backlog_mb, rss = [], [], []
         t_end = time.monotonic() + args.seconds
         while time.monotonic() < t_end:
@@ -125,6 +136,8 @@ def main() -> None:
         lateness = np.array(sync.lateness_ns[lateness_start:]) / 1e6
         wake = np.array(sync.wake_lateness_ns[lateness_start:]) / 1e6
         stats = writer.stats()
+        encoders1 = encoder_cpu(session)
+        received = session.intake.received_count() - received0
         path = session.stop_episode()
     summary = validate_and_summarize(path)
     period_ms = 1000 / config.sync.rate_hz
@@ -134,6 +147,10 @@ def main() -> None:
           f"driver process (the simulator) {1000 * cpu_child / ticks:.1f} ms")
     print("  by thread: " + ", ".join(f"{name} {1000 * cpu / ticks:.1f}" for name, cpu in
                                       sorted(threads.items(), key=lambda item: -item[1]) if cpu * 1000 / ticks >= 0.05))
+    print(f"  per sample received ({received} samples, {received / ticks:.0f} per tick): app process "
+          f"{1e6 * cpu_app / received:.1f} us; " + ", ".join(
+              f"{name} {1e6 * cpu / received:.1f}" for name, cpu in sorted(threads.items(), key=lambda item: -item[1])
+              if cpu * 1000 / ticks >= 0.05) + " us")
     print(f"tick lateness: median {np.median(lateness):.2f} ms, p99 {pct(lateness, 99):.2f} ms, "
           f"max {lateness.max():.2f} ms, late by a whole period: {(lateness >= period_ms).sum()}; "
           f"wake-up alone: median {np.median(wake):.2f} p99 {pct(wake, 99):.2f} ms")
@@ -147,12 +164,25 @@ def main() -> None:
     real = sum(s.nbytes for s in summary.streams if s.name != "ground_truth") / 1e6 / args.seconds
     print(f"what a real rig records (every stream but the simulator's ground truth): {real:.2f} MB/s; the whole "
           f"file with the synced tables: {summary.size_bytes / 1e6 / summary.duration_s:.2f} MB/s of episode")
-    floor = encoder_floor_ms_per_tick(path, config.writer.jpeg_quality, config.sync.rate_hz,
+    same_run = {}
+    for stream, (frames1, cpu1) in encoders1.items():
+        frames0, cpu0 = encoders0.get(stream, (0, 0.0))
+        if frames1 > frames0:
+            per_frame = 1000 * (cpu1 - cpu0) / (frames1 - frames0)
+            same_run[f"{stream} colour"] = (per_frame, per_frame * stats.written[stream] / ticks)
+    depth_frames = stats.written["top_camera"]
+    if depth_frames:
+        depth_ms = 1000 * (stats.depth_cpu_s - depth0)
+        same_run["top_camera depth"] = (depth_ms / depth_frames, depth_ms / ticks)
+    total = sum(per_tick for _, per_tick in same_run.values())
+    print("floor, the encoders' own CPU in this run (the drivers' colour encoders, the writer's depth filter): "
+          + ", ".join(f"{name} {per_frame:.2f} ms/frame" for name, (per_frame, _) in same_run.items())
+          + f"; {total:.1f} ms per tick. App CPU per tick / floor: {1000 * cpu_app / ticks / total:.2f}x")
+    alone = encoder_floor_ms_per_tick(path, config.writer.jpeg_quality, config.sync.rate_hz,
                                       video=driver_video_settings(config))
-    total = sum(per_tick for _, per_tick in floor.values())
-    print("floor, the encoders alone on the same frames: " + ", ".join(
-        f"{name} {per_frame:.2f} ms/frame" for name, (per_frame, _) in floor.items())
-        + f"; {total:.1f} ms per tick. App CPU per tick / floor: {1000 * cpu_app / ticks / total:.1f}x")
+    alone_total = sum(per_tick for _, per_tick in alone.values())
+    print("for comparison, the encoders alone after the take on the same frames: " + ", ".join(
+        f"{name} {per_frame:.2f} ms/frame" for name, (per_frame, _) in alone.items()) + f"; {alone_total:.1f} ms per tick")
     if args.out is None:
         path.unlink()
 

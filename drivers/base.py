@@ -28,7 +28,9 @@ import numpy as np
 import zmq
 
 from capture_app.bus.driver_status import DriverHealth
-from capture_app.bus.wire import STATUS_PREFIX, BusPublisher, encode_message
+from capture_app.bus.message import STATUS_PREFIX
+from capture_app.bus.sockets import BusPublisher
+from capture_app.bus.wire import encode_message
 from capture_app.episode.image_codec import encode_jpeg, is_raw_colour
 from capture_app.episode.video_codec import VideoEncoder, VideoSettings
 from capture_app.core.clock import NS_PER_S, now_ns
@@ -163,6 +165,7 @@ class Driver:
         with self._lock:
             health = dataclasses.replace(self._health)
             health.published = {stream: list(v) for stream, v in self._health.published.items()}
+            health.encoder_cpu = {stream: list(v) for stream, v in self._health.encoder_cpu.items()}
             recent = list(self._recent_ns)
         t = now_ns()
         window = [x for x in recent if t - x <= NS_PER_S]
@@ -254,6 +257,7 @@ class Driver:
             return sample
         settings = self.video.get(stream)
         meta = sample.meta
+        cpu_start_ns = time.thread_time_ns()  # the encoders' own CPU (the floor of bench/record_rig.py)
         if settings is not None:
             encoder = self._video_encoders.get(stream)
             if encoder is None or (encoder.height, encoder.width) != colour.shape[:2]:
@@ -269,6 +273,10 @@ class Driver:
             encodings["color"] = "jpeg"
         else:
             return sample
+        cpu_s = (time.thread_time_ns() - cpu_start_ns) / 1e9
+        with self._lock:
+            frames, total_s = self._health.encoder_cpu.get(stream, (0, 0.0))
+            self._health.encoder_cpu[stream] = [frames + 1, total_s + cpu_s]
         return dataclasses.replace(sample, arrays={**sample.arrays, "color": encoded}, encodings=encodings, meta=meta,
                                    decoded_shapes={**(sample.decoded_shapes or {}), "color": tuple(colour.shape)})
 

@@ -202,10 +202,14 @@ def test_a_driver_encodes_its_colour_frames_when_given_a_jpeg_quality(bus, quali
     from capture_app.episode.image_codec import decode_jpeg
     context, subscriber = bus
     config = DriverConfig(name="cam", type="test_camera", stream="ego_camera", rate_hz=30)
-    with create_driver(config, "inproc://drivers", context=context, jpeg_quality=quality):
+    with create_driver(config, "inproc://drivers", context=context, jpeg_quality=quality) as driver:
         subscriber.poll(100)
         frames = [m for m in _collect(subscriber, 0.5) if m.stream == "ego_camera"]
+        encoder_cpu = driver.health().encoder_cpu
     assert frames
+    # the encoder's own CPU, for the benchmarks' floor (docs/protocol.md, Driver health: encoder_cpu)
+    assert encoder_cpu == {} if quality is None else (encoder_cpu["ego_camera"][0] >= len(frames)
+                                                      and encoder_cpu["ego_camera"][1] > 0)
     message = frames[-1]
     if quality is None:  # the writer encodes (encode_in = "writer")
         assert message.encodings["color"] == "raw" and message.arrays["color"].shape == (48, 64, 3)
@@ -344,3 +348,12 @@ def test_a_process_started_from_a_real_time_recorder_thread_is_ordinary():
         assert seen["child"] == str(os.SCHED_OTHER)
     else:
         assert seen["thread"].startswith("normal (SCHED_FIFO 3 refused")
+
+
+def test_a_status_encoder_cpu_is_read_when_well_formed_and_ignored_when_not():
+    from capture_app.bus.driver_status import DriverHealth
+    base = {"name": "cam", "stream": "ego_camera"}
+    assert DriverHealth.from_dict({**base, "encoder_cpu": {"ego_camera": [30, 0.05]}}).encoder_cpu == \
+        {"ego_camera": [30, 0.05]}
+    for bad in ([1, 2], {"ego_camera": [1]}, {"ego_camera": ["a", 1]}, {"ego_camera": [True, 1.0]}):
+        assert DriverHealth.from_dict({**base, "encoder_cpu": bad}).encoder_cpu == {}

@@ -98,7 +98,7 @@ def test_inspect_reports_layout_problems_and_unreadable_files(tmp_path, capsys):
 
 def test_sigkill_mid_recording_leaves_a_readable_file_missing_at_most_a_second(tmp_path):
     command = [sys.executable, "-m", "capture_app.cli", "record", "--config", str(_rig_file(tmp_path)),
-               "--out", str(tmp_path / "out"), "--name", "killed", "--duration", "60"]
+               "--out", str(tmp_path / "out"), "--name", "killed", "--duration", "60", "--wait", "60"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
     partial = tmp_path / "out" / "killed.h5.partial"

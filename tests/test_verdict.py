@@ -175,7 +175,7 @@ def test_an_ego_camera_that_dies_for_the_last_10_s_is_redo_with_the_reason(tmp_p
     rig = tmp_path / "rig.toml"
     rig.write_text(text)
     assert main(["record", "--config", str(rig), "--out", str(tmp_path / "out"), "--name", "stall",
-                 "--duration", "14"]) == 0
+                 "--duration", "14", "--wait", "60"]) == 0
     recorded = capsys.readouterr().err  # record prints its report beside the progress lines
     path = tmp_path / "out" / "stall.h5"
     with h5py.File(path, "r") as f:

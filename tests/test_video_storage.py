@@ -159,7 +159,7 @@ def _video_rig(tmp_path, keyframe_interval: int = 10) -> str:
 @pytest.mark.slow
 def test_a_recorded_video_episode_reads_back_every_frame_and_exports(tmp_path):
     assert main(["record", "--config", _video_rig(tmp_path), "--out", str(tmp_path / "out"), "--name", "video",
-                 "--duration", "3"]) == 0
+                 "--duration", "3", "--wait", "60"]) == 0
     path = tmp_path / "out" / "video.h5"
     summary = validate_and_summarize(path)
     assert summary.problems == [] and summary.status == "complete"

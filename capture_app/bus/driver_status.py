@@ -33,6 +33,8 @@ class DriverHealth:
     device: dict = field(default_factory=dict)
     # stream -> [sender, seq] of the newest sample handed to the bus (docs/protocol.md, status messages)
     published: dict = field(default_factory=dict)
+    # stream -> [frames, CPU seconds] its colour encoder (JPEG or H.264) has used in the driver, since it started
+    encoder_cpu: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -70,6 +72,10 @@ class DriverHealth:
             raise ValueError("device must be a map")
         if "published" in values and not isinstance(values["published"], dict):
             values["published"] = {}  # optional and advisory: a malformed one counts as absent (published_by_status)
+        if "encoder_cpu" in values and not (isinstance(values["encoder_cpu"], dict) and all(
+                isinstance(v, list) and len(v) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                           for x in v) for v in values["encoder_cpu"].values())):
+            values["encoder_cpu"] = {}  # optional and advisory, like published
         if "last_error" in values:
             values["last_error"] = storable_text(values["last_error"])[0]
         return cls(**values)
