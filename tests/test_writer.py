@@ -90,7 +90,8 @@ def test_existing_episode_is_never_overwritten(tmp_path):
 
 
 def test_full_queue_refuses_and_counts_instead_of_growing(tmp_path):
-    writer = EpisodeWriter(tmp_path, _metadata(), WriterConfig(), max_queue_bytes=3 * 48 * 64 * 3)
+    # colour frames may use three quarters of the byte budget (SHED_AT_FRACTION): room for 3 of them
+    writer = EpisodeWriter(tmp_path, _metadata(), WriterConfig(), max_queue_bytes=4 * 48 * 64 * 3)
     writer._thread = None  # not started: nothing drains the queue
     writer._file = h5py.File(writer.partial_path, "w")
     writer._write_metadata()
@@ -149,3 +150,21 @@ def test_disk_full_stops_cleanly_keeps_flushed_data_and_says_so(tmp_path, monkey
     assert writer.submit(_message("head_tracker", 2, 300, {"pose": np.ones(7)})) is False
     with h5py.File(writer.partial_path, "r") as f:
         assert list(f["streams/head_tracker/seq"][:]) == [0]
+
+
+def test_past_shares_of_the_byte_budget_depth_is_shed_before_colour_before_poses(tmp_path):
+    frame = 48 * 64 * 3
+    writer = EpisodeWriter(tmp_path, _metadata(), WriterConfig(), max_queue_bytes=8 * frame)
+    writer._stream_cap = {"top_camera": 100, "ego_camera": 100, "head_tracker": 10_000}
+    depth = np.zeros((48, 64), np.uint16)
+    rgbd = [_message("top_camera", i, i + 1, {"color": _image(i), "depth": depth}) for i in range(4)]
+    colour = [_message("ego_camera", i, i + 1, {"color": _image(i)}) for i in range(8)]
+    poses = [_message("head_tracker", i, i + 1, {"pose": np.zeros(7)}) for i in range(100)]
+    # nothing drains the queue: an rgbd sample is 15,360 bytes, two fit under half the 73,728-byte budget;
+    # colour frames (9,216 bytes) then fit two more under three quarters; poses go on to the full budget
+    accepted = {"top_camera": writer.submit_many(rgbd), "ego_camera": writer.submit_many(colour),
+                "head_tracker": writer.submit_many(poses)}
+    overflow = writer.stats().overflow
+    assert accepted["top_camera"] == 2 and overflow["top_camera"] == 2
+    assert accepted["ego_camera"] == 2 and overflow["ego_camera"] == 6
+    assert accepted["head_tracker"] == 100 and overflow["head_tracker"] == 0

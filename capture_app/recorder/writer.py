@@ -40,11 +40,15 @@ from capture_app.recorder.columns import ColumnTable, exists, set_attrs
 from capture_app.recorder.disk_guard import DiskFullStop, DiskGuard
 from capture_app.recorder.stream_store import StreamStore
 from capture_app.recorder.final_follower import SAMPLE_COLUMNS, VALUE_COLUMN
-from capture_app.core.streams import SYNCED_STREAMS
+from capture_app.core.streams import STREAM_KINDS, SYNCED_STREAMS
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_QUEUE_BYTES = 768 * 1024 * 1024
+# Past a share of the byte budget the writer refuses (counted as writer_overflow) by stream kind, so an
+# overloaded recorder sheds depth frames first, then colour frames, and poses and keypoints only at the
+# full budget (docs/rig-config.md, [writer] queue_size).
+SHED_AT_FRACTION = {"rgbd": 0.5, "image": 0.75}
 
 
 # the writer sleeps this long after draining its queue: the dispatcher queues a batch every few ms and the
@@ -182,7 +186,8 @@ class EpisodeWriter:
                     self._queued_bytes += message.nbytes
                     continue
                 cap = self._stream_cap.get(stream, 50)
-                if self._queued_samples[stream] >= cap or self._queued_bytes + message.nbytes > self._max_queue_bytes:
+                byte_limit = self._max_queue_bytes * SHED_AT_FRACTION.get(STREAM_KINDS.get(stream), 1.0)
+                if self._queued_samples[stream] >= cap or self._queued_bytes + message.nbytes > byte_limit:
                     self._overflow[stream] += 1
                     self._refused_tail[stream] = (message.sender, message.seq)
                     continue
