@@ -27,12 +27,12 @@ import zmq
 
 from capture_app.bus.checks import MessageCheck, fill_optional, fill_optional_block
 from capture_app.bus.driver_status import DriverHealth
-from capture_app.bus.endpoint_trust import require_private_ipc
-from capture_app.bus.message import STATUS_PREFIX, Message, SampleBlock
+from capture_app.bus.message import Message, SampleBlock
 from capture_app.bus.sockets import BusSubscriber
 from capture_app.core.clock import now_ns
-from capture_app.core.errors import CaptureError, ConfigError
-from capture_app.bus.published import published_by_status
+from capture_app.core.errors import CaptureError
+from capture_app.recorder.bus_endpoints import check_endpoints, open_subscribers, remote_clocks, remote_keys
+from capture_app.recorder.driver_statuses import DriverStatuses
 from capture_app.recorder.video_gate import VideoGate
 from capture_app.recorder.health import StreamMonitor
 from capture_app.recorder.synchronizer import Synchronizer
@@ -74,21 +74,15 @@ class Intake:
         self.unsynchronised_messages = 0
         self.clock_clients: dict = {}
         self._clock_of_stream: dict = {}
-        self._keys = None
         self._subscribers: list[BusSubscriber] = []
         self._allowed_streams: dict[int, frozenset] = {}  # id(subscriber) -> the streams it may carry
         self._allowed_drivers: dict[int, frozenset] = {}  # id(subscriber) -> the drivers whose status it may carry
-        self.status_refused = 0
-        self.bad_status_messages = 0  # driver status messages refused (a field of the wrong type or range)
         self.exited: deque = deque()  # driver names whose process exited (the rig's watchdog appends, we take)
         self._last_rejection_event_ns: dict[str, int] = {}
         self._last_publish_ns: dict[str, int] = {}
         self._idle_since_ns = 0
         self._tracking_state: dict[str, str] = {}
-        self._health: dict[str, DriverHealth] = {}
-        self._health_lock = threading.Lock()
-        self._published: dict[str, tuple[int, int]] = {}  # stream -> (sender, seq): newest published, per status
-        self._stopping_ns: int | None = None  # while a take stops: the stop instant
+        self.statuses = DriverStatuses(config, self.checker, writer_of)  # the drivers' _status messages
         self.video_gate = VideoGate()  # the H.264 frames the episode stores, for the live synchronizer
         self._listeners: dict[str, tuple] = {}  # stream -> callbacks given each accepted sample (add_sample_listener)
         self._stop = threading.Event()
@@ -96,22 +90,14 @@ class Intake:
 
     # --- lifecycle -----------------------------------------------------------------------
     def start(self, local_endpoints: list[str]) -> "Intake":
-        """Bind ``local_endpoints`` for this host's drivers, connect to each remote driver's endpoint (one
-        subscriber per endpoint, so each stream is accepted only from where the rig config puts it), and
+        """Bind the local bus endpoints, connect to the drivers elsewhere (keys and clocks: ``bus_endpoints``) and
         start the dispatcher thread (after ``check_endpoints``)."""
-        self._start_remote_clocks()
-        local = BusSubscriber(bind=local_endpoints, context=self._context)
-        self._subscribers = [local]
-        self._allowed_streams[id(local)] = frozenset(s for d in self.config.drivers if not d.endpoint
-                                                     for s in d.streams)
-        self._allowed_drivers[id(local)] = frozenset(d.name for d in self.config.drivers if not d.endpoint)
-        for d in self.config.drivers:
-            if d.endpoint:
-                curve = self._keys if d.endpoint.startswith("tcp://") and self._keys else None
-                subscriber = BusSubscriber(connect=[d.endpoint], context=self._context, curve=curve)
-                self._subscribers.append(subscriber)
-                self._allowed_streams[id(subscriber)] = frozenset(d.streams)
-                self._allowed_drivers[id(subscriber)] = frozenset([d.name])
+        keys = remote_keys(self.config)
+        self.clock_clients, self._clock_of_stream = remote_clocks(self.config, self._context, keys)
+        for subscriber, streams, drivers in open_subscribers(self.config, self._context, local_endpoints, keys):
+            self._subscribers.append(subscriber)
+            self._allowed_streams[id(subscriber)] = streams
+            self._allowed_drivers[id(subscriber)] = drivers
         self._thread = threading.Thread(target=self._dispatch, name="bus-dispatcher", daemon=True)
         self._thread.start()
         return self
@@ -119,34 +105,7 @@ class Intake:
     def check_endpoints(self) -> None:
         """Refuse, before anything starts, a bus endpoint another local user could bind or reach
         (docs/protocol.md, "Trust model")."""
-        for d in self.config.drivers:
-            require_private_ipc(d.endpoint, f"driver {d.name!r} endpoint")
-        if not self.config.bus_endpoint.startswith(("inproc://", "ipc://")):
-            raise ConfigError(f"[bus] endpoint {self.config.bus_endpoint}: the app's own bus takes inproc:// or ipc:// "
-                              f"in a directory only you can use (any local user could publish on a tcp:// one); "
-                              f"drivers elsewhere bind their own endpoint (docs/protocol.md, Trust model)")
-        require_private_ipc(self.config.bus_endpoint, "[bus] endpoint")
-
-    def _start_remote_clocks(self) -> None:
-        """Keys and clock synchronisation for drivers that run elsewhere (rig config ``endpoint``)."""
-        from capture_app.bus.remote import ClockClient, clock_endpoint, load_keys
-        remote = [d for d in self.config.drivers if d.endpoint]
-        if self.config.bus_keys_dir:
-            keys_dir = self.config.bus_keys_dir
-            self._keys = load_keys(f"{keys_dir}/app.key_secret", f"{keys_dir}/driver.key")
-        for d in remote:
-            if d.endpoint.startswith("tcp://") and self._keys is None:  # loopback too: any local user can bind it
-                raise ConfigError(f"driver {d.name!r} at {d.endpoint}: tcp:// needs CurveZMQ keys, on loopback too "
-                                  f"(another local user could bind the port first); set [bus] keys to the directory "
-                                  f"from `capture-app keys`, or use ipc:// in a directory only you can use "
-                                  f"(docs/protocol.md, Trust model)")
-            if not d.needs_clock_sync:  # same host (ipc://, loopback): same monotonic clock, stamps kept as sent
-                continue
-            curve = self._keys if d.endpoint.startswith("tcp://") else None
-            client = ClockClient(d.name, clock_endpoint(d.endpoint), self._context, curve)
-            self.clock_clients[d.name] = client
-            for stream in d.streams:
-                self._clock_of_stream[stream] = client
+        check_endpoints(self.config)
 
     def wait(self, seconds: float) -> bool:
         """Sleep up to ``seconds``; True (at once) if the intake is stopping."""
@@ -241,7 +200,7 @@ class Intake:
         for item in handled:
             try:
                 if item.is_status:
-                    self._on_status(item)
+                    self.statuses.on_status(item)
                 else:
                     self._after_accepted(item)
             except Exception:
@@ -254,7 +213,7 @@ class Intake:
         if message is None:
             self._note_malformed(subscriber)
         elif message.is_status:
-            if self._status_owned(message, subscriber):
+            if self.statuses.owned(message, self._allowed_drivers.get(id(subscriber), ())):
                 handled.append(message)
         elif self._accept(message, subscriber):
             if writer is None or self.video_gate.admits(message):  # only frames the episode stores
@@ -331,24 +290,6 @@ class Intake:
         if writer is not None:
             writer.log_event("warning", stream, text, t_ns=t_ns)
 
-    def _status_owned(self, message: Message, subscriber: BusSubscriber) -> bool:
-        """A ``_status/<driver>`` is taken only from the endpoint the rig config gives that driver; others are
-        counted (``status_refused``) and an event at most once a second."""
-        name = message.stream[len(STATUS_PREFIX):]
-        if name in self._allowed_drivers.get(id(subscriber), ()):
-            return True
-        self.status_refused += 1
-        t = message.t_receive_ns
-        if t - self._last_rejection_event_ns.get("_status", 0) >= 1_000_000_000:
-            self._last_rejection_event_ns["_status"] = t
-            text = (f"refused a status for driver {name!r} from an endpoint that does not own it "
-                    f"({self.status_refused} so far; docs/protocol.md, Trust model)")
-            log.warning("%s", text)
-            writer = self._writer_of()
-            if writer is not None:
-                writer.log_event("error", "bus", text, t_ns=t)
-        return False
-
     def _to_local_clock(self, message: Message, clock) -> bool:
         """Put a remote host's stamps on this host's clock; False (dropped, counted) before the first sync."""
         offset = clock.estimator.offset_at(message.t_receive_ns)
@@ -399,37 +340,6 @@ class Intake:
                              t_ns=message.t_receive_ns)
 
     # --- after the lock: status and tracking events ------------------------------------------
-    def _on_status(self, message: Message) -> None:
-        name = message.stream[len(STATUS_PREFIX):]
-        try:
-            health = DriverHealth.from_dict(message.meta)
-        except ValueError as exc:  # refused whole: counted, shown live, an event at most once a second
-            self.bad_status_messages += 1
-            t = now_ns()
-            writer = self._writer_of()
-            if writer is not None and t - self._last_rejection_event_ns.get("_status", 0) >= 1_000_000_000:
-                self._last_rejection_event_ns["_status"] = t
-                writer.log_event("error", "bus", f"refused a status message on {message.stream!r}: {exc} "
-                                                 f"({self.bad_status_messages} refused so far; docs/protocol.md)")
-            return
-        driver = self.config.driver(name)
-        self.checker.note_status(driver.streams, message.sender, str(health.state), message.t_receive_ns)
-        with self._health_lock:
-            previous = self._health.get(name)
-            self._health[name] = health
-            if self._stopping_ns is None or message.t_receive_ns <= self._stopping_ns:
-                self._published.update(published_by_status(health))
-        writer = self._writer_of()
-        if previous is None or writer is None:
-            return
-        if health.state != previous.state:
-            level = "info" if health.state == "running" else "warning"
-            writer.log_event(level, name, f"driver {name}: {previous.state} -> {health.state}")
-        if health.errors > previous.errors:
-            writer.log_event("error", name, f"driver {name}: {health.last_error}")
-        if health.device and health.device != previous.device:
-            writer.set_stream_attrs(health.stream, {"device": health.device})
-
     def _note_tracking(self, message: Message) -> None:
         previous = self._tracking_state.get(message.stream, "ok")
         if message.tracking != previous:
@@ -467,25 +377,27 @@ class Intake:
     def begin_take(self) -> None:
         """A take starts (under the synchronizer's lock): the video gate starts over, no stop is pending."""
         self.video_gate.reset()
-        with self._health_lock:
-            self._stopping_ns = None  # (a stop that failed half-way leaves it set)
+        self.statuses.begin_take()
 
     def begin_stop(self) -> int:
-        """A take stops now: statuses received later do not count for ``undelivered``; the stop instant (ns)."""
-        with self._health_lock:
-            self._stopping_ns = now_ns()
-            return self._stopping_ns
+        """A take stops now (``DriverStatuses.begin_stop``); the stop instant (ns)."""
+        return self.statuses.begin_stop()
 
     def take_published(self) -> dict[str, tuple[int, int]]:
-        """What the drivers said they published up to the stop (stream -> (sender, seq)); ends the stop."""
-        with self._health_lock:
-            self._stopping_ns = None
-            return dict(self._published)
+        """What the drivers said they published up to the stop (``DriverStatuses.take_published``)."""
+        return self.statuses.take_published()
 
     def driver_health(self) -> dict[str, DriverHealth]:
         """The newest status of every driver that reported, by driver name."""
-        with self._health_lock:
-            return dict(self._health)
+        return self.statuses.driver_health()
+
+    @property
+    def status_refused(self) -> int:
+        return self.statuses.refused
+
+    @property
+    def bad_status_messages(self) -> int:
+        return self.statuses.bad
 
     def malformed_total(self) -> int:
         """Malformed messages dropped so far on every endpoint."""
