@@ -26,53 +26,29 @@ from typing import Any
 import h5py
 import numpy as np
 
-from capture_app import __version__
 from capture_app.episode.annotations import write_segments
 from capture_app.bus.message import Message, SampleBlock
-from capture_app.core.clock import NS_PER_S, now_ns, wall_clock_iso
+from capture_app.core.clock import NS_PER_S, now_ns
 from capture_app.rig.config import WriterConfig
 from capture_app.episode.file import open_hdf5
-from capture_app.episode.format import EPISODE_SUFFIX, FORMAT_NAME, FORMAT_VERSION, PARTIAL_SUFFIX
+from capture_app.episode.format import EPISODE_SUFFIX, PARTIAL_SUFFIX
 from capture_app.core.errors import WriterError
 from capture_app.rig.priority import prioritise_recorder_thread
 from capture_app.core.values import MAX_NAME_CHARS, storable_t_ns, storable_text
 from capture_app.recorder.columns import ColumnTable, exists, set_attrs
 from capture_app.recorder.disk_guard import DiskFullStop, DiskGuard
+from capture_app.recorder.episode_header import EpisodeMetadata, write_header
 from capture_app.recorder.stream_store import StreamStore
+from capture_app.recorder.writer_budget import DEFAULT_MAX_QUEUE_BYTES, shed_limit, whole_or_split
 from capture_app.recorder.final_follower import SAMPLE_COLUMNS, VALUE_COLUMN
-from capture_app.core.streams import STREAM_KINDS, SYNCED_STREAMS
+from capture_app.core.streams import SYNCED_STREAMS
 
 log = logging.getLogger(__name__)
-
-DEFAULT_MAX_QUEUE_BYTES = 768 * 1024 * 1024
-# Past a share of the byte budget the writer refuses (counted as writer_overflow) by stream kind, so an
-# overloaded recorder sheds depth frames first, then colour frames, and poses and keypoints only at the
-# full budget (docs/rig-config.md, [writer] queue_size).
-SHED_AT_FRACTION = {"rgbd": 0.5, "image": 0.75}
-
 
 # the writer sleeps this long after draining its queue: the dispatcher queues a batch every few ms and the
 # file is flushed every flush_interval_s anyway; waking for each batch cost ~1 ms of CPU per tick
 WRITER_GATHER_S = 0.01
 _STOP = object()
-
-
-@dataclass
-class EpisodeMetadata:
-    """What the episode file says about itself (root attributes)."""
-
-    episode_name: str
-    instruction: str = ""
-    task: str = ""
-    operator: str = ""
-    rig_name: str = ""
-    rig_config_text: str = ""
-    calibration_json: str = "{}"
-    calibration_id: str = ""
-    device_serials: dict[str, str] = field(default_factory=dict)
-    expected_rates_hz: dict[str, float] = field(default_factory=dict)
-    simulated: bool = False
-    sim_seed: int = 0
 
 
 @dataclass
@@ -177,7 +153,7 @@ class EpisodeWriter:
         with self._lock:
             if self._error is not None or self._finished.is_set():
                 return 0
-            for message in _whole_or_split(messages, self._queued_samples, self._stream_cap, self._queued_bytes,
+            for message in whole_or_split(messages, self._queued_samples, self._stream_cap, self._queued_bytes,
                                            self._max_queue_bytes):
                 stream = message.stream
                 if isinstance(message, SampleBlock):  # fits whole (_whole_or_split)
@@ -186,7 +162,7 @@ class EpisodeWriter:
                     self._queued_bytes += message.nbytes
                     continue
                 cap = self._stream_cap.get(stream, 50)
-                byte_limit = self._max_queue_bytes * SHED_AT_FRACTION.get(STREAM_KINDS.get(stream), 1.0)
+                byte_limit = shed_limit(stream, self._max_queue_bytes)
                 if self._queued_samples[stream] >= cap or self._queued_bytes + message.nbytes > byte_limit:
                     self._overflow[stream] += 1
                     self._refused_tail[stream] = (message.sender, message.seq)
@@ -286,28 +262,12 @@ class EpisodeWriter:
 
     # --- the writer thread --------------------------------------------------------
     def _write_metadata(self) -> None:
-        m = self.metadata
-        a = self._file.attrs
-        a["format"] = FORMAT_NAME
-        a["format_version"] = FORMAT_VERSION
-        a["status"] = "recording"
-        a["software_version"] = __version__
-        a["created_wall_time"] = wall_clock_iso()
-        a["start_monotonic_ns"] = now_ns()
-        set_attrs(a, {"episode_name": m.episode_name, "instruction": m.instruction, "task": m.task,  # made storable
-                       "operator": m.operator, "rig_name": m.rig_name, "rig_config": m.rig_config_text})
-        a["device_serials"] = json.dumps(m.device_serials)
-        a["simulated"] = m.simulated
-        a["sim_seed"] = m.sim_seed
-        a["expected_rates_hz"] = json.dumps(m.expected_rates_hz)
-        calibration = self._file.create_group("calibration")
-        calibration.attrs["json"] = m.calibration_json
-        calibration.attrs["calibration_id"] = m.calibration_id
+        write_header(self._file, self.metadata)
         events = self._file.create_group("events")
         self._tables["events"] = table = ColumnTable(events)
         for column in ("level", "source", "message"):
             table.mark(column, "text")
-        self._store = StreamStore(self._file.create_group("streams"), m.expected_rates_hz, self.config.video_streams,
+        self._store = StreamStore(self._file.create_group("streams"), self.metadata.expected_rates_hz, self.config.video_streams,
                                   self.config.jpeg_quality, self._append_event, self._lock)
 
     def _run(self) -> None:
@@ -513,26 +473,3 @@ def _storable_segment(segment):
     return replace(segment, label=storable_text(segment.label, MAX_NAME_CHARS)[0],
                    description=storable_text(segment.description)[0], hand=storable_text(segment.hand, MAX_NAME_CHARS)[0],
                    start_ns=0 if start is None else start, end_ns=-1 if end is None else end)
-
-
-def _whole_or_split(items: list, queued: Counter, caps: dict, queued_bytes: int, max_bytes: int) -> list:
-    """``items`` with each batch that does not fit the queue whole (its stream's cap, the byte budget, counting
-    the batches before it) split into its samples, which are then taken or refused one by one."""
-    out, added, added_bytes = [], Counter(), 0
-    for item in items:
-        if isinstance(item, SampleBlock):
-            stream = item.stream
-            if (queued[stream] + added[stream] + item.n <= caps.get(stream, 50)
-                    and queued_bytes + added_bytes + item.nbytes <= max_bytes):
-                added[stream] += item.n
-                added_bytes += item.nbytes
-                out.append(item)
-                continue
-            out.extend(item.messages())
-            added[stream] += item.n  # an upper bound: the split samples may still be refused
-            added_bytes += item.nbytes
-        else:
-            out.append(item)
-            added[item.stream] += 1
-            added_bytes += item.nbytes
-    return out
