@@ -18,7 +18,8 @@ import pytest
 
 from capture_app.bus.wire import decode_message, encode_message
 from capture_app.rig.child_process import child_env
-from capture_app.cli import _progress_line, main
+from capture_app.cli import main
+from capture_app.tools.live_commands import progress_line
 from capture_app.rig.config import WriterConfig, parse_config
 from capture_app.core.errors import ConfigError, WriterError
 from capture_app.rig.tasks import parse_tasks
@@ -146,7 +147,7 @@ def test_the_disk_full_estimate_counts_stored_bytes_not_raw_depth(tmp_path, monk
 def test_the_progress_line_shows_dropped_bus_messages():
     session = SimpleNamespace(stream_status=lambda: {}, writer=None,
                               loss_counts=lambda: {"bus_malformed": 3, "bus_unexpected": 2})
-    line = _progress_line(session, 1.0)
+    line = progress_line(session, 1.0)
     assert "malformed 3" in line and "unexpected 2" in line
 
 
