@@ -17,6 +17,17 @@ PRESETS = {"h264": ("ultrafast", "superfast", "veryfast", "faster", "fast", "med
            "av1": tuple(str(p) for p in range(14))}
 
 
+def check_preset(codec: str, preset: str) -> str:
+    """The encoder preset to use (``preset``, or the codec's default when empty); ValueError when
+    ``codec`` has no such preset."""
+    if codec not in CODECS:
+        raise ValueError(f"video codec {codec!r}: use one of {sorted(CODECS)}")
+    preset = preset or DEFAULT_PRESETS[codec]
+    if preset not in PRESETS[codec]:
+        raise ValueError(f"--preset {preset!r} for {codec}: use one of {', '.join(PRESETS[codec])}")
+    return preset
+
+
 class VideoWriter:
     """Append RGB uint8 frames (H, W, 3) to an MP4 file; ``close`` flushes the encoder.
     ``gop``: frames between keyframes (lerobot uses 2 so that training decodes any frame quickly)."""
@@ -26,9 +37,7 @@ class VideoWriter:
         import av
         if codec not in CODECS:
             raise ValueError(f"video codec {codec!r}: use one of {sorted(CODECS)}")
-        preset = preset or DEFAULT_PRESETS[codec]
-        if preset not in PRESETS[codec]:
-            raise ValueError(f"video preset {preset!r} for {codec}: use one of {', '.join(PRESETS[codec])}")
+        preset = check_preset(codec, preset)
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._container = av.open(str(self.path), mode="w")
