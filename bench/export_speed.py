@@ -37,7 +37,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._util import machine  # noqa: E402
-from bench.dataset_jobs import record_episodes  # noqa: E402
 from capture_app.dataset.commands import export_item  # noqa: E402
 from capture_app.dataset.jobs import run_jobs  # noqa: E402
 from capture_app.dataset.lerobot_export import ExportOptions, merge_shards  # noqa: E402
@@ -111,6 +110,7 @@ def main() -> int:
         folder.mkdir(parents=True, exist_ok=True)
         episodes = list_episodes([str(folder)])
         if not episodes:
+            from bench.dataset_jobs import record_episodes  # here: the pool's workers import this script again
             episodes = record_episodes(folder, args.distinct, args.seconds, total)
         episodes = (episodes * total)[:total] if len(episodes) < total else episodes[:total]
         duration = 0.0
