@@ -78,6 +78,7 @@ def export_once(episodes: list[str], workers: int, threads: int, options: Export
     wall = time.perf_counter() - start
     self1, children1 = cpu_seconds()
     shutil.rmtree(staging, ignore_errors=True)
+    video_bytes = sum(p.stat().st_size for p in (out / "videos").rglob("*.mp4"))
     stages = dict.fromkeys(STAGES, 0.0)
     for r in results:
         seconds = r.value.seconds
@@ -89,7 +90,7 @@ def export_once(episodes: list[str], workers: int, threads: int, options: Export
     stages["worker_start"] = workers_cpu - sum(r.value.seconds["total"] for r in results)
     stages["merge"] = merge_cpu
     return {"wall": wall, "cpu": (self1 - self0) + workers_cpu, "parent": self1 - self0, "workers": workers_cpu,
-            "stages": stages, "load": (load + os.getloadavg()[0]) / 2}
+            "stages": stages, "load": (load + os.getloadavg()[0]) / 2, "video_bytes": video_bytes}
 
 
 def main() -> int:
@@ -126,7 +127,7 @@ def main() -> int:
         for workers in worker_counts(args.max_workers):
             done = [export_once(episodes, workers, args.threads, options, Path(tmp)) for _ in range(args.repeats)]
             runs[workers] = {key: statistics.median(r[key] for r in done) for key in ("wall", "cpu", "parent",
-                                                                                       "workers", "load")}
+                                                                                       "workers", "load", "video_bytes")}
             runs[workers]["stages"] = {s: statistics.median(r["stages"][s] for r in done) for s in STAGES}
             r = runs[workers]
             print(f"  {workers} workers: wall {r['wall']:.1f} s, CPU {r['cpu']:.1f} s, load {r['load']:.1f}", flush=True)
@@ -141,6 +142,7 @@ def main() -> int:
         print(f"{'workers':>7}" + "".join(f"{s:>13}" for s in STAGES))
         for workers, r in runs.items():
             print(f"{workers:>7}" + "".join(f"{r['stages'][s] / duration:>13.4f}" for s in STAGES))
+        print(f"videos: {runs[1]['video_bytes'] / 1e6 / (duration / 60):.1f} MB per minute of episode (both cameras)")
         print("(read = HDF5, decode = JPEG, convert = resize + range, encode = x264 + MP4, table = the rest of a "
               "shard, worker_start = process start and imports, merge = Parquet and meta/ in this process)")
     return 0
