@@ -14,7 +14,9 @@ docs/performance.md, "LeRobot export speed").
   (``resource.getrusage(RUSAGE_CHILDREN)`` once the pool has ended: start, imports, the work);
   their ratio to the episodes' duration (goal <= 0.2, i.e. >= 5x real time per core);
 - wall time, speed (x real time) and scaling efficiency = speed(N) / (N x speed(1)) (goal >= 75 %);
-  on a shared machine wall time depends on the others' load (printed), CPU seconds much less;
+  on a shared machine wall time depends on the others' load (printed), CPU seconds much less, so
+  also CPU efficiency = CPU(1 worker) / CPU(N workers): the share of the work that is not overhead of
+  running in parallel (the wall-time efficiency an idle machine with N free cores would show at most);
 - per stage, summed over the episodes (each worker's own CPU clock): HDF5 read, JPEG decode, convert
   (resize, range), encode (x264 and MP4), image statistics, the rest of a shard (final table), the
   workers' start and imports, and in this process the merge (Parquet and meta/).
@@ -132,12 +134,13 @@ def main() -> int:
             r = runs[workers]
             print(f"  {workers} workers: wall {r['wall']:.1f} s, CPU {r['cpu']:.1f} s, load {r['load']:.1f}", flush=True)
         print(f"\n{'workers':>7}{'wall s':>9}{'x real time':>13}{'efficiency':>12}{'CPU s':>8}{'CPU/duration':>14}"
-              f"{'x real time per core':>22}{'load avg':>10}")
+              f"{'x real time per core':>22}{'CPU efficiency':>16}{'load avg':>10}")
         one = duration / runs[1]["wall"]
         for workers, r in runs.items():
             speed = duration / r["wall"]
             print(f"{workers:>7}{r['wall']:>9.1f}{speed:>13.1f}{speed / (workers * one):>11.0%} {r['cpu']:>8.1f}"
-                  f"{r['cpu'] / duration:>14.3f}{duration / r['cpu']:>22.1f}{r['load']:>10.1f}")
+                  f"{r['cpu'] / duration:>14.3f}{duration / r['cpu']:>22.1f}{runs[1]['cpu'] / r['cpu']:>15.0%} "
+                  f"{r['load']:>10.1f}")
         print("\nwhere the CPU goes (seconds per second of episode; medians):")
         print(f"{'workers':>7}" + "".join(f"{s:>13}" for s in STAGES))
         for workers, r in runs.items():
