@@ -25,10 +25,29 @@ def feature_stats(values: np.ndarray) -> dict[str, np.ndarray]:
 
 def image_stats(frames: np.ndarray) -> dict[str, np.ndarray]:
     """Per-channel statistics of RGB uint8 frames (N, H, W, 3) scaled to [0, 1], shaped (3, 1, 1) as
-    lerobot normalises images; ``count`` is the number of frames."""
-    pixels = frames.reshape(-1, 3).astype(np.float64) / 255.0
-    stats = feature_stats(pixels)
-    out = {k: v.reshape(3, 1, 1) for k, v in stats.items() if k != "count"}
+    lerobot normalises images; ``count`` is the number of frames. The same figures as ``feature_stats``
+    of the scaled pixels (to float rounding), from each channel's histogram of 256 values (no sort)."""
+    pixels = frames.reshape(-1, 3)
+    if pixels.dtype != np.uint8:
+        stats = feature_stats(pixels.astype(np.float64) / 255.0)
+    else:
+        stats = {key: np.empty(3) for key in ("min", "max", "mean", "std", *QUANTILES)}
+        levels = np.arange(256)
+        for c in range(3):
+            counts = np.bincount(pixels[:, c], minlength=256)
+            n = int(counts.sum())
+            total, squares = int(counts @ levels), int(counts @ (levels * levels))
+            present = np.flatnonzero(counts)
+            stats["min"][c], stats["max"][c] = present[0] / 255.0, present[-1] / 255.0
+            stats["mean"][c] = total / n / 255.0
+            stats["std"][c] = np.sqrt(max(n * squares - total * total, 0)) / n / 255.0
+            cumulative = np.cumsum(counts)
+            for name, q in QUANTILES.items():  # numpy's default (linear) quantile of the sorted values
+                position = q * (n - 1)
+                low = int(np.floor(position))
+                below = np.searchsorted(cumulative, [low, min(low + 1, n - 1)], side="right") / 255.0
+                stats[name][c] = below[0] + (below[1] - below[0]) * (position - low)
+    out = {k: np.asarray(v).reshape(3, 1, 1) for k, v in stats.items() if k != "count"}
     out["count"] = np.array([len(frames)])
     return out
 

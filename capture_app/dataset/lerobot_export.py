@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from capture_app.dataset.camera_frames import CameraFrames
 from capture_app.dataset.feature_stats import aggregate_stats, feature_stats, image_stats, to_json
 from capture_app.dataset.frames import fill_missing_rows, frame_runs, hold_invalid, row_subtasks, sample_frames
 from capture_app.dataset.training_rows import CAMERAS, ImageReader, read_training_rows
@@ -44,13 +46,15 @@ class ExportOptions:
     ``split`` into runs of fully valid rows of at least ``min_frames``, or ``drop`` the frames whose
     action (the next row) is not fully valid, cutting an episode at each gap (runs of at least
     ``min_frames``). ``image_size``: (width, height) in pixels every camera is resized to (None: each
-    camera's own size). Video: codec, CRF, GOP."""
+    camera's own size). Video: codec, CRF, GOP, encoder preset ("" = the codec's default in
+    ``capture_app.dataset.video.DEFAULT_PRESETS``: speed against file size, docs/datasets.md)."""
     invalid: str = "keep"
     image_size: tuple[int, int] | None = None
     min_frames: int = 20
     codec: str = "h264"
     crf: int = 23
     gop: int = 2
+    preset: str = ""
 
 
 @dataclass
@@ -78,14 +82,18 @@ class Shard:
     action_names: list[str] = field(default_factory=list)
     valid_names: list[str] = field(default_factory=list)
     attrs: dict = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # the worker's CPU seconds per stage (benchmarks)
 
 
 def video_key(camera: str) -> str:
     return f"observation.images.{camera}"
 
 
-def export_shard(path: str, staging: str, source_number: int, options: ExportOptions = ExportOptions()) -> Shard:
-    """Frames, videos and facts of one source episode (see the module docstring)."""
+def export_shard(path: str, staging: str, source_number: int, options: ExportOptions = ExportOptions(),
+                 threads: int = 1) -> Shard:
+    """Frames, videos and facts of one source episode (see the module docstring). ``threads``: the video
+    decoder's and encoder's threads (0: FFmpeg's choice); the output does not depend on it."""
+    start = time.process_time()
     rows = read_training_rows(path)
     missing = [key for key in CAMERAS if key not in rows.image_rows or not (rows.image_rows[key] >= 0).any()]
     if missing:
@@ -141,45 +149,51 @@ def export_shard(path: str, staging: str, source_number: int, options: ExportOpt
         w, h = options.image_size
         shapes = {key: (int(h), int(w), shape[2]) for key, shape in shapes.items()}
     videos, infos, stats = {}, {}, {}
+    seconds = {"read": 0.0, "decode": 0.0, "convert": 0.0, "encode": 0.0, "image_stats": 0.0}
     with ImageReader(path) as reader:
         for key in CAMERAS:
             target = Path(staging) / f"{source_number:06d}" / f"{key}.mp4"
-            samples = _encode_camera(reader, key, image_rows[key][picked], shapes[key], target,
-                                     int(round(fps)), options, sampled)
+            h, w, _ = shapes[key]
+            frames = CameraFrames(reader, key, w, h, resize=options.image_size is not None, threads=threads)
+            samples = _encode_camera(frames, image_rows[key][picked], target, int(round(fps)), options, sampled,
+                                     threads, seconds)
+            for stage, value in frames.seconds.items():
+                seconds[stage] += value
             videos[key] = str(target)
             infos[key] = video_info(target)
+            t0 = time.process_time()
             stats[key] = [image_stats(np.stack(s)) for s in samples]
+            seconds["image_stats"] += time.process_time() - t0
+    seconds["total"] = time.process_time() - start
     return Shard(source_number=source_number, source=path, name=rows.name, task=rows.task, fps=fps,
                  columns=columns, subtask_names=names, parts=parts, videos=videos, video_infos=infos,
                  image_shapes=shapes, image_stats=stats, action_names=rows.action_names,
-                 valid_names=rows.valid_names, attrs=rows.attrs)
+                 valid_names=rows.valid_names, attrs=rows.attrs, seconds=seconds)
 
 
-def _encode_camera(reader: ImageReader, key: str, source_rows: np.ndarray, shape: tuple, target: Path, fps: int,
-                   options: ExportOptions, sampled: list[np.ndarray]) -> list[list[np.ndarray]]:
-    """Encode frame i = ``reader``'s image at ``source_rows[i]``, resized to ``shape`` (H, W, C) with
-    ``options.image_size`` (area interpolation), into ``target``; returns, per part, the ``sampled`` frames at 1/8
-    resolution for the image statistics."""
-    h, w, _ = shape
+def _encode_camera(frames: CameraFrames, source_rows: np.ndarray, target: Path, fps: int, options: ExportOptions,
+                   sampled: list[np.ndarray], threads: int, seconds: dict) -> list[list[np.ndarray]]:
+    """Encode frame i = ``frames``' frame of stored row ``source_rows[i]`` into ``target``, decoding each
+    stored row once (a held frame is the same video frame again); returns, per part, the ``sampled``
+    frames at 1/8 resolution (RGB) for the image statistics. Adds the encoder's CPU seconds to
+    ``seconds["encode"]``."""
     wanted = {int(i): part for part, indices in enumerate(sampled) for i in indices}
     samples: list[list[np.ndarray]] = [[] for _ in sampled]
-    with VideoWriter(target, fps, w, h, options.codec, options.crf, options.gop) as writer:
-        last_row, image = -1, None
-        for i, source_row in enumerate(source_rows):
-            if source_row != last_row:  # a held frame is decoded once
-                image, last_row = reader.frame(key, int(source_row)), source_row
-                if options.image_size is not None and image.shape[:2] != (h, w):
-                    image = _resize(image, w, h)  # without --image-size a frame of another size is an error
-            writer.write(image)
+    with VideoWriter(target, fps, frames.width, frames.height, options.codec, options.crf, options.gop,
+                     options.preset, threads) as writer:
+        last_row, frame, small = -1, None, None
+        for i, source_row in enumerate(source_rows.tolist()):
+            if source_row != last_row or (i in wanted and small is None):
+                frame, small = frames.frame(source_row, small_rgb=i in wanted)
+                last_row = source_row
+            t0 = time.process_time()
+            writer.write_frame(frame)
+            seconds["encode"] += time.process_time() - t0
             if i in wanted:
-                samples[wanted[i]].append(image[::8, ::8])
+                samples[wanted[i]].append(small)
+        t0 = time.process_time()
+    seconds["encode"] += time.process_time() - t0
     return samples
-
-
-def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    """``image`` (H, W, 3) uint8 at ``width`` x ``height`` pixels (area interpolation: no aliasing when shrinking)."""
-    import cv2
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
 
 
 def parse_image_size(text: str) -> tuple[int, int]:

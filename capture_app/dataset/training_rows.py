@@ -92,6 +92,11 @@ class ImageReader:
         self._file = open_episode(path)
         self._readers: dict[str, FrameReader] = {}
 
+    @property
+    def file(self):
+        """The open episode file (h5py.File), read-only."""
+        return self._file
+
     def frame(self, key: str, row: int) -> np.ndarray:
         reader = self._readers.get(key)
         if reader is None:

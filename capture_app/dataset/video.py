@@ -1,5 +1,8 @@
 """MP4 video files for training sets, through PyAV (FFmpeg): H.264 (libx264) or AV1 (libsvtav1),
-yuv420p, constant frame rate, frame k at pts k (time k / fps). The encoders release the GIL."""
+yuv420p, constant frame rate, frame k at pts k (time k / fps). The encoders release the GIL.
+
+``threads``: the encoder's own threads (0 = FFmpeg's choice, one or more per core); an export runs
+one encoder per worker process, so it gives each ``cores // workers`` (docs/performance.md)."""
 
 from __future__ import annotations
 
@@ -9,6 +12,20 @@ from pathlib import Path
 import numpy as np
 
 CODECS = {"h264": "libx264", "av1": "libsvtav1"}
+DEFAULT_PRESETS = {"h264": "ultrafast", "av1": "10"}  # docs/datasets.md: speed against file size
+PRESETS = {"h264": ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"),
+           "av1": tuple(str(p) for p in range(14))}
+
+
+def check_preset(codec: str, preset: str) -> str:
+    """The encoder preset to use (``preset``, or the codec's default when empty); ValueError when
+    ``codec`` has no such preset."""
+    if codec not in CODECS:
+        raise ValueError(f"video codec {codec!r}: use one of {sorted(CODECS)}")
+    preset = preset or DEFAULT_PRESETS[codec]
+    if preset not in PRESETS[codec]:
+        raise ValueError(f"--preset {preset!r} for {codec}: use one of {', '.join(PRESETS[codec])}")
+    return preset
 
 
 class VideoWriter:
@@ -16,19 +33,17 @@ class VideoWriter:
     ``gop``: frames between keyframes (lerobot uses 2 so that training decodes any frame quickly)."""
 
     def __init__(self, path: str | Path, fps: int, width: int, height: int, codec: str = "h264",
-                 crf: int = 23, gop: int = 2):
+                 crf: int = 23, gop: int = 2, preset: str = "", threads: int = 0):
         import av
         if codec not in CODECS:
             raise ValueError(f"video codec {codec!r}: use one of {sorted(CODECS)}")
+        preset = check_preset(codec, preset)
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._container = av.open(str(self.path), mode="w")
-        options = {"crf": str(crf), "g": str(gop)}
-        if codec == "h264":
-            options["preset"] = "veryfast"
-        else:
-            options["preset"] = "10"
+        options = {"crf": str(crf), "g": str(gop), "preset": preset}
         self._stream = self._container.add_stream(CODECS[codec], rate=fps, options=options)
+        self._stream.codec_context.thread_count = threads
         self._stream.width, self._stream.height = width, height
         self._stream.pix_fmt = "yuv420p"
         self._stream.time_base = Fraction(1, fps)
@@ -39,7 +54,14 @@ class VideoWriter:
         if rgb.shape[:2] != (self._stream.height, self._stream.width):
             raise ValueError(f"{self.path}: a frame of {rgb.shape[1]}x{rgb.shape[0]} in a "
                              f"{self._stream.width}x{self._stream.height} video")
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        self.write_frame(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24"))
+
+    def write_frame(self, frame) -> None:
+        """Append an av.VideoFrame of the video's size (yuv420p limited range needs no conversion; any other
+        format is converted by FFmpeg). The same frame may be written again (a held frame)."""
+        if (frame.width, frame.height) != (self._stream.width, self._stream.height):
+            raise ValueError(f"{self.path}: a frame of {frame.width}x{frame.height} in a "
+                             f"{self._stream.width}x{self._stream.height} video")
         frame.pts = self.frames
         for packet in self._stream.encode(frame):
             self._container.mux(packet)
