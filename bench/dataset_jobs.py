@@ -61,6 +61,14 @@ def load_average() -> str:
     return "/".join(f"{v:.1f}" for v in os.getloadavg())
 
 
+def children_cpu_s() -> float:
+    """User + system CPU seconds of this process's ended children (the local pool's workers, once it is shut
+    down): the cores an export really used, whatever else the machine ran meanwhile."""
+    import resource
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def timed(work) -> float:
     start = time.perf_counter()
     work()
@@ -106,7 +114,7 @@ def main() -> int:
                 wait_for_nodes(ray, 1 if backend == "Ray 1 node" else 2)
             load_before = load_average()
             for job in ("validate", "export"):
-                times = []
+                times, cpu = [], []
                 for repeat in range(args.repeats):
                     staging = Path(tmp) / f"staging-{backend}-{repeat}".replace(" ", "")
                     if job == "validate":
@@ -117,7 +125,9 @@ def main() -> int:
                                                 ray_address=ray, progress=False,
                                                 kwargs={"staging": str(staging), "options": ExportOptions()})
                     results: list = []
+                    cpu_before = children_cpu_s()
                     times.append(timed(lambda: results.extend(work())))
+                    cpu.append(children_cpu_s() - cpu_before)
                     failed = [r for r in results if not r.ok]
                     if failed:
                         raise SystemExit(f"{job} failed: {failed[0].error}")
@@ -128,10 +138,12 @@ def main() -> int:
                     shutil.rmtree(staging, ignore_errors=True)
                 rows[(backend, job)] = statistics.median(times)
                 spread[(backend, job)] = (min(times), max(times))
+                if ray is None:
+                    rows[(backend, f"{job} cpu")] = statistics.median(cpu)
             loads[backend] = (load_before, load_average())
         print(f"\n{'job':<10}{'backend':<13}{'median s':>10}{'episodes/min':>14}  (min-max s of {args.repeats} runs)")
         for (backend, job), seconds in rows.items():
-            if job != "merge":
+            if job not in ("merge", "validate cpu", "export cpu"):
                 low, high = spread[(backend, job)]
                 print(f"{job:<10}{backend:<13}{seconds:>10.1f}{len(episodes) / seconds * 60:>14.1f}  "
                       f"({low:.1f}-{high:.1f})")
@@ -143,6 +155,10 @@ def main() -> int:
         if args.cluster:
             print(f"(Ray nodes: {args.node_cpus} CPU each, started with `ray start` on loopback; local pool: "
                   f"{args.workers} workers)")
+        for job in ("validate", "export"):
+            cpu_s = rows[("local pool", f"{job} cpu")]
+            print(f"{job}: the local pool's workers used {cpu_s:.1f} CPU s (median), {cpu_s / len(episodes):.2f} "
+                  f"core-seconds per episode, {cpu_s / (args.seconds * len(episodes)):.3f} per second recorded")
         exported = Path(tmp) / "ds-localpool"
         export_bytes = sum(p.stat().st_size for p in exported.rglob("*") if p.is_file())
         per_hour = 3600 / (args.seconds * len(episodes))
