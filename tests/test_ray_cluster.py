@@ -77,7 +77,7 @@ def _same_dataset(a: Path, b: Path) -> None:
 
 @pytest.mark.skipif(os.environ.get("CAPTURE_APP_TEST_RAY_CLUSTER") == "0",
                     reason="CAPTURE_APP_TEST_RAY_CLUSTER=0 leaves out the two-node Ray cluster test (about 35 s)")
-@pytest.mark.timeout(600)  # 35 s at load 1.5 on 2 cores (3 min at load 25); a shared machine under load (load average 20+) stretches it to minutes
+@pytest.mark.timeout(600)  # 35 s at load 1.5 on 2 cores, 3 min at load 25 (a shared machine)
 def test_jobs_over_s3_on_a_two_node_loopback_cluster(episodes, tmp_path):
     ray_temp = tempfile.mkdtemp(prefix="cray-", dir="/tmp")  # AF_UNIX paths: at most 107 bytes
     try:
