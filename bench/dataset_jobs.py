@@ -56,6 +56,19 @@ def record_episodes(folder: Path, distinct: int, seconds: float, total: int) -> 
     return list_episodes([str(folder)])
 
 
+def load_average() -> str:
+    """The 1, 5 and 15 min load averages (runnable processes; this machine has os.cpu_count() cores)."""
+    return "/".join(f"{v:.1f}" for v in os.getloadavg())
+
+
+def children_cpu_s() -> float:
+    """User + system CPU seconds of this process's ended children (the local pool's workers, once it is shut
+    down): the cores an export really used, whatever else the machine ran meanwhile."""
+    import resource
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def timed(work) -> float:
     start = time.perf_counter()
     work()
@@ -85,7 +98,8 @@ def main() -> int:
         folder.mkdir()
         episodes = record_episodes(folder, args.distinct, args.seconds, args.episodes)
         print(f"{len(episodes)} episodes of {args.seconds:.0f} s ({args.distinct} recorded, the rest copies)")
-        rows = {}
+        source_bytes = sum(os.path.getsize(e) for e in episodes)
+        rows, spread, loads = {}, {}, {}
         backends = [("local pool", None), ("Ray local", "local")]
         if args.cluster:
             backends = [("local pool", None), ("Ray 1 node", "node1"), ("Ray 2 nodes", "node2")]
@@ -98,8 +112,9 @@ def main() -> int:
                 start_node(Path(ray_temp), args.node_cpus, head_port, head=(ray == "node1"))
                 ray = f"127.0.0.1:{head_port}"
                 wait_for_nodes(ray, 1 if backend == "Ray 1 node" else 2)
+            load_before = load_average()
             for job in ("validate", "export"):
-                times = []
+                times, cpu = [], []
                 for repeat in range(args.repeats):
                     staging = Path(tmp) / f"staging-{backend}-{repeat}".replace(" ", "")
                     if job == "validate":
@@ -110,7 +125,9 @@ def main() -> int:
                                                 ray_address=ray, progress=False,
                                                 kwargs={"staging": str(staging), "options": ExportOptions()})
                     results: list = []
+                    cpu_before = children_cpu_s()
                     times.append(timed(lambda: results.extend(work())))
+                    cpu.append(children_cpu_s() - cpu_before)
                     failed = [r for r in results if not r.ok]
                     if failed:
                         raise SystemExit(f"{job} failed: {failed[0].error}")
@@ -120,10 +137,16 @@ def main() -> int:
                         rows[(backend, "merge")] = merge_s
                     shutil.rmtree(staging, ignore_errors=True)
                 rows[(backend, job)] = statistics.median(times)
-        print(f"\n{'job':<10}{'backend':<13}{'median s':>10}{'episodes/min':>14}")
+                spread[(backend, job)] = (min(times), max(times))
+                if ray is None:
+                    rows[(backend, f"{job} cpu")] = statistics.median(cpu)
+            loads[backend] = (load_before, load_average())
+        print(f"\n{'job':<10}{'backend':<13}{'median s':>10}{'episodes/min':>14}  (min-max s of {args.repeats} runs)")
         for (backend, job), seconds in rows.items():
-            if job != "merge":
-                print(f"{job:<10}{backend:<13}{seconds:>10.1f}{len(episodes) / seconds * 60:>14.1f}")
+            if job not in ("merge", "validate cpu", "export cpu"):
+                low, high = spread[(backend, job)]
+                print(f"{job:<10}{backend:<13}{seconds:>10.1f}{len(episodes) / seconds * 60:>14.1f}  "
+                      f"({low:.1f}-{high:.1f})")
         for backend, _ in backends:
             print(f"merge     {backend:<13}{rows[(backend, 'merge')]:>10.2f}  ({rows[(backend, 'merge')] / len(episodes) * 1000:.0f} ms per episode)")
         for backend, _ in backends[1:]:
@@ -132,6 +155,19 @@ def main() -> int:
         if args.cluster:
             print(f"(Ray nodes: {args.node_cpus} CPU each, started with `ray start` on loopback; local pool: "
                   f"{args.workers} workers)")
+        for job in ("validate", "export"):
+            cpu_s = rows[("local pool", f"{job} cpu")]
+            print(f"{job}: the local pool's workers used {cpu_s:.1f} CPU s (median), {cpu_s / len(episodes):.2f} "
+                  f"core-seconds per episode, {cpu_s / (args.seconds * len(episodes)):.3f} per second recorded")
+        exported = Path(tmp) / "ds-localpool"
+        export_bytes = sum(p.stat().st_size for p in exported.rglob("*") if p.is_file())
+        per_hour = 3600 / (args.seconds * len(episodes))
+        print(f"storage: episodes {source_bytes / len(episodes) / 1e6:.1f} MB each ({source_bytes * per_hour / 1e9:.2f} "
+              f"GB per recorded hour), LeRobot export {export_bytes / len(episodes) / 1e6:.2f} MB per episode "
+              f"({export_bytes * per_hour / 1e9:.2f} GB per hour)")
+        for backend, (before, after) in loads.items():
+            print(f"load average (1/5/15 min) {backend}: {before} before, {after} after "
+                  f"({os.cpu_count()} cores)")
         shutil.rmtree(ray_temp, ignore_errors=True)
         video_s = args.seconds * len(episodes)
         print(f"export speed: {video_s / rows[('local pool', 'export')]:.1f}x real time on {args.workers} workers")

@@ -35,7 +35,9 @@ def run_isolated(args: list[str], timeout_s: float, env: dict | None = None) -> 
     env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_USAGE_STATS_ENABLED": "0",
            **(env or {})}
     script = 'ip link set lo up && exec "$@"'
-    command = ["unshare", "--net", "--pid", "--fork", "--mount-proc", "sh", "-c", script, "sh",
+    # --kill-child: if this process's child (unshare) is killed, e.g. by a test's timeout, the namespace's
+    # first process is SIGKILLed and with it everything in the namespace (no Ray node or S3 server left behind)
+    command = ["unshare", "--net", "--pid", "--fork", "--kill-child", "--mount-proc", "sh", "-c", script, "sh",
                sys.executable, *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout_s,
                           env=dict(os.environ, **env), cwd="/")

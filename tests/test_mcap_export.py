@@ -118,3 +118,70 @@ def test_mcap_export_decodes_and_equals_the_episode(episode, tmp_path):
     assert bag["message_count"] == len(messages)
     assert {t["topic_metadata"]["name"]: t["message_count"] for t in bag["topics_with_message_count"]} == \
         {topic: len(v) for topic, v in by_topic.items()}
+
+
+def test_ros2_bag_deserializes_with_a_rosbag2_reader_and_equals_the_episode(episode, tmp_path):
+    """`export mcap --ros2`: a rosbag2 folder of ROS 2 standard messages in CDR, read back with rosbags (a
+    rosbag2 reader that needs no ROS install): every message deserializes with its type, and poses, images,
+    skeletons, the action, validity, subtasks and every timestamp equal the episode's."""
+    rosbag2 = pytest.importorskip("rosbags.rosbag2")
+    typesys = pytest.importorskip("rosbags.typesys")
+    run = subprocess.run([sys.executable, "-m", "capture_app.cli", "export", "mcap", str(episode), "--ros2", "--out",
+                          str(tmp_path / "bags"), "--no-progress"], capture_output=True, text=True, timeout=300,
+                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert run.returncode == 0, run.stderr
+    assert "LEFT OUT" not in run.stderr                                   # JPEG cameras: nothing left out
+    folder = tmp_path / "bags" / episode.name.removesuffix(".h5")
+    store = typesys.get_typestore(typesys.Stores.ROS2_HUMBLE)
+    by_topic: dict[str, list] = {}
+    with rosbag2.Reader(folder) as reader:
+        assert {c.ext.serialization_format for c in reader.connections} == {"cdr"}
+        static_qos = [c.ext.offered_qos_profiles for c in reader.connections if c.topic == "/tf_static"][0]
+        assert static_qos[0].durability.name == "TRANSIENT_LOCAL"            # latched, as tf_static must be
+        counts = {c.topic: c.msgcount for c in reader.connections}
+        for connection, t_ns, raw in reader.messages():
+            by_topic.setdefault(connection.topic, []).append((t_ns, store.deserialize_cdr(raw, connection.msgtype)))
+    assert counts == {topic: len(v) for topic, v in by_topic.items()}
+    stamp = lambda h: h.stamp.sec * 1_000_000_000 + h.stamp.nanosec  # noqa: E731
+    with h5py.File(episode, "r") as f:
+        for tracker in ("head_tracker", "left_wrist_tracker", "right_wrist_tracker"):
+            poses, times = f[f"streams/{tracker}/pose"][:], f[f"streams/{tracker}/t_capture_ns"][:]
+            got = sorted((t, m.transforms[0]) for t, m in by_topic["/tf"] if m.transforms[0].child_frame_id == tracker)
+            assert len(got) == len(poses) > 10
+            for (t, tf), pose, t_capture in zip(got, poses, times):
+                assert t == t_capture == stamp(tf.header) and tf.header.frame_id == "world"
+                v, q = tf.transform.translation, tf.transform.rotation
+                assert [v.x, v.y, v.z, q.w, q.x, q.y, q.z] == pose.tolist()
+        static = by_topic["/tf_static"][0][1].transforms
+        assert {(t.header.frame_id, t.child_frame_id) for t in static} >= {("head_tracker", "cam")}
+        for camera in ("ego_camera", "top_camera"):
+            images, times = f[f"streams/{camera}/color"], f[f"streams/{camera}/t_capture_ns"][:]
+            got = sorted(by_topic[f"/{camera}/image/compressed"], key=lambda x: x[0])
+            assert len(got) == len(times) > 5
+            for row, (t, image) in enumerate(got):
+                assert t == times[row] == stamp(image.header) and image.format == "jpeg"
+                assert image.header.frame_id == camera and image.data.tobytes() == bytes(np.asarray(images[row]))
+        for glove, frame in (("left_glove", "left_wrist"), ("right_glove", "right_wrist")):
+            keypoints, times = f[f"streams/{glove}/keypoints"][:], f[f"streams/{glove}/t_capture_ns"][:]
+            got = sorted(by_topic[f"/{glove}/skeleton"], key=lambda x: x[0])
+            assert [t for t, _ in got] == times.tolist()
+            marker = got[len(got) // 2][1]
+            assert marker.header.frame_id == frame and marker.type == marker.LINE_LIST and len(marker.points) == 48
+            tip = marker.points[-1]                                      # the last bone ends at the pinky tip (24)
+            assert [tip.x, tip.y, tip.z] == keypoints[len(got) // 2][24].astype(float).tolist()
+        action, valid, t_eval = f["synced/action"][:], f["synced/action_valid"][:], f["synced/t_eval_ns"][:]
+        got = sorted(by_topic["/action"], key=lambda x: x[0])
+        assert [t for t, _ in got] == t_eval.tolist()
+        np.testing.assert_array_equal(np.stack([m.data for _, m in got]), action)   # NaN where invalid, as stored
+        got_valid = sorted(by_topic["/action_valid"], key=lambda x: x[0])
+        np.testing.assert_array_equal(np.stack([m.data for _, m in got_valid]), valid.astype(np.uint8))
+        start_ns = int(f["annotations/subtasks/start_ns"][0])
+    logs = sorted(by_topic["/subtasks"], key=lambda x: x[0])
+    assert logs[0][0] == start_ns and logs[0][1].data.startswith("start grasp:") and len(logs) == 2
+    with open(folder / f"{folder.name}.mcap", "rb") as stream:                # the MCAP itself: ROS 2 schemas
+        summary = mcap_reader.make_reader(stream).get_summary()
+    assert {s.encoding for s in summary.schemas.values()} == {"ros2msg"}
+    assert {c.message_encoding for c in summary.channels.values()} == {"cdr"}
+    with pytest.raises(Exception, match="exists"):                            # a bag is never overwritten
+        from capture_app.dataset.mcap_ros2 import export_episode_ros2
+        export_episode_ros2(episode, tmp_path / "bags")

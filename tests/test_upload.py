@@ -20,7 +20,7 @@ from capture_app.core.errors import CaptureError, ConfigError
 from capture_app.fleet.background import BackgroundUploads
 from capture_app.fleet.destination import Destination
 from capture_app.fleet.state import STATE_FILE, UploadState
-from capture_app.fleet.uploader import Uploader
+from capture_app.fleet.uploader import SETTLE_S, Uploader
 from capture_app.rig.config import UploadConfig, parse_config, to_toml
 from capture_app.recorder.session import CaptureSession
 from capture_app.recorder.takes import Takes
@@ -92,7 +92,8 @@ def test_three_takes_uploaded_through_a_kill_verified_deleted_and_listed(s3, tmp
     config_path.write_text(text)
     out = tmp_path / "episodes"
     paths = _record_three_takes(text, out)
-    time.sleep(2.1)  # the uploader leaves files modified in the last 2 s alone (they may still be finishing)
+    settled = max(p.stat().st_mtime for p in paths) + SETTLE_S + 0.1   # the uploader leaves files modified in
+    time.sleep(max(0.0, settled - time.time()))                           # the last 2 s alone (still finishing)
     hashes = {p.name: _sha(p) for p in paths}
     sizes = {p.name: p.stat().st_size for p in paths}
     assert min(sizes.values()) > 512 * 1024, sizes  # big enough to be killed in the middle at 2 MB/s
@@ -146,9 +147,12 @@ def test_three_takes_uploaded_through_a_kill_verified_deleted_and_listed(s3, tmp
     _, err = third.communicate(timeout=120)
     assert third.returncode == 0 and "0 uploaded and verified" in err, err
 
-    # the fleet view lists the rig and its three episodes
+    # the fleet view lists the rig and its three episodes (status and report read the destination at once)
+    report = tmp_path / "report.html"
     status = _cli("fleet", "status", dest, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    done = _cli("fleet", "report", dest, "--out", str(report), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     text_out, err = status.communicate(timeout=60)
+    _, report_err = done.communicate(timeout=60)
     assert status.returncode == 0, err
     assert "simulated-rig" in text_out and "3 uploaded episodes" in text_out
     for p in paths:
@@ -156,11 +160,9 @@ def test_three_takes_uploaded_through_a_kill_verified_deleted_and_listed(s3, tmp
     heartbeat = json.loads(client.get_object(Bucket=BUCKET, Key="fleet/simulated-rig/heartbeat.json")["Body"].read())
     assert heartbeat["takes_total"] == 3 and heartbeat["uploaded"] == 3 and heartbeat["upload_backlog"]["episodes"] == 0
     assert heartbeat["hours_recorded"] > 0 and heartbeat["free_disk_bytes"] > 0 and len(heartbeat["last_verdicts"]) == 3
-    report = tmp_path / "report.html"
-    done = _cli("fleet", "report", dest, "--out", str(report), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    done.communicate(timeout=60)
+    assert done.returncode == 0, report_err
     page = report.read_text()
-    assert done.returncode == 0 and page.count("<svg") >= 6 and "hours per day" in page and "simulated-rig" in page
+    assert page.count("<svg") >= 6 and "hours per day" in page and "simulated-rig" in page
     assert "<script" not in page
 
 

@@ -147,6 +147,9 @@ def add_parsers(sub) -> None:
     mcap.add_argument("sources", nargs="+", help="episode files or folders")
     mcap.add_argument("--out", required=True, help="folder for one bag folder (NAME/NAME.mcap + metadata.yaml) per episode")
     mcap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    mcap.add_argument("--ros2", action="store_true",
+                      help="ROS 2 standard messages in CDR instead of Foxglove's protobuf schemas, so that ros2 bag play "
+                           "and rosbag2 readers deserialize them (needs the rosbags package; docs/datasets.md)")
     mcap.set_defaults(func=cmd_export_mcap)
 
     dataset = sub.add_parser("dataset", help="jobs over many episodes: validate, resync, export, stats")
@@ -204,6 +207,13 @@ def cmd_export_mcap(args) -> int:
     failed = 0
     for source in tqdm(episodes, desc="export mcap", unit="episode", disable=args.no_progress, file=sys.stderr):
         try:
+            if args.ros2:
+                from capture_app.dataset.mcap_ros2 import export_episode_ros2
+                folder, notes = export_episode_ros2(source, args.out)
+                print(folder)
+                for note in notes:  # what a ROS 2 bag cannot hold, never dropped silently
+                    print(f"  LEFT OUT {note}", file=sys.stderr)
+                continue
             print(export_episode_mcap(source, args.out))
         except Exception as exc:  # listed, the others still exported
             failed += 1
