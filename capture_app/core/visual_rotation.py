@@ -24,11 +24,14 @@ PROCESS_WIDTH = 480  # images are analysed at most this wide (px)
 
 @dataclass(frozen=True)
 class VisualRotation:
-    """``A`` (3, 3) = R_cam1_cam2; ``inliers``: features on the plane; ``tracked``: features followed."""
+    """``A`` (3, 3) = R_cam1_cam2; ``inliers``: features on the plane; ``tracked``: features followed;
+    ``points2`` (inliers, 1, 2) float32: where the plane's features are in the second image (corners to follow
+    into a third)."""
 
     A: np.ndarray
     inliers: int
     tracked: int
+    points2: np.ndarray | None = None
 
 
 def prepare(image: np.ndarray, width: int = PROCESS_WIDTH) -> tuple[np.ndarray, float]:
@@ -165,7 +168,8 @@ def relative_rotation(grey1: np.ndarray, grey2: np.ndarray, K: np.ndarray, prior
         return None
     if predict and prior_A is not None:
         H_prior = np.asarray(K, dtype=float) @ np.asarray(prior_A, dtype=float).T @ np.linalg.inv(K)
-        guess = cv2.perspectiveTransform(p1, H_prior).astype(np.float32)
+        x = np.concatenate([p1[:, 0].astype(float), np.ones((len(p1), 1))], axis=1) @ H_prior.T  # numpy: no GIL hop
+        guess = np.ascontiguousarray((x[:, :2] / x[:, 2:3])[:, None], dtype=np.float32)
         found = _estimate(grey1, grey2, K, prior_A, min_inliers, translation, p1, guess, lk_window, lk_levels,
                           backward_check)
         if found is not None:
@@ -195,9 +199,10 @@ def _estimate(grey1, grey2, K, prior_A, min_inliers, translation, p1, guess, lk_
     if H is None or mask.sum() < min_inliers:
         return None
     inliers = mask[:, 0].astype(bool)
-    H, _ = cv2.findHomography(a[inliers], b[inliers], 0)
-    if H is None:
-        return None
+    if translation is None:  # the least-squares homography on the inliers (with a translation, refined below)
+        H, _ = cv2.findHomography(a[inliers], b[inliers], 0)
+        if H is None:
+            return None
     count, rotations, _, normals = cv2.decomposeHomographyMat(H, np.asarray(K, dtype=float))
     candidates = np.swapaxes(np.asarray(rotations[:count], dtype=float), -1, -2)  # R_cam2_cam1 -> A = R_cam1_cam2
     reference = np.eye(3) if prior_A is None else np.asarray(prior_A, dtype=float)
@@ -212,4 +217,4 @@ def _estimate(grey1, grey2, K, prior_A, min_inliers, translation, p1, guess, lk_
         if m @ np.array([0.0, 0.0, 1.0]) < 0:
             m = -m
         A = _refine_with_translation(a[inliers], b[inliers], np.asarray(K, dtype=float), A, t21, m)
-    return VisualRotation(A, int(inliers.sum()), int(good.sum()))
+    return VisualRotation(A, int(inliers.sum()), int(good.sum()), np.ascontiguousarray(b[inliers][:, None], dtype=np.float32))

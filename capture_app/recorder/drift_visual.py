@@ -3,8 +3,8 @@
 ``EgoChain.decode`` turns the ego frames the drift watch's inbox kept (at most ``visual_rate_hz`` a second) into
 small grey images (``core.visual_rotation.small_grey``: a JPEG decoded already reduced to ``VISUAL_WIDTH``);
 ``advance`` takes those the head tracker's samples cover, in pairs: each pair's rotation ``A = R_cam1_cam2``
-(``relative_rotation``, its corners found at half size, each searched where the tracker's rotation predicts it,
-refined with the tracker's translation), chained into the camera's orientation in a world of its own, and the
+(``relative_rotation``: its corners found at half size, or the previous pair's plane features while enough
+remain; each searched where the tracker's rotation predicts it; refined with the tracker's translation), chained into the camera's orientation in a world of its own, and the
 chain fed with the tracker's orientations to the camera mount's ``SlipDetector`` in one batch. A gap over
 ``MAX_FRAME_GAP_S``, a frame the tracker does not cover or a pair without features restarts the chain (and
 the detector's track). ``speeds`` keeps each pair's angular speed for the latency estimate. Times are stamps
@@ -27,7 +27,8 @@ from capture_app.recorder.drift_inbox import Series, sampled_at
 # the size bench/rig_faults.py measures the 2 deg slip at (size error <= 0.11 deg of the 0.3 allowed).
 VISUAL_WIDTH = 320
 VISUAL_CORNERS = 150  # corners followed per frame pair (~110-140 on the table plane in the sim scene)
-LK_WINDOW, LK_LEVELS = 9, 2  # search started at the tracker's prediction: +-4 px per level, ~5 deg of slip at 320 px
+REUSE_CORNERS = 100  # a pair's plane features found in its second image are followed on while this many remain
+LK_WINDOW, LK_LEVELS = 9, 1  # search started at the tracker's prediction: ~+-12 px (~4 deg) at 320 px; beyond, the plain search
 MAX_FRAME_GAP_S = 0.5  # ego frames further apart than this start a new chain
 
 
@@ -41,6 +42,7 @@ class EgoChain:
         self._K = intrinsics.K
         self._frames: deque = deque()  # (t_s, grey, scale) waiting for the head tracker to cover them
         self._previous: tuple | None = None  # (t_s, grey, scale, T_world_cam, chain or None)
+        self._points: np.ndarray | None = None  # the previous frame's corners to follow (from its pair), or None
         self.speeds = Series(keep_s, (2,), 1024)  # (t_s, [angular speed since the previous frame, its t_s])
         self.analysed = {"frame_pairs": 0, "frames_undecodable": 0}
 
@@ -81,7 +83,7 @@ class EgoChain:
 
         for k, (t_s, grey, scale) in enumerate(ready):
             if not covered[k]:  # the tracker does not cover this frame (tracking lost)
-                self._previous = None
+                self._previous = self._points = None
                 continue
             T_wt = T_wt_all[k]
             T_wc = T_wt @ make_transform(detector.mount, T_headtracker_cam[:3, 3])
@@ -89,16 +91,20 @@ class EgoChain:
             if (previous is None or t_s - previous[0] > MAX_FRAME_GAP_S or previous[4] is None
                     or previous[1].shape != grey.shape):
                 flush()
-                self._previous = (t_s, grey, scale, T_wc, np.eye(3))  # a new chain, in a new world
+                self._previous, self._points = (t_s, grey, scale, T_wc, np.eye(3)), None  # a new chain, in a new world
                 detector.restart()
                 continue
             p_t, p_grey, _, p_T, p_chain = previous
             T_21 = invert_transform(T_wc) @ p_T
+            points, self._points = self._points, None
+            if points is None or len(points) < REUSE_CORNERS:
+                points = corners(p_grey, VISUAL_CORNERS)
             seen = relative_rotation(p_grey, grey, scaled_K(self._K, scale), prior_A=T_21[:3, :3].T,
-                                     translation=T_21[:3, 3], points=corners(p_grey, VISUAL_CORNERS), predict=True,
+                                     translation=T_21[:3, 3], points=points, predict=True,
                                      lk_window=LK_WINDOW, lk_levels=LK_LEVELS)
             if seen is None:  # a covered or blurred view: the chain restarts at the next frame
                 continue
+            self._points = seen.points2
             self.analysed["frame_pairs"] += 1
             chain = p_chain @ seen.A
             self._previous = (t_s, grey, scale, T_wc, chain)

@@ -14,7 +14,7 @@ in one pass per stream, and:
   against their tracker from angular speeds (``core.latency_drift``).
 
 Its cost is bounded by data time, not by the streams' rates (docs/performance.md, "Drift watch CPU"); when its
-thread still falls behind by its inboxes' bounds (about 10 s of poses, 3 s of frames), newer samples are shed,
+thread still falls behind by its inboxes' bounds (20 s of poses, 12 s of frames), newer samples are shed,
 counted per stream in ``summary()["shed"]`` and logged, never silently.
 
 Each alarm goes to ``on_alarm(alarm)`` (the session logs it in ``/events`` and shows it in the state feed) and into
@@ -57,8 +57,9 @@ LATENCY_SCAN_STEP_S = 0.01
 LATENCY_THRESHOLD_MS = 8.0
 LATENCY_AGREE_MS = 3.0
 CADENCE_S = 0.5  # the thread wakes this often
-INBOX_POSES = 2600  # per pose stream: ~10 s at 250 Hz before the inbox sheds
-INBOX_FRAMES = 16  # ego frames at the analysed rate: ~3 s
+# how far the thread may fall behind before its inboxes shed (a loaded machine stalls a normal thread for seconds)
+INBOX_POSES = 5000  # per pose stream: 20 s at 250 Hz
+INBOX_FRAMES = 60  # ego frames at the analysed rate: 12 s (JPEG ~100 KB each)
 DRIFT_VERSION = 1  # additive keys since: "shed" (samples the inboxes refused), "analysed", "behind"
 TRACKERS = {"head": "head_tracker", "left": "left_wrist_tracker", "right": "right_wrist_tracker"}
 MOUNT_NAMES = {"head": "ego camera mount", "left": "left wrist tracker", "right": "right wrist tracker"}
