@@ -134,3 +134,31 @@ def test_catch_up_waits_for_a_pass_of_the_running_thread_only():
     finally:
         watch.stop()
     assert not watch._thread.is_alive()
+
+
+def test_drift_alarms_are_spoken_once_each_recording_or_not():
+    import types
+
+    from capture_app.handsfree.cues import CueWatcher, beep_kind
+
+    class Takes:
+        def state(self):
+            return {"recording": False, "take_count": 0, "segments": [], "current": "", "last_take": None,
+                    "free_disk_mb": 50_000.0}
+
+    watch = DriftWatch(_calibration())
+    watch._alarm({"kind": "latency", "text": "before the watcher", "spoken": "old news", "subject": "x"})
+    session = types.SimpleNamespace(stream_status=dict, drift=watch)
+    said = []
+    watcher = CueWatcher(Takes(), session, said.append)
+    watcher._observe(initial=True)  # what was raised before it started is not said
+    watch._slip_alarm("head", types.SimpleNamespace(size_deg=2.04, rotvec_deg=(0.0, 2.04, 0.0), at_s=1.0,
+                                                    detected_s=3.0), None)
+    watch._alarm({"kind": "latency", "subject": "left_glove", "text": "long text",
+                  "spoken": "left glove latency off by 20 milliseconds, recalibrate"})
+    watcher._observe()
+    watcher._observe()
+    assert said == ["ego camera mount slipped 2 degrees, re-seat it",
+                    "left glove latency off by 20 milliseconds, recalibrate"]
+    assert {beep_kind(text) for text in said} == {"alert"}
+    assert watch.state()["alarm_count"] == 3

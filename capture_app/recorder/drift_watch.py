@@ -241,6 +241,8 @@ class DriftWatch:
                 offset = self.calibration.latency_offsets_ms.get(stream, 0.0) + estimate.lag_ms
                 self._alarm({"kind": "latency", "subject": stream, "lag_ms": round(float(estimate.lag_ms), 1),
                              "t_ns": int(latest * 1e9), "suggested_offset_ms": round(float(offset), 1),
+                             "spoken": f"{stream.replace('_', ' ')} latency off by {abs(estimate.lag_ms):.0f} "
+                                       f"milliseconds, recalibrate",
                              "text": f"{stream} stamps are {estimate.lag_ms:+.1f} ms off the trackers (from motion): "
                                      f"set latency_offsets_ms.{stream} to {offset:.1f} in the calibration "
                                      f"(`capture-app calibrate`), then `capture-app resync` this take"})
@@ -255,7 +257,8 @@ class DriftWatch:
         self._alarm({"kind": "mount_slip", "subject": f"{body}_mount" if body == "head" else f"{body}_wrist_mount",
                      "size_deg": round(slip.size_deg, 3), "rotvec_deg": [round(v, 4) for v in slip.rotvec_deg],
                      "t_ns": int(slip.at_s * 1e9), "detected_t_ns": int(slip.detected_s * 1e9),
-                     "text": f"{what} slipped {slip.size_deg:.1f} deg: {fix}"})
+                     "text": f"{what} slipped {slip.size_deg:.1f} deg: {fix}",
+                     "spoken": f"{what} slipped {slip.size_deg:.0f} degrees, re-seat it"})
 
     def _alarm(self, alarm: dict) -> None:
         alarm["raised_ns"] = now_ns()
@@ -291,9 +294,16 @@ class DriftWatch:
     def state(self) -> dict:
         """The state feed's ``drift`` field (docs/control.md): the last alarms, mounts, last lag per stream."""
         with self._lock:
-            alarms = [{k: a[k] for k in ("kind", "subject", "text", "raised_ns")} for a in self.alarms[-10:]]
+            alarms = [{k: a[k] for k in ("kind", "subject", "text", "spoken", "raised_ns")} for a in self.alarms[-10:]]
+            count = len(self.alarms)
             lags = {s: v[-1]["lag_ms"] for s, v in self.latency.items() if v}
-        return {"alarms": alarms, "mounts": self.mounts(), "lag_ms": lags}
+        return {"alarms": alarms, "alarm_count": count, "mounts": self.mounts(), "lag_ms": lags,
+                "shed": sum(self.shed.values())}
+
+    def alarms_after(self, seen: int) -> tuple[list[dict], int]:
+        """(the alarms raised after the first ``seen``, how many have been raised): for a cue speaker."""
+        with self._lock:
+            return list(self.alarms[seen:]), len(self.alarms)
 
     def catch_up(self, timeout_s: float) -> bool:
         """Wait up to ``timeout_s`` until the thread has processed what arrived before this call (a loaded
