@@ -162,3 +162,23 @@ def test_drift_alarms_are_spoken_once_each_recording_or_not():
                     "left glove latency off by 20 milliseconds, recalibrate"]
     assert {beep_kind(text) for text in said} == {"alert"}
     assert watch.state()["alarm_count"] == 3
+
+
+def test_the_drift_table_of_the_rig_config_sets_the_watch_and_refuses_bad_values():
+    from capture_app.core.errors import ConfigError
+    from capture_app.recorder.session import CaptureSession
+    from capture_app.rig.config import parse_config, to_toml
+    from tests.conftest import small_sim_text
+
+    config = parse_config(small_sim_text("\n[drift]\nmount_slip_deg = 2.5\nlatency_change_ms = 12\n"), "<rig>")
+    assert config.drift.mount_slip_deg == 2.5 and config.drift.latency_change_ms == 12.0 and config.drift.enabled
+    assert parse_config(to_toml(config), "<again>").drift == config.drift
+    session = CaptureSession(config)  # built, not started: no rig runs
+    try:
+        assert session.drift.threshold_deg == 2.5 and session.drift.latency_threshold_ms == 12.0
+    finally:
+        session._context.term()
+    for bad, field in (("mount_slip_deg = 0.1", "mount_slip_deg"), ("visual_rate_hz = 1", "visual_rate_hz"),
+                       ("enabled = 1", "enabled"), ("slip = 2", "unknown field")):
+        with pytest.raises(ConfigError, match=field):
+            parse_config(small_sim_text(f"\n[drift]\n{bad}\n"), "<rig>")
