@@ -182,3 +182,12 @@ def test_the_drift_table_of_the_rig_config_sets_the_watch_and_refuses_bad_values
                        ("enabled = 1", "enabled"), ("slip = 2", "unknown field")):
         with pytest.raises(ConfigError, match=field):
             parse_config(small_sim_text(f"\n[drift]\n{bad}\n"), "<rig>")
+
+
+def test_the_monitor_shows_the_rig_check_prompt_from_the_state_feed():
+    from capture_app.monitor.summaries import check_prompt_line
+    assert check_prompt_line({"check": None}) is None and check_prompt_line({}) is None
+    assert (check_prompt_line({"check": {"step": "turn_head", "text": "Turn your head left and right.", "until_s": 12.0}})
+            == "rig check: Turn your head left and right. (until 12 s)")
+    assert check_prompt_line({"check": {"step": "done", "text": "Rig check done: computing the verdict."}}) \
+        == "rig check: Rig check done: computing the verdict."
