@@ -121,7 +121,13 @@ class SlipDetector:
                 # a new origin at this instant, with the mount the track has here (exactly continuous), so the
                 # observed source's accumulated drift (a chained camera rotation's random walk) cannot act as a
                 # mount error that the body's turning makes wobble
-                self._origin = (R_ref[end - 1], R_obs[end - 1], self.initial_mount @ exp_rotvec(run[-1]))
+                # ... but only while the track is off the mount known so far by what could be a slip in progress
+                # (over half the threshold): otherwise the origin takes the known mount, so the observed source's
+                # drift (a chained camera rotation's random walk, ~0.3 deg in 20 s) does not pile up in the origin
+                # over minutes and make head turns wobble the track past the threshold (30 min: 202 false alarms)
+                here = self.initial_mount @ exp_rotvec(run[-1])
+                off = np.degrees(np.linalg.norm(rotvec(self.mount.T @ here)))
+                self._origin = (R_ref[end - 1], R_obs[end - 1], here if off > 0.5 * self.threshold_deg else self.mount.copy())
                 self._origin_t = float(t_s[end - 1])
             k = end
         if times:
