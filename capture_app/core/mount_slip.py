@@ -91,10 +91,13 @@ class SlipDetector:
         R_obs = np.asarray(R_obs, dtype=float)
         if len(t_s) == 0:
             return []
+        # repeated or out-of-order instants are skipped
+        previous = np.concatenate([[self._last_t if self._last_t is not None else -np.inf], t_s[:-1]])
+        keep = t_s > np.maximum.accumulate(previous)
+        t_s, R_ref, R_obs = t_s[keep], R_ref[keep], R_obs[keep]
         times, values = [], []
-        for k in range(len(t_s)):
-            if self._last_t is not None and t_s[k] <= self._last_t:
-                continue  # a repeated or out-of-order instant
+        k = 0
+        while k < len(t_s):  # in runs without a gap or a new origin, each run in one batch
             if self._last_t is not None and t_s[k] - self._last_t > self.max_gap_s:  # missing data: a new track
                 self._t, self._v = np.zeros(0), np.zeros((0, 3))
                 self._checked_until = t_s[k] + self.window_s
@@ -102,24 +105,56 @@ class SlipDetector:
             if self._origin is None:
                 self._origin = (R_ref[k], R_obs[k], self.mount.copy())
                 self._origin_t = float(t_s[k])
-            self._last_t = float(t_s[k])
+            gaps = np.flatnonzero(np.diff(t_s[k:]) > self.max_gap_s)
+            end = k + (int(gaps[0]) + 1 if len(gaps) else len(t_s) - k)  # the run: [k, end)
+            late = np.flatnonzero(t_s[k:end] - self._origin_t > REORIGIN_S)
+            if len(late):
+                end = k + int(late[0]) + 1  # the run ends at the instant that moves the origin (its value: old origin)
             R_ref0, R_obs0, M0 = self._origin
-            G = R_ref0.T @ R_ref[k]
-            V = R_obs0.T @ R_obs[k]
-            times.append(t_s[k])
-            values.append(rotvec(self.initial_mount.T @ G.T @ M0 @ V))
-            if t_s[k] - self._origin_t > REORIGIN_S:
+            # U = X^T G^T M0 V with G = R_ref0^T R_ref, V = R_obs0^T R_obs: X^T R_ref^T (R_ref0 M0 R_obs0^T) R_obs
+            C = self.initial_mount.T @ np.swapaxes(R_ref[k:end], -1, -2) @ (R_ref0 @ M0 @ R_obs0.T) @ R_obs[k:end]
+            run = rotvec(C)
+            times.append(t_s[k:end])
+            values.append(run)
+            self._last_t = float(t_s[end - 1])
+            if len(late):
                 # a new origin at this instant, with the mount the track has here (exactly continuous), so the
                 # observed source's accumulated drift (a chained camera rotation's random walk) cannot act as a
                 # mount error that the body's turning makes wobble
-                self._origin = (R_ref[k], R_obs[k], self.initial_mount @ exp_rotvec(values[-1]))
-                self._origin_t = float(t_s[k])
+                # ... but only while the track is off the mount known so far by what could be a slip in progress
+                # (over half the threshold): otherwise the origin takes the known mount, so the observed source's
+                # drift (a chained camera rotation's random walk, ~0.3 deg in 20 s) does not pile up in the origin
+                # over minutes and make head turns wobble the track past the threshold (30 min: 202 false alarms)
+                here = self.initial_mount @ exp_rotvec(run[-1])
+                off = np.degrees(np.linalg.norm(rotvec(self.mount.T @ here)))
+                self._origin = (R_ref[end - 1], R_obs[end - 1], here if off > 0.5 * self.threshold_deg else self.mount.copy())
+                self._origin_t = float(t_s[end - 1])
+            k = end
         if times:
-            self._t = np.concatenate([self._t, times])
-            self._v = np.concatenate([self._v, values])
-        keep = self._t >= self._t[-1] - self.keep_s if len(self._t) else slice(None)
-        self._t, self._v = self._t[keep], self._v[keep]
+            self._t = np.concatenate([self._t, *times])
+            self._v = np.concatenate([self._v, *values])
+        if len(self._t):
+            keep = self._t >= self._t[-1] - self.keep_s
+            self._t, self._v = self._t[keep], self._v[keep]
         return self._detect()
+
+    def _steps(self, idx: np.ndarray) -> np.ndarray:
+        """``_step`` of many indices at once (m, 3): window means from cumulative sums, one batch of rotations."""
+        t, v, w = self._t, self._v, self.window_s
+        out = np.zeros((len(idx), 3))
+        if len(idx) == 0:
+            return out
+        cumulative = np.concatenate([np.zeros((1, 3)), np.cumsum(v, axis=0)])
+        lo = np.searchsorted(t, t[idx] - w, side="left")
+        hi = np.searchsorted(t, t[idx] + w, side="right")
+        n_before, n_after = idx - lo, hi - idx
+        ok = (n_before >= 3) & (n_after >= 3)
+        if ok.any():
+            i, lo, hi = idx[ok], lo[ok], hi[ok]
+            before = (cumulative[i] - cumulative[lo]) / (i - lo)[:, None]
+            after = (cumulative[hi] - cumulative[i]) / (hi - i)[:, None]
+            out[ok] = rotvec(np.swapaxes(exp_rotvec(before), -1, -2) @ exp_rotvec(after))
+        return out
 
     def _step(self, i: int) -> np.ndarray:
         """The rotation vector (rad, body frame) from the mean mount change in the window before index i to the
@@ -150,18 +185,19 @@ class SlipDetector:
         # after it (where the step really is) has its full window after it too
         candidates = np.flatnonzero((t > self._checked_until) & (t >= t[0] + self.window_s)
                                     & (t <= t[-1] - 1.75 * self.window_s))
-        for i in candidates:
+        if len(candidates) == 0:
+            return []
+        over = np.degrees(np.linalg.norm(self._steps(candidates), axis=1)) > self.threshold_deg
+        last_candidate = t[candidates[-1]]
+        for i in candidates[over]:  # rare: the full tests, in order, only where the window means differ
             if t[i] <= self._checked_until:
                 continue
             self._checked_until = t[i]
-            if np.degrees(np.linalg.norm(self._step(i))) <= self.threshold_deg:
-                continue
             if not self._flat_around(i):
                 continue  # the track wobbles (a latency change, fast motion against a lagging source): no step
             # the slip's instant: the split within a window of this one with the largest step
             near = np.flatnonzero((t >= t[i]) & (t <= t[i] + self.window_s * 0.75) & (t <= t[-1] - self.window_s))
-            steps = {j: self._step(j) for j in near}
-            best = max(steps, key=lambda j: np.linalg.norm(steps[j]))
+            best = int(near[np.argmax(np.linalg.norm(self._steps(near), axis=1))])
             # its size from the few increments around the split: the track is a random walk (chained noise), so
             # the increments across the slip carry it with less noise than window means do
             lo, hi = max(best - 2, 0), min(best + 1, len(t) - 1)
@@ -176,4 +212,5 @@ class SlipDetector:
             after = (t >= t[best]) & (t <= t[best] + self.window_s)
             self.mount = self.initial_mount @ exp_rotvec(self._v[after].mean(axis=0))
             self._checked_until = t[best] + self.window_s  # no second alarm for the same step
+        self._checked_until = max(self._checked_until, last_candidate)  # every candidate has been tested
         return found

@@ -8,7 +8,9 @@ for anything that needs attention) through ``aplay``/``paplay``/``pw-play``, els
 ``CueWatcher`` polls the recorder's state five times a second and says: the take started (``recording,
 take 3``), each subtask by name, the stop (``take 3 saved`` / ``take aborted`` / ``take discarded``), the
 quality verdict once the final table is written (``take 3 saved, quality ok`` / ``redo: left hand valid
-61% ...``), a stream lost for a second while recording (``left glove lost``), and a nearly full disk.
+61% ...``), a stream lost for a second while recording (``left glove lost``), a nearly full disk, and each
+alarm of the live drift watch, recording or not (``ego camera mount slipped 2 degrees, re-seat it``,
+``left glove latency off by 20 milliseconds, recalibrate``).
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def beep_kind(text: str) -> str:
     if lowered.startswith("recording"):
         return "start"
     if any(w in lowered for w in ("lost", "redo", "full", "refused", "no take", "nothing", "discard", "abort",
-                                  "cannot")):
+                                  "cannot", "slipped", "latency")):
         return "alert"
     return "stop"
 
@@ -154,6 +156,7 @@ class CueWatcher:
         self._lost: set = set()             # streams said lost (said again only after being ok)
         self._lost_since: dict = {}         # stream -> when it was first seen lost (ns)
         self._disk_low = False
+        self._drift_said = 0                # drift alarms said (how many the watch had raised)
 
     def start(self) -> "CueWatcher":
         self._observe(initial=True)
@@ -202,12 +205,22 @@ class CueWatcher:
                 and last["outcome"] == "saved":
             self._verdict_said = last
             say(verdict_text(last, self._last_number))
+        self._say_drift(say)
         low = state["free_disk_mb"] < self.disk_warn_mb
         if low and not self._disk_low:
             minutes = state.get("minutes_left")
             say("disk nearly full" + (f", {minutes:.0f} minutes left" if minutes else ""))
         self._disk_low = low
         self._recording = recording
+
+    def _say_drift(self, say) -> None:
+        """Say the drift watch's new alarms (capture_app/recorder/drift_watch.py), each once, in order."""
+        drift = getattr(self.session, "drift", None)
+        if drift is None:
+            return
+        alarms, self._drift_said = drift.alarms_after(self._drift_said)
+        for alarm in alarms:
+            say(alarm.get("spoken") or alarm["text"])
 
     def _say_marks(self, state: dict, say) -> None:
         """Say new subtasks by name, an ended one as ended, and a mark taken back, comparing the segments

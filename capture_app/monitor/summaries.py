@@ -91,3 +91,13 @@ def not_delivering(status: dict) -> dict[str, str]:
             driver = driver_for.get(stream)
             out[stream] = (driver or {}).get("last_error") or st["reason"]
     return out
+
+
+def check_prompt_line(status: dict) -> str | None:
+    """The status bar's line while ``capture-app check`` runs on the recorder (the state feed's ``check``,
+    docs/control.md): the step's prompt and, when the step has an end, how long it lasts; None otherwise."""
+    check = status.get("check")
+    if not check or not check.get("text"):
+        return None
+    until = check.get("until_s")
+    return f"rig check: {check['text']}" + (f" (until {until:.0f} s)" if isinstance(until, (int, float)) else "")

@@ -79,9 +79,12 @@ class CaptureSession:
         self._latest_tick: SyncedTick | None = None
         self._stream_watch = StreamWatch(self.monitor, self.episodes.current, lambda: self._latest_tick)
         # live drift alarms on a thread of their own, from the samples the intake accepted (drift_watch.py)
-        self.drift = DriftWatch(self.calibration, on_alarm=self._drift_alarm)
-        self.intake.add_sample_listener(self.drift.streams, self.drift.offer)
-        self.episodes.drift_summary = self.drift.summary
+        drift = config.drift  # [drift]: thresholds, or off
+        self.drift = DriftWatch(self.calibration, on_alarm=self._drift_alarm, threshold_deg=drift.mount_slip_deg,
+                                visual_rate_hz=drift.visual_rate_hz, latency_threshold_ms=drift.latency_change_ms)
+        if drift.enabled:
+            self.intake.add_sample_listener(self.drift.streams, self.drift.offer)
+            self.episodes.drift_summary = self.drift.summary
         self.check_prompt: dict | None = None  # the rig check's current prompt (rig_check.py), for the state feed
 
     # --- lifecycle -----------------------------------------------------------------
@@ -100,7 +103,8 @@ class CaptureSession:
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         self.synchronizer.start()
         self._stream_watch.start()
-        self.drift.start()
+        if self.config.drift.enabled:
+            self.drift.start()
         return self
 
     def _drift_alarm(self, alarm: dict) -> None:

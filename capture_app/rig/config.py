@@ -19,6 +19,7 @@ from capture_app.core.errors import ConfigError
 from capture_app.core.streams import CAMERA_STREAMS, STREAM_KINDS
 from capture_app.core.values import checked_endpoint
 from capture_app.rig.handsfree_config import HandsfreeConfig, parse_handsfree
+from capture_app.rig.drift_config import DriftConfig
 
 CONFIG_VERSION = 1
 DEFAULT_SIM_CONFIG = "sim_rig.toml"
@@ -208,6 +209,7 @@ class RigConfig:
     sim_timing: str = "realistic"  # [sim] timing: realistic (each device's stamp model) | exact (perfect stamps)
     drivers_in: str = "process"
     upload: UploadConfig = field(default_factory=UploadConfig)
+    drift: DriftConfig = field(default_factory=DriftConfig)  # [drift] (rig/drift_config.py)
     source_text: str = ""
     source_path: str = "<embedded>"
 
@@ -295,6 +297,7 @@ def parse_config(text: str, source_path: str = "<string>") -> RigConfig:
             sim_timing=str(sim.get("timing", "realistic")),
             drivers_in=str(rig.get("drivers_in", "process")),
             upload=_build(UploadConfig, data.get("upload"), f"{source_path}: [upload]"),
+            drift=_build(DriftConfig, data.get("drift"), f"{source_path}: [drift]"),
             source_text=text,
             source_path=source_path,
         )
@@ -360,6 +363,10 @@ def to_toml(config: RigConfig) -> str:
     if config.upload != UploadConfig():
         lines.append("[upload]")
         lines += [f"{f.name} = {_toml_value(getattr(config.upload, f.name))}" for f in dataclasses.fields(config.upload)]
+        lines.append("")
+    if config.drift != DriftConfig():
+        lines.append("[drift]")
+        lines += [f"{f.name} = {_toml_value(getattr(config.drift, f.name))}" for f in dataclasses.fields(config.drift)]
         lines.append("")
     for d in config.drivers:
         lines.append("[[drivers]]")
