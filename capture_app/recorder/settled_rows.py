@@ -1,0 +1,190 @@
+"""The state of a take's final-table follower: the rows no later sample can change, computed as samples come.
+
+Pure computation on arrays (no I/O), driven by the follower process (``capture_app.recorder.final_follower``)
+and by tests. The final table (docs/episode-format.md) evaluates every stored sample by its capture time; a row
+at ``t_eval`` depends on each stream's samples around ``t_eval`` only (``capture_app.core.interpolation``), so
+once every stream has stored a sample captured after ``t_eval`` (latency offset removed) the row is *settled*.
+
+Besides the rows it keeps what the stop would otherwise read back from the whole file (each O(take length)):
+
+- the rows as column blocks (stacked batch by batch, joined once at the end);
+- each row's ``stream_index`` (the row of the sample used, ``resync._row_indices`` with every sample visible:
+  the last row holding that ``seq``): resolved when the row is computed, from the samples then kept, for every
+  stream whose sequence numbers have only increased so far (the sample with that seq is then the only one);
+  a stream whose seq ever repeats or goes back (a driver restart) is resolved at the end the old way, from
+  the file, for every row;
+- per stream the capture and receive times of every sample (16 bytes a sample, ~60 MB for an hour of the
+  full rig) and the count of samples with tracking lost, for the quality report (``final_table.quality_report``).
+
+Everything it returns is what the from-file path computes with the same functions on the same values: the
+result is equal to the bit (tests/test_final_follower.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from calibration.model import calibration_from_json
+from capture_app.episode.format import TRACKING_CODES
+from capture_app.rig.config import SyncConfig
+
+SAMPLE_COLUMNS = ("t_capture_ns", "t_receive_ns", "seq", "tracking", "sender_epoch")
+VALUE_COLUMN = {"pose": "pose", "keypoints": "keypoints"}  # buffer kind -> its value column
+EVERY_SAMPLE = np.iinfo(np.int64).max
+
+
+class SettledRows:
+    """The samples rows still to come may use, the rows computed so far and what the report needs."""
+
+    def __init__(self, sync_config: SyncConfig, calibration_json: str, t0_ns: int, streams: list[str]):
+        from capture_app.core.streams import SYNCED_STREAMS
+        from capture_app.recorder.synchronizer import Synchronizer
+        self.calibration_json = calibration_json
+        self.sync = Synchronizer(sync_config, calibration_from_json(calibration_json, "<follower>"))
+        self.sync.receive_floor_ns = 0
+        self.t0_ns, self.period_ns = int(t0_ns), self.sync.period_ns
+        self.delay_ns = self.sync.delay_ns
+        self.streams = [s for s in streams if s in self.sync.buffers]  # those that can deliver samples
+        self.synced_streams = SYNCED_STREAMS  # the columns of stream_seq / stream_index
+        self.kept: dict[str, list[dict[str, np.ndarray]]] = {}  # stream -> blocks of the samples kept
+        self.dropped: dict[str, int] = {s: 0 for s in self.sync.buffers}  # samples let go from the front
+        self._newest: dict[str, int] = {}  # stream -> capture time of its newest sample
+        self._last_seq: dict[str, int] = {}  # stream -> seq of its newest sample
+        self.seq_restarted: set[str] = set()  # streams whose seq did not always increase
+        self.fed: dict[str, int] = {s: 0 for s in self.sync.buffers}  # samples received per stream
+        self.times: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}  # stream -> (capture, receive) blocks
+        self.tracking_lost: dict[str, int] = {s: 0 for s in self.sync.buffers}
+        self.first_k: int | None = None  # lattice index of the first row computed
+        self.next_k: int | None = None   # and of the next one to compute
+        self.blocks: list[dict[str, np.ndarray]] = []  # the rows computed, as column blocks in order
+        self.broken = ""  # why the rows cannot be trusted ("" while they can)
+
+    @property
+    def rows_computed(self) -> int:
+        return 0 if self.first_k is None else self.next_k - self.first_k
+
+    def add(self, stream: str, columns: dict[str, np.ndarray]) -> None:
+        """Samples of ``stream`` in the order the writer stored them (kept as blocks: joined only when rows
+        are computed, so a stream that holds the rows back costs no copying while it does)."""
+        if stream not in self.sync.buffers or len(columns["seq"]) == 0:
+            return
+        times = columns["t_capture_ns"]
+        newest = self._newest.get(stream)
+        if np.any(np.diff(times) <= 0) or (newest is not None and int(times[0]) <= newest):
+            self.broken = f"{stream}: capture times do not increase"  # the writer never stores this
+        seq = columns["seq"].astype(np.int64)
+        last = self._last_seq.get(stream)
+        if np.any(np.diff(seq) <= 0) or (last is not None and int(seq[0]) <= last):
+            self.seq_restarted.add(stream)
+        self._last_seq[stream] = int(seq[-1])
+        self.kept.setdefault(stream, []).append(columns)
+        self.times.setdefault(stream, []).append((np.asarray(times, np.int64),
+                                                  np.asarray(columns["t_receive_ns"], np.int64)))
+        self.tracking_lost[stream] += int(np.sum(columns["tracking"] == TRACKING_CODES["lost"]))
+        self._newest[stream] = int(times[-1])
+        self.fed[stream] += len(columns["seq"])
+
+    def _joined(self, stream: str) -> dict[str, np.ndarray]:
+        blocks = self.kept[stream]
+        if len(blocks) > 1:
+            blocks[:] = [{name: np.concatenate([b[name] for b in blocks]) for name in blocks[0]}]
+        return blocks[0]
+
+    def compute_settled(self) -> int:
+        """Compute every row that no later sample can change; returns how many were computed."""
+        if self.broken or any(s not in self.kept for s in self.streams):
+            return 0
+        self._begin()
+        horizon = min(self._newest[s] - self.sync.calibration.latency_offset_ns(s) for s in self.streams)
+        if self.t0_ns + self.next_k * self.period_ns - self.delay_ns >= horizon:
+            return 0  # nothing new is settled
+        return self._compute_until(lambda t_eval: t_eval < horizon)
+
+    def compute_rest(self, last_tick_ns: int) -> None:
+        """At the stop (every sample is in): every row up to the tick ``last_tick_ns``."""
+        if self.kept and not self.broken:
+            self._begin()
+            self._compute_until(lambda t_eval: t_eval + self.delay_ns <= last_tick_ns)
+
+    def _begin(self) -> None:
+        """The first row: the first tick of the lattice whose instant is at or after the earliest sample (the
+        final table never starts before it; no stream ever delivers a sample captured before its first)."""
+        if self.first_k is None:
+            earliest = min(int(blocks[0]["t_capture_ns"][0]) - self.sync.calibration.latency_offset_ns(s)
+                           for s, blocks in self.kept.items())
+            self.first_k = self.next_k = -(-(earliest + self.delay_ns - self.t0_ns) // self.period_ns)
+
+    def _compute_until(self, settled) -> int:
+        self._load()
+        rows = []
+        while settled(self.t0_ns + self.next_k * self.period_ns - self.delay_ns):
+            t_tick = self.t0_ns + self.next_k * self.period_ns
+            rows.append(self.sync.compute_tick(t_tick, EVERY_SAMPLE).row())
+            self.next_k += 1
+        if rows:
+            block = {name: np.stack([r[name] for r in rows]) for name in rows[0]}
+            block["stream_index"] = self._stream_index(block["stream_seq"])
+            self.blocks.append(block)
+            self._forget_used()
+        return len(rows)
+
+    def _stream_index(self, stream_seq: np.ndarray) -> np.ndarray:
+        """Per row and stream, the stream's row holding ``stream_seq`` (-1 for none), from the samples kept now:
+        each row used one of them. Columns of streams whose seq did not always increase stay -1 here
+        (``stream_index`` resolves them at the end)."""
+        index = np.full(stream_seq.shape, -1, np.int64)
+        for j, stream in enumerate(self.synced_streams):
+            if stream not in self.kept or stream in self.seq_restarted:
+                continue
+            seqs = self._joined(stream)["seq"].astype(np.int64)
+            wanted = stream_seq[:, j]
+            position = np.searchsorted(seqs, wanted)
+            found = (wanted >= 0) & (position < len(seqs))
+            found &= seqs[np.minimum(position, len(seqs) - 1)] == wanted
+            index[found, j] = self.dropped[stream] + position[found]
+        return index
+
+    def _load(self) -> None:
+        for stream in self.kept:
+            c = self._joined(stream)
+            column = VALUE_COLUMN.get(self.sync.buffers[stream].kind)
+            self.sync.load_stream(stream, c["t_capture_ns"], c["t_receive_ns"], c["seq"].astype(np.int64),
+                                  c["tracking"], c[column] if column else None, c["sender_epoch"].astype(np.int64))
+
+    def _forget_used(self) -> None:
+        """Drop the samples no row still to come can use: all but the last two captured before the next row's
+        instant (the bracket's left side, and extrapolation's two) and every one after it."""
+        t_next = self.t0_ns + self.next_k * self.period_ns - self.delay_ns
+        for stream in self.kept:
+            c = self._joined(stream)
+            t = c["t_capture_ns"] - self.sync.calibration.latency_offset_ns(stream)
+            before = int(np.searchsorted(t, t_next, side="right"))
+            drop = max(0, before - 2)
+            if drop:
+                self.kept[stream] = [{name: values[drop:] for name, values in c.items()}]
+                self.dropped[stream] += drop
+
+    def rows_for(self, tick_times_ns: np.ndarray) -> dict[str, np.ndarray] | None:
+        """The computed rows of exactly ``tick_times_ns`` as columns (``stream_index`` -1 in the columns of
+        ``seq_restarted`` streams), or None if they are not all here."""
+        if self.broken or not self.blocks:
+            return None
+        ticks = np.asarray(tick_times_ns, np.int64)
+        k = (ticks - self.t0_ns) // self.period_ns
+        if np.any((ticks - self.t0_ns) % self.period_ns) or k[0] < self.first_k or k[-1] >= self.next_k:
+            return None
+        if np.any(np.diff(k) != 1):
+            return None
+        if len(self.blocks) > 1:
+            self.blocks[:] = [{name: np.concatenate([b[name] for b in self.blocks]) for name in self.blocks[0]}]
+        first, last = int(k[0] - self.first_k), int(k[-1] - self.first_k) + 1
+        return {name: values[first:last] for name, values in self.blocks[0].items()}
+
+    def recorded_times(self, stream: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """Every sample's capture and receive times of ``stream`` (ns, as stored), or None if none was fed."""
+        blocks = self.times.get(stream)
+        if not blocks:
+            return None
+        if len(blocks) > 1:
+            blocks[:] = [(np.concatenate([b[0] for b in blocks]), np.concatenate([b[1] for b in blocks]))]
+        return blocks[0]
