@@ -4,6 +4,7 @@ killed leaves the old path (the table computed from the file) to do the work."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -146,3 +147,71 @@ def test_samples_out_of_capture_order_make_the_rows_untrusted():
     rows.add("head_tracker", block)
     assert "do not increase" in rows.broken
     assert rows.compute_settled() == 0 and rows.rows_for(np.array([0], np.int64)) is None
+
+
+def _as_the_writer_left_it(path, tmp_path, name):
+    """A copy of a finalized take as the writer left it: the live table only, no quality report."""
+    copy = tmp_path / name
+    shutil.copy(path, copy)
+    with h5py.File(copy, "r+") as f:
+        del f["synced"]
+        f.move("synced_live", "synced")
+        for attr in ("quality", "quality_verdict"):
+            if attr in f.attrs:
+                del f.attrs[attr]
+    return copy
+
+
+def _follow(path, seed=0):
+    """The follower's state after being fed ``path``'s samples in random blocks, as the process is."""
+    rng = np.random.default_rng(seed)
+    with h5py.File(path, "r") as f:
+        live = live_table(f)
+        rows = SettledRows(sync_config_from_attrs(live.attrs), str(f["calibration"].attrs["json"]),
+                           int(live["t_tick_ns"][0]), [s for s in SYNCED_STREAMS if f"streams/{s}/seq" in f])
+        for stream, columns in _blocks(f, rng):
+            rows.add(stream, columns)
+            rows.compute_settled()
+    return rows
+
+
+def test_the_follower_finish_writes_the_from_file_table_and_report_reading_nothing_that_grows(followed, tmp_path):
+    """The stop's work (final_follower.finish) on the follower's state: the same table and the same quality
+    report as from the file, with stream_index and every stream's times taken from what it followed."""
+    from capture_app.recorder import final_follower
+    from capture_app.recorder.final_table import quality_report, thresholds_from_rig
+    copy = _as_the_writer_left_it(followed, tmp_path, "finished.h5")
+    rows = _follow(copy)
+    assert rows.rows_computed > 20 and not rows.seq_restarted  # the rest waits for the gone glove: the tail
+    assert all(rows.recorded_times(s) is not None for s in rows.streams)
+    report = final_follower.finish(rows, copy, time.monotonic())
+    scratch = _from_scratch(copy, tmp_path)
+    with h5py.File(copy, "r") as f, h5py.File(scratch, "r") as g:
+        assert f["synced"].attrs["rows_computed"] == "during the take"
+        _tables_equal(f["synced"], g["synced"])
+        assert json.loads(f.attrs["quality"]) == report
+        assert report == json.loads(json.dumps(quality_report(g, thresholds_from_rig(g))))  # from the file alone
+        assert report["streams"]["head_tracker"]["samples"] == len(f["streams/head_tracker/seq"])
+
+
+def test_a_stream_whose_seq_restarts_has_its_stream_index_from_the_file(followed, tmp_path):
+    """A driver restart repeats sequence numbers: the row holding a seq is then the last one (resync's rule),
+    which the follower cannot know while it records; it resolves that stream's column from the file."""
+    from capture_app.recorder import final_follower
+    copy = _as_the_writer_left_it(followed, tmp_path, "restarted.h5")
+    with h5py.File(copy, "r+") as f:
+        seq = f["streams/head_tracker/seq"]
+        values = seq[:]
+        half = len(values) // 2
+        values[half:] = values[:len(values) - half]  # the second half repeats the first half's numbers
+        seq[:] = values
+    rows = _follow(copy, seed=3)
+    assert rows.seq_restarted == {"head_tracker"}
+    final_follower.finish(rows, copy, time.monotonic())
+    scratch = _from_scratch(copy, tmp_path)
+    with h5py.File(copy, "r") as f, h5py.File(scratch, "r") as g:
+        assert f["synced"].attrs["rows_computed"] == "during the take"
+        _tables_equal(f["synced"], g["synced"])
+        j = SYNCED_STREAMS.index("head_tracker")
+        index = f["synced/stream_index"][:, j]
+        assert np.all(index[index >= 0] >= half // 2)  # rows of the first half point at the repeats

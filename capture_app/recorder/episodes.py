@@ -209,6 +209,8 @@ class Episodes:
         follower = self._followers.pop(Path(path), None)
         if follower is not None:
             if follower.finish(Path(path)):
+                if follower.report is not None:  # as it wrote it into the file
+                    return follower.report
                 with open_episode(path) as f:
                     return json.loads(f.attrs["quality"])
             log.warning("%s: the final table is computed from the file (%s)", path, follower.failed)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pickle
 import queue
 import subprocess
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 
 _EMPTY = ("empty",)  # nothing waiting in the feed
 TIMINGS_PREFIX = "follower-timings "  # the finish's stderr line with the seconds of each step (JSON)
+REPORT_PREFIX = "follower-report "  # and the one with the quality report it wrote (JSON, as in the file)
 FEED_QUEUE_BLOCKS = 2000  # blocks (one per stream and flush) waiting for the follower: minutes of a take
 FINISH_TIMEOUT_S = 600
 
@@ -59,6 +61,7 @@ class FinalTableFollower:
                  rig_config_text: str = ""):
         self.failed = ""  # why the follower cannot be used ("" while it can)
         self.timings: dict = {}  # after ``finish``: the seconds each step of the finish took (the process's report)
+        self.report: dict | None = None  # after a ``finish`` that succeeded: the quality report it wrote
         self._queue: queue.Queue = queue.Queue(maxsize=FEED_QUEUE_BLOCKS)
         self._process = subprocess.Popen([sys.executable, "-m", "capture_app.recorder.final_follower"],
                                          stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -112,8 +115,9 @@ class FinalTableFollower:
     def finish(self, path: Path, timeout_s: float = FINISH_TIMEOUT_S) -> bool:
         """Have the follower write the final table and the quality report into the closed episode at ``path``;
         False (and why in ``failed``) when it could not: then finalize from the file."""
+        sent = time.monotonic()
         if not self.failed:
-            self._queue.put(("finish", str(path), time.monotonic()))
+            self._queue.put(("finish", str(path), sent))
         self._queue.put(None)
         self._sender.join(timeout_s)
         try:
@@ -124,11 +128,13 @@ class FinalTableFollower:
             self.failed = self.failed or f"the follower did not finish within {timeout_s:.0f} s"
             return False
         for line in (stderr or b"").decode(errors="replace").splitlines():
-            if line.startswith(TIMINGS_PREFIX):
-                try:
-                    self.timings = json.loads(line[len(TIMINGS_PREFIX):])
-                except ValueError:
-                    pass
+            for prefix, name in ((TIMINGS_PREFIX, "timings"), (REPORT_PREFIX, "report")):
+                if line.startswith(prefix):
+                    try:
+                        setattr(self, name, json.loads(line[len(prefix):]))
+                    except ValueError:
+                        pass
+        self.timings["returned_after_s"] = round(time.monotonic() - sent, 4)
         if self._process.returncode != 0 and not self.failed:
             self.failed = (stderr or b"").decode(errors="replace").strip()[-2000:] or \
                 f"the follower exited with {self._process.returncode}"
@@ -182,7 +188,8 @@ def main() -> int:
             rows.compute_settled()
         elif item[0] == "finish":
             finish(rows, Path(item[1]), item[2])
-            return 0
+            sys.stderr.flush()
+            os._exit(0)  # the file is closed and the lines are out: no teardown of what it followed
 
 
 def finish(rows: SettledRows, path: Path, stop_sent_monotonic: float) -> dict:
@@ -225,6 +232,7 @@ def finish(rows: SettledRows, path: Path, stop_sent_monotonic: float) -> dict:
     report = finalize_episode(path, rows_source=rows_source, recorded=recorded, timings=timings)
     timings["total_s"] = round(time.monotonic() - stop_sent_monotonic, 4)
     print(TIMINGS_PREFIX + json.dumps(timings), file=sys.stderr)
+    print(REPORT_PREFIX + json.dumps(report), file=sys.stderr)
     return report
 
 
