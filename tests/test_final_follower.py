@@ -126,7 +126,7 @@ def test_settled_rows_fed_in_any_block_order_equal_the_rows_from_every_sample(fo
             settled_during += rows.compute_settled()
         ticks = final_tick_times(f, dict(live.attrs), config, calibration)
         rows.compute_rest(int(ticks[-1]))
-        followed = rows.rows_for(ticks)
+        followed = rows.rows_for(ticks, lambda hole: compute_rows(f, calibration, hole, config, final=True))
         expected = compute_rows(f, calibration, ticks, config, final=True)
     assert settled_during > len(ticks) // 3  # most rows were settled before the end
     assert max(sum(len(b["seq"]) for b in blocks) for blocks in rows.kept.values()) < 400  # the rest let go
@@ -162,17 +162,42 @@ def _as_the_writer_left_it(path, tmp_path, name):
     return copy
 
 
-def _follow(path, seed=0):
-    """The follower's state after being fed ``path``'s samples in random blocks, as the process is."""
-    rng = np.random.default_rng(seed)
+def _follow(path):
+    """The follower's state after being fed ``path``'s samples as the writer flushes them: every stream's
+    samples of each half second (by capture time), then rows computed."""
     with h5py.File(path, "r") as f:
         live = live_table(f)
+        streams = [s for s in SYNCED_STREAMS if f"streams/{s}/seq" in f]
         rows = SettledRows(sync_config_from_attrs(live.attrs), str(f["calibration"].attrs["json"]),
-                           int(live["t_tick_ns"][0]), [s for s in SYNCED_STREAMS if f"streams/{s}/seq" in f])
-        for stream, columns in _blocks(f, rng):
-            rows.add(stream, columns)
-            rows.compute_settled()
+                           int(live["t_tick_ns"][0]), streams)
+        columns = {s: {c: f[f"streams/{s}/{c}"][:] for c in (*SAMPLE_COLUMNS, *VALUE_COLUMN.values())
+                       if c in f[f"streams/{s}"]} for s in streams}
+    begin = min(int(c["t_capture_ns"][0]) for c in columns.values())
+    end = max(int(c["t_capture_ns"][-1]) for c in columns.values())
+    done = {s: 0 for s in streams}
+    for edge in range(begin + 500_000_000, end + 500_000_001, 500_000_000):
+        for stream, c in columns.items():
+            upto = int(np.searchsorted(c["t_capture_ns"], edge))
+            if upto > done[stream]:
+                rows.add(stream, {name: values[done[stream]:upto] for name, values in c.items()})
+                done[stream] = upto
+        rows.compute_settled()
     return rows
+
+
+def _cut(path, stream, begin_s, end_s):
+    """Remove ``stream``'s samples captured from ``begin_s`` to ``end_s`` after the take's start (a glove that
+    goes silent; end_s None: for good)."""
+    with h5py.File(path, "r+") as f:
+        group = f[f"streams/{stream}"]
+        t = group["t_capture_ns"][:]
+        start = int(f.attrs["start_monotonic_ns"])
+        gone = (t >= start + begin_s * 1e9) & ((t < start + end_s * 1e9) if end_s is not None else True)
+        for name, dataset in group.items():
+            if isinstance(dataset, h5py.Dataset) and dataset.shape and dataset.shape[0] == len(t):
+                kept = dataset[:][~gone]
+                dataset.resize(len(kept), axis=0)
+                dataset[:] = kept
 
 
 def test_the_follower_finish_writes_the_from_file_table_and_report_reading_nothing_that_grows(followed, tmp_path):
@@ -182,7 +207,7 @@ def test_the_follower_finish_writes_the_from_file_table_and_report_reading_nothi
     from capture_app.recorder.final_table import quality_report, thresholds_from_rig
     copy = _as_the_writer_left_it(followed, tmp_path, "finished.h5")
     rows = _follow(copy)
-    assert rows.rows_computed > 20 and not rows.seq_restarted  # the rest waits for the gone glove: the tail
+    assert rows.rows_computed > 20 and not rows.seq_restarted
     assert all(rows.recorded_times(s) is not None for s in rows.streams)
     report = final_follower.finish(rows, copy, time.monotonic())
     scratch = _from_scratch(copy, tmp_path)
@@ -205,7 +230,11 @@ def test_a_stream_whose_seq_restarts_has_its_stream_index_from_the_file(followed
         half = len(values) // 2
         values[half:] = values[:len(values) - half]  # the second half repeats the first half's numbers
         seq[:] = values
-    rows = _follow(copy, seed=3)
+        epoch = f["streams/head_tracker/sender_epoch"]
+        epochs = epoch[:]
+        epochs[half:] += 1  # from a restarted driver (a new sender: the writer stores such samples)
+        epoch[:] = epochs
+    rows = _follow(copy)
     assert rows.seq_restarted == {"head_tracker"}
     final_follower.finish(rows, copy, time.monotonic())
     scratch = _from_scratch(copy, tmp_path)
@@ -215,3 +244,28 @@ def test_a_stream_whose_seq_restarts_has_its_stream_index_from_the_file(followed
         j = SYNCED_STREAMS.index("head_tracker")
         index = f["synced/stream_index"][:, j]
         assert np.all(index[index >= 0] >= half // 2)  # rows of the first half point at the repeats
+
+
+@pytest.mark.parametrize("silence", [(0.8, None), (0.8, 3.3)], ids=["gone-for-good", "back-after-2.5-s"])
+def test_a_silent_stream_does_not_hold_the_rows_back_and_a_comeback_is_computed_from_the_file(followed, tmp_path,
+                                                                                            silence):
+    """A glove silent for over SILENT_S: the rows go on without it during the take; if it comes back, the rows
+    from its last sample before the silence are computed from the file at the stop. The table is the
+    from-scratch table either way."""
+    from capture_app.recorder import final_follower
+    copy = _as_the_writer_left_it(followed, tmp_path, "silent.h5")
+    _cut(copy, "right_glove", *silence)
+    rows = _follow(copy)
+    with h5py.File(copy, "r") as f:
+        last_tick = int(f["synced/t_tick_ns"][-1])
+    if silence[1] is None:
+        assert "right_glove" in rows.assumed_silent and not rows.holes
+        assert rows.t0_ns + rows.next_k * rows.period_ns > last_tick - 1.2e9  # computed past the glove's death
+    else:
+        assert rows.holes, "the comeback made no hole"
+    final_follower.finish(rows, copy, time.monotonic())
+    scratch = _from_scratch(copy, tmp_path)
+    with h5py.File(copy, "r") as f, h5py.File(scratch, "r") as g:
+        assert f["synced"].attrs["rows_computed"] == "during the take"
+        _tables_equal(f["synced"], g["synced"])
+        assert f["synced/action_valid"][-5:, 3].any() == (silence[1] is not None)  # the right glove's part

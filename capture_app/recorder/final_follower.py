@@ -12,8 +12,9 @@ the table from the file as before). It computes each settled row with the same `
 on the same samples as ``capture_app.recorder.resync`` would, keeps only the samples rows still to come can
 use, and at the stop computes the unsettled tail, then writes the final table and the quality report into the
 closed file (``capture_app.recorder.final_table.finalize_episode``). The result is the from-scratch table to
-the bit (tests/test_final_follower.py). A stream that stops delivering mid-take holds every later row back
-until the stop: that take's verdict takes as long as it did before.
+the bit (tests/test_final_follower.py). A stream that stops delivering mid-take no longer holds the later rows
+back (``settled_rows.SILENT_S``); if it speaks again, the rows computed without it are computed from the file
+at the stop.
 
 What the stop used to read back from the whole file, the follower keeps as it goes
 (``capture_app.recorder.settled_rows``): the rows as column blocks, each row's ``stream_index``, every sample's
@@ -196,7 +197,7 @@ def finish(rows: SettledRows, path: Path, stop_sent_monotonic: float) -> dict:
     """Write the final table and the report of the closed episode at ``path`` from what ``rows`` followed (or
     from the file where it cannot be trusted); print the timings line; return the report."""
     from capture_app.recorder.final_table import finalize_episode
-    from capture_app.recorder.resync import EVERY_SAMPLE, _row_indices
+    from capture_app.recorder.resync import EVERY_SAMPLE, _row_indices, compute_rows
     timings = {"finish_read_after_s": round(time.monotonic() - stop_sent_monotonic, 4),
                "rows_during_take": rows.rows_computed}
     trusted = False
@@ -210,8 +211,10 @@ def finish(rows: SettledRows, path: Path, stop_sent_monotonic: float) -> dict:
         clock = time.perf_counter()
         rows.compute_rest(int(ticks[-1]))
         timings["tail_rows"] = rows.rows_computed - timings["rows_during_take"]
+        timings["hole_rows"] = sum(b - a for a, b in rows.holes)
         timings["tail_s"] = round(time.perf_counter() - clock, 4)
-        columns = rows.rows_for(ticks)
+        calibration = calibration_from_json(str(f["calibration"].attrs["json"]), f"{path}:/calibration")
+        columns = rows.rows_for(ticks, lambda hole: compute_rows(f, calibration, hole, config, final=True))
         if columns is not None and rows.seq_restarted:  # their stream_index the old way, from the file
             columns = dict(columns)
             redone = _row_indices(f, columns["stream_seq"], np.full(len(ticks), EVERY_SAMPLE), rows.seq_restarted)

@@ -16,6 +16,13 @@ Besides the rows it keeps what the stop would otherwise read back from the whole
 - per stream the capture and receive times of every sample (16 bytes a sample, ~60 MB for an hour of the
   full rig) and the count of samples with tracking lost, for the quality report (``final_table.quality_report``).
 
+A stream that falls silent (its newest sample ``SILENT_S`` behind the stream furthest ahead, or none at all
+while the others have delivered for that long) no longer holds the rows back: they are computed as if it
+delivered nothing more, which is what the final table holds if it stays silent to the stop (a glove whose
+battery died). If it speaks again, every row from its last sample before the silence on could change (its
+``stream_dt_ns`` at least): those rows are dropped and become a *hole*, computed from the file at the stop
+(``rows_for``'s ``from_file``); the rows after the hole are followed as before.
+
 Everything it returns is what the from-file path computes with the same functions on the same values: the
 result is equal to the bit (tests/test_final_follower.py).
 """
@@ -31,6 +38,7 @@ from capture_app.rig.config import SyncConfig
 SAMPLE_COLUMNS = ("t_capture_ns", "t_receive_ns", "seq", "tracking", "sender_epoch")
 VALUE_COLUMN = {"pose": "pose", "keypoints": "keypoints"}  # buffer kind -> its value column
 EVERY_SAMPLE = np.iinfo(np.int64).max
+SILENT_S = 2.0  # a stream this far behind the one furthest ahead (capture times) is silent: rows go on without it
 
 
 class SettledRows:
@@ -56,12 +64,17 @@ class SettledRows:
         self.tracking_lost: dict[str, int] = {s: 0 for s in self.sync.buffers}
         self.first_k: int | None = None  # lattice index of the first row computed
         self.next_k: int | None = None   # and of the next one to compute
-        self.blocks: list[dict[str, np.ndarray]] = []  # the rows computed, as column blocks in order
+        self.blocks: list[tuple[int, dict[str, np.ndarray]]] = []  # (first k, columns) of the rows computed
+        self.holes: list[tuple[int, int]] = []  # [k, k_end) of rows to compute from the file at the end
+        self.silent_ns = int(SILENT_S * 1e9)
+        # streams rows were computed without: stream -> its newest sample's instant then (None: it had none)
+        self.assumed_silent: dict[str, int | None] = {}
         self.broken = ""  # why the rows cannot be trusted ("" while they can)
 
     @property
     def rows_computed(self) -> int:
-        return 0 if self.first_k is None else self.next_k - self.first_k
+        """Rows computed so far (the holes not counted)."""
+        return sum(len(columns["t_tick_ns"]) for _, columns in self.blocks)
 
     def add(self, stream: str, columns: dict[str, np.ndarray]) -> None:
         """Samples of ``stream`` in the order the writer stored them (kept as blocks: joined only when rows
@@ -77,6 +90,8 @@ class SettledRows:
         if np.any(np.diff(seq) <= 0) or (last is not None and int(seq[0]) <= last):
             self.seq_restarted.add(stream)
         self._last_seq[stream] = int(seq[-1])
+        if stream in self.assumed_silent:  # it spoke again: the rows computed without it may differ
+            self._unassume(stream, self.assumed_silent.pop(stream), int(times[0]))
         self.kept.setdefault(stream, []).append(columns)
         self.times.setdefault(stream, []).append((np.asarray(times, np.int64),
                                                   np.asarray(columns["t_receive_ns"], np.int64)))
@@ -90,15 +105,55 @@ class SettledRows:
             blocks[:] = [{name: np.concatenate([b[name] for b in blocks]) for name in blocks[0]}]
         return blocks[0]
 
+    def _instant(self, stream: str) -> int:
+        """The newest sample's capture time of ``stream`` with its latency offset removed (t_eval's clock)."""
+        return self._newest[stream] - self.sync.calibration.latency_offset_ns(stream)
+
     def compute_settled(self) -> int:
-        """Compute every row that no later sample can change; returns how many were computed."""
-        if self.broken or any(s not in self.kept for s in self.streams):
+        """Compute every row that no later sample can change, but a silent stream's; returns how many."""
+        if self.broken or not self.kept:
             return 0
+        heard = [s for s in self.streams if s in self.kept]
+        if not heard:
+            return 0
+        lead = max(self._instant(s) for s in heard)
+        earliest = min(int(b[0]["t_capture_ns"][0]) - self.sync.calibration.latency_offset_ns(s)
+                       for s, b in self.kept.items())
+        silent = [s for s in self.streams if (self._instant(s) if s in self.kept else earliest) < lead - self.silent_ns]
+        if len(heard) < len(self.streams) and set(self.streams) - set(heard) - set(silent):
+            return 0  # a stream yet to deliver its first sample, not yet for long: wait for it
         self._begin()
-        horizon = min(self._newest[s] - self.sync.calibration.latency_offset_ns(s) for s in self.streams)
+        horizon = min(self._instant(s) for s in heard if s not in silent)
         if self.t0_ns + self.next_k * self.period_ns - self.delay_ns >= horizon:
+            self._forget_used()  # a stream catching up after a silence brings samples no row will use
             return 0  # nothing new is settled
+        for stream in silent:
+            if stream not in self.assumed_silent:
+                self.assumed_silent[stream] = self._instant(stream) if stream in self.kept else None
         return self._compute_until(lambda t_eval: t_eval < horizon)
+
+    def _unassume(self, stream: str, last_instant: int | None, first_capture_ns: int) -> None:
+        """``stream`` delivered again after rows were computed without it: every row whose instant is at or after
+        its last sample before the silence (all rows, if it had none) goes into a hole."""
+        if self.first_k is None:
+            return
+        first_instant = first_capture_ns - self.sync.calibration.latency_offset_ns(stream)
+        if last_instant is None and first_instant < self.t0_ns + self.first_k * self.period_ns - self.delay_ns:
+            self.broken = f"{stream}: its first sample is older than the first row"  # the rows start too late
+            return
+        k = self.first_k if last_instant is None else \
+            max(self.first_k, -(-(last_instant + self.delay_ns - self.t0_ns) // self.period_ns))
+        if k >= self.next_k:
+            return
+        kept = []
+        for k0, columns in self.blocks:
+            if k0 < k:
+                kept.append((k0, {name: values[:k - k0] for name, values in columns.items()} if
+                              k0 + len(columns["t_tick_ns"]) > k else columns))
+        self.blocks = kept
+        holes = [(a, b) for a, b in self.holes if b <= k] + [(min([k] + [a for a, b in self.holes if b > k]),
+                                                              self.next_k)]
+        self.holes = holes
 
     def compute_rest(self, last_tick_ns: int) -> None:
         """At the stop (every sample is in): every row up to the tick ``last_tick_ns``."""
@@ -124,7 +179,7 @@ class SettledRows:
         if rows:
             block = {name: np.stack([r[name] for r in rows]) for name in rows[0]}
             block["stream_index"] = self._stream_index(block["stream_seq"])
-            self.blocks.append(block)
+            self.blocks.append((self.next_k - len(rows), block))
             self._forget_used()
         return len(rows)
 
@@ -164,10 +219,11 @@ class SettledRows:
                 self.kept[stream] = [{name: values[drop:] for name, values in c.items()}]
                 self.dropped[stream] += drop
 
-    def rows_for(self, tick_times_ns: np.ndarray) -> dict[str, np.ndarray] | None:
+    def rows_for(self, tick_times_ns: np.ndarray, from_file=None) -> dict[str, np.ndarray] | None:
         """The computed rows of exactly ``tick_times_ns`` as columns (``stream_index`` -1 in the columns of
-        ``seq_restarted`` streams), or None if they are not all here."""
-        if self.broken or not self.blocks:
+        ``seq_restarted`` streams), or None if they are not all here. The rows of holes come from
+        ``from_file(ticks)`` (``resync.compute_rows``; None: a hole makes the answer None)."""
+        if self.broken or not (self.blocks or self.holes):
             return None
         ticks = np.asarray(tick_times_ns, np.int64)
         k = (ticks - self.t0_ns) // self.period_ns
@@ -175,10 +231,27 @@ class SettledRows:
             return None
         if np.any(np.diff(k) != 1):
             return None
-        if len(self.blocks) > 1:
-            self.blocks[:] = [{name: np.concatenate([b[name] for b in self.blocks]) for name in self.blocks[0]}]
-        first, last = int(k[0] - self.first_k), int(k[-1] - self.first_k) + 1
-        return {name: values[first:last] for name, values in self.blocks[0].items()}
+        pieces = [(k0, columns) for k0, columns in self.blocks]
+        for a, b in self.holes:
+            a, b = max(a, int(k[0])), min(b, int(k[-1]) + 1)
+            if a < b:
+                if from_file is None:
+                    return None
+                pieces.append((a, from_file(self.t0_ns + self.period_ns * np.arange(a, b, dtype=np.int64))))
+        pieces.sort(key=lambda piece: piece[0])
+        names = list(pieces[0][1])
+        chosen, at = [], int(k[0])
+        for k0, columns in pieces:
+            n = len(columns["t_tick_ns"])
+            if k0 + n <= at or k0 > k[-1]:
+                continue
+            if k0 > at:
+                return None  # rows missing (never here)
+            chosen.append({name: columns[name][at - k0: int(k[-1]) + 1 - k0] for name in names})
+            at = k0 + n
+        if at <= k[-1]:
+            return None
+        return {name: np.concatenate([c[name] for c in chosen]) for name in names}
 
     def recorded_times(self, stream: str) -> tuple[np.ndarray, np.ndarray] | None:
         """Every sample's capture and receive times of ``stream`` (ns, as stored), or None if none was fed."""
