@@ -2,13 +2,13 @@
 
     python bench/verdict_latency.py [--seconds 10 120 600] [--busy 1] [--out DIR]
 
-Records one take of each length on the embedded simulated rig (the full rig: 720p ego, 640x480 RGB-D top)
-and times, from the stop: the file closed and renamed (``stop``), then the final table and quality report
-written by the take's follower (``verdict``, rows computed while the take recorded:
-capture_app.recorder.final_follower), with the drift watch's summary (its catch-up, ``--drift-catch-up``) and
-the follower's own timings. Then, on a copy of the same file, the same work from the file alone (the
-path before the follower, and the fallback): ``from the file``. ``--busy N`` runs N processes spinning a core
-each beside the recorder the whole time.
+Records one take of each length on the embedded simulated rig (the full rig: 720p ego, 640x480 RGB-D top),
+each started the moment the one before stops (as an operator would), and times, from the stop: the file closed
+and renamed (``stop``), the next take started, then the final table and quality report written by the take's
+follower (``verdict``, rows computed while the take recorded: capture_app.recorder.final_follower) while the next
+take records, with the drift watch's summary (its catch-up, ``--drift-catch-up``) and the follower's own timings.
+After the takes, on a copy of each file, the same work from the file alone (the path before the follower, and the
+fallback): ``from the file``. ``--busy N`` runs N processes spinning a core each beside the recorder the whole time.
 """
 
 from __future__ import annotations
@@ -37,40 +37,55 @@ def _spin() -> None:
         pass
 
 
-def one_take(session: CaptureSession, out: Path, seconds: float) -> dict:
-    """Record ``seconds``; the times (s) from the stop to the closed file and to the verdict."""
-    writer = session.start_episode(out, name=f"take-{seconds:g}s")
-    follower = writer.follower
-    time.sleep(seconds)
-    drift_wait = {}
-    summary = session.episodes.drift_summary
+class _Timed:
+    """Wraps a method of ``episodes`` to note when it returned (s after ``t0``) and how long it took."""
 
-    def timed_summary(*args, **kwargs):
+    def __init__(self, owner, name: str):
+        self.owner, self.name, self.original = owner, name, getattr(owner, name)
+        self.t0, self.took_s, self.done_s = 0.0, 0.0, 0.0
+        setattr(owner, name, self)
+
+    def __call__(self, *args, **kwargs):
         t = time.perf_counter()
         try:
-            return summary(*args, **kwargs)
+            return self.original(*args, **kwargs)
         finally:
-            drift_wait["s"] = time.perf_counter() - t
-    session.episodes.drift_summary = timed_summary
+            self.took_s, self.done_s = time.perf_counter() - t, time.perf_counter() - self.t0
+
+    def restore(self) -> None:
+        setattr(self.owner, self.name, self.original)
+
+
+def stop_and_start_next(session: CaptureSession, out: Path, seconds: float, next_name: str | None) -> tuple:
+    """Stop the take recording now (``seconds`` long), start the next one (``next_name``) at once, and time
+    the verdict of the stopped take while the next records: (path, result dict)."""
+    follower = session.writer.follower
+    summary, store = _Timed(session.episodes, "drift_summary"), _Timed(session.episodes, "_store_drift")
     t0 = time.perf_counter()
+    summary.t0 = store.t0 = t0
     path = session.stop_episode(finalize=False)
     closed = time.perf_counter() - t0
-    session.episodes.drift_summary = summary
-    store_drift = session.episodes._store_drift
-    drift_stored = {}
-
-    def timed_store(*args):
-        store_drift(*args)
-        drift_stored.setdefault("s", time.perf_counter() - t0)
-    session.episodes._store_drift = timed_store
-    startable = session.recording is False  # the next take could start now: nothing holds the episodes
+    started = None
+    if next_name is not None:
+        session.start_episode(out, name=next_name)
+        started = time.perf_counter() - t0
     report = session.episodes.finalize(path)
     verdict = time.perf_counter() - t0
-    session.episodes._store_drift = store_drift
+    summary.restore()
+    store.restore()
     with open_episode(path) as f:
         computed = str(f["synced"].attrs.get("rows_computed", "?"))
         rows = len(f["synced/t_tick_ns"])
-    copy = out / f"copy-{path.name}"
+    return path, {"seconds": seconds, "rows": rows, "stop_s": closed, "verdict_s": verdict, "started_s": started,
+                  "rows_computed": computed, "verdict": (report or {}).get("verdict", "none"),
+                  "drift_wait_s": summary.took_s, "drift_stored_s": store.done_s, "follower": dict(follower.timings),
+                  "load": os.getloadavg()[0]}
+
+
+def from_the_file(path: Path) -> float:
+    """Seconds to compute the final table and report of ``path`` from the file alone (a copy as the writer
+    left it): the path before the follower, and its fallback."""
+    copy = path.parent / f"copy-{path.name}"
     shutil.copy(path, copy)
     with open_episode(copy, "r+") as f:  # back to a file as the writer left it: the live table only
         del f["synced"]
@@ -78,12 +93,9 @@ def one_take(session: CaptureSession, out: Path, seconds: float) -> dict:
         del f.attrs["quality"]
     t1 = time.perf_counter()
     finalize_in_child_process(copy)
-    from_file = time.perf_counter() - t1
+    took = time.perf_counter() - t1
     copy.unlink()
-    return {"seconds": seconds, "rows": rows, "stop_s": closed, "verdict_s": verdict, "from_file_s": from_file,
-            "rows_computed": computed, "verdict": (report or {}).get("verdict", "none"), "startable": startable,
-            "drift_wait_s": drift_wait.get("s", 0.0), "drift_stored_s": drift_stored.get("s", 0.0),
-            "follower": dict(follower.timings)}
+    return took
 
 
 def main() -> int:
@@ -110,16 +122,24 @@ def main() -> int:
                 if missing:
                     print(f"streams not delivering: {missing}")
                     return 1
-                for seconds in args.seconds:
-                    r = one_take(session, out, seconds)
+                names = [f"take-{i}-{seconds:g}s" for i, seconds in enumerate(args.seconds)]
+                session.start_episode(out, name=names[0])
+                results = []
+                for i, seconds in enumerate(args.seconds):
+                    time.sleep(seconds)  # the next take starts at the stop: its length counts from there
+                    path, r = stop_and_start_next(session, out, seconds, names[i + 1] if i + 1 < len(names) else None)
+                    results.append((path, r))
+                    started = "" if r["started_s"] is None else f"; next take started {r['started_s']:.2f} s after it"
                     print(f"take {r['seconds']:5.0f} s ({r['rows']} rows, verdict {r['verdict']}): file closed "
-                          f"{r['stop_s']:.2f} s after the stop, verdict {r['verdict_s']:.2f} s after it (rows "
-                          f"computed {r['rows_computed']}); from the file alone {r['from_file_s']:.2f} s "
-                          f"({r['from_file_s'] / max(r['verdict_s'] - r['stop_s'], 1e-3):.1f}x)", flush=True)
+                          f"{r['stop_s']:.2f} s after the stop{started}; verdict {r['verdict_s']:.2f} s after it "
+                          f"(rows computed {r['rows_computed']})", flush=True)
                     print(f"    the drift watch's summary took {r['drift_wait_s']:.2f} s (from the stop, beside the "
-                          f"close; in the file {r['drift_stored_s']:.2f} s after the stop); next take startable at "
-                          f"the close: {r['startable']}; load average {os.getloadavg()[0]:.1f}; follower (s after "
-                          f"the finish was sent): {r['follower']}", flush=True)
+                          f"close; in the file {r['drift_stored_s']:.2f} s after the stop); load average "
+                          f"{r['load']:.1f}; follower (s after the finish was sent): {r['follower']}", flush=True)
+            for path, r in results:  # after the takes: this work would load the takes it ran beside
+                took = from_the_file(path)
+                print(f"take {r['seconds']:5.0f} s from the file alone: {took:.2f} s "
+                      f"({took / max(r['verdict_s'] - r['stop_s'], 1e-3):.1f}x the follower's part)", flush=True)
     finally:
         for p in busy:
             p.terminate()
