@@ -60,6 +60,7 @@ def stop_and_start_next(session: CaptureSession, out: Path, seconds: float, next
     """Stop the take recording now (``seconds`` long), start the next one (``next_name``) at once, and time
     the verdict of the stopped take while the next records: (path, result dict)."""
     follower = session.writer.follower
+    follower_cpu_s = _cpu_s(follower._process.pid)  # what following the take cost, up to its stop
     summary, store = _Timed(session.episodes, "drift_summary"), _Timed(session.episodes, "_store_drift")
     t0 = time.perf_counter()
     summary.t0 = store.t0 = t0
@@ -79,7 +80,16 @@ def stop_and_start_next(session: CaptureSession, out: Path, seconds: float, next
     return path, {"seconds": seconds, "rows": rows, "stop_s": closed, "verdict_s": verdict, "started_s": started,
                   "rows_computed": computed, "verdict": (report or {}).get("verdict", "none"),
                   "drift_wait_s": summary.took_s, "drift_stored_s": store.done_s, "follower": dict(follower.timings),
-                  "load": os.getloadavg()[0]}
+                  "load": os.getloadavg()[0], "follower_cpu_s": follower_cpu_s}
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` used so far (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 def from_the_file(path: Path) -> float:
@@ -135,7 +145,9 @@ def main() -> int:
                           f"(rows computed {r['rows_computed']})", flush=True)
                     print(f"    the drift watch's summary took {r['drift_wait_s']:.2f} s (from the stop, beside the "
                           f"close; in the file {r['drift_stored_s']:.2f} s after the stop); load average "
-                          f"{r['load']:.1f}; follower (s after the finish was sent): {r['follower']}", flush=True)
+                          f"{r['load']:.1f}; the follower used {r['follower_cpu_s']:.1f} CPU s during the take "
+                          f"({100 * r['follower_cpu_s'] / seconds:.1f} % of a core)", flush=True)
+                    print(f"    the follower's finish (s after it was sent): {r['follower']}", flush=True)
             for path, r in results:  # after the takes: this work would load the takes it ran beside
                 took = from_the_file(path)
                 print(f"take {r['seconds']:5.0f} s from the file alone: {took:.2f} s "
