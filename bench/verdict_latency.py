@@ -70,6 +70,7 @@ def stop_and_start_next(session: CaptureSession, out: Path, seconds: float, next
     if next_name is not None:
         session.start_episode(out, name=next_name)
         started = time.perf_counter() - t0
+    next_began = time.perf_counter()
     report = session.episodes.finalize(path)
     verdict = time.perf_counter() - t0
     summary.restore()
@@ -80,7 +81,7 @@ def stop_and_start_next(session: CaptureSession, out: Path, seconds: float, next
     return path, {"seconds": seconds, "rows": rows, "stop_s": closed, "verdict_s": verdict, "started_s": started,
                   "rows_computed": computed, "verdict": (report or {}).get("verdict", "none"),
                   "drift_wait_s": summary.took_s, "drift_stored_s": store.done_s, "follower": dict(follower.timings),
-                  "load": os.getloadavg()[0], "follower_cpu_s": follower_cpu_s}
+                  "load": os.getloadavg()[0], "follower_cpu_s": follower_cpu_s, "next_began": next_began}
 
 
 def _cpu_s(pid: int) -> float:
@@ -134,11 +135,13 @@ def main() -> int:
                     return 1
                 names = [f"take-{i}-{seconds:g}s" for i, seconds in enumerate(args.seconds)]
                 session.start_episode(out, name=names[0])
+                began = time.perf_counter()
                 results = []
                 for i, seconds in enumerate(args.seconds):
-                    time.sleep(seconds)  # the next take starts at the stop: its length counts from there
+                    time.sleep(max(0.0, seconds - (time.perf_counter() - began)))  # it began at the last stop
                     path, r = stop_and_start_next(session, out, seconds, names[i + 1] if i + 1 < len(names) else None)
                     results.append((path, r))
+                    began = r["next_began"]
                     started = "" if r["started_s"] is None else f"; next take started {r['started_s']:.2f} s after it"
                     print(f"take {r['seconds']:5.0f} s ({r['rows']} rows, verdict {r['verdict']}): file closed "
                           f"{r['stop_s']:.2f} s after the stop{started}; verdict {r['verdict_s']:.2f} s after it "
@@ -150,8 +153,9 @@ def main() -> int:
                     print(f"    the follower's finish (s after it was sent): {r['follower']}", flush=True)
             for path, r in results:  # after the takes: this work would load the takes it ran beside
                 took = from_the_file(path)
-                print(f"take {r['seconds']:5.0f} s from the file alone: {took:.2f} s "
-                      f"({took / max(r['verdict_s'] - r['stop_s'], 1e-3):.1f}x the follower's part)", flush=True)
+                finish = r["follower"].get("returned_after_s", 0.0)
+                print(f"take {r['seconds']:5.0f} s from the file alone: {took:.2f} s (the follower's finish: "
+                      f"{finish:.2f} s, {took / max(finish, 1e-3):.0f}x less)", flush=True)
     finally:
         for p in busy:
             p.terminate()
