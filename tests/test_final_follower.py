@@ -246,7 +246,8 @@ def test_a_stream_whose_seq_restarts_has_its_stream_index_from_the_file(followed
         assert np.all(index[index >= 0] >= half // 2)  # rows of the first half point at the repeats
 
 
-@pytest.mark.parametrize("silence", [(0.8, None), (0.8, 3.3)], ids=["gone-for-good", "back-after-2.5-s"])
+@pytest.mark.parametrize("silence", [(0.8, None), (0.8, 3.3), (0.0, None), (0.0, 2.8)],
+                         ids=["gone-for-good", "back-after-2.5-s", "never-there", "late-by-2.8-s"])
 def test_a_silent_stream_does_not_hold_the_rows_back_and_a_comeback_is_computed_from_the_file(followed, tmp_path,
                                                                                             silence):
     """A glove silent for over SILENT_S: the rows go on without it during the take; if it comes back, the rows
@@ -259,7 +260,7 @@ def test_a_silent_stream_does_not_hold_the_rows_back_and_a_comeback_is_computed_
     with h5py.File(copy, "r") as f:
         last_tick = int(f["synced/t_tick_ns"][-1])
     if silence[1] is None:
-        assert "right_glove" in rows.assumed_silent and not rows.holes
+        assert "right_glove" in rows.assumed_silent and not rows.holes and not rows.broken
         assert rows.t0_ns + rows.next_k * rows.period_ns > last_tick - 1.2e9  # computed past the glove's death
     else:
         assert rows.holes, "the comeback made no hole"

@@ -57,6 +57,7 @@ class SettledRows:
         self.kept: dict[str, list[dict[str, np.ndarray]]] = {}  # stream -> blocks of the samples kept
         self.dropped: dict[str, int] = {s: 0 for s in self.sync.buffers}  # samples let go from the front
         self._newest: dict[str, int] = {}  # stream -> capture time of its newest sample
+        self._first: dict[str, int] = {}  # stream -> its first sample's instant (capture time - latency offset)
         self._last_seq: dict[str, int] = {}  # stream -> seq of its newest sample
         self.seq_restarted: set[str] = set()  # streams whose seq did not always increase
         self.fed: dict[str, int] = {s: 0 for s in self.sync.buffers}  # samples received per stream
@@ -93,6 +94,7 @@ class SettledRows:
         if stream in self.assumed_silent:  # it spoke again: the rows computed without it may differ
             self._unassume(stream, self.assumed_silent.pop(stream), int(times[0]))
         self.kept.setdefault(stream, []).append(columns)
+        self._first.setdefault(stream, int(times[0]) - self.sync.calibration.latency_offset_ns(stream))
         self.times.setdefault(stream, []).append((np.asarray(times, np.int64),
                                                   np.asarray(columns["t_receive_ns"], np.int64)))
         self.tracking_lost[stream] += int(np.sum(columns["tracking"] == TRACKING_CODES["lost"]))
@@ -117,8 +119,7 @@ class SettledRows:
         if not heard:
             return 0
         lead = max(self._instant(s) for s in heard)
-        earliest = min(int(b[0]["t_capture_ns"][0]) - self.sync.calibration.latency_offset_ns(s)
-                       for s, b in self.kept.items())
+        earliest = min(self._first.values())
         silent = [s for s in self.streams if (self._instant(s) if s in self.kept else earliest) < lead - self.silent_ns]
         if len(heard) < len(self.streams) and set(self.streams) - set(heard) - set(silent):
             return 0  # a stream yet to deliver its first sample, not yet for long: wait for it
@@ -165,8 +166,7 @@ class SettledRows:
         """The first row: the first tick of the lattice whose instant is at or after the earliest sample (the
         final table never starts before it; no stream ever delivers a sample captured before its first)."""
         if self.first_k is None:
-            earliest = min(int(blocks[0]["t_capture_ns"][0]) - self.sync.calibration.latency_offset_ns(s)
-                           for s, blocks in self.kept.items())
+            earliest = min(self._first.values())
             self.first_k = self.next_k = -(-(earliest + self.delay_ns - self.t0_ns) // self.period_ns)
 
     def _compute_until(self, settled) -> int:
