@@ -29,7 +29,7 @@ from capture_app.episode.file import open_episode  # noqa: E402
 from capture_app.recorder import episodes  # noqa: E402
 from capture_app.recorder.episodes import finalize_in_child_process  # noqa: E402
 from capture_app.recorder.session import CaptureSession  # noqa: E402
-from capture_app.rig.config import load_config  # noqa: E402
+from capture_app.rig.config import load_config, with_changes  # noqa: E402
 
 
 def _spin() -> None:
@@ -117,18 +117,26 @@ def main() -> int:
     parser.add_argument("--drift-catch-up", type=float, default=None, metavar="S",
                         help="how long the stop lets the drift watch catch up before its summary is taken (default "
                              "the recorder's, capture_app.recorder.episodes.DRIFT_CATCH_UP_S)")
+    parser.add_argument("--glove-silent-from", type=float, default=None, metavar="S",
+                        help="the right glove delivers nothing from S seconds after the rig started (a dead battery): "
+                             "the rows after it are not held back until the stop")
     args = parser.parse_args()
+    config = load_config()
+    if args.glove_silent_from is not None:
+        config = with_changes(config, {"right_glove": {"drop_spells_s": [[args.glove_silent_from, 1e6]]}})
     if args.drift_catch_up is not None:
         episodes.DRIFT_CATCH_UP_S = args.drift_catch_up
     print(f"machine: {machine()}; busy processes beside the recorder: {args.busy}; the drift watch's catch-up at "
-          f"the stop: up to {episodes.DRIFT_CATCH_UP_S:g} s")
+          f"the stop: up to {episodes.DRIFT_CATCH_UP_S:g} s" + ("" if args.glove_silent_from is None else
+                                                                f"; the right glove silent from "
+                                                                f"{args.glove_silent_from:g} s after the rig started"))
     busy = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(args.busy)]
     for p in busy:
         p.start()
     try:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(args.out or tmp)
-            with CaptureSession(load_config()) as session:
+            with CaptureSession(config) as session:
                 missing = session.wait_for_streams(30)
                 if missing:
                     print(f"streams not delivering: {missing}")

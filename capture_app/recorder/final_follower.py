@@ -212,6 +212,8 @@ def finish(rows: SettledRows, path: Path, stop_sent_monotonic: float) -> dict:
         rows.compute_rest(int(ticks[-1]))
         timings["tail_rows"] = rows.rows_computed - timings["rows_during_take"]
         timings["hole_rows"] = sum(b - a for a, b in rows.holes)
+        timings["silent"] = sorted(rows.assumed_silent)
+        timings["spoke_again"] = rows.spoke_again[-10:]
         timings["tail_s"] = round(time.perf_counter() - clock, 4)
         calibration = calibration_from_json(str(f["calibration"].attrs["json"]), f"{path}:/calibration")
         columns = rows.rows_for(ticks, lambda hole: compute_rows(f, calibration, hole, config, final=True))

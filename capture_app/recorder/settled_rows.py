@@ -16,8 +16,9 @@ Besides the rows it keeps what the stop would otherwise read back from the whole
 - per stream the capture and receive times of every sample (16 bytes a sample, ~60 MB for an hour of the
   full rig) and the count of samples with tracking lost, for the quality report (``final_table.quality_report``).
 
-A stream that falls silent (its newest sample ``SILENT_S`` behind the stream furthest ahead, or none at all
-while the others have delivered for that long) no longer holds the rows back: they are computed as if it
+A stream that falls silent (nothing from it while the stream furthest ahead advanced ``SILENT_S``, or nothing
+at all while the others have delivered for that long; a stream that delivers late but delivers is not silent)
+no longer holds the rows back: they are computed as if it
 delivered nothing more, which is what the final table holds if it stays silent to the stop (a glove whose
 battery died). If it speaks again, every row from its last sample before the silence on could change (its
 ``stream_dt_ns`` at least): those rows are dropped and become a *hole*, computed from the file at the stop
@@ -38,7 +39,7 @@ from capture_app.rig.config import SyncConfig
 SAMPLE_COLUMNS = ("t_capture_ns", "t_receive_ns", "seq", "tracking", "sender_epoch")
 VALUE_COLUMN = {"pose": "pose", "keypoints": "keypoints"}  # buffer kind -> its value column
 EVERY_SAMPLE = np.iinfo(np.int64).max
-SILENT_S = 2.0  # a stream this far behind the one furthest ahead (capture times) is silent: rows go on without it
+SILENT_S = 2.0  # nothing from a stream while the others' capture times advance this far: rows go on without it
 
 
 class SettledRows:
@@ -58,6 +59,8 @@ class SettledRows:
         self.dropped: dict[str, int] = {s: 0 for s in self.sync.buffers}  # samples let go from the front
         self._newest: dict[str, int] = {}  # stream -> capture time of its newest sample
         self._first: dict[str, int] = {}  # stream -> its first sample's instant (capture time - latency offset)
+        self._lead_when_heard: dict[str, int] = {}  # stream -> the newest instant of any stream at its last block
+        self.spoke_again: list[str] = []  # streams that delivered after rows were computed without them
         self._last_seq: dict[str, int] = {}  # stream -> seq of its newest sample
         self.seq_restarted: set[str] = set()  # streams whose seq did not always increase
         self.fed: dict[str, int] = {s: 0 for s in self.sync.buffers}  # samples received per stream
@@ -92,6 +95,7 @@ class SettledRows:
             self.seq_restarted.add(stream)
         self._last_seq[stream] = int(seq[-1])
         if stream in self.assumed_silent:  # it spoke again: the rows computed without it may differ
+            self.spoke_again.append(stream)
             self._unassume(stream, self.assumed_silent.pop(stream), int(times[0]))
         self.kept.setdefault(stream, []).append(columns)
         self._first.setdefault(stream, int(times[0]) - self.sync.calibration.latency_offset_ns(stream))
@@ -99,6 +103,7 @@ class SettledRows:
                                                   np.asarray(columns["t_receive_ns"], np.int64)))
         self.tracking_lost[stream] += int(np.sum(columns["tracking"] == TRACKING_CODES["lost"]))
         self._newest[stream] = int(times[-1])
+        self._lead_when_heard[stream] = max(self._instant(s) for s in self._newest)
         self.fed[stream] += len(columns["seq"])
 
     def _joined(self, stream: str) -> dict[str, np.ndarray]:
@@ -120,7 +125,8 @@ class SettledRows:
             return 0
         lead = max(self._instant(s) for s in heard)
         earliest = min(self._first.values())
-        silent = [s for s in self.streams if (self._instant(s) if s in self.kept else earliest) < lead - self.silent_ns]
+        silent = [s for s in self.streams if (self._lead_when_heard[s] if s in self.kept else earliest) <
+                  lead - self.silent_ns]
         if len(heard) < len(self.streams) and set(self.streams) - set(heard) - set(silent):
             return 0  # a stream yet to deliver its first sample, not yet for long: wait for it
         self._begin()
@@ -138,12 +144,12 @@ class SettledRows:
         its last sample before the silence (all rows, if it had none) goes into a hole."""
         if self.first_k is None:
             return
-        first_instant = first_capture_ns - self.sync.calibration.latency_offset_ns(stream)
-        if last_instant is None and first_instant < self.t0_ns + self.first_k * self.period_ns - self.delay_ns:
-            self.broken = f"{stream}: its first sample is older than the first row"  # the rows start too late
-            return
-        k = self.first_k if last_instant is None else \
-            max(self.first_k, -(-(last_instant + self.delay_ns - self.t0_ns) // self.period_ns))
+        if last_instant is None:  # its first sample: every row, and the rows may have to start earlier
+            first_instant = first_capture_ns - self.sync.calibration.latency_offset_ns(stream)
+            self.first_k = min(self.first_k, -(-(first_instant + self.delay_ns - self.t0_ns) // self.period_ns))
+            k = self.first_k
+        else:
+            k = max(self.first_k, -(-(last_instant + self.delay_ns - self.t0_ns) // self.period_ns))
         if k >= self.next_k:
             return
         kept = []
