@@ -13,8 +13,8 @@ on the same samples as ``capture_app.recorder.resync`` would, keeps only the sam
 use, and at the stop computes the unsettled tail, then writes the final table and the quality report into the
 closed file (``capture_app.recorder.final_table.finalize_episode``). The result is the from-scratch table to
 the bit (tests/test_final_follower.py). A stream that stops delivering mid-take no longer holds the later rows
-back (``settled_rows.SILENT_S``); if it speaks again, the rows computed without it are computed from the file
-at the stop.
+back (``settled_rows.SILENT_S``); if it speaks again, the rows computed without it are computed at the stop from
+the samples stored around them.
 
 What the stop used to read back from the whole file, the follower keeps as it goes
 (``capture_app.recorder.settled_rows``): the rows as column blocks, each row's ``stream_index``, every sample's
@@ -197,7 +197,7 @@ def finish(rows: SettledRows, path: Path, stop_sent_monotonic: float) -> dict:
     """Write the final table and the report of the closed episode at ``path`` from what ``rows`` followed (or
     from the file where it cannot be trusted); print the timings line; return the report."""
     from capture_app.recorder.final_table import finalize_episode
-    from capture_app.recorder.resync import EVERY_SAMPLE, _row_indices, compute_rows
+    from capture_app.recorder.resync import EVERY_SAMPLE, _row_indices
     timings = {"finish_read_after_s": round(time.monotonic() - stop_sent_monotonic, 4),
                "rows_during_take": rows.rows_computed}
     trusted = False
@@ -215,8 +215,12 @@ def finish(rows: SettledRows, path: Path, stop_sent_monotonic: float) -> dict:
         timings["silent"] = sorted(rows.assumed_silent)
         timings["spoke_again"] = rows.spoke_again[-10:]
         timings["tail_s"] = round(time.perf_counter() - clock, 4)
-        calibration = calibration_from_json(str(f["calibration"].attrs["json"]), f"{path}:/calibration")
-        columns = rows.rows_for(ticks, lambda hole: compute_rows(f, calibration, hole, config, final=True))
+        def read(stream, start, stop):  # the stored samples a hole's rows use
+            group = f[f"streams/{stream}"]
+            return {name: group[name][start:stop] for name in (*SAMPLE_COLUMNS, *VALUE_COLUMN.values())
+                    if name in group}
+
+        columns = rows.rows_for(ticks, lambda hole: rows.rows_between(hole, read))
         if columns is not None and rows.seq_restarted:  # their stream_index the old way, from the file
             columns = dict(columns)
             redone = _row_indices(f, columns["stream_seq"], np.full(len(ticks), EVERY_SAMPLE), rows.seq_restarted)

@@ -21,8 +21,8 @@ at all while the others have delivered for that long; a stream that delivers lat
 no longer holds the rows back: they are computed as if it
 delivered nothing more, which is what the final table holds if it stays silent to the stop (a glove whose
 battery died). If it speaks again, every row from its last sample before the silence on could change (its
-``stream_dt_ns`` at least): those rows are dropped and become a *hole*, computed from the file at the stop
-(``rows_for``'s ``from_file``); the rows after the hole are followed as before.
+``stream_dt_ns`` at least): those rows are dropped and become a *hole*, computed at the stop from the samples
+stored around them (``rows_between``); the rows after the hole are followed as before.
 
 Everything it returns is what the from-file path computes with the same functions on the same values: the
 result is equal to the bit (tests/test_final_follower.py).
@@ -39,7 +39,7 @@ from capture_app.rig.config import SyncConfig
 SAMPLE_COLUMNS = ("t_capture_ns", "t_receive_ns", "seq", "tracking", "sender_epoch")
 VALUE_COLUMN = {"pose": "pose", "keypoints": "keypoints"}  # buffer kind -> its value column
 EVERY_SAMPLE = np.iinfo(np.int64).max
-SILENT_S = 2.0  # nothing from a stream while the others' capture times advance this far: rows go on without it
+SILENT_S = 3.0  # nothing from a stream while the others' capture times advance this far: rows go on without it
 
 
 class SettledRows:
@@ -49,6 +49,7 @@ class SettledRows:
         from capture_app.core.streams import SYNCED_STREAMS
         from capture_app.recorder.synchronizer import Synchronizer
         self.calibration_json = calibration_json
+        self.sync_config = sync_config
         self.sync = Synchronizer(sync_config, calibration_from_json(calibration_json, "<follower>"))
         self.sync.receive_floor_ns = 0
         self.t0_ns, self.period_ns = int(t0_ns), self.sync.period_ns
@@ -258,6 +259,43 @@ class SettledRows:
         if at <= k[-1]:
             return None
         return {name: np.concatenate([c[name] for c in chosen]) for name in names}
+
+    def rows_between(self, tick_times_ns: np.ndarray, read) -> dict[str, np.ndarray]:
+        """The rows of ``tick_times_ns`` (a hole) from each stream's stored samples around them only (so the stop
+        reads what the hole needs, not the whole take): ``read(stream, start, stop)`` gives the stream's
+        columns (SAMPLE_COLUMNS and the value column) of its rows [start, stop) as stored. A row uses at most
+        the two samples on either side of its instant, so these are the from-file rows."""
+        from capture_app.recorder.synchronizer import Synchronizer
+        sync = Synchronizer(self.sync_config, self.sync.calibration)
+        sync.receive_floor_ns = 0
+        ticks = np.asarray(tick_times_ns, np.int64)
+        first, last = int(ticks[0]) - self.delay_ns, int(ticks[-1]) - self.delay_ns
+        windows = {}
+        for stream in self.sync.buffers:
+            times = self.recorded_times(stream)
+            if times is None:
+                continue
+            t = times[0] - self.sync.calibration.latency_offset_ns(stream)
+            start = max(0, int(np.searchsorted(t, first, side="right")) - 3)
+            stop = min(len(t), int(np.searchsorted(t, last, side="right")) + 3)
+            c = read(stream, start, stop)
+            column = VALUE_COLUMN.get(sync.buffers[stream].kind)
+            sync.load_stream(stream, c["t_capture_ns"], c["t_receive_ns"], c["seq"].astype(np.int64),
+                             c["tracking"], c[column] if column else None, c["sender_epoch"].astype(np.int64))
+            windows[stream] = (start, c["seq"].astype(np.int64))
+        rows = [sync.compute_tick(int(t), EVERY_SAMPLE).row() for t in ticks]
+        columns = {name: np.stack([r[name] for r in rows]) for name in rows[0]}
+        index = np.full(columns["stream_seq"].shape, -1, np.int64)
+        for j, stream in enumerate(self.synced_streams):
+            if stream in windows and stream not in self.seq_restarted:
+                start, seqs = windows[stream]
+                wanted = columns["stream_seq"][:, j]
+                position = np.searchsorted(seqs, wanted)
+                found = (wanted >= 0) & (position < len(seqs))
+                found &= seqs[np.minimum(position, len(seqs) - 1)] == wanted
+                index[found, j] = start + position[found]
+        columns["stream_index"] = index
+        return columns
 
     def recorded_times(self, stream: str) -> tuple[np.ndarray, np.ndarray] | None:
         """Every sample's capture and receive times of ``stream`` (ns, as stored), or None if none was fed."""
