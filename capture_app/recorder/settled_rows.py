@@ -18,9 +18,8 @@ Besides the rows it keeps what the stop would otherwise read back from the whole
 
 A stream that falls silent (nothing from it while the stream furthest ahead advanced ``SILENT_S``, or nothing
 at all while the others have delivered for that long; a stream that delivers late but delivers is not silent)
-no longer holds the rows back: they are computed as if it
-delivered nothing more, which is what the final table holds if it stays silent to the stop (a glove whose
-battery died). If it speaks again, every row from its last sample before the silence on could change (its
+no longer holds the rows back: they are computed as if it delivered nothing more, which is what the final
+table holds if it stays silent to the stop (a glove whose battery died). If it speaks again, every row from its last sample before the silence on could change (its
 ``stream_dt_ns`` at least): those rows are dropped and become a *hole*, computed at the stop from the samples
 stored around them (``rows_between``); the rows after the hole are followed as before.
 
