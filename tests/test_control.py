@@ -184,3 +184,29 @@ def test_a_refused_request_during_a_take_is_counted_live_and_stored_in_the_take(
     with h5py.File(path, "r") as f:
         messages = [m.decode() if isinstance(m, bytes) else m for m in f["events/message"][:]]
     assert any("refused a control request: not a msgpack map" in m for m in messages), messages
+
+
+def test_the_next_take_starts_at_once_and_the_verdict_follows_as_a_take_message_and_a_log_line(tmp_path, caplog):
+    """The stop's answer comes once the file is closed; a start right after it is taken while the stopped take's
+    final table is still written; the verdict then arrives on the state feed, in takes.history and in the log."""
+    caplog.set_level("INFO", logger="capture_app.recorder.takes")
+    with running_recorder(tmp_path) as (endpoint, session, takes):
+        client = RecorderClient(endpoint)
+        try:
+            assert raw_request(endpoint, {"v": 1, "id": "a", "cmd": "start", "args": {"name": "first"}})["ok"]
+            time.sleep(1.0)
+            assert raw_request(endpoint, {"v": 1, "id": "b", "cmd": "stop", "args": {}})["ok"]
+            again = raw_request(endpoint, {"v": 1, "id": "c", "cmd": "start", "args": {"name": "second"}})
+            assert again["ok"], again
+            deadline = time.monotonic() + 120
+            while not client.takes_finished and time.monotonic() < deadline:  # the `take` message
+                time.sleep(0.1)
+            (take,) = [t for t in client.takes_finished if t["name"] == "first"]
+            assert take["report"]["verdict"] in ("ok", "redo") and take["verdict_after_s"] >= 0
+            (known,) = [t for t in takes.history if t["name"] == "first"]
+            assert known["verdict_after_s"] == take["verdict_after_s"] and not known["checking"]
+            assert session.recording  # the second take records on
+            assert any(r.getMessage().startswith("take first saved: quality ") and "s after the stop" in r.getMessage()
+                       for r in caplog.records), [r.getMessage() for r in caplog.records]
+        finally:
+            client.close()

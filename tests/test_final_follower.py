@@ -4,6 +4,7 @@ killed leaves the old path (the table computed from the file) to do the work."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -64,7 +65,7 @@ def _from_scratch(path, tmp_path):
 @pytest.fixture(scope="module")
 def followed(tmp_path_factory):
     """One faulty take, finalized by its follower."""
-    return _record(tmp_path_factory.mktemp("followed"), "followed")
+    return _record(tmp_path_factory.mktemp("followed"), "followed", seconds=6.0)
 
 
 def test_the_table_built_during_the_take_is_the_from_scratch_table_to_the_bit(followed, tmp_path):
@@ -125,9 +126,11 @@ def test_settled_rows_fed_in_any_block_order_equal_the_rows_from_every_sample(fo
             settled_during += rows.compute_settled()
         ticks = final_tick_times(f, dict(live.attrs), config, calibration)
         rows.compute_rest(int(ticks[-1]))
-        followed = rows.rows_for(ticks)
+        followed = rows.rows_for(ticks, lambda hole: rows.rows_between(  # holes from the samples around them
+            hole, lambda s, a, b: {c: f[f"streams/{s}/{c}"][a:b] for c in (*SAMPLE_COLUMNS, *VALUE_COLUMN.values())
+                                   if c in f[f"streams/{s}"]}))
         expected = compute_rows(f, calibration, ticks, config, final=True)
-    assert settled_during > len(ticks) // 3  # most rows were settled before the end
+    assert settled_during > 20  # rows were settled before the end (the left glove, gone after ~1 s, holds the rest)
     assert max(sum(len(b["seq"]) for b in blocks) for blocks in rows.kept.values()) < 400  # the rest let go
     for name, values in followed.items():
         if name == "lateness_ns":
@@ -146,3 +149,143 @@ def test_samples_out_of_capture_order_make_the_rows_untrusted():
     rows.add("head_tracker", block)
     assert "do not increase" in rows.broken
     assert rows.compute_settled() == 0 and rows.rows_for(np.array([0], np.int64)) is None
+
+
+def _as_the_writer_left_it(path, tmp_path, name):
+    """A copy of a finalized take as the writer left it: the live table only, no quality report."""
+    copy = tmp_path / name
+    shutil.copy(path, copy)
+    with h5py.File(copy, "r+") as f:
+        del f["synced"]
+        f.move("synced_live", "synced")
+        for attr in ("quality", "quality_verdict"):
+            if attr in f.attrs:
+                del f.attrs[attr]
+    return copy
+
+
+def _follow(path, late_s: dict | None = None):
+    """The follower's state after being fed ``path``'s samples as the writer flushes them: every stream's
+    samples of each half second (by capture time; ``late_s``: stream -> how late its samples come at the end,
+    from on time at the start), then rows computed."""
+    with h5py.File(path, "r") as f:
+        live = live_table(f)
+        streams = [s for s in SYNCED_STREAMS if f"streams/{s}/seq" in f]
+        rows = SettledRows(sync_config_from_attrs(live.attrs), str(f["calibration"].attrs["json"]),
+                           int(live["t_tick_ns"][0]), streams)
+        columns = {s: {c: f[f"streams/{s}/{c}"][:] for c in (*SAMPLE_COLUMNS, *VALUE_COLUMN.values())
+                       if c in f[f"streams/{s}"]} for s in streams if len(f[f"streams/{s}/seq"])}
+    begin = min(int(c["t_capture_ns"][0]) for c in columns.values())
+    end = max(int(c["t_capture_ns"][-1]) for c in columns.values())
+    done = {s: 0 for s in streams}
+    late_s = late_s or {}
+    for edge in range(begin + 500_000_000, end + int(max(late_s.values(), default=0) * 1e9) + 500_000_001,
+                      500_000_000):
+        for stream, c in columns.items():
+            lag = int(late_s.get(stream, 0) * 1e9 * min(1.0, (edge - begin) / (end - begin)))
+            upto = int(np.searchsorted(c["t_capture_ns"], edge - lag))
+            if upto > done[stream]:
+                rows.add(stream, {name: values[done[stream]:upto] for name, values in c.items()})
+                done[stream] = upto
+        rows.compute_settled()
+    return rows
+
+
+def _cut(path, stream, begin_s, end_s):
+    """Remove ``stream``'s samples captured from ``begin_s`` to ``end_s`` after the take's start (a glove that
+    goes silent; end_s None: for good)."""
+    with h5py.File(path, "r+") as f:
+        group = f[f"streams/{stream}"]
+        t = group["t_capture_ns"][:]
+        start = int(f.attrs["start_monotonic_ns"])
+        gone = (t >= start + begin_s * 1e9) & ((t < start + end_s * 1e9) if end_s is not None else True)
+        for name, dataset in group.items():
+            if isinstance(dataset, h5py.Dataset) and dataset.shape and dataset.shape[0] == len(t):
+                kept = dataset[:][~gone]
+                dataset.resize(len(kept), axis=0)
+                dataset[:] = kept
+
+
+def test_the_follower_finish_writes_the_from_file_table_and_report_reading_nothing_that_grows(followed, tmp_path):
+    """The stop's work (final_follower.finish) on the follower's state: the same table and the same quality
+    report as from the file, with stream_index and every stream's times taken from what it followed."""
+    from capture_app.recorder import final_follower
+    from capture_app.recorder.final_table import quality_report, thresholds_from_rig
+    copy = _as_the_writer_left_it(followed, tmp_path, "finished.h5")
+    rows = _follow(copy)
+    assert rows.rows_computed > 20 and not rows.seq_restarted
+    assert all(rows.recorded_times(s) is not None for s in rows.streams)
+    report = final_follower.finish(rows, copy, time.monotonic())
+    scratch = _from_scratch(copy, tmp_path)
+    with h5py.File(copy, "r") as f, h5py.File(scratch, "r") as g:
+        assert f["synced"].attrs["rows_computed"] == "during the take"
+        _tables_equal(f["synced"], g["synced"])
+        assert json.loads(f.attrs["quality"]) == report
+        assert report == json.loads(json.dumps(quality_report(g, thresholds_from_rig(g))))  # from the file alone
+        assert report["streams"]["head_tracker"]["samples"] == len(f["streams/head_tracker/seq"])
+
+
+def test_a_stream_whose_seq_restarts_has_its_stream_index_from_the_file(followed, tmp_path):
+    """A driver restart repeats sequence numbers: the row holding a seq is then the last one (resync's rule),
+    which the follower cannot know while it records; it resolves that stream's column from the file."""
+    from capture_app.recorder import final_follower
+    copy = _as_the_writer_left_it(followed, tmp_path, "restarted.h5")
+    with h5py.File(copy, "r+") as f:
+        seq = f["streams/head_tracker/seq"]
+        values = seq[:]
+        half = len(values) // 2
+        values[half:] = values[:len(values) - half]  # the second half repeats the first half's numbers
+        seq[:] = values
+        epoch = f["streams/head_tracker/sender_epoch"]
+        epochs = epoch[:]
+        epochs[half:] += 1  # from a restarted driver (a new sender: the writer stores such samples)
+        epoch[:] = epochs
+    rows = _follow(copy)
+    assert rows.seq_restarted == {"head_tracker"}
+    final_follower.finish(rows, copy, time.monotonic())
+    scratch = _from_scratch(copy, tmp_path)
+    with h5py.File(copy, "r") as f, h5py.File(scratch, "r") as g:
+        assert f["synced"].attrs["rows_computed"] == "during the take"
+        _tables_equal(f["synced"], g["synced"])
+        j = SYNCED_STREAMS.index("head_tracker")
+        index = f["synced/stream_index"][:, j]
+        assert np.all(index[index >= 0] >= half // 2)  # rows of the first half point at the repeats
+
+
+@pytest.mark.parametrize("silence", [(0.8, None), (0.8, 4.8), (-60.0, None), (-60.0, 4.3)],
+                         ids=["gone-for-good", "back-after-4-s", "never-there", "late-by-4.3-s"])
+def test_a_silent_stream_does_not_hold_the_rows_back_and_a_comeback_is_computed_from_the_file(followed, tmp_path,
+                                                                                            silence):
+    """A glove silent for over SILENT_S: the rows go on without it during the take; if it comes back, the rows
+    from its last sample before the silence are computed at the stop from the samples stored around them. The
+    table is the from-scratch table either way."""
+    from capture_app.recorder import final_follower
+    copy = _as_the_writer_left_it(followed, tmp_path, "silent.h5")
+    _cut(copy, "right_glove", *silence)
+    rows = _follow(copy)
+    with h5py.File(copy, "r") as f:
+        last_tick = int(f["synced/t_tick_ns"][-1])
+    if silence[1] is None:
+        assert "right_glove" in rows.assumed_silent and not rows.holes and not rows.broken
+        assert rows.t0_ns + rows.next_k * rows.period_ns > last_tick - 1.2e9  # computed past the glove's death
+    else:
+        assert rows.holes, "the comeback made no hole"
+    final_follower.finish(rows, copy, time.monotonic())
+    scratch = _from_scratch(copy, tmp_path)
+    with h5py.File(copy, "r") as f, h5py.File(scratch, "r") as g:
+        assert f["synced"].attrs["rows_computed"] == "during the take"
+        _tables_equal(f["synced"], g["synced"])
+        assert f["synced/action_valid"][-5:, 3].any() == (silence[1] is not None)  # the right glove's part
+
+
+def test_a_stream_that_delivers_late_but_steadily_is_not_silent(followed, tmp_path):
+    """The ego camera's samples falling 3 s behind the others' by the end, delivered at every flush: it holds the
+    rows back (they wait for its samples), it is never taken for silent, and no row is computed twice."""
+    from capture_app.recorder import final_follower
+    copy = _as_the_writer_left_it(followed, tmp_path, "late.h5")
+    rows = _follow(copy, late_s={"ego_camera": 3.0})
+    assert "ego_camera" not in rows.assumed_silent and not rows.spoke_again and not rows.holes
+    final_follower.finish(rows, copy, time.monotonic())
+    scratch = _from_scratch(copy, tmp_path)
+    with h5py.File(copy, "r") as f, h5py.File(scratch, "r") as g:
+        _tables_equal(f["synced"], g["synced"])

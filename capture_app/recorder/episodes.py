@@ -16,6 +16,7 @@ import logging
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +89,7 @@ class Episodes:
         self._malformed_at_start = 0
         self._followers: dict[Path, FinalTableFollower] = {}  # finished episodes whose follower has the table
         self.drift_summary = None  # since_ns -> the drift watch's summary, stored as the attribute ``drift``
+        self._drift: dict[Path, _DriftSummary] = {}  # stopped takes whose drift summary is not yet in the file
 
     def current(self) -> EpisodeWriter | None:
         """The writer of the episode recording now, or None."""
@@ -134,7 +136,8 @@ class Episodes:
             device_serials=serials, expected_rates_hz=intake.expected_rates, simulated=self.config.is_simulated,
             sim_seed=self.config.sim_seed)
         follower = FinalTableFollower(self.config.sync, metadata.calibration_json, self.synchronizer.t0_ns,
-                                      [s for s in intake.expected_rates if s in SYNCED_STREAMS])
+                                      [s for s in intake.expected_rates if s in SYNCED_STREAMS],
+                                      rig_config_text=metadata.rig_config_text)
         try:
             writer = EpisodeWriter(out_dir, metadata, self.config.writer, follower=follower).start()
         except BaseException:
@@ -184,14 +187,15 @@ class Episodes:
                    "synchronizer": {"rate_hz": self.config.sync.rate_hz, "delay_ms": self.config.sync.delay_ms},
                    "bus_malformed": intake.malformed_total() - self._malformed_at_start,
                    "bus_unexpected": intake.unexpected_messages}
-        if self.drift_summary is not None:
-            summary["drift"] = json.dumps(self.drift_summary(self.started_ns, catch_up_s=DRIFT_CATCH_UP_S))
+        drift = _DriftSummary(self.drift_summary, self.started_ns) if self.drift_summary is not None else None
         try:
             path = writer.finish({**summary, **(attrs or {})})
         except BaseException:
             writer.follower.abandon()
             raise
         self._followers[path] = writer.follower
+        if drift is not None:
+            self._drift[path] = drift
         if finalize:
             self.last_quality_report = self.finalize(path)
         return path
@@ -201,9 +205,12 @@ class Episodes:
         it recorded (seconds after the stop, whatever the take's length), else from the file in a child process;
         the report, or None if both failed (the episode keeps its live table; the log says why)."""
         from capture_app.episode.file import open_episode
+        self._store_drift(Path(path))
         follower = self._followers.pop(Path(path), None)
         if follower is not None:
             if follower.finish(Path(path)):
+                if follower.report is not None:  # as it wrote it into the file
+                    return follower.report
                 with open_episode(path) as f:
                     return json.loads(f.attrs["quality"])
             log.warning("%s: the final table is computed from the file (%s)", path, follower.failed)
@@ -234,3 +241,40 @@ class Episodes:
         for follower in self._followers.values():
             follower.abandon()
         self._followers.clear()
+        for path in list(self._drift):
+            self._store_drift(path)
+
+    def _store_drift(self, path: Path) -> None:
+        """The drift watch's summary of the take at ``path`` (taken from its stop on) into the closed file,
+        as the root attribute ``drift`` the quality report reads."""
+        from capture_app.episode.file import open_episode
+        drift = self._drift.pop(path, None)
+        if drift is None:
+            return
+        try:
+            with open_episode(path, "r+") as f:
+                f.attrs["drift"] = drift.json()
+        except (OSError, KeyError, CaptureError) as exc:
+            log.error("%s: the drift summary could not be stored (%s)", path, exc)
+
+
+class _DriftSummary:
+    """The drift watch's summary of a take, taken on a thread from the take's stop on: the watch may need up to
+    DRIFT_CATCH_UP_S to process what arrived before the stop, and the stop (and the next take) need not wait."""
+
+    def __init__(self, summary, since_ns: int):
+        self._json = json.dumps({"error": "the drift watch gave no summary"})
+        self._thread = threading.Thread(target=self._take, args=(summary, since_ns), name="drift-summary",
+                                        daemon=True)
+        self._thread.start()
+
+    def _take(self, summary, since_ns: int) -> None:
+        try:
+            self._json = json.dumps(summary(since_ns, catch_up_s=DRIFT_CATCH_UP_S))
+        except Exception as exc:  # the watch's bug must not lose the take
+            log.exception("drift summary failed")
+            self._json = json.dumps({"error": f"the drift summary failed: {exc}"})
+
+    def json(self) -> str:
+        self._thread.join(DRIFT_CATCH_UP_S + 30)
+        return self._json

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -26,8 +27,12 @@ from capture_app.recorder.resync import live_table, write_final_table
 from capture_app.core.streams import CAMERA_STREAMS, SYNCED_STREAMS
 
 
-def quality_report(f: h5py.File, thresholds: QualityThresholds) -> dict:
-    """The report of an open episode whose /synced is final (and /synced_live the live table)."""
+def quality_report(f: h5py.File, thresholds: QualityThresholds, recorded=None) -> dict:
+    """The report of an open episode whose /synced is final (and /synced_live the live table). ``recorded``,
+    when given, is ``recorded(stream)`` -> (capture times, receive times, samples with tracking lost) of every
+    sample of that stream as stored in the file, or None (then they are read from the file): the take's
+    follower keeps them while it records (``capture_app.recorder.settled_rows``), so the stop reads nothing
+    that grows with the take."""
     try:
         expected = json.loads(f.attrs.get("expected_rates_hz", "{}"))
     except ValueError:
@@ -44,12 +49,16 @@ def quality_report(f: h5py.File, thresholds: QualityThresholds) -> dict:
                                            0, 0, 0, 0, span, int(group.attrs.get("undelivered", 0)) if group else 0)
             first_last[name] = None
             continue
-        t_capture, t_receive = group["t_capture_ns"][:], group["t_receive_ns"][:]
+        known = recorded(name) if recorded is not None else None
+        if known is not None and len(known[0]) == len(group["t_capture_ns"]):
+            t_capture, t_receive, tracking_lost = known
+        else:
+            t_capture, t_receive = group["t_capture_ns"][:], group["t_receive_ns"][:]
+            tracking_lost = int(np.sum(group["tracking"][:] == TRACKING_CODES["lost"]))
         rejected = sum(json.loads(group.attrs.get("rejected", "{}")).values())
         streams[name] = stream_figures(t_capture, t_receive, float(group.attrs.get("expected_rate_hz", 0.0)),
                                        int(group.attrs.get("seq_gaps", 0)), int(group.attrs.get("writer_overflow", 0)),
-                                       rejected, int(np.sum(group["tracking"][:] == TRACKING_CODES["lost"])), span,
-                                       int(group.attrs.get("undelivered", 0)))
+                                       rejected, tracking_lost, span, int(group.attrs.get("undelivered", 0)))
         first_last[name] = (int(t_capture[0]), int(t_capture[-1]))
     report = {"version": REPORT_VERSION, "rows": 0, "hands": {}, "streams": streams,
               "thresholds": thresholds.__dict__}
@@ -88,10 +97,20 @@ def quality_report(f: h5py.File, thresholds: QualityThresholds) -> dict:
     return report
 
 
-def finalize_episode(path: str | Path, thresholds: QualityThresholds | None = None, rows_source=None) -> dict:
+def finalize_episode(path: str | Path, thresholds: QualityThresholds | None = None, rows_source=None,
+                     recorded=None, timings: dict | None = None) -> dict:
     """Write the final table (when the episode has a live one) and the quality report; returns the report.
     ``thresholds`` default to the [quality] section of the rig config stored in the episode; ``rows_source``
-    may supply rows computed while the take recorded (``resync.write_final_table``)."""
+    may supply rows computed while the take recorded (``resync.write_final_table``) and ``recorded`` the
+    streams' times (``quality_report``). ``timings``, when given, receives the seconds each step took."""
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        if timings is not None:
+            now = time.perf_counter()
+            timings[name] = round(now - clock, 4)
+            clock = now
     with open_episode(path, "r+") as f:
         thresholds = thresholds or thresholds_from_rig(f)
         try:
@@ -101,11 +120,15 @@ def finalize_episode(path: str | Path, thresholds: QualityThresholds | None = No
             has_live = False
         if has_live and f.get("synced") is not None and f["synced"].attrs.get("table", "live") == "live":
             calibration = calibration_from_json(str(f["calibration"].attrs["json"]), f"{path}:/calibration")
+            lap("open_s")
             write_final_table(f, calibration, rows_source=rows_source)
-        report = quality_report(f, thresholds)
+            lap("table_s")
+        report = quality_report(f, thresholds, recorded)
         f.attrs["quality"] = json.dumps(report)
         f.attrs["quality_verdict"] = report["verdict"]
-        return report
+        lap("report_s")
+    lap("close_s")
+    return report
 
 
 def thresholds_from_rig(f_or_text) -> QualityThresholds:

@@ -151,12 +151,13 @@ def final_tick_times(f: h5py.File, live_attrs, config: SyncConfig, calibration: 
     return first + period * np.arange(count, dtype=np.int64)
 
 
-def _row_indices(f: h5py.File, stream_seq: np.ndarray, tick_ns: np.ndarray) -> np.ndarray:
+def _row_indices(f: h5py.File, stream_seq: np.ndarray, tick_ns: np.ndarray, streams=SYNCED_STREAMS) -> np.ndarray:
     """Per tick and stream, the row of the sample used: the last row with that seq received by
-    ``tick_ns`` (seq numbers restart when a driver restarts, so seq alone is not unique)."""
+    ``tick_ns`` (seq numbers restart when a driver restarts, so seq alone is not unique). Only the columns of
+    ``streams`` are resolved (the others stay -1)."""
     index = np.full(stream_seq.shape, -1, np.int64)
     for j, stream in enumerate(SYNCED_STREAMS):
-        if f"streams/{stream}/seq" not in f:
+        if f"streams/{stream}/seq" not in f or stream not in streams:
             continue
         seqs = f[f"streams/{stream}/seq"][:].astype(np.int64)
         received = f[f"streams/{stream}/t_receive_ns"][:]
@@ -210,13 +211,15 @@ def _write_table(f: h5py.File, name: str, columns: dict[str, np.ndarray], attrs:
 def final_rows(f: h5py.File, calibration: Calibration, tick_times_ns: np.ndarray, sync_config: SyncConfig,
                computed: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """The final table's columns for ``tick_times_ns``: ``computed`` (rows already computed by the same
-    ``compute_tick`` on every sample, ``capture_app.recorder.final_follower``, without ``stream_index``) or
-    computed here from the file; ``lateness_ns`` 0 and ``stream_index`` from the file either way."""
+    ``compute_tick`` on every sample, ``capture_app.recorder.final_follower``, with or without ``stream_index``)
+    or computed here from the file; ``lateness_ns`` 0, and ``stream_index`` from the file unless ``computed``
+    has it."""
     if computed is None:
         return compute_rows(f, calibration, tick_times_ns, sync_config, final=True)
     columns = dict(computed)
     columns["lateness_ns"] = np.zeros(len(tick_times_ns), np.int64)
-    columns["stream_index"] = _row_indices(f, columns["stream_seq"], np.full(len(tick_times_ns), EVERY_SAMPLE))
+    if "stream_index" not in columns:
+        columns["stream_index"] = _row_indices(f, columns["stream_seq"], np.full(len(tick_times_ns), EVERY_SAMPLE))
     return columns
 
 

@@ -6,8 +6,9 @@ killed monitor and a killed recorder alike. The subtask marks live here, in the 
 in any monitor: a monitor that dies mid-take loses nothing, one that attaches later sees them.
 
 Finishing a take closes and renames the file before the command returns; the final table and
-quality report are then computed in a child process while the next take may already record
-(``on_take_finished`` reports them).
+quality report are then written (by the take's follower process, ``capture_app.recorder.final_follower``) while
+the next take may already record; ``on_take_finished`` reports them (the state feed's ``take`` message, the
+cues) and the log says the verdict in one line (``verdict_line``).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def take_summary(take: dict) -> dict:
                   "streams": {s: {k: v.get(k, 0) for k in ("seq_gaps", "writer_overflow", "rejected", "tracking_lost")}
                               for s, v in (report.get("streams") or {}).items()}}
     return {"name": take.get("name", ""), "path": take.get("path", ""), "outcome": take.get("outcome", ""),
-            "duration_s": take.get("duration_s"), "report": report,
+            "duration_s": take.get("duration_s"), "report": report, "verdict_after_s": take.get("verdict_after_s"),
             "checking": take.get("outcome") in OUTCOMES and take.get("report") is None and not take.get("checked")}
 
 
@@ -148,7 +149,8 @@ class Takes:
             path = self.session.stop_episode({"outcome": outcome}, finalize=False)
             self.take_count += 1
             take = {"name": self.episode["name"], "path": str(path), "outcome": outcome, "report": None,
-                    "duration_s": (t_end - self.episode["t_start_ns"]) / NS_PER_S}
+                    "duration_s": (t_end - self.episode["t_start_ns"]) / NS_PER_S, "t_stop_ns": t_end,
+                    "verdict_after_s": None}  # every key now: the state feed may read this dict at any time
             self.last_take, self.episode = take, {}
             self._remember(take)
             self.annotator = Annotator()
@@ -239,7 +241,22 @@ class Takes:
         try:
             take["report"] = self.session.episodes.finalize(Path(take["path"]))
         finally:
+            take["verdict_after_s"] = round((now_ns() - take["t_stop_ns"]) / NS_PER_S, 2)
             with self._lock:
                 self.finishing -= 1
                 self._remember({**take, "checked": True})
             self.on_take_finished(dict(take))
+            log.info("%s", verdict_line(take))
+
+
+def verdict_line(take: dict) -> str:
+    """The line a headless recorder (``capture-app serve``) logs when a take's verdict is ready."""
+    report = take.get("report")
+    if report is None:
+        said = "its final table could not be written (see above; `capture-app resync` retries)"
+    elif report.get("verdict") == "ok":
+        said = "quality OK"
+    else:
+        said = "quality REDO: " + "; ".join(report.get("problems") or [])
+    return f"take {take.get('name', '')} {take.get('outcome', '')}: {said} ({take.get('verdict_after_s', 0):.1f} s " \
+           f"after the stop)"
