@@ -36,10 +36,11 @@ MAX_UTTERANCE_S = 4.0        # longer is talk, not a command: not decoded
 MIN_UTTERANCE_S = 0.25
 HANG_S = 0.6                 # this much quiet ends an utterance
 PRE_S = 0.05                 # kept before the first loud frame (the onset of a soft consonant)
-END_DB = 20.0                # after the utterance's loudest frame, a frame this far under it is quiet (babble)
+END_DB = 12.0                # after the utterance's loudest frame, a frame this far under it is quiet (babble)
 # acceptance (tuned on the tuning voices only, docs/performance.md "Voice keyphrases"):
 MAX_UNCOVERED_S = 0.25       # loud audio before the phrase's first / after its last word: a longer sentence
-MIN_WORD_SCORE = -4.0        # per-frame acoustic log score of the phrase's worst word (natural log, vs best senone)
+MIN_WORD_SCORE = -3.5        # per-frame acoustic log score of the phrase's worst word (natural log, vs best senone)
+MAX_STRETCH = 2.0            # one word said this much slower per phone than the other: it swallowed other words
 _FILLERS = ("<s>", "</s>", "<sil>", "[NOISE]", "[SPEECH]")
 
 
@@ -56,6 +57,7 @@ class Utterance:
     phrase: str | None
     score: float = float("-inf")
     outside_s: float = 0.0      # loud audio before the first word or after the last, the longer, s
+    stretch: float = 1.0        # the slowest word's frames per phone over the fastest word's
     reason: str = ""
 
 
@@ -119,6 +121,15 @@ class Segmenter:
         return out
 
 
+def _loud_span(audio: np.ndarray) -> tuple[int, int]:
+    """First and last 10 ms frame of ``audio`` within ``END_DB`` of its loudest: where the words are,
+    whatever background talk or noise the segmenter let in around them."""
+    frames = audio[: len(audio) // FRAME * FRAME].astype(np.float64).reshape(-1, FRAME)
+    energy = np.mean(frames ** 2, axis=1)
+    loud = np.flatnonzero(energy > energy.max() * 10 ** (-END_DB / 10))
+    return int(loud[0]), int(loud[-1])
+
+
 def _ln(p: float) -> float:
     return math.log(p) if p > 0 else float("-inf")
 
@@ -165,7 +176,7 @@ class VoiceRecogniser:
         self.segmenter = Segmenter(self.ratio)
 
     def _decode(self, start: int, audio: np.ndarray) -> Utterance:
-        text, score, outside, reason = "", float("-inf"), 0.0, "too short or too long"
+        text, score, outside, stretch, reason = "", float("-inf"), 0.0, 1.0, "too short or too long"
         if MIN_UTTERANCE_S * RATE <= len(audio) <= MAX_UTTERANCE_S * RATE:
             self.decoder.start_utt()
             self.decoder.process_raw(audio.tobytes(), full_utt=True)
@@ -175,18 +186,24 @@ class VoiceRecogniser:
             words = [seg for seg in (self.decoder.seg() or []) if seg.word not in _FILLERS]
             if words:
                 score = min(_ln(w.ascore) / (w.end_frame - w.start_frame + 1) for w in words)
-            before = (words[0].start_frame - self.segmenter.first_loud / FRAME) / 100 if words else 0.0
-            after = (self.segmenter.last_loud / FRAME - words[-1].end_frame) / 100 if words else 0.0
+                pace = [(w.end_frame - w.start_frame + 1) / len((self.decoder.lookup_word(w.word) or "x").split())
+                        for w in words]
+                stretch = max(pace) / min(pace)
+            first, last = _loud_span(audio)
+            before = (words[0].start_frame - first) * FRAME / RATE if words else 0.0
+            after = (last - words[-1].end_frame) * FRAME / RATE if words else 0.0
             outside = max(before, after)
             if text not in self.phrases:
                 reason = "no phrase"
             elif outside > self.max_uncovered_s:
                 reason = f"{outside:.2f} s of speech outside the phrase"
+            elif stretch > MAX_STRETCH:
+                reason = f"a word stretched {stretch:.1f} x the other's pace (it covers other words)"
             elif score < self.min_word_score:
                 reason = f"a word fits badly ({score:.2f} < {self.min_word_score:.2f} per frame)"
             else:
                 reason = ""
-        utterance = Utterance(start, start + len(audio), text, None if reason else text, score, outside, reason)
+        utterance = Utterance(start, start + len(audio), text, None if reason else text, score, outside, stretch, reason)
         self.utterances.append(utterance)
         return utterance
 
