@@ -2,11 +2,11 @@
 
 Audio is 16 kHz mono int16 (``RATE``), from a microphone (sounddevice) or any iterable of blocks (tests,
 ``bench/voice.py``): both take the same path. An energy detector (``Segmenter``) cuts the stream into
-utterances; each whole utterance is decoded once (batch cepstral mean, ``full_utt``) by pocketsphinx with a
-JSGF grammar whose alternatives are the configured phrases *and* a loop of ordinary words (the garbage
-path). A phrase counts only when the best path is exactly that phrase: "start the kettle" is best said by
-the garbage words and is not a command. Not keyword spotting: a phrase inside a longer sentence is not a
-command. Utterances longer than ``MAX_UTTERANCE_S`` are not decoded at all.
+utterances; each utterance of 0.25-4 s is decoded once (batch cepstral mean, ``full_utt``) by pocketsphinx
+with a JSGF grammar of the configured phrases alone, and the phrase it finds is a command only if it
+passes three checks (``VoiceRecogniser``): the words cover the loud audio, no word swallowed others
+(``MAX_STRETCH``), every word fits the audio (``MIN_WORD_SCORE``). Not keyword spotting: a phrase inside a
+longer sentence is not a command. Below the issue's goal (docs/performance.md).
 
 The command's onset is the utterance's first sample (the energy detector's start, ``PRE_S`` before the
 first loud frame), on the recorder's monotonic clock (each block is stamped when it arrives).
