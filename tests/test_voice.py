@@ -20,19 +20,27 @@ from capture_app.handsfree.voice import VoiceListener, VoiceRecogniser  # noqa: 
 from capture_app.rig.handsfree_config import DEFAULT_VOICE_PHRASES, HandsfreeConfig  # noqa: E402
 
 PHRASES = tuple(DEFAULT_VOICE_PHRASES)
-SNR_DB = 30.0      # the test's subset; the measured figures at 20 dB are in docs/performance.md
 MIN_RATE = 0.95    # the issue's goal
 
 
 @pytest.mark.skipif(os.environ.get("CAPTURE_APP_TEST_VOICE_GOAL") != "1",
-                    reason="the issue's goal (>= 95 %, no false command), not met yet: 'stop recording me please' is "
-                           "taken for 'stop recording' (docs/performance.md, voice keyphrases); a minute of decoding, so "
-                           "opt-in: CAPTURE_APP_TEST_VOICE_GOAL=1")
-def test_phrases_are_recognised_and_kitchen_talk_is_not_a_command():
-    r = run(PHRASES, ("en-us", "en-us+f3"), (160,), SNR_DB, ("white",), NON_COMMANDS[:20], noise_only_s=10)
-    print(r["recognised"], r["commands"], r["false_commands"], r["non_command_utterances"])
+                    reason="the issue's goal (>= 95 %, no false command) on the held-out set is NOT met "
+                           "(docs/performance.md, voice keyphrases); minutes of audio, so opt-in: "
+                           "CAPTURE_APP_TEST_VOICE_GOAL=1")
+def test_goal_on_the_held_out_voices():
+    from bench.voice import HELDOUT_SEED, HELDOUT_SPEEDS, HELDOUT_VOICES
+    r = run(PHRASES, HELDOUT_VOICES, HELDOUT_SPEEDS, 20.0, ("white", "babble"), seed=HELDOUT_SEED)
     assert r["false"] == [], r["false"]
     assert r["rate"] >= MIN_RATE, r["misses"]
+
+
+def test_clear_phrases_are_commands_and_near_misses_are_not():
+    """Fast (one voice, quiet white noise at 30 dB): every phrase heard, no near miss taken."""
+    r = run(PHRASES, ("en-us",), (160,), 30.0, ("white",),
+            ("stop recording me please", "take the next step", "start the kettle", "stop", "discard the peel"),
+            noise_only_s=5)
+    assert r["false"] == [], r["false"]
+    assert r["recognised"] == r["commands"], r["misses"]
 
 
 def test_a_phrase_inside_a_sentence_is_not_a_command():
