@@ -417,11 +417,11 @@ def test_the_recorder_keeps_what_drivers_published_up_to_the_stop(tmp_path):
         return decode_message(encode_message("_status/ego_camera", seq, received_ns, {}, meta=health.to_dict()),
                               t_receive_ns=received_ns)
 
-    session.intake._on_status(status(40, 1000))
+    session.intake.statuses.on_status(status(40, 1000))
     assert session.intake.statuses.published == {"ego_camera": (11, 40)}
-    session.intake._stopping_ns = 2000  # a take is stopping: a status received after the stop instant does not count
-    session.intake._on_status(status(55, 2500))
+    session.intake.statuses._stopping_ns = 2000  # a take is stopping: a status received after the stop instant does not count
+    session.intake.statuses.on_status(status(55, 2500))
     assert session.intake.statuses.published == {"ego_camera": (11, 40)}
-    session.intake._on_status(status(45, 1900))  # received before the stop, handled during the drain
+    session.intake.statuses.on_status(status(45, 1900))  # received before the stop, handled during the drain
     assert session.intake.statuses.published == {"ego_camera": (11, 45)}
     session._context.term()
