@@ -98,15 +98,9 @@ class BusSubscriber:
         is waiting."""
         if self._split:
             return self._split.popleft()
-        try:
-            frames = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
-        except zmq.Again:
-            return False
-        try:
-            messages = decode_messages(frames, t_receive_ns=stamp() if stamp else None)
-        except BusProtocolError as exc:
-            self._count_malformed(exc)
-            return None
+        messages = self._receive(decode_messages, stamp)
+        if messages is None or messages is False:
+            return messages
         self.received += len(messages)
         self._split.extend(messages[1:])
         return messages[0]
@@ -115,17 +109,23 @@ class BusSubscriber:
         """Like ``recv_waiting``, but a batch message comes whole, as one ``SampleBlock``."""
         if self._split:
             return self._split.popleft()
+        decoded = self._receive(decode_block, stamp)
+        if decoded is not None and decoded is not False:
+            self.received += decoded.n if isinstance(decoded, SampleBlock) else 1
+        return decoded
+
+    def _receive(self, decode, stamp):
+        """One waiting bus message decoded with ``decode``; False when none is waiting, None (counted) when
+        it is malformed."""
         try:
             frames = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
         except zmq.Again:
             return False
         try:
-            decoded = decode_block(frames, t_receive_ns=stamp() if stamp else None)
+            return decode(frames, t_receive_ns=stamp() if stamp else None)
         except BusProtocolError as exc:
             self._count_malformed(exc)
             return None
-        self.received += decoded.n if isinstance(decoded, SampleBlock) else 1
-        return decoded
 
     @property
     def holds_batch_rest(self) -> bool:
