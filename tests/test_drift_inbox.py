@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.spatial.transform import Rotation, Slerp
 
+from capture_app.bus.message import SampleBlock
 from capture_app.core.rotation_series import QuatTrack, exp_rotvec, rotvec
 from capture_app.core.visual_rotation import jpeg_size, small_grey
 from capture_app.recorder.drift_inbox import Inbox, Series, stack
@@ -191,3 +192,36 @@ def test_the_monitor_shows_the_rig_check_prompt_from_the_state_feed():
             == "rig check: Turn your head left and right. (until 12 s)")
     assert check_prompt_line({"check": {"step": "done", "text": "Rig check done: computing the verdict."}}) \
         == "rig check: Rig check done: computing the verdict."
+
+
+def _block(stream: str, t0_ns: int, poses: np.ndarray, tracking: list[str]) -> SampleBlock:
+    n = len(poses)
+    return SampleBlock(stream=stream, seq=0, n=n, t_capture_ns=t0_ns + 4_000_000 * np.arange(n, dtype=np.int64),
+                       t_device_ns=None, t_publish_ns=t0_ns, tracking=tracking, arrays={"pose": poses},
+                       encodings={"pose": "raw"}, shapes={"pose": (7,)})
+
+
+def test_a_batch_queued_whole_stacks_like_its_samples_one_by_one_and_counts_its_samples_against_the_bound():
+    rng = np.random.default_rng(3)
+    blocks = []
+    for k in range(4):
+        poses = rng.normal(size=(5, 7))
+        poses[1, 2] = np.nan  # not finite: skipped either way
+        blocks.append(_block("head_tracker", k * 20_000_000, poses, ["ok", "ok", "lost", "ok", "ok"]))
+    whole, one_by_one = Inbox({"head_tracker": 12}), Inbox({"head_tracker": 12})
+    loose = _pose("head_tracker", 90_000_000, pose=rng.normal(size=7))
+    for block in blocks:
+        whole.offer(block)
+        for message in block.messages():
+            one_by_one.offer(message)
+    whole.offer(loose)
+    one_by_one.offer(loose)
+    assert whole.waiting() == 11 and whole.shed == {"head_tracker": 10}  # the last two blocks did not fit whole
+    assert one_by_one.waiting() == 12 and one_by_one.shed == {"head_tracker": 9}
+    taken_whole = whole.take("head_tracker")
+    assert len(taken_whole) == 3 and whole.waiting() == 0
+    expected = stack(blocks[0].messages() + blocks[1].messages() + [loose], "pose", 1000, 7, tracked=True)
+    got = stack(taken_whole, "pose", 1000, 7, tracked=True)
+    assert len(got[0]) == 8 - 2 + 1  # two lost, two non-finite dropped
+    np.testing.assert_array_equal(got[0], expected[0])
+    np.testing.assert_array_equal(got[1], expected[1])

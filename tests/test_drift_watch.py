@@ -70,7 +70,9 @@ def test_a_camera_mount_slip_alarms_live_redoes_the_take_and_resync_repairs_it(t
     assert ok.sum() > 40
     truth = _truth_wrists(t_eval[ok], epoch)
     error_mm = 1000 * np.linalg.norm((action[ok][:, [0, 1, 2, 9, 10, 11]] - truth[:, [0, 1, 2, 9, 10, 11]]).reshape(-1, 2, 3), axis=2)
-    assert error_mm.max() < 1.0, error_mm.max()
+    # the slip's estimated size is off by up to ~0.1 deg (docs/performance.md: max 0.064 deg over 10 trials), which
+    # at the hands' ~0.6 m from the camera is ~1 mm; with the old calibration the same rows are centimetres off
+    assert error_mm.max() < 2.0, error_mm.max()
     if before is not None:  # with the calibration from before the slip the same rows were centimetres off
         old_mm = 1000 * np.linalg.norm(before[ok][:, 0:3] - truth[:, 0:3], axis=1)
         assert np.median(old_mm) > 5.0

@@ -1,7 +1,7 @@
 """What the drift watch is handed, and what it keeps: bounded per-stream inboxes and numpy time series.
 
 ``Inbox.offer`` is the intake listener's whole work on the bus thread: one dict lookup, one length test, one
-deque append. Each stream's inbox holds at most ``bound`` messages (about 10 s of a pose stream, 2 s of ego
+deque append (a batch the intake accepted whole comes as one ``SampleBlock``). Each stream's inbox holds at most ``bound`` messages (about 10 s of a pose stream, 2 s of ego
 frames); when the drift watch's thread falls that far behind, newer messages are shed, counted per stream
 (``shed``) and reported in its summary, never silently dropped. The thread takes each inbox whole (``take``)
 and turns the messages into arrays in one pass (``stack``), so no per-sample numpy work happens anywhere.
@@ -16,6 +16,7 @@ from collections import deque
 
 import numpy as np
 
+from capture_app.bus.message import SampleBlock
 from capture_app.core.geometry import make_transform, quat_to_matrix
 from capture_app.core.rotation_series import QuatTrack
 
@@ -23,52 +24,99 @@ MAX_SAMPLE_GAP_S = 0.1  # a pose or IMU orientation is not interpolated across a
 
 
 class Inbox:
-    """Bounded per-stream message queues. ``bounds``: stream -> the most messages it holds; ``min_gap_ns``:
-    stream -> queue a message only this long (capture stamps, ns) after the last queued one (the ego frames the
-    drift watch analyses; the others are not wanted, so not shed)."""
+    """Bounded per-stream sample queues. ``bounds``: stream -> the most samples it holds; ``min_gap_ns``:
+    stream -> queue a sample only this long (capture stamps, ns) after the last queued one (the ego frames the
+    drift watch analyses; the others are not wanted, so not shed). A ``SampleBlock`` (a batch the intake accepted
+    whole) is queued whole and counts its ``n`` samples."""
 
     def __init__(self, bounds: dict[str, int], min_gap_ns: dict[str, int] | None = None):
         gaps = min_gap_ns or {}
         self._streams = {stream: (deque(), int(bound), int(gaps.get(stream, 0))) for stream, bound in bounds.items()}
         self._last_ns = {stream: -(1 << 62) for stream in bounds}
-        self.shed = {stream: 0 for stream in bounds}  # messages refused because the inbox was full
+        self._offered = {stream: 0 for stream in bounds}  # samples queued (written by the bus thread only)
+        self._taken = {stream: 0 for stream in bounds}    # samples taken (written by the drift thread only)
+        self.shed = {stream: 0 for stream in bounds}  # samples refused because the inbox was full
 
-    def offer(self, message) -> None:
-        """Queue one message (the bus thread; never blocks, never raises for an unknown stream)."""
-        entry = self._streams.get(message.stream)
+    def offer(self, item) -> None:
+        """Queue one message or SampleBlock (the bus thread; never blocks, never raises for an unknown stream)."""
+        entry = self._streams.get(item.stream)
         if entry is None:
             return
         queue, bound, gap = entry
-        if gap:
-            if 0 <= message.t_capture_ns - self._last_ns[message.stream] < gap:
+        if isinstance(item, SampleBlock):
+            if gap:  # decimated streams are taken sample by sample
+                for message in item.messages():
+                    self.offer(message)
                 return
-            self._last_ns[message.stream] = message.t_capture_ns
-        if len(queue) < bound:
-            queue.append(message)
+            n = item.n
         else:
-            self.shed[message.stream] += 1
+            n = 1
+            if gap:
+                if 0 <= item.t_capture_ns - self._last_ns[item.stream] < gap:
+                    return
+                self._last_ns[item.stream] = item.t_capture_ns
+        if self._offered[item.stream] - self._taken[item.stream] + n <= bound:
+            queue.append(item)
+            self._offered[item.stream] += n
+        else:
+            self.shed[item.stream] += n
 
     def take(self, stream: str) -> list:
-        """Every message waiting for ``stream``, oldest first (the drift watch's thread)."""
+        """Every message or SampleBlock waiting for ``stream``, oldest first (the drift watch's thread)."""
         queue = self._streams[stream][0]
-        return [queue.popleft() for _ in range(len(queue))]
+        items = [queue.popleft() for _ in range(len(queue))]
+        self._taken[stream] += sum(item.n if isinstance(item, SampleBlock) else 1 for item in items)
+        return items
 
     def waiting(self) -> int:
-        """Messages queued and not yet taken."""
-        return sum(len(entry[0]) for entry in self._streams.values())
+        """Samples queued and not yet taken."""
+        return sum(self._offered[s] - self._taken[s] for s in self._streams)
 
     def total_shed(self) -> int:
         return sum(self.shed.values())
 
 
-def stack(messages: list, field: str, offset_ns: int, width: int,
+def stack(items: list, field: str, offset_ns: int, width: int,
           tracked: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(t_s (n,), values (n, width)) of the messages' ``field`` at their capture stamps minus ``offset_ns``; only
-    messages whose field is a finite vector of ``width`` and, with ``tracked``, that track ``ok`` (others are
-    skipped, not errors: a lost tracker, an absent IMU)."""
+    """(t_s (n,), values (n, width)) of the items' ``field`` at their capture stamps minus ``offset_ns``, in the
+    items' order; items are messages or SampleBlocks. Only samples whose field is a finite vector of ``width``
+    and, with ``tracked``, that track ``ok`` (others are skipped, not errors: a lost tracker, an absent IMU)."""
+    parts: list[tuple[np.ndarray, np.ndarray]] = []
+    run: list = []  # consecutive single messages, converted together
+    for item in items:
+        if not isinstance(item, SampleBlock):
+            run.append(item)
+            continue
+        if run:
+            parts.append(_stack_messages(run, field, width, tracked))
+            run = []
+        parts.append(_stack_block(item, field, width, tracked))
+    if run:
+        parts.append(_stack_messages(run, field, width, tracked))
+    if not parts:
+        return np.zeros(0), np.zeros((0, width))
+    t_ns = np.concatenate([t for t, _ in parts]) if len(parts) > 1 else parts[0][0]
+    v = np.concatenate([v for _, v in parts]) if len(parts) > 1 else parts[0][1]
+    finite = np.all(np.isfinite(v), axis=1)
+    return (t_ns[finite] - offset_ns) / 1e9, v[finite]
+
+
+def _stack_block(block: SampleBlock, field: str, width: int, tracked: bool) -> tuple[np.ndarray, np.ndarray]:
+    values = block.arrays.get(field)
+    if values is None or values.shape != (block.n, width):
+        return np.zeros(0, dtype=np.int64), np.zeros((0, width))
+    t_ns = np.asarray(block.t_capture_ns, dtype=np.int64)
+    values = np.asarray(values, dtype=float)
+    if tracked:
+        ok = np.fromiter((state == "ok" for state in block.tracking), dtype=bool, count=block.n)
+        return t_ns[ok], values[ok]
+    return t_ns, values
+
+
+def _stack_messages(messages: list, field: str, width: int, tracked: bool) -> tuple[np.ndarray, np.ndarray]:
     kept = [m for m in messages if m.arrays.get(field) is not None and (not tracked or m.tracking == "ok")]
     if not kept:
-        return np.zeros(0), np.zeros((0, width))
+        return np.zeros(0, dtype=np.int64), np.zeros((0, width))
     try:  # the intake checked each message's schema: one conversion of the lot
         v = np.array([m.arrays[field] for m in kept], dtype=float)
     except ValueError:
@@ -77,8 +125,7 @@ def stack(messages: list, field: str, offset_ns: int, width: int,
         kept = [m for m in kept if np.shape(m.arrays[field]) == (width,)]
         v = np.array([m.arrays[field] for m in kept], dtype=float).reshape(len(kept), width)
     t_ns = np.fromiter((m.t_capture_ns for m in kept), dtype=np.int64, count=len(kept))
-    finite = np.all(np.isfinite(v), axis=1)
-    return (t_ns[finite] - offset_ns) / 1e9, v[finite]
+    return t_ns, v
 
 
 class Series:

@@ -108,7 +108,8 @@ class DriftWatch:
         return tuple(self._offsets)
 
     def offer(self, message) -> None:
-        """Take an accepted sample (called by the intake, outside its locks): a bounded deque append."""
+        """Take an accepted sample or SampleBlock (called by the intake, outside its locks): a bounded deque
+        append."""
         self._inbox.offer(message)
 
     @property

@@ -83,7 +83,7 @@ class CaptureSession:
         self.drift = DriftWatch(self.calibration, on_alarm=self._drift_alarm, threshold_deg=drift.mount_slip_deg,
                                 visual_rate_hz=drift.visual_rate_hz, latency_threshold_ms=drift.latency_change_ms)
         if drift.enabled:
-            self.intake.add_sample_listener(self.drift.streams, self.drift.offer)
+            self.intake.add_sample_listener(self.drift.streams, self.drift.offer, blocks=True)
             self.episodes.drift_summary = self.drift.summary
         self.check_prompt: dict | None = None  # the rig check's current prompt (rig_check.py), for the state feed
 
