@@ -77,7 +77,8 @@ class Page:
 
     def wait_text(self, element_id: str, needle: str, timeout_s: float = DEADLINE_S) -> str:
         return wait_until(lambda: needle in self.text(element_id) and self.text(element_id),
-                          f"{needle!r} in #{element_id} (now {self.text(element_id)!r})", timeout_s)
+                          f"{needle!r} in #{element_id} (now {self.text(element_id)!r}; the panel's message: "
+                          f"{self.text('message')!r})", timeout_s)
 
     def screenshot(self, name: str, *visible: tuple[str, str]) -> Path:
         """Save and check a screenshot: each (element id, text) visible on screen, the image a real one."""
