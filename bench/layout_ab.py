@@ -5,7 +5,7 @@
 Checks out ``--base`` (default: the last commit before the package layout of #25) into a temporary
 worktree and runs each commit's own ``bench/record_rig.py`` in turn, ``--rounds`` times each, A B A B ...,
 so both see the same machine conditions; prints each run's app CPU per 50 ms tick and the medians' ratio
-(this tree / base). CPU time, not wall time: a loaded machine changes it less than it changes wall time.
+(this tree / base; this tree also without its drift watch, which the base did not have). CPU time, not wall time: a loaded machine changes it less than it changes wall time.
 """
 
 from __future__ import annotations
@@ -27,12 +27,13 @@ HERE = Path(__file__).resolve().parent.parent
 CPU_LINE = re.compile(r"CPU per 50 ms tick: app process ([0-9.]+) ms")
 
 
-def cpu_per_tick_ms(tree: Path, seconds: float) -> float:
-    """One run of ``tree``'s bench/record_rig.py; the app process's CPU ms per tick it printed."""
+def cpu_per_tick_ms(tree: Path, seconds: float, extra: tuple[str, ...] = ()) -> float:
+    """One run of ``tree``'s bench/record_rig.py (with ``extra`` arguments); the app process's CPU ms per tick it
+    printed."""
     env = dict(os.environ, PYTHONPATH=str(tree), QT_QPA_PLATFORM="offscreen")
     with tempfile.TemporaryDirectory() as out:
         result = subprocess.run([sys.executable, str(tree / "bench" / "record_rig.py"), "--seconds", str(seconds),
-                                 "--out", out], cwd=tree, env=env, capture_output=True, text=True, timeout=600)
+                                 "--out", out, *extra], cwd=tree, env=env, capture_output=True, text=True, timeout=600)
     match = CPU_LINE.search(result.stdout)
     if result.returncode != 0 or match is None:
         raise RuntimeError(f"{tree}: record_rig failed (rc {result.returncode}):\n{result.stdout}\n{result.stderr}")
@@ -51,18 +52,21 @@ def main() -> int:
         subprocess.run(["git", "-C", str(HERE), "worktree", "add", "--detach", str(base), args.base], check=True,
                        capture_output=True)
         try:
-            runs: dict[str, list[float]] = {"this tree": [], f"base {args.base}": []}
+            # the base has no drift watch (issue 28 came after it): this tree runs both with and without it
+            trees = (("this tree", HERE, ()), ("this tree, no drift watch", HERE, ("--no-drift-watch",)),
+                     (f"base {args.base}", base, ()))
+            runs: dict[str, list[float]] = {name: [] for name, _, _ in trees}
             for _ in range(args.rounds):
-                for name, tree in (("this tree", HERE), (f"base {args.base}", base)):
-                    runs[name].append(cpu_per_tick_ms(tree, args.seconds))
+                for name, tree, extra in trees:
+                    runs[name].append(cpu_per_tick_ms(tree, args.seconds, extra))
                     print(f"  {name}: {runs[name][-1]:.2f} ms per tick", flush=True)
         finally:
             subprocess.run(["git", "-C", str(HERE), "worktree", "remove", "--force", str(base)], capture_output=True)
     medians = {name: statistics.median(values) for name, values in runs.items()}
     for name, value in medians.items():
         print(f"{name}: median {value:.2f} ms per tick over {args.rounds} runs of {args.seconds:.0f} s")
-    this, base_value = medians.values()
-    print(f"ratio this tree / base: {this / base_value:.2f}")
+    this, this_bare, base_value = medians.values()
+    print(f"ratio this tree / base: {this / base_value:.2f}; without the drift watch: {this_bare / base_value:.2f}")
     return 0
 
 

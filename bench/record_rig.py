@@ -98,6 +98,8 @@ def main() -> None:
                         help="[bus] batch_ms: hold pose/keypoint samples this long per batch (default: the rig's)")
     parser.add_argument("--encode-in", choices=("driver", "writer"), default=None,
                         help="[writer] encode_in: where colour frames become JPEG (default: the rig's)")
+    parser.add_argument("--no-drift-watch", action="store_true",
+                        help="[drift] enabled = false: the recorder without its drift watch (as before issue 28)")
     args = parser.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="bench-record-"))
     config = load_config()
@@ -105,10 +107,13 @@ def main() -> None:
         config = with_changes(config, bus_batch_ms=args.batch_ms)
     if args.encode_in is not None:
         config = with_changes(config, writer=dataclasses.replace(config.writer, encode_in=args.encode_in))
+    if args.no_drift_watch:
+        config = with_changes(config, drift=dataclasses.replace(config.drift, enabled=False))
     if args.video:
         config = with_changes(config, writer=dataclasses.replace(config.writer,
                                                                   video_streams=("ego_camera", "top_camera")))
-    print(f"machine: {machine()}; [bus] batch_ms = {config.bus_batch_ms:g}; [writer] encode_in = {config.writer.encode_in}")
+    print(f"machine: {machine()}; [bus] batch_ms = {config.bus_batch_ms:g}; [writer] encode_in = {config.writer.encode_in}; "
+          f"[drift] enabled = {str(config.drift.enabled).lower()}")
     with CaptureSession(config) as session:
         missing = session.wait_for_streams(10)
         assert not missing, missing
