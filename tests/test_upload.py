@@ -273,7 +273,8 @@ def test_background_uploads_never_run_during_a_take():
 def test_serve_uploads_between_takes_and_stops_for_a_take(s3, tmp_path):
     from capture_app.monitor.client import RecorderClient
     dest = f"s3://{BUCKET}/serve"
-    text = small_sim_text('\n[upload]\ndestination = "%s"\ninterval_s = 0.2\nchunk_mb = 0.0625\nmax_mb_per_s = 0.15\n'
+    # a 1 s take of this rig is ~4 MB: ~4 s of upload at 1 MB/s, so the second take starts mid-upload
+    text = small_sim_text('\n[upload]\ndestination = "%s"\ninterval_s = 0.2\nchunk_mb = 0.0625\nmax_mb_per_s = 1.0\n'
                           % dest)
     config_path, out = tmp_path / "rig.toml", tmp_path / "episodes"
     config_path.write_text(text)
