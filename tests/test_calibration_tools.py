@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 
 import numpy as np
@@ -26,9 +28,21 @@ def _args(**kw):
     return argparse.Namespace(**{**defaults, **kw})
 
 
-def test_head_camera_recovers_the_mount_within_2_mm_and_0_2_degrees(tmp_path, capsys):
-    assert main(["calibrate", "head-camera", "--sim", "--duration", "20", "--calibration-dir", str(tmp_path)]) == 0
-    store = CalibrationStore(tmp_path)
+@pytest.fixture(scope="module")
+def head_camera_run(tmp_path_factory):
+    """One 30 s simulated head-camera calibration through the CLI, shared by the tests that solve from it (the sim
+    head moves briskly and ~90 % of frames are too fast to use: intrinsics need that many views)."""
+    directory = tmp_path_factory.mktemp("head-camera")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["calibrate", "head-camera", "--sim", "--duration", "30", "--calibration-dir", str(directory)])
+    return code, directory, out.getvalue()
+
+
+def test_head_camera_recovers_the_mount_within_2_mm_and_0_2_degrees(head_camera_run, capsys):
+    code, directory, out = head_camera_run
+    assert code == 0
+    store = CalibrationStore(directory)
     result = store.current()
     truth = true_rig_geometry()["T_headtracker_cam"]
     assert np.linalg.norm(result.T_headtracker_cam[:3, 3] - truth[:3, 3]) < 0.002
@@ -37,13 +51,12 @@ def test_head_camera_recovers_the_mount_within_2_mm_and_0_2_degrees(tmp_path, ca
     assert residuals["views"] <= 100 and residuals["reprojection_rms_px"] < 2.0
     assert set(residuals["opencv_methods_vs_refined"]) >= {"PARK", "TSAI", "DANIILIDIS"}
     assert len(store.versions()) == 1 and result.operator == ""
-    out = capsys.readouterr().out
     assert "changes: T_headtracker_cam: moved" in out
     # the same episode solves again into a second version; `show` reports what changed
     episode = result.residuals["episode"]
-    assert main(["calibrate", "head-camera", "--episode", episode, "--calibration-dir", str(tmp_path)]) == 0
+    assert main(["calibrate", "head-camera", "--episode", episode, "--calibration-dir", str(directory)]) == 0
     assert len(store.versions()) == 2
-    assert main(["calibrate", "show", "--calibration-dir", str(tmp_path)]) == 0
+    assert main(["calibrate", "show", "--calibration-dir", str(directory)]) == 0
     assert "changes since" in capsys.readouterr().out
 
 
@@ -160,9 +173,12 @@ def test_wrist_mounts_from_the_hands_on_the_board(tmp_path):
         assert np.degrees(rotation_angle(result[:3, :3], expected[:3, :3])) < 0.5
 
 
-def test_head_camera_also_calibrates_intrinsics_when_the_camera_gives_none(tmp_path):
-    """Start from wrong intrinsics (as a UVC camera has none): --intrinsics recovers them and the mount."""
+def test_head_camera_also_calibrates_intrinsics_when_the_camera_gives_none(head_camera_run, tmp_path):
+    """Start from wrong intrinsics (as a UVC camera has none): --intrinsics recovers them and the mount from the
+    same recording."""
     import dataclasses
+    _, directory, _ = head_camera_run
+    episode = CalibrationStore(directory).current().residuals["episode"]  # the recording (any version made from it)
     store = CalibrationStore(tmp_path)
     config = commands.sim_calibration_rig()
     true_k = commands.base_calibration(store, config).ego_intrinsics
@@ -170,8 +186,7 @@ def test_head_camera_also_calibrates_intrinsics_when_the_camera_gives_none(tmp_p
                                 ego_intrinsics=dataclasses.replace(true_k, fx=true_k.fx * 0.93, fy=true_k.fy * 0.93,
                                                                    cx=true_k.cx + 15))
     store.save(wrong)
-    # 30 s: the sim head moves briskly and ~90% of frames are too fast to use; intrinsics need many views
-    assert commands.cmd_head_camera(_args(duration=30.0, intrinsics=True), config, store) == 0
+    assert commands.cmd_head_camera(_args(episode=episode, intrinsics=True), config, store) == 0
     k = store.current().ego_intrinsics
     assert k.fx == pytest.approx(true_k.fx, rel=0.01) and k.fy == pytest.approx(true_k.fy, rel=0.01)
     assert k.cx == pytest.approx(true_k.cx, abs=3) and k.cy == pytest.approx(true_k.cy, abs=3)
