@@ -312,27 +312,23 @@ def fill_optional(stream_kind: str, message: Message) -> None:
     """Complete an accepted message in place: every optional buffer of its kind absent from it is added,
     filled with the spec's ``fill``, with its encoding ("raw") and shape, so every row of a stream has the
     same columns. The one place this is done; the writer relies on it (docs/protocol.md)."""
-    schema = SCHEMAS.get(stream_kind, {})
-    missing = {n: s for n, s in schema.items() if s.optional and n not in message.arrays}
-    if not missing:
-        return
-    arrays, encodings, shapes = dict(message.arrays), dict(message.encodings), dict(message.shapes)
-    for name, spec in missing.items():
-        arrays[name] = np.full(spec.shape, spec.fill, dtype=np.dtype(spec.dtype))
-        encodings[name] = "raw"
-        shapes[name] = tuple(spec.shape)
-    message.arrays, message.encodings, message.shapes = arrays, encodings, shapes
+    _fill_missing(stream_kind, message, rows=())
 
 
 def fill_optional_block(stream_kind: str, block: SampleBlock) -> None:
     """``fill_optional`` for a whole batch: each absent optional buffer added with ``block.n`` rows of its fill."""
+    _fill_missing(stream_kind, block, rows=(block.n,))
+
+
+def _fill_missing(stream_kind: str, item: Message | SampleBlock, rows: tuple[int, ...]) -> None:
+    """Add each optional buffer of ``stream_kind`` absent from ``item``, of shape ``rows + spec.shape``."""
     schema = SCHEMAS.get(stream_kind, {})
-    missing = {n: s for n, s in schema.items() if s.optional and n not in block.arrays}
+    missing = {n: s for n, s in schema.items() if s.optional and n not in item.arrays}
     if not missing:
         return
-    arrays, encodings, shapes = dict(block.arrays), dict(block.encodings), dict(block.shapes)
+    arrays, encodings, shapes = dict(item.arrays), dict(item.encodings), dict(item.shapes)
     for name, spec in missing.items():
-        arrays[name] = np.full((block.n, *spec.shape), spec.fill, dtype=np.dtype(spec.dtype))
+        arrays[name] = np.full((*rows, *spec.shape), spec.fill, dtype=np.dtype(spec.dtype))
         encodings[name] = "raw"
         shapes[name] = tuple(spec.shape)
-    block.arrays, block.encodings, block.shapes = arrays, encodings, shapes
+    item.arrays, item.encodings, item.shapes = arrays, encodings, shapes
