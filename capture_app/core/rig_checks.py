@@ -40,7 +40,8 @@ PROMPTS = {
     "rotate_right_wrist": "Rotate your right wrist back and forth. Keep the left hand still.",
     "open_close_left": "Open and close your left hand.",
     "open_close_right": "Open and close your right hand.",
-    "hands_on_table": "Put both hands flat on the table, in view of the top camera.",
+    "hands_on_table": "Put both hands flat on the table, in view of the top camera, and slide them left and right "
+                      "(about 5 cm).",
 }
 
 
