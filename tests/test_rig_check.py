@@ -118,6 +118,28 @@ def test_the_top_camera_latency_line_says_when_the_top_camera_is_absent_or_saw_t
     assert not line.passed and "while the hands were on the table" in line.text
 
 
+def test_the_top_latency_reads_depth_through_the_depth_cameras_own_geometry(tmp_path):
+    """A RealSense's depth is not aligned to colour: its own intrinsics and T_color_depth (device record) place it;
+    a camera aligning depth to colour (the sim) uses the calibration's colour intrinsics and pose."""
+    import h5py
+    from capture_app.recorder.rig_check import _depth_view
+    from capture_app.rig.config import load_config
+    from drivers.sim.calibration import sim_calibration
+    calibration = sim_calibration(load_config())
+    device = {"depth_intrinsics": {"width": 848, "height": 480, "fx": 424.0, "fy": 424.0, "cx": 424.0, "cy": 240.0},
+              "T_color_depth": {"rotation_colmajor": [1, 0, 0, 0, 1, 0, 0, 0, 1], "translation_m": [-0.015, 0, 0]}}
+    with h5py.File(tmp_path / "rs.h5", "w") as f:
+        real, sim = f.create_group("real"), f.create_group("sim")
+        real.attrs["device"] = json.dumps(device)
+        view, sim_view = _depth_view(real, calibration, 424, 240), _depth_view(sim, calibration, 160, 120)
+    assert (view.fx, view.cx, view.cy) == (212.0, 212.0, 120.0)
+    # the depth camera's centre sits 1.5 cm along the colour camera's -x
+    assert np.allclose(view.T_world_topcam[:3, 3], (calibration.T_world_topcam @ [-0.015, 0, 0, 1.0])[:3])
+    assert np.allclose(view.T_world_topcam[:3, :3], calibration.T_world_topcam[:3, :3])
+    k = calibration.top_intrinsics.scaled(160, 120)
+    assert (sim_view.fx, sim_view.cx) == (k.fx, k.cx) and np.allclose(sim_view.T_world_topcam, calibration.T_world_topcam)
+
+
 def test_record_refuses_without_a_recent_passed_check(tmp_path, capsys):
     assert main(["record", "--sim", "--duration", "1", "--out", str(tmp_path), "--require-check", "8"]) == 2
     assert "run `capture-app check" in capsys.readouterr().err

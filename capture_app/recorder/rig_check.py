@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from calibration.model import Calibration, calibration_from_json
+from calibration.plane import depth_geometry_from_device
 from capture_app.core import hand_eye_rotation, rig_checks, top_motion
 from capture_app.core.clock import now_ns
 from capture_app.core.errors import CaptureError
@@ -241,9 +242,7 @@ def _top(f, calibration: Calibration, trackers: dict, t0: int) -> CheckLine:
     scale = float(group.attrs.get("depth_scale_m", 0.001))
     depth = group["depth"][rows[0]:rows[-1] + 1]  # one read; rows are in stamp order
     rows_in = rows - rows[0]
-    h, w = depth.shape[1:]
-    k = calibration.top_intrinsics.scaled(w, h)
-    view = top_motion.TopView(k.fx, k.fy, k.cx, k.cy, w, h, calibration.T_world_topcam)
+    view = _depth_view(group, calibration, depth.shape[2], depth.shape[1])
     predicted = []
     for hand in ("left", "right"):
         t, poses = trackers[f"{hand}_wrist"]
@@ -258,6 +257,16 @@ def _top(f, calibration: Calibration, trackers: dict, t0: int) -> CheckLine:
     seen = np.array([top_motion.hand_centroids(view, depth[row] * scale, plane, circles) for row in rows_in])
     estimate = top_motion.estimate_image_lag([(t, xy, t_top[rows], seen[:, i]) for i, (t, xy) in enumerate(predicted)])
     return rig_checks.latency("top_camera", None if estimate is None else estimate.lag_ms, offset_ms)
+
+
+def _depth_view(group, calibration: Calibration, width: int, height: int) -> top_motion.TopView:
+    """The camera of the top camera's depth frames (``width`` x ``height``): a RealSense's own depth intrinsics
+    and ``T_world_topcam @ T_color_depth`` from its device record (its depth is not aligned to colour), else the
+    calibration's colour intrinsics and ``T_world_topcam`` (a camera aligning depth to colour, the simulated one)."""
+    k, T_color_depth = depth_geometry_from_device(json.loads(group.attrs.get("device", "{}")),
+                                                  calibration.top_intrinsics)
+    k = k.scaled(width, height)
+    return top_motion.TopView(k.fx, k.fy, k.cx, k.cy, width, height, calibration.T_world_topcam @ T_color_depth)
 
 
 def _fingertips(f, calibration: Calibration, trackers: dict, gloves: dict, t0: int) -> CheckLine:
