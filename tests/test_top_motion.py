@@ -116,6 +116,8 @@ def test_table_plane_hand_centroids_and_projection():
     assert np.allclose(view.project(off_axis[:3]), [0.1, -0.05])
     circles = top_motion.hand_circles([np.array([[-0.2, 0.0], [-0.22, 0.0]]), np.array([[0.2, 0.0]])])
     assert circles[0][1] == pytest.approx(0.5 * 0.41) and circles[1][1] == pytest.approx(0.205)
+    unseen = top_motion.hand_circles([np.full((3, 2), np.nan), np.array([[0.2, 0.0]])])  # a wrist behind the camera
+    assert np.all(np.isnan(unseen[0][0])) and unseen[1][1] == top_motion.MAX_RADIUS
 
 
 @pytest.mark.parametrize("extra_ms", [0.0, 40.0])

@@ -111,7 +111,8 @@ def hand_circles(predicted: list[np.ndarray]) -> list[tuple[np.ndarray, float]]:
     track (m, 2) over the analysed span: around its median, radius half the distance to the nearest other hand's
     median (at most ``MAX_RADIUS``), so the circles never overlap and a hand moving inside its own does not change
     what is counted (a circle following the predicted track would bias the centroid by the lag itself)."""
-    centres = [np.nanmedian(p, axis=0) if len(p) else np.full(2, np.nan) for p in predicted]
+    finite = [np.asarray(p, float)[np.all(np.isfinite(p), axis=1)] for p in predicted]
+    centres = [np.median(p, axis=0) if len(p) else np.full(2, np.nan) for p in finite]
     circles = []
     for i, c in enumerate(centres):
         others = [np.linalg.norm(c - o) for j, o in enumerate(centres) if j != i and np.all(np.isfinite(o))]
