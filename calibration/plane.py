@@ -14,6 +14,20 @@ from calibration.model import CameraIntrinsics
 from capture_app.core.geometry import axis_angle_to_matrix, invert_transform, make_transform
 
 
+def depth_geometry_from_device(device: dict, color_intrinsics: CameraIntrinsics) -> tuple[CameraIntrinsics, np.ndarray]:
+    """The top camera's depth intrinsics and ``T_color_depth`` (4, 4: depth-camera points to colour-camera points,
+    metres) from its device record: a RealSense gives both (its depth is not aligned to colour); a camera that
+    aligns depth to colour, like the simulated one, gives neither: the colour intrinsics and identity."""
+    k = device.get("depth_intrinsics")
+    extrinsics = device.get("T_color_depth")
+    if k is None or extrinsics is None:
+        return color_intrinsics, np.eye(4)
+    R = np.array(extrinsics["rotation_colmajor"], float).reshape(3, 3).T  # librealsense: column-major
+    depth_k = CameraIntrinsics(int(k["width"]), int(k["height"]), float(k["fx"]), float(k["fy"]), float(k["cx"]),
+                               float(k["cy"]))
+    return depth_k, make_transform(R, np.array(extrinsics["translation_m"], float))
+
+
 def board_points_from_depth(depth_m: np.ndarray, depth_intrinsics: CameraIntrinsics, T_color_depth: np.ndarray,
                             T_color_board: np.ndarray, width_m: float, height_m: float,
                             margin_m: float = 0.02) -> np.ndarray:

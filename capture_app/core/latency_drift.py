@@ -66,9 +66,18 @@ def estimate_lag(t_ref_s: np.ndarray, R_ref: np.ndarray, t_obs_s: np.ndarray, sp
         squared = np.partition(squared, keep - 1, axis=1)[:, :keep] if keep < squared.shape[1] else squared
         return squared.mean(axis=1)  # trimmed: a slip's jump is no lag
 
+    lag = scan_lag(costs, max_lag_s, scan_step_s)
+    rms = float(np.sqrt(costs(np.array([lag]))[0]))
+    return LagEstimate(lag * 1e3, rms, int(inside.sum()))
+
+
+def scan_lag(costs, max_lag_s: float, scan_step_s: float) -> float:
+    """The lag (s) minimising ``costs`` (a function of lags (k,) in s -> costs (k,), evaluated in batches): a scan of
+    [-max_lag_s, max_lag_s] at ``scan_step_s``, then 21 lags across the two steps around its best, and the vertex
+    of the parabola through the finer scan's best three. Shared by every lag estimator here and in
+    ``top_motion``."""
     grid = np.arange(-max_lag_s, max_lag_s + 1e-9, scan_step_s)
     k = int(np.argmin(costs(grid)))
-    # then 21 lags across the two steps around the best, and the vertex of the parabola through the best three
     fine = np.linspace(grid[max(k - 1, 0)], grid[min(k + 1, len(grid) - 1)], 21)
     fine_costs = costs(fine)
     j = int(np.argmin(fine_costs))
@@ -78,5 +87,4 @@ def estimate_lag(t_ref_s: np.ndarray, R_ref: np.ndarray, t_obs_s: np.ndarray, sp
         curvature = c0 - 2 * c1 + c2
         if curvature > 0:
             lag += 0.5 * (c0 - c2) / curvature * (fine[1] - fine[0])
-    rms = float(np.sqrt(costs(np.array([lag]))[0]))
-    return LagEstimate(lag * 1e3, rms, int(inside.sum()))
+    return float(lag)

@@ -40,7 +40,8 @@ PROMPTS = {
     "rotate_right_wrist": "Rotate your right wrist back and forth. Keep the left hand still.",
     "open_close_left": "Open and close your left hand.",
     "open_close_right": "Open and close your right hand.",
-    "hands_on_table": "Put both hands flat on the table, in view of the top camera.",
+    "hands_on_table": "Put both hands flat on the table, in view of the top camera, and slide them left and right "
+                      "(about 5 cm).",
 }
 
 
@@ -143,11 +144,20 @@ def hand_eye(residuals_deg: np.ndarray, mount_error_deg: float | None = None,
                      f"(limit {HAND_EYE_LIMIT_DEG})", fix, {"median_deg": value, "mount_error_deg": error})
 
 
-def latency(stream: str, lag_ms: float | None, offset_ms: float) -> CheckLine:
-    """A stream's lag against the trackers from motion (None: not measurable)."""
+# what the operator does for a stream's latency to be measured (its check step)
+LATENCY_MOTION = {"top_camera": "put both hands on the table in the top camera's view and slide them left and "
+                                "right when prompted"}
+
+
+def latency(stream: str, lag_ms: float | None, offset_ms: float, missing: str | None = None) -> CheckLine:
+    """A stream's lag against the trackers from motion (None: not measurable; ``missing``: why there was nothing
+    to measure, e.g. no frames of that stream)."""
+    if missing is not None:
+        return CheckLine(f"latency {stream}", False, f"not measurable: {missing}",
+                         f"check the {stream} stream (`capture-app doctor`) and run the check again")
     if lag_ms is None:
         return CheckLine(f"latency {stream}", False, "not measurable: too little motion",
-                         "turn the head (rotate the wrists) when prompted")
+                         LATENCY_MOTION.get(stream, "turn the head (rotate the wrists) when prompted"))
     return CheckLine(f"latency {stream}", abs(lag_ms) <= LATENCY_LIMIT_MS, f"{lag_ms:+.1f} ms against the trackers "
                      f"(limit {LATENCY_LIMIT_MS:g})", f"set latency_offsets_ms.{stream} to {offset_ms + lag_ms:.1f} in "
                      f"the calibration", {"lag_ms": lag_ms})

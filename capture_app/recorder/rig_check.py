@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from calibration.model import Calibration, calibration_from_json
-from capture_app.core import hand_eye_rotation, rig_checks
+from calibration.plane import depth_geometry_from_device
+from capture_app.core import hand_eye_rotation, rig_checks, top_motion
 from capture_app.core.clock import now_ns
 from capture_app.core.errors import CaptureError
 from capture_app.core.geometry import pose_to_transform, quat_to_matrix
@@ -132,6 +133,7 @@ def analyse(path: str | Path) -> list[CheckLine]:
         lines += [rig_checks.glove_handedness(h, gloves[h][1]) for h in gloves]
         lines.append(_roles(trackers, imus))
         lines += _ego(f, calibration, trackers["head"], t0)
+        lines.append(_top(f, calibration, trackers, t0))
         lines.append(_fingertips(f, calibration, trackers, gloves, t0))
         lines.append(_table(f, calibration))
     return lines
@@ -221,6 +223,50 @@ def _ego(f, calibration: Calibration, head, t0: int) -> list[CheckLine]:
             pass  # too little or too one-sided motion: the residuals alone judge
     return [rig_checks.hand_eye(residuals, mount_error, correction),
             rig_checks.latency("ego_camera", lag, calibration.latency_offsets_ms.get("ego_camera", 0.0))]
+
+
+def _top(f, calibration: Calibration, trackers: dict, t0: int) -> CheckLine:
+    """The top camera's latency against the wrist trackers while the hands slide on the table (``hands_on_table``):
+    the hands' centroids in its depth frames against the wrists projected through ``T_world_topcam`` and its
+    intrinsics (``capture_app.core.top_motion``)."""
+    offset_ms = calibration.latency_offsets_ms.get("top_camera", 0.0)
+    group = f.get("streams/top_camera")
+    if group is None or "depth" not in group or len(group["depth"]) == 0:
+        return rig_checks.latency("top_camera", None, offset_ms, missing="no top camera depth frames in the check")
+    t_top = (group["t_capture_ns"][:] - calibration.latency_offset_ns("top_camera") - t0) / 1e9
+    begin, end = next((b + 0.5, e - 0.5) for step, b, e in CHECK_STEPS if step == "hands_on_table")
+    rows = np.flatnonzero((t_top >= begin) & (t_top <= end))
+    if len(rows) < 2:
+        return rig_checks.latency("top_camera", None, offset_ms, missing="no top camera depth frames while the hands "
+                                  "were on the table")
+    scale = float(group.attrs.get("depth_scale_m", 0.001))
+    depth = group["depth"][rows[0]:rows[-1] + 1]  # one read; rows are in stamp order
+    rows_in = rows - rows[0]
+    view = _depth_view(group, calibration, depth.shape[2], depth.shape[1])
+    predicted = []
+    for hand in ("left", "right"):
+        t, poses = trackers[f"{hand}_wrist"]
+        if len(t) >= 2:
+            wrists = top_motion.wrist_points(pose_to_transform(poses), calibration.T_wristtracker_wrist[hand])
+            predicted.append((t, view.project(wrists)))
+    plane = top_motion.table_plane(view, depth[0] * scale)
+    if not predicted or plane is None:
+        return rig_checks.latency("top_camera", None, offset_ms, missing="no wrist tracker poses" if not predicted
+                                  else "no table plane in the top camera's depth while the hands were on it")
+    circles = top_motion.hand_circles([xy[(t >= begin) & (t <= end)] for t, xy in predicted])
+    seen = np.array([top_motion.hand_centroids(view, depth[row] * scale, plane, circles) for row in rows_in])
+    estimate = top_motion.estimate_image_lag([(t, xy, t_top[rows], seen[:, i]) for i, (t, xy) in enumerate(predicted)])
+    return rig_checks.latency("top_camera", None if estimate is None else estimate.lag_ms, offset_ms)
+
+
+def _depth_view(group, calibration: Calibration, width: int, height: int) -> top_motion.TopView:
+    """The camera of the top camera's depth frames (``width`` x ``height``): a RealSense's own depth intrinsics
+    and ``T_world_topcam @ T_color_depth`` from its device record (its depth is not aligned to colour), else the
+    calibration's colour intrinsics and ``T_world_topcam`` (a camera aligning depth to colour, the simulated one)."""
+    k, T_color_depth = depth_geometry_from_device(json.loads(group.attrs.get("device", "{}")),
+                                                  calibration.top_intrinsics)
+    k = k.scaled(width, height)
+    return top_motion.TopView(k.fx, k.fy, k.cx, k.cy, width, height, calibration.T_world_topcam @ T_color_depth)
 
 
 def _fingertips(f, calibration: Calibration, trackers: dict, gloves: dict, t0: int) -> CheckLine:

@@ -13,7 +13,7 @@ from calibration.data import angular_speed, corrected_times
 from calibration.handeye import CalibrationFailed
 from calibration.model import Calibration, CameraIntrinsics
 from calibration.timing import estimate_lag_ns
-from capture_app.core.geometry import make_transform, quat_angle
+from capture_app.core.geometry import quat_angle
 from capture_app.episode.file import open_episode
 
 
@@ -46,17 +46,10 @@ def depth_geometry(group, color_intrinsics: CameraIntrinsics) -> tuple[CameraInt
     """The top camera's depth intrinsics and ``T_color_depth`` from its device record (a RealSense gives
     both; a camera that aligns depth to colour, like the simulated one, gives neither: the colour
     intrinsics and identity). None when the stream has no depth."""
+    from calibration.plane import depth_geometry_from_device
     if "depth" not in group:
         return None
-    device = json.loads(group.attrs.get("device", "{}"))
-    k = device.get("depth_intrinsics")
-    extrinsics = device.get("T_color_depth")
-    if k is None or extrinsics is None:
-        return color_intrinsics, np.eye(4)
-    R = np.array(extrinsics["rotation_colmajor"], float).reshape(3, 3).T  # librealsense: column-major
-    depth_k = CameraIntrinsics(int(k["width"]), int(k["height"]), float(k["fx"]), float(k["fy"]), float(k["cx"]),
-                               float(k["cy"]))
-    return depth_k, make_transform(R, np.array(extrinsics["translation_m"], float))
+    return depth_geometry_from_device(json.loads(group.attrs.get("device", "{}")), color_intrinsics)
 
 
 def board_on_depth_plane(group, row: int, T_cam_board: np.ndarray, board: BoardConfig, depth_geometry

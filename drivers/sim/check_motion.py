@@ -3,8 +3,9 @@
 
 The script (seconds of motion time after the epoch, ``CHECK_STEPS``) is the one ``capture-app check`` prompts
 (``capture_app.core.rig_checks.CHECK_STEPS``): hold still, turn the head left and right, rotate each
-wrist in turn, open and close each hand in turn, hands flat on the table in view of the top camera. Pure
-functions of t, vectorised like ``motion.py``.
+wrist in turn, open and close each hand in turn, hands flat on the table in view of the top camera, sliding
+left and right on it (the top camera's latency is measured from that motion). Pure functions of t, vectorised
+like ``motion.py``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from capture_app.core.geometry import axis_angle_to_matrix, make_transform
 from capture_app.core.rig_checks import CHECK_STEPS  # noqa: E402  (the recorder prompts the same script)
 
 CHECK_DURATION_S = CHECK_STEPS[-1][2]
+SLIDE_M = 0.05  # hands on the table: each slides +-5 cm along world x (left-right in both cameras)
+SLIDE_HZ = {"left": 0.8, "right": 0.65}  # different, like the wrist rotations
 
 
 def _window(t: np.ndarray, start: float, end: float, ramp: float = 0.5) -> np.ndarray:
@@ -54,4 +57,8 @@ def hand_state(t, hand: str, table_centre: np.ndarray) -> np.ndarray:
     held = table_centre + np.array([0.20 * side, 0.20, 0.15])
     rest = table_centre + np.array([0.16 * side, 0.03, 0.05])
     position = held + on_table[..., None] * (rest - held)
+    # from the step's start (while coming down) to the end: a pure translation on the table, so a hand's image in
+    # the top camera moves as its wrist tracker does
+    slide = on_table * SLIDE_M * np.sin(2 * np.pi * SLIDE_HZ[hand] * (t - 25.0))
+    position = position + slide[..., None] * np.array([1.0, 0.0, 0.0])
     return np.concatenate([position, roll[..., None], pitch[..., None], grasp[..., None]], axis=-1)
