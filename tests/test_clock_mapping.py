@@ -38,6 +38,40 @@ def test_mapping_is_unaffected_by_arrival_jitter_unlike_arrival_stamps():
     assert np.ptp(mapped) < 0.3e6 and np.ptp(arrival[-200:] - true_host[-200:]) > 6e6
 
 
+def _mapped(device_ns, arrival_ns) -> ClockMapper:
+    mapper = ClockMapper()
+    for d, a in zip(device_ns, arrival_ns):
+        mapper.add(int(d), int(a))
+    return mapper
+
+
+def test_the_envelope_residual_sees_a_stepping_clock_but_not_the_transport_jitter():
+    rng = np.random.default_rng(5)
+    host = np.arange(0, 30e9, 1e9 / 60)                      # a 60 Hz device for 30 s
+    jitter = 1e6 + rng.exponential(3e6, size=len(host))       # p95 near 10 ms: a glove dongle on a busy host
+    device = host * (1 + 50e-6) + 3e12
+    steady = _mapped(device, host + jitter).describe()
+    assert steady["residual_p95_ms"] > 8.0                    # the jitter is there, and reported
+    assert steady["envelope_residual_ms"] < 0.3, steady       # but the clock maps onto a line
+    stepping = device + np.where(host > 15e9, 6e6, 0.0)       # the device clock steps by 6 ms halfway
+    stepped = _mapped(stepping, host + jitter).describe()
+    assert stepped["envelope_residual_ms"] > 1.0, stepped
+    few = _mapped(device[:90], (host + jitter)[:90]).describe()  # 1.5 s: fewer than three windows
+    assert few["envelope_residual_ms"] is None
+
+
+def test_the_rig_check_judges_a_clock_by_its_envelope_and_resets_not_by_its_jitter():
+    from capture_app.recorder.rig_check import _clocks
+    jittery = {"offset_ns": 1, "drift_ppm": 50.0, "residual_p95_ms": 11.0, "envelope_residual_ms": 0.1, "resets": 0}
+    stepping = dict(jittery, envelope_residual_ms=2.5)
+    reset = dict(jittery, resets=1)
+    assert _clocks({"left_glove": {"clock": jittery}, "ego_camera": {}}).passed
+    line = _clocks({"left_glove": {"clock": jittery}, "top_camera": {"clock": stepping}})
+    assert not line.passed and "top_camera" in line.text and "USB" in line.fix
+    assert not _clocks({"right_glove": {"clock": reset}}).passed
+    assert _clocks({}).passed and "no device clock" in _clocks({}).text
+
+
 def test_a_device_clock_that_jumps_back_restarts_the_fit():
     mapper = ClockMapper()
     for k in range(100):

@@ -90,4 +90,18 @@ class ClockMapper:
         residual = np.array(self._residuals, dtype=float) / 1e6
         return {"offset_ns": round(e.offset_ns), "drift_ppm": round(e.drift_ppm, 3), "windows": e.windows,
                 "residual_median_ms": round(float(np.median(residual)), 3),
-                "residual_p95_ms": round(float(np.percentile(residual, 95)), 3), "resets": self.resets}
+                "residual_p95_ms": round(float(np.percentile(residual, 95)), 3), "resets": self.resets,
+                "envelope_residual_ms": self.envelope_residual_ms()}
+
+    def envelope_residual_ms(self) -> float | None:
+        """The median distance (ms) of the completed windows' minima from the fitted line: near 0 for a clock
+        that maps onto the host by an offset and a drift, whatever the transport jitter above the minimum
+        (``residual_p95_ms``); large when the device clock steps or wanders. The median, so that a few windows
+        whose every sample came late (a starved host) do not count. None before three windows."""
+        e = self.estimate
+        if e is None or len(self._minima) < 3:
+            return None
+        device = np.array([p[0] for p in self._minima], dtype=float)
+        difference = np.array([p[1] for p in self._minima], dtype=float)
+        fitted = e.offset_ns + e.drift_ppm * 1e-6 * (device - e.reference_device_ns)
+        return round(float(np.median(np.abs(difference - fitted))) / 1e6, 3)
