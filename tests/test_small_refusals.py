@@ -192,3 +192,25 @@ def test_a_driver_process_stops_when_its_recorder_is_gone(tmp_path):
         if child.poll() is None:
             child.kill()
             child.wait()
+
+
+def test_a_default_take_name_already_in_the_folder_gets_a_number(tmp_path, monkeypatch):
+    """A take aborted and started again within the same second: the second default name must not collide."""
+    import datetime
+
+    import capture_app.recorder.episodes as episodes
+
+    class FrozenClock(datetime.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime.datetime(2026, 12, 6, 2, 47, 24)
+
+    monkeypatch.setattr(episodes._dt, "datetime", FrozenClock)
+    assert episodes.episode_name("pour the juice!") == "20261206-024724_pour-the-juice"
+    assert episodes.episode_name("pour", tmp_path) == "20261206-024724_pour"
+    (tmp_path / "20261206-024724_pour.h5").write_bytes(b"")          # the aborted take, kept
+    assert episodes.episode_name("pour", tmp_path) == "20261206-024724_pour-2"
+    (tmp_path / "20261206-024724_pour-2.h5.partial").write_bytes(b"")  # a take still being written
+    (tmp_path / "20261206-024724_pour-3.h5").write_bytes(b"")
+    assert episodes.episode_name("pour", tmp_path) == "20261206-024724_pour-4"
+    assert episodes.episode_name("", tmp_path) == "20261206-024724"

@@ -25,6 +25,7 @@ from calibration.model import Calibration
 from capture_app.core.clock import now_ns
 from capture_app.core.errors import CaptureError
 from capture_app.core.streams import SYNCED_STREAMS
+from capture_app.episode.format import EPISODE_SUFFIX, PARTIAL_SUFFIX
 from capture_app.recorder.final_follower import FinalTableFollower
 from capture_app.recorder.intake import Intake
 from capture_app.recorder.synchronizer import VALIDITY_NAMES, SyncedTick, Synchronizer
@@ -57,11 +58,24 @@ def finalize_in_child_process(path: Path) -> dict | None:
         return json.loads(f.attrs["quality"])
 
 
-def episode_name(task: str = "") -> str:
-    """A sortable default name: ``YYYYmmdd-HHMMSS[_task]``."""
+def episode_name(task: str = "", out_dir: str | Path | None = None) -> str:
+    """A sortable default name: ``YYYYmmdd-HHMMSS[_task]``, with ``-2``, ``-3``... added when a take of that
+    name is already in ``out_dir`` (a take aborted and started again within the same second)."""
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     slug = re.sub(r"[^A-Za-z0-9_-]+", "-", task).strip("-")[:40]
-    return f"{stamp}_{slug}" if slug else stamp
+    name = f"{stamp}_{slug}" if slug else stamp
+    if out_dir is None:
+        return name
+
+    def taken(candidate: str) -> bool:
+        return any((Path(out_dir) / f"{candidate}{suffix}").exists()
+                   for suffix in (EPISODE_SUFFIX, EPISODE_SUFFIX + PARTIAL_SUFFIX))
+
+    candidate, k = name, 1
+    while taken(candidate):
+        k += 1
+        candidate = f"{name}-{k}"
+    return candidate
 
 
 DRIFT_CATCH_UP_S = 3.0  # a take's stop waits at most this long for the drift watch to process its data
@@ -130,7 +144,7 @@ class Episodes:
         serials = {d.stream: d.serial for d in self.config.drivers if d.serial}
         serials.update({s: str(dev.get("serial")) for s, dev in devices.items() if dev.get("serial")})
         metadata = EpisodeMetadata(
-            episode_name=name or episode_name(task), instruction=instruction, task=task, operator=operator,
+            episode_name=name or episode_name(task, out_dir), instruction=instruction, task=task, operator=operator,
             rig_name=self.config.name, rig_config_text=self.config.source_text,
             calibration_json=self.calibration.to_json(), calibration_id=self.calibration.calibration_id,
             device_serials=serials, expected_rates_hz=intake.expected_rates, simulated=self.config.is_simulated,
