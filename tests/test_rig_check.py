@@ -200,3 +200,36 @@ def test_capture_app_check_fails_the_camera_lines_after_a_mount_slip_and_a_top_c
     assert not last["passed"]
     top = next(x for x in last["lines"] if x["name"] == "latency top_camera")
     assert abs(top["figures"]["lag_ms"] - 40.0) < 5.0, top
+
+
+def test_the_table_plane_line_reads_realsense_depth_through_the_depth_cameras_own_geometry(tmp_path):
+    """A level table seen by a depth camera turned 3 deg from the colour camera, with its own intrinsics (as a
+    RealSense's device record gives them): level through that geometry; 3 deg off through the colour camera's."""
+    import h5py
+    from capture_app.core.geometry import axis_angle_to_matrix, make_transform
+    from capture_app.recorder.rig_check import _table
+    from capture_app.rig.config import load_config
+    from drivers.sim.calibration import sim_calibration
+    calibration = sim_calibration(load_config())
+    width, height, fx, fy, cx, cy = 160, 120, 150.0, 148.0, 84.0, 57.0  # not the colour camera's
+    R_color_depth = axis_angle_to_matrix(np.array([np.radians(3.0), 0.0, 0.0]))
+    T_color_depth = make_transform(R_color_depth, np.array([0.015, 0.0, 0.0]))
+    T_world_depth = calibration.T_world_topcam @ T_color_depth
+    v, u = np.mgrid[0:height, 0:width]
+    rays = np.stack([(u - cx) / fx, (v - cy) / fy, np.ones_like(u, float)], -1) @ T_world_depth[:3, :3].T
+    origin = T_world_depth[:3, 3]
+    table_y = origin[1] - 0.8  # a level table (world +y up) 0.8 m below the camera
+    depth_m = (table_y - origin[1]) / rays[..., 1]  # along each ray, whose depth-camera z is 1
+    assert np.all(depth_m > 0.3)
+    device = {"depth_intrinsics": {"width": width, "height": height, "fx": fx, "fy": fy, "cx": cx, "cy": cy},
+              "T_color_depth": {"rotation_colmajor": R_color_depth.T.reshape(-1).tolist(),
+                                "translation_m": [0.015, 0.0, 0.0]}}
+    for name, record, passes in (("realsense", device, True), ("aligned", {}, False)):
+        with h5py.File(tmp_path / f"{name}.h5", "w") as f:
+            group = f.create_group("streams/top_camera")
+            group["depth"] = np.round(depth_m / 0.0005)[None].astype(np.uint16)
+            group.attrs["depth_scale_m"] = 0.0005
+            group.attrs["device"] = json.dumps(record)
+            line = _table(f, calibration)
+        assert line.passed is passes, (name, line.text)
+        assert line.figures["tilt_deg"] == pytest.approx(0.0 if passes else 3.0, abs=0.3), (name, line.text)

@@ -326,15 +326,17 @@ def _pose_near(series, t: float) -> np.ndarray:
 
 
 def _table(f, calibration: Calibration) -> CheckLine:
+    """The table plane in the top camera's last depth frame, put in the world through the depth camera's own
+    geometry (``_depth_view``: a RealSense's depth is not aligned to colour) and the stream's depth scale."""
     group = f.get("streams/top_camera")
     if group is None or "depth" not in group or len(group["depth"]) == 0:
         return rig_checks.table_plane(None)
-    depth = group["depth"][len(group["depth"]) - 1].astype(float) * 0.001
+    depth = group["depth"][len(group["depth"]) - 1].astype(float) * float(group.attrs.get("depth_scale_m", 0.001))
     h, w = depth.shape
-    k = calibration.top_intrinsics.scaled(w, h)
+    view = _depth_view(group, calibration, w, h)
     v, u = np.mgrid[0:h:4, 0:w:4]
     z = depth[::4, ::4]
-    points = np.stack([(u - k.cx) / k.fx * z, (v - k.cy) / k.fy * z, z], -1).reshape(-1, 3)
-    normal_cam = rig_checks.fit_plane(points[points[:, 2] > 0.1])
-    normal_world = None if normal_cam is None else calibration.T_world_topcam[:3, :3] @ normal_cam
+    points = np.stack([(u - view.cx) / view.fx * z, (v - view.cy) / view.fy * z, z], -1).reshape(-1, 3)
+    normal_depth = rig_checks.fit_plane(points[points[:, 2] > 0.1])
+    normal_world = None if normal_depth is None else view.T_world_topcam[:3, :3] @ normal_depth
     return rig_checks.table_plane(normal_world)
