@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from capture_app.core import hand_eye_rotation
-from capture_app.core.latency_drift import estimate_lag
+from capture_app.core.latency_drift import MIN_SPEED_STD_RAD_S, estimate_lag
 from capture_app.core.mount_slip import SlipDetector
 from capture_app.core.rotation_series import angular_speed, exp_rotvec, relative, resample, rotvec
 from drivers.sim.motion import MotionModel, true_rig_geometry
@@ -113,6 +113,18 @@ def test_no_lag_estimate_without_motion():
     assert estimate_lag(t, still, t[5:-5], np.zeros(len(t) - 11)) is None
     with pytest.raises(ValueError, match="one more"):
         estimate_lag(t, still, t[5:-5], np.zeros(len(t) - 10))
+
+
+def test_no_lag_estimate_when_only_the_observed_stream_moves():
+    """A reference that stands still (a stuck tracker, or a publisher sending one pose) against a turning glove:
+    every lag costs the same; the estimate must be None, not the scan's edge (-100 ms: a false latency alarm)."""
+    model = MotionModel(2)
+    t_ref = np.arange(0.0, 20.0, 0.004)
+    still = np.repeat(np.eye(3)[None], len(t_ref), axis=0)
+    t_obs = np.arange(0.2, 19.8, 1 / 30)
+    _, speed = angular_speed(t_obs, model.T_world_cam(t_obs)[:, :3, :3])
+    assert np.std(speed) > MIN_SPEED_STD_RAD_S  # the observed stream does turn (enough for an estimate)
+    assert estimate_lag(t_ref, still, t_obs, speed) is None
 
 
 def test_resample_and_speed_of_a_constant_turn():

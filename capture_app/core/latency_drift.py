@@ -39,7 +39,7 @@ def estimate_lag(t_ref_s: np.ndarray, R_ref: np.ndarray, t_obs_s: np.ndarray, sp
     ``t_ref_s`` (m,), ``R_ref`` (m, 3, 3) or (m, 4): the reference orientations; ``t_obs_s`` (n+1,) the observed
     instants and ``speed_obs`` (n,) its angular speeds (rad/s) between consecutive ones. Observed intervals
     whose shifted span leaves the reference's span are not used. None when too little turning (or too little
-    overlap) makes the lag unobservable. ``scan_step_s``: the scan's step; the refinement scans the two steps
+    overlap) makes the lag unobservable, in either stream. ``scan_step_s``: the scan's step; the refinement scans the two steps
     around its best lag at a tenth of it (the cost is smooth over tens of ms: the body's motion is slower).
     """
     t_ref_s = np.asarray(t_ref_s, dtype=float)
@@ -66,6 +66,9 @@ def estimate_lag(t_ref_s: np.ndarray, R_ref: np.ndarray, t_obs_s: np.ndarray, sp
         squared = np.partition(squared, keep - 1, axis=1)[:, :keep] if keep < squared.shape[1] else squared
         return squared.mean(axis=1)  # trimmed: a slip's jump is no lag
 
+    reference_speed = track.angle_between(starts, ends) / (ends - starts)
+    if np.std(reference_speed) < MIN_SPEED_STD_RAD_S:  # the reference stands still (a stuck or replaced tracker):
+        return None                                    # every lag costs the same, the scan's edge would win
     lag = scan_lag(costs, max_lag_s, scan_step_s)
     rms = float(np.sqrt(costs(np.array([lag]))[0]))
     return LagEstimate(lag * 1e3, rms, int(inside.sum()))
