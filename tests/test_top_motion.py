@@ -76,6 +76,10 @@ def test_too_little_motion_or_too_few_frames_is_not_measurable():
     few = [(t, p, o_t[:14], o[:14]) for t, p, o_t, o in _channels(40.0)]  # 2 x 8 intervals (0.2 s each)
     assert top_motion.estimate_image_lag(few) is None
     assert top_motion.estimate_image_lag([]) is None
+    # the hands move in the image but the wrist trackers report one pose (stuck, or a one-pose publisher):
+    # every lag costs the same, and the scan's edge must not come out as a lag
+    stuck = [(t, np.repeat(p[:1], len(p), axis=0), o_t, o) for t, p, o_t, o in _channels(40.0)]
+    assert top_motion.estimate_image_lag(stuck) is None
 
 
 def _view(width=160, height=120) -> top_motion.TopView:

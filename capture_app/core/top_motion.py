@@ -152,7 +152,7 @@ def estimate_image_lag(channels: list[tuple[np.ndarray, np.ndarray, np.ndarray, 
     one at least ``span_s`` later (across a gap: the longer interval), the prediction's over the same interval
     shifted by the lag. Intervals whose shifted span leaves the prediction's span are not used.
     None when too few intervals (20 over all hands) or too little motion (the observed velocity's standard
-    deviation under ``MIN_IMAGE_SPEED_STD_PER_S``) make the lag unobservable.
+    deviation, or the prediction's at lag 0, under ``MIN_IMAGE_SPEED_STD_PER_S``) make the lag unobservable.
     """
     parts = []
     for t_pred, xy_pred, t_obs, xy_obs in channels:
@@ -184,19 +184,26 @@ def estimate_image_lag(channels: list[tuple[np.ndarray, np.ndarray, np.ndarray, 
     if count < 20 or np.std(np.concatenate([p[4] for p in parts])) < MIN_IMAGE_SPEED_STD_PER_S:
         return None
     keep = max(1, int(0.95 * count))
+    predicted_now = np.concatenate([_predicted_velocity(part, np.zeros(1))[0] for part in parts])
+    if np.std(predicted_now) < MIN_IMAGE_SPEED_STD_PER_S:  # the wrists stand still (a stuck tracker): every
+        return None                                       # lag costs the same, the scan's edge would win
 
     def costs(lags: np.ndarray) -> np.ndarray:
         """The trimmed mean squared velocity difference (per s)^2 at each of ``lags`` (k,), in one batch."""
-        lags = np.asarray(lags, dtype=float)[:, None]
-        squared = []
-        for t_pred, xy_pred, starts, ends, velocity in parts:
-            a, b = starts[None] - lags, ends[None] - lags
-            predicted = np.stack([(np.interp(b, t_pred, xy_pred[:, i]) - np.interp(a, t_pred, xy_pred[:, i]))
-                                  / (ends - starts) for i in range(2)], -1)
-            squared.append(np.sum((predicted - velocity) ** 2, axis=-1))
-        squared = np.concatenate(squared, axis=1)
+        lags = np.asarray(lags, dtype=float)
+        squared = np.concatenate([np.sum((_predicted_velocity(part, lags) - part[4]) ** 2, axis=-1)
+                                  for part in parts], axis=1)
         squared = np.partition(squared, keep - 1, axis=1)[:, :keep] if keep < squared.shape[1] else squared
         return squared.mean(axis=1)  # trimmed: a misdetected frame is no lag
 
     lag = scan_lag(costs, max_lag_s, scan_step_s)
     return ImageLagEstimate(lag * 1e3, float(np.sqrt(costs(np.array([lag]))[0])), count)
+
+
+def _predicted_velocity(part: tuple, lags: np.ndarray) -> np.ndarray:
+    """The predicted image velocity (k, n, 2) over each observed interval of ``part`` shifted by each of ``lags``
+    (k,), seconds; ``part`` is ``(t_pred, xy_pred, starts, ends, observed velocity)``."""
+    t_pred, xy_pred, starts, ends, _ = part
+    a, b = starts[None] - lags[:, None], ends[None] - lags[:, None]
+    return np.stack([(np.interp(b, t_pred, xy_pred[:, i]) - np.interp(a, t_pred, xy_pred[:, i])) / (ends - starts)
+                     for i in range(2)], -1)
