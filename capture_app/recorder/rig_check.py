@@ -332,11 +332,6 @@ def _table(f, calibration: Calibration) -> CheckLine:
     if group is None or "depth" not in group or len(group["depth"]) == 0:
         return rig_checks.table_plane(None)
     depth = group["depth"][len(group["depth"]) - 1].astype(float) * float(group.attrs.get("depth_scale_m", 0.001))
-    h, w = depth.shape
-    view = _depth_view(group, calibration, w, h)
-    v, u = np.mgrid[0:h:4, 0:w:4]
-    z = depth[::4, ::4]
-    points = np.stack([(u - view.cx) / view.fx * z, (v - view.cy) / view.fy * z, z], -1).reshape(-1, 3)
-    normal_depth = rig_checks.fit_plane(points[points[:, 2] > 0.1])
-    normal_world = None if normal_depth is None else view.T_world_topcam[:3, :3] @ normal_depth
-    return rig_checks.table_plane(normal_world)
+    view = _depth_view(group, calibration, depth.shape[1], depth.shape[0])
+    plane = top_motion.table_plane(view, depth)
+    return rig_checks.table_plane(None if plane is None else view.T_world_topcam[:3, :3] @ plane[0])
