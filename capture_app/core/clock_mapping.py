@@ -39,6 +39,7 @@ class ClockMapper:
         self._window_min: tuple[int, int] | None = None
         self._reference: int | None = None
         self.estimate: ClockEstimate | None = None
+        self.envelope_residual_ms: float | None = None  # see _envelope_residual_ms; kept with the fit
         self._residuals: deque[int] = deque(maxlen=300)  # arrival - mapped time: transport delay + jitter
 
     def add(self, device_ns: int, arrival_ns: int) -> None:
@@ -76,6 +77,7 @@ class ClockMapper:
         else:
             best = min(points, key=lambda p: p[1]) if points else (device_ns, difference)
             self.estimate = ClockEstimate(float(best[1]), 0.0, self._reference, len(points))
+        self.envelope_residual_ms = self._envelope_residual_ms()  # the fit changes once a window: not per sample
 
     def to_host(self, device_ns: int) -> int:
         """The host time of a device time (ns). Requires at least one ``add``."""
@@ -91,9 +93,9 @@ class ClockMapper:
         return {"offset_ns": round(e.offset_ns), "drift_ppm": round(e.drift_ppm, 3), "windows": e.windows,
                 "residual_median_ms": round(float(np.median(residual)), 3),
                 "residual_p95_ms": round(float(np.percentile(residual, 95)), 3), "resets": self.resets,
-                "envelope_residual_ms": self.envelope_residual_ms()}
+                "envelope_residual_ms": self.envelope_residual_ms}
 
-    def envelope_residual_ms(self) -> float | None:
+    def _envelope_residual_ms(self) -> float | None:
         """The median distance (ms) of the completed windows' minima from the fitted line: near 0 for a clock
         that maps onto the host by an offset and a drift, whatever the transport jitter above the minimum
         (``residual_p95_ms``); large when the device clock steps or wanders. The median, so that a few windows
