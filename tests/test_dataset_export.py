@@ -359,8 +359,9 @@ def test_catalog_is_incremental_and_the_same_on_ray(episodes, tmp_path):
     assert "2 of 2" in text
     _, text = update_catalog([str(episodes[0].parent)], catalog, workers=2, ray=None, progress=False)
     assert "0 of 0 episodes done" in text and "2 unchanged" in text
-    stats = catalog_stats(list(load_catalog(catalog).values()))
-    recorded_s = sum(float(load_catalog(catalog)[key]["duration_s"]) for key in load_catalog(catalog))
+    catalog_rows = list(load_catalog(catalog).values())
+    stats = catalog_stats(catalog_rows)
+    recorded_s = sum(float(row["duration_s"]) for row in catalog_rows)
     assert stats["episodes"] == 2 and stats["by_operator"] == {"ana": 2}
     # the takes last 5 + 4 s and longer on a loaded machine (each mark is acknowledged once durable)
     assert recorded_s >= 8.5 and stats["hours"] == pytest.approx(recorded_s / 3600)

@@ -197,6 +197,7 @@ def test_a_driver_process_stops_when_its_recorder_is_gone(tmp_path):
 def test_a_default_take_name_already_in_the_folder_gets_a_number(tmp_path, monkeypatch):
     """A take aborted and started again within the same second: the second default name must not collide."""
     import datetime
+    from types import SimpleNamespace
 
     import capture_app.recorder.episodes as episodes
 
@@ -205,7 +206,7 @@ def test_a_default_take_name_already_in_the_folder_gets_a_number(tmp_path, monke
         def now(cls, tz=None):
             return datetime.datetime(2026, 12, 6, 2, 47, 24)
 
-    monkeypatch.setattr(episodes._dt, "datetime", FrozenClock)
+    monkeypatch.setattr(episodes, "_dt", SimpleNamespace(datetime=FrozenClock))  # this module's clock only
     assert episodes.episode_name("pour the juice!") == "20261206-024724_pour-the-juice"
     assert episodes.episode_name("pour", tmp_path) == "20261206-024724_pour"
     (tmp_path / "20261206-024724_pour.h5").write_bytes(b"")          # the aborted take, kept
