@@ -103,8 +103,10 @@ class ColumnTable:
             return self.group.create_dataset(name, (0,), maxshape=(None,), dtype=h5py.string_dtype(), chunks=(256,))
         first = np.asarray(first)
         if kind == "depth":
+            # rdcc_nbytes=1: no chunk cache (one byte is less than any frame), so HDF5 compresses and writes each
+            # frame when it is written, not when the next frame evicts it or the file is flushed
             return self.group.create_dataset(name, (0, *first.shape), maxshape=(None, *first.shape), dtype=first.dtype,
-                                             chunks=(1, *first.shape), **DEPTH_FILTER)
+                                             chunks=(1, *first.shape), rdcc_nbytes=1, **DEPTH_FILTER)
         rows_per_chunk = max(1, min(TIME_CHUNK, (256 * 1024) // max(1, first.nbytes)))
         return self.group.create_dataset(name, (0, *first.shape), maxshape=(None, *first.shape), dtype=first.dtype,
                                          chunks=(rows_per_chunk, *first.shape))
@@ -128,15 +130,17 @@ class ColumnTable:
             start = self._rows[name]
             dataset.id.set_extent((start + len(values), *self._row_shape[name]))  # Dataset.resize, without its checks
             self._rows[name] = start + len(values)
-            if self._special.get(name) in ("bytes", "text", "depth"):
-                # one by one: h5py mis-broadcasts a 1-row object array; and h5py holds the GIL for a whole
-                # write call, so a depth frame (compressed inside HDF5, ~0.5 ms) at a time lets the
-                # synchronizer's tick in between instead of waiting for a flush's every frame
+            if self._special.get(name) == "depth":
+                # one frame a call: h5py holds the GIL for a whole write call, so a depth frame (compressed
+                # inside HDF5, ~0.5 ms) at a time lets the synchronizer's tick in between instead of waiting
+                # for a flush's every frame. The dataset has no chunk cache (``_create``), so each frame is
+                # compressed here, in its own write, not later inside the file's flush.
                 cpu_start_ns = time.thread_time_ns()
                 for i, v in enumerate(values):
                     dataset[start + i] = v
-                if self._special[name] == "depth":  # the depth filter's CPU: part of the floor (bench/record_rig.py)
-                    self.depth_cpu_ns += time.thread_time_ns() - cpu_start_ns
+                self.depth_cpu_ns += time.thread_time_ns() - cpu_start_ns  # the depth filter: part of the floor
+            elif self._special.get(name) in ("bytes", "text"):
+                _write_objects(dataset, start, values)
             else:
                 self.last_written[name] = array = np.asarray(values) if blocks else np.array(values)
                 _write_rows(dataset, start, array)
@@ -153,3 +157,15 @@ def _write_rows(dataset: h5py.Dataset, start: int, rows: np.ndarray) -> None:
     file_space = dataset.id.get_space()
     file_space.select_hyperslab((start, *(0,) * (rows.ndim - 1)), rows.shape)
     dataset.id.write(h5py.h5s.create_simple(rows.shape), file_space, rows)
+
+
+def _write_objects(dataset: h5py.Dataset, start: int, values) -> None:
+    """``dataset[start:start + len(values)] = values`` for a variable-length column (bytes or text), in one
+    low-level write: h5py's ``dataset[i] = v`` per frame cost ~0.1 ms each, and it mis-broadcasts a 1-row
+    object array given whole."""
+    rows = np.empty(len(values), dtype=dataset.dtype)
+    for i, value in enumerate(values):  # element by element: numpy would make a 2-D array of equal-length frames
+        rows[i] = value
+    file_space = dataset.id.get_space()
+    file_space.select_hyperslab((start,), (len(rows),))
+    dataset.id.write(h5py.h5s.create_simple((len(rows),)), file_space, rows)
