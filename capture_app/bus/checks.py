@@ -110,6 +110,7 @@ class MessageCheck:
         self.idle_ns = 0  # the last moment the caller had read every message waiting (note_idle)
         self._changes: deque = deque(maxlen=1000)  # (stream, old, new, why, t_receive_ns) not yet taken
         self._state = {s: _StreamState() for s in streams}
+        self._accepted_layouts: set[tuple] = set()  # batch layouts whose schema check passed (accept_block)
 
     def check(self, message: Message) -> str | None:
         state = self._state.get(message.stream)
@@ -129,26 +130,42 @@ class MessageCheck:
         if state is None or state.sender is None or block.sender != state.sender or state.last_t is None:
             return False
         t, receive, limits = block.t_capture_ns, block.t_receive_ns, self.limits
-        first = block.message(0)
-        if self._schema_problem(first) is not None:
+        # The schema check depends only on the batch's layout (its buffers' names, dtypes, sample shapes and
+        # encodings: a batch's buffers are raw) and on the shapes and encodings the stream fixed, which never
+        # change once fixed; so a layout accepted before is accepted again without the check (its meta, which
+        # varies, is still checked). Nothing about the samples' values is skipped.
+        layout = (block.stream, *((name, array.dtype.str, array.shape[1:], block.encodings.get(name, "raw"))
+                                  for name, array in block.arrays.items()))
+        first_t0 = int(t[0])
+        if layout not in self._accepted_layouts:
+            if self._schema_problem(block.message(0)) is not None:
+                return False
+        elif block.meta and self._meta_problem(block.meta) is not None:
             return False
-        if block.seq <= state.last_seq or t[0] <= state.last_t or (block.n > 1 and bool(np.any(np.diff(t) <= 0))):
+        if block.seq <= state.last_seq or first_t0 <= state.last_t:
             return False
+        if block.n > 1:
+            steps = np.diff(t)
+            if bool((steps <= 0).any()):
+                return False
         if int(t.max()) - receive > limits.future_limit_ns or receive - int(t.min()) > limits.past_limit_ns:
             return False
-        if self._jump(first, (state.last_seq, state.last_t, state.last_receive)) is not None:
+        if self._jump_of(block.stream, block.seq, first_t0, receive,
+                         (state.last_seq, state.last_t, state.last_receive)) is not None:
             return False
         if block.n > 1:  # each later sample against the one before it (same receive stamp: no time elapsed)
             if min(limits.seq_slack, limits.max_seq_jump) < 0:
                 return False
-            if bool(np.any((t[1:] > receive) & (np.diff(t) > limits.time_jump_ns))):
+            if bool(((t[1:] > receive) & (steps > limits.time_jump_ns)).any()):
                 return False
         state.last_heard = max(state.last_heard, receive)
         state.last_seq, state.last_t, state.last_receive = block.seq + block.n - 1, int(t[-1]), receive
         state.outlier, state.outlier_run = None, 0
-        for name in block.arrays:
-            state.shapes.setdefault(name, tuple(first.shapes.get(name, first.arrays[name].shape)))
-            state.encodings.setdefault(name, block.encodings.get(name, "raw"))
+        if layout not in self._accepted_layouts:
+            for name, array in block.arrays.items():
+                state.shapes.setdefault(name, tuple(block.shapes.get(name, array.shape[1:])))
+                state.encodings.setdefault(name, block.encodings.get(name, "raw"))
+            self._accepted_layouts.add(layout)
         return True
 
     def note_idle(self, t_ns: int) -> None:
@@ -226,8 +243,13 @@ class MessageCheck:
                 return f"shape-changed:{name}"
             if encoding == "raw" and array.dtype.kind == "f" and array.size == 0:
                 return f"shape:{name}"
+        return self._meta_problem(m.meta)
+
+    @staticmethod
+    def _meta_problem(meta: dict) -> str | None:
+        """``meta:<key>`` for a number of ``META_NUMBERS`` out of its range or not a number, else None."""
         for key, (low, high) in META_NUMBERS.items():
-            value = m.meta.get(key)
+            value = meta.get(key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                       or not low <= value <= high):
                 return f"meta:{key}"
@@ -281,18 +303,23 @@ class MessageCheck:
     def _jump(self, m: Message, reference: tuple | None) -> str | None:
         """``seq-jump`` or ``time-jump`` when ``m`` does not plausibly follow ``reference`` = (seq or None for
         another sender, t_capture_ns, t_receive_ns), else None."""
+        return self._jump_of(m.stream, m.seq, m.t_capture_ns, m.t_receive_ns, reference)
+
+    def _jump_of(self, stream: str, seq: int, t_capture_ns: int, t_receive_ns: int,
+                 reference: tuple | None) -> str | None:
+        """``_jump`` of a sample given by its stream, seq and stamps (ns)."""
         if reference is None:
             return None
-        seq, t, t_receive = reference
+        last_seq, last_t, last_receive = reference
         limits = self.limits
-        elapsed_ns = max(0, m.t_receive_ns - t_receive)
-        if seq is not None:
-            rate = self.rates.get(m.stream, 0.0)
+        elapsed_ns = max(0, t_receive_ns - last_receive)
+        if last_seq is not None:
+            rate = self.rates.get(stream, 0.0)
             allowed = (limits.seq_slack + limits.seq_rate_factor * rate * elapsed_ns / 1e9) if rate > 0 \
                 else limits.max_seq_jump
-            if m.seq - seq - 1 > allowed:
+            if seq - last_seq - 1 > allowed:
                 return "seq-jump"
-        if m.t_capture_ns > m.t_receive_ns and (m.t_capture_ns - t) - elapsed_ns > limits.time_jump_ns:
+        if t_capture_ns > t_receive_ns and (t_capture_ns - last_t) - elapsed_ns > limits.time_jump_ns:
             return "time-jump"
         return None
 
