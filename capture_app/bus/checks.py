@@ -145,7 +145,7 @@ class MessageCheck:
         if block.seq <= state.last_seq or first_t0 <= state.last_t:
             return False
         if block.n > 1:
-            steps = np.diff(t)
+            steps = t[1:] - t[:-1]
             if bool((steps <= 0).any()):
                 return False
         if int(t.max()) - receive > limits.future_limit_ns or receive - int(t.min()) > limits.past_limit_ns:

@@ -53,6 +53,7 @@ INPROC_HIGH_WATER_MARK = 0
 _REQUIRED = {"v": int, "stream": str, "seq": int, "t_capture_ns": int, "t_publish_ns": int,
              "tracking": str, "buffers": list}
 _REQUIRED_BATCH = {**_REQUIRED, "n": int, "t_capture_ns": list, "tracking": list}
+_REQUIRED_ITEMS, _REQUIRED_BATCH_ITEMS = tuple(_REQUIRED.items()), tuple(_REQUIRED_BATCH.items())
 
 
 def _wire_array(array: np.ndarray) -> np.ndarray:
@@ -163,32 +164,38 @@ _ITEMSIZE = {name: np.dtype(name).itemsize for name in ALLOWED_DTYPES}
 
 
 def _check_header(header: Any) -> None:
-    if not isinstance(header, dict):
+    """Refuse a decoded header that docs/protocol.md does not allow (``BusProtocolError``). msgpack gives only
+    exact ``dict``, ``list``, ``str``, ``int``, ``bool``, ``float``, ``bytes`` and None, so ``type(x) is int``
+    is an integer that is not a bool; every message goes through this (~300 a second), so it is kept lean."""
+    if type(header) is not dict:
         raise BusProtocolError("header-type", f"header is {type(header).__name__}, expected a map")
-    version = header.get("v")
+    get = header.get
+    version = get("v")
     if type(version) is not int or version not in ACCEPTED_VERSIONS:  # not True, not 1.0
         raise BusProtocolError("version", f"protocol version {version!r}, this build speaks {list(ACCEPTED_VERSIONS)}")
-    for key, kind in (_REQUIRED_BATCH if version == BATCH_VERSION else _REQUIRED).items():
-        if not isinstance(header.get(key), kind) or isinstance(header.get(key), bool) and kind is int:
+    batch = version == BATCH_VERSION
+    for key, kind in (_REQUIRED_BATCH_ITEMS if batch else _REQUIRED_ITEMS):
+        if type(get(key)) is not kind:
             raise BusProtocolError("header-field", f"field {key!r} missing or not {kind.__name__}")
-    if version == BATCH_VERSION:
+    if batch:
         _check_batch_fields(header)
     else:
         if header["tracking"] not in TRACKING_STATES:
             raise BusProtocolError("header-field", f"tracking {header['tracking']!r} not in {TRACKING_STATES}")
-        if header.get("t_device_ns") is not None and not _is_int64(header["t_device_ns"]):
+        if get("t_device_ns") is not None and not _is_int64(header["t_device_ns"]):
             raise BusProtocolError("header-field", "t_device_ns must be a signed 64-bit integer or nil")
-    if not isinstance(header.get("meta", {}), dict):
+    if type(get("meta", {})) is not dict:
         raise BusProtocolError("header-field", "meta must be a map")
-    if header["seq"] < 0:
+    seq = header["seq"]
+    if seq < 0:
         raise BusProtocolError("header-field", "seq must be >= 0")
     for key in ("seq", "t_capture_ns", "t_publish_ns", "t_device_ns", "sender"):
-        value = header.get(key)
-        if isinstance(value, int) and not -INT64_LIMIT <= value < INT64_LIMIT:
+        value = get(key)
+        if type(value) is int and not -INT64_LIMIT <= value < INT64_LIMIT:
             raise BusProtocolError("header-field", f"{key} {value} does not fit a signed 64-bit integer")
-    if version == BATCH_VERSION and header["seq"] + header["n"] - 1 >= INT64_LIMIT:
+    if batch and seq + header["n"] - 1 >= INT64_LIMIT:
         raise BusProtocolError("header-field", "the batch's last seq does not fit a signed 64-bit integer")
-    if not isinstance(header.get("sender", 0), int) or isinstance(header.get("sender", 0), bool):
+    if type(get("sender", 0)) is not int:
         raise BusProtocolError("header-field", "sender must be an integer")
 
 
@@ -217,8 +224,8 @@ def _check_batch_fields(header: dict) -> None:
     if len(tracking) != n or set(map(type, tracking)) != {str} or not set(tracking) <= _TRACKING_SET:
         raise BusProtocolError("header-field", f"tracking must list {n} states from {TRACKING_STATES}")
     device = header.get("t_device_ns")
-    if device is not None and (not isinstance(device, list) or len(device) != n
-                               or not all(t is None or _is_int64(t) for t in device)):
+    stamps = [t for t in device if t is not None] if type(device) is list else None
+    if device is not None and (stamps is None or len(device) != n or (stamps and not _all_int64(stamps))):
         raise BusProtocolError("header-field", f"t_device_ns must be nil or list {n} integers or nils")
 
 

@@ -226,9 +226,11 @@ class Intake:
         self._last_publish_ns[item.stream] = item.t_publish_ns
         if isinstance(item, SampleBlock):
             self.monitor.observe_block(item)
-            for i, tracking in enumerate(item.tracking):
-                if tracking != self._tracking_state.get(item.stream, "ok"):
-                    self._note_tracking(item.message(i))
+            state = self._tracking_state.get(item.stream, "ok")
+            if item.tracking.count(state) != item.n:  # a change within the batch: each one an event
+                for i, tracking in enumerate(item.tracking):
+                    if tracking != self._tracking_state.get(item.stream, "ok"):
+                        self._note_tracking(item.message(i))
             for listener, takes_blocks in self._listeners.get(item.stream, ()):
                 if takes_blocks:
                     listener(item)

@@ -114,7 +114,7 @@ class StreamStore:
         table = self.tables.get(stream)
         t = block.t_capture_ns
         if (self._sender.get(stream) != block.sender or last_seq is None or block.seq <= last_seq
-                or t[0] <= last_t or (block.n > 1 and bool(np.any(np.diff(t) <= 0))) or table is None
+                or t[0] <= last_t or (block.n > 1 and bool((t[1:] <= t[:-1]).any())) or table is None
                 or any(table.kind(name) is not None for name in block.arrays)):
             for message in block.messages():
                 self.append(message)

@@ -99,7 +99,7 @@ class StreamBuffer:
         same_sender = sender == self.sender
         if (n > self.capacity or (self.end > self.start and (times[0] <= self.times[self.end - 1] or
                                                               (same_sender and seq[0] <= self.seq[self.end - 1])))
-                or (n > 1 and (bool(np.any(np.diff(times) <= 0)) or bool(np.any(np.diff(seq) <= 0))))):
+                or (n > 1 and (bool((times[1:] <= times[:-1]).any()) or bool((seq[1:] <= seq[:-1]).any())))):
             for i in range(n):
                 self.append(int(times[i]), receive_ns, int(seq[i]), int(tracking[i]),
                             None if values is None else values[i], sender=sender)
