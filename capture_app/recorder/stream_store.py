@@ -12,7 +12,7 @@ because their seq or capture time went backwards), for H.264 streams ``video_pre
 from __future__ import annotations
 
 import threading
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from typing import Callable
 
 import h5py
@@ -26,7 +26,7 @@ from capture_app.episode.image_codec import EncodeError, encode_jpeg
 from capture_app.recorder.columns import ColumnTable
 
 ROW_HEADER_BYTES = 64  # a sample's seq, times, tracking, epoch and offset columns
-ROWS_REMEMBERED = 2048  # per stream: the seq -> row map a synced row's stream_index is resolved from
+ROW_RUNS_REMEMBERED = 256  # per stream: runs of consecutive seqs stored in consecutive rows (``rows_of``)
 
 EventSink = Callable[[int, str, str, str], None]  # (t_ns, level, source, message) -> appended to /events
 
@@ -54,7 +54,8 @@ class StreamStore:
         self._last_t: dict[str, int] = {}
         self._sender: dict[str, int] = {}
         self._epoch: Counter = Counter()
-        self._row_of_seq: dict[str, dict[int, int]] = defaultdict(dict)
+        self._row_runs: dict[str, deque] = defaultdict(deque)  # stream -> (first seq, first row, n), oldest first
+        self._deferred: dict[str, list] = defaultdict(list)  # stream -> (batch, sender epoch) not yet in its table
         self._undecodable_run: dict[str, int | None] = {}  # stream -> last stored packet (None: none) of its run
         self._last_packet: dict[str, int] = {}  # video stream -> the encoder's number of its last stored packet
 
@@ -67,6 +68,8 @@ class StreamStore:
         """Store one sample, or refuse it (counted, with an event) when its seq or capture time goes backwards,
         or when it is an H.264 frame that cannot be decoded."""
         stream = message.stream
+        if self._deferred.get(stream):  # rows stay in arrival order
+            self._settle_stream(stream)
         if stream in self._sender and message.sender != self._sender[stream]:
             # a new sender (the driver process was restarted): its seq starts afresh; the gap in time stays visible
             self._epoch[stream] += 1
@@ -98,17 +101,14 @@ class StreamStore:
         table = self._table_of(message)
         table.append(self._row(message, table))
         self.appended_bytes += message.nbytes + ROW_HEADER_BYTES
-        rows = self._row_of_seq[stream]
-        rows[message.seq] = self.written[stream]
-        if len(rows) > ROWS_REMEMBERED:
-            del rows[next(iter(rows))]
+        self._remember_rows(stream, message.seq, 1)
         with self._lock:
             self.written[stream] += 1
 
     def append_block(self, block: SampleBlock) -> None:
-        """Store a batch of samples as ``append`` of each would, in array operations when every one of them
-        would be stored (the stream's sender, seq and capture time increasing, plain array columns); one by
-        one otherwise."""
+        """Store a batch of samples as ``append`` of each would: when every one of them would be stored (the
+        stream's sender, seq and capture time increasing, plain array columns), its bookkeeping is done now and
+        its rows are built with the stream's other such batches at the next ``settle``; one by one otherwise."""
         stream = block.stream
         last_seq, last_t = self._last_seq.get(stream), self._last_t.get(stream)
         table = self.tables.get(stream)
@@ -119,32 +119,50 @@ class StreamStore:
             for message in block.messages():
                 self.append(message)
             return
+        deferred = self._deferred[stream]
+        if deferred and deferred[-1][0].arrays.keys() != block.arrays.keys():
+            self._settle_stream(stream)
         if block.seq > last_seq + 1:
             with self._lock:
                 self.seq_gaps[stream] += block.seq - last_seq - 1
         n = block.n
         self._last_seq[stream], self._last_t[stream] = block.seq + n - 1, int(t[-1])
-        device = block.t_device_ns
-        columns = {
-            "seq": block.seqs.astype(np.uint64),
-            "t_capture_ns": t,
-            "t_device_ns": np.full(n, NO_DEVICE_TIME, np.int64) if device is None else
-            np.array([NO_DEVICE_TIME if d is None else d for d in device], np.int64),
-            "t_publish_ns": np.full(n, block.t_publish_ns, np.int64),
-            "t_receive_ns": np.full(n, block.t_receive_ns, np.int64),
-            "tracking": np.array([TRACKING_CODES[state] for state in block.tracking], np.uint8),
-            "sender_epoch": np.full(n, self._epoch[stream], np.uint16),
-            "clock_offset_ns": np.full(n, block.clock_offset_ns, np.int64),
-            **block.arrays,
-        }
-        table.append_block(columns, n)
+        deferred.append((block, self._epoch[stream]))
         self.appended_bytes += n * (block.nbytes // n + ROW_HEADER_BYTES)
-        rows, first_row = self._row_of_seq[stream], self.written[stream]
-        rows.update(zip(range(block.seq, block.seq + n), range(first_row, first_row + n)))
-        while len(rows) > ROWS_REMEMBERED:
-            del rows[next(iter(rows))]
+        self._remember_rows(stream, block.seq, n)
         with self._lock:
             self.written[stream] += n
+
+    def settle(self) -> None:
+        """Every batch ``append_block`` deferred becomes rows of its stream's table (before a table write)."""
+        for stream in list(self._deferred):
+            self._settle_stream(stream)
+
+    def _settle_stream(self, stream: str) -> None:
+        """The deferred batches of ``stream``, in order, as one block of rows: each column built in one array
+        operation over the batches (a flush holds ~25 tracker batches per stream), not per batch."""
+        deferred = self._deferred.pop(stream, None)
+        if not deferred:
+            return
+        blocks = [block for block, _ in deferred]
+        counts = np.fromiter((block.n for block in blocks), np.int64, len(blocks))
+        n = int(counts.sum())
+        firsts = np.fromiter((block.seq for block in blocks), np.int64, len(blocks))
+        starts = np.cumsum(counts) - counts     # each batch's first row among the n
+        per_block = lambda values, dtype: np.repeat(np.fromiter(values, dtype, len(blocks)), counts)  # noqa: E731
+        columns = {
+            "seq": (np.repeat(firsts - starts, counts) + np.arange(n)).astype(np.uint64),
+            "t_capture_ns": np.concatenate([block.t_capture_ns for block in blocks]),
+            "t_device_ns": np.array([NO_DEVICE_TIME if d is None else d for block in blocks
+                                     for d in (block.t_device_ns or (None,) * block.n)], np.int64),
+            "t_publish_ns": per_block((block.t_publish_ns for block in blocks), np.int64),
+            "t_receive_ns": per_block((block.t_receive_ns for block in blocks), np.int64),
+            "tracking": np.array([TRACKING_CODES[state] for block in blocks for state in block.tracking], np.uint8),
+            "sender_epoch": per_block((epoch for _, epoch in deferred), np.uint16),
+            "clock_offset_ns": per_block((block.clock_offset_ns for block in blocks), np.int64),
+            **{name: np.concatenate([block.arrays[name] for block in blocks]) for name in blocks[0].arrays},
+        }
+        self.tables[stream].append_block(columns, n)
 
     def _row(self, message: Message, table: ColumnTable) -> dict:
         row = {
@@ -214,10 +232,30 @@ class StreamStore:
                         f"video frames {why} cannot be decoded: not stored until the next keyframe (counted in "
                         f"video_{'preroll' if last_packet is None else 'undecodable'})")
 
+    def _remember_rows(self, stream: str, first_seq: int, n: int) -> None:
+        """Seqs ``first_seq`` .. ``first_seq + n - 1`` are the stream's next ``n`` rows (before ``written``
+        counts them): one run per stretch without a gap or a new sender."""
+        runs, first_row = self._row_runs[stream], self.written[stream]
+        if runs and runs[-1][0] + runs[-1][2] == first_seq and runs[-1][1] + runs[-1][2] == first_row:
+            seq, row, count = runs[-1]
+            runs[-1] = (seq, row, count + n)
+            return
+        runs.append((first_seq, first_row, n))
+        if len(runs) > ROW_RUNS_REMEMBERED:
+            runs.popleft()
+
+    def row_of(self, stream: str, seq: int) -> int:
+        """The row in /streams/<stream> of its newest stored sample numbered ``seq`` (-1: not stored, or older
+        than the last ``ROW_RUNS_REMEMBERED`` runs)."""
+        for first_seq, first_row, count in reversed(self._row_runs.get(stream, ())):
+            if first_seq <= seq < first_seq + count:
+                return first_row + seq - first_seq
+        return -1
+
     def rows_of(self, stream_seq: np.ndarray) -> np.ndarray:
         """Row indices in /streams/<s> of the samples a synced row used (-1: none, or not stored)."""
-        return np.array([self._row_of_seq[s].get(int(q), -1) if q >= 0 else -1
-                         for s, q in zip(SYNCED_STREAMS, stream_seq)], np.int64)
+        return np.array([self.row_of(s, int(q)) if q >= 0 else -1 for s, q in zip(SYNCED_STREAMS, stream_seq)],
+                        np.int64)
 
     def last_stored(self, stream: str) -> tuple[int, int] | None:
         """(sender, seq) of the stream's last stored sample (None: none yet)."""

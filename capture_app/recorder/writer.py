@@ -389,6 +389,7 @@ class EpisodeWriter:
     def _stop_for_disk_full(self, detail: str) -> None:
         """Drop what is not yet written (counted), close the file cleanly as 'failed', report the error."""
         dropped = Counter()
+        self._store.settle()
         for stream, table in self._store.tables.items():
             dropped[stream] = table.pending_rows("seq")
             table.drop_pending()
@@ -421,6 +422,7 @@ class EpisodeWriter:
         self._disk.check(store.appended_bytes)
         appended = store.take_appended_bytes()
         size_before = self._disk.file_size()
+        store.settle()
         for table in list(store.tables.values()) + list(self._tables.values()):
             table.write()
         for stream, table in store.tables.items():
