@@ -118,9 +118,11 @@ class BusSubscriber:
         """One waiting bus message decoded with ``decode``; False when none is waiting, None (counted) when
         it is malformed."""
         try:
-            frames = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
+            frames = [self._socket.recv(zmq.NOBLOCK, copy=False)]
         except zmq.Again:
             return False
+        while frames[-1].more:  # ZeroMQ delivers a multipart message whole: its other parts are here already
+            frames.append(self._socket.recv(copy=False))  # (pyzmq's recv_multipart asks RCVMORE per part: 2x slower)
         try:
             return decode(frames, t_receive_ns=stamp() if stamp else None)
         except BusProtocolError as exc:

@@ -160,7 +160,8 @@ def encode_batch(
     return _frames(stream, header, buffers)
 
 
-_ITEMSIZE = {name: np.dtype(name).itemsize for name in ALLOWED_DTYPES}
+_DTYPES = {name: np.dtype(name) for name in ALLOWED_DTYPES}
+_INT_TYPE = {int}
 
 
 def _check_header(header: Any) -> None:
@@ -233,19 +234,20 @@ def decode_block(frames: list, t_receive_ns: int | None = None) -> Message | Sam
     """Decode one bus message: a ``Message`` for version 1, a ``SampleBlock`` of ``n`` samples for a
     version-2 batch (arrays as read-only views on the received buffers). Raises ``BusProtocolError`` like
     ``decode_message``; a batch is used whole or refused whole."""
-    header, message = _decode(frames, t_receive_ns)
+    header, arrays, encodings, shapes, nbytes = _decode_parts(frames)
+    t_receive_ns = now_ns() if t_receive_ns is None else t_receive_ns
     if header["v"] != BATCH_VERSION:
-        return message
+        return _message(header, arrays, encodings, shapes, nbytes, t_receive_ns)
     n = header["n"]
-    for name, array in message.arrays.items():
-        if message.encodings[name] != "raw" or array.ndim < 1 or array.shape[0] != n:
+    for name, array in arrays.items():
+        if encodings[name] != "raw" or array.ndim < 1 or array.shape[0] != n:
             raise BusProtocolError("buffer-descriptor", f"batch buffer {name!r} must be raw with a first dimension of {n}")
-    return SampleBlock(stream=message.stream, seq=message.seq, n=n,
+    return SampleBlock(stream=header["stream"], seq=header["seq"], n=n,
                        t_capture_ns=np.array(header["t_capture_ns"], dtype=np.int64),
-                       t_device_ns=header.get("t_device_ns"), t_publish_ns=message.t_publish_ns,
-                       tracking=header["tracking"], arrays=message.arrays, encodings=message.encodings,
-                       shapes={name: shape[1:] for name, shape in message.shapes.items()}, meta=message.meta,
-                       t_receive_ns=message.t_receive_ns, nbytes=message.nbytes, sender=message.sender)
+                       t_device_ns=header.get("t_device_ns"), t_publish_ns=header["t_publish_ns"],
+                       tracking=header["tracking"], arrays=arrays, encodings=encodings,
+                       shapes={name: shape[1:] for name, shape in shapes.items()}, meta=header.get("meta", {}),
+                       t_receive_ns=t_receive_ns, nbytes=nbytes, sender=header.get("sender", 0))
 
 
 def decode_messages(frames: list, t_receive_ns: int | None = None) -> list[Message]:
@@ -264,18 +266,26 @@ def decode_message(frames: list, t_receive_ns: int | None = None) -> Message:
     truncated, oversized or of an unknown protocol version. Arrays are read-only
     views on the received buffers (no copy).
     """
-    header, message = _decode(frames, t_receive_ns)
+    header, arrays, encodings, shapes, nbytes = _decode_parts(frames)
     if header["v"] == BATCH_VERSION:
         raise BusProtocolError("version", "a batch (protocol version 2): decode it with decode_messages")
-    return message
+    return _message(header, arrays, encodings, shapes, nbytes, now_ns() if t_receive_ns is None else t_receive_ns)
 
 
-def _decode(frames: list, t_receive_ns: int | None) -> tuple[dict, Message]:
-    """The checked header and the message (for a batch: its stamps and tracking still the lists)."""
+def _as_bytes_view(frame) -> memoryview:
+    """A frame (zmq.Frame, bytes, or any buffer) as a flat memoryview of bytes, without a copy."""
+    view = frame.buffer if type(frame) is zmq.Frame else memoryview(frame)
+    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+
+
+def _decode_parts(frames: list) -> tuple[dict, dict, dict, dict, int]:
+    """The checked header and the buffers of ``[topic, header, *buffers]``: (header, arrays, encodings,
+    shapes, total buffer bytes); a batch's stamps and tracking are still the header's lists. Every message
+    goes through this (~300 a second), so the checks are kept lean; each is one that docs/protocol.md
+    states."""
     if len(frames) < 2:
         raise BusProtocolError("truncated", f"{len(frames)} frame(s), need at least topic and header")
-    raw = [memoryview(f.buffer if isinstance(f, zmq.Frame) else f).cast("B") for f in frames]
-    topic_bytes = bytes(raw[0])
+    raw = [_as_bytes_view(f) for f in frames]
     if raw[1].nbytes > MAX_HEADER_BYTES:
         raise BusProtocolError("oversized", f"header of {raw[1].nbytes} bytes exceeds {MAX_HEADER_BYTES}")
     try:
@@ -284,7 +294,7 @@ def _decode(frames: list, t_receive_ns: int | None) -> tuple[dict, Message]:
         raise BusProtocolError("header-decode", f"{type(exc).__name__}: {exc}") from None
     _check_header(header)
     try:
-        topic = topic_bytes.decode("utf-8")
+        topic = bytes(raw[0]).decode("utf-8")
     except UnicodeDecodeError:
         raise BusProtocolError("topic", "topic is not UTF-8") from None
     if topic != header["stream"]:
@@ -299,41 +309,38 @@ def _decode(frames: list, t_receive_ns: int | None) -> tuple[dict, Message]:
     shapes: dict[str, tuple[int, ...]] = {}
     total = 0
     for descriptor, buf in zip(descriptors, raw[2:]):
-        if not (isinstance(descriptor, list) and len(descriptor) == 4):
+        if type(descriptor) is not list or len(descriptor) != 4:
             raise BusProtocolError("buffer-descriptor", f"descriptor {descriptor!r} is not [name, dtype, shape, encoding]")
         name, dtype, shape, encoding = descriptor
-        if not isinstance(name, str) or dtype not in ALLOWED_DTYPES or encoding not in ENCODINGS:
+        if type(name) is not str or dtype not in _DTYPES or encoding not in ENCODINGS:
             raise BusProtocolError("buffer-descriptor", f"bad descriptor {descriptor!r}")
-        if not (isinstance(shape, list) and all(isinstance(n, int) and 0 <= n < 1 << 31 for n in shape)):
+        if type(shape) is not list or not set(map(type, shape)) <= _INT_TYPE or (
+                shape and not (min(shape) >= 0 and max(shape) < 1 << 31)):
             raise BusProtocolError("buffer-descriptor", f"bad shape {shape!r} for {name!r}")
         nbytes = buf.nbytes
         total += nbytes
         if nbytes > MAX_BUFFER_BYTES:
             raise BusProtocolError("oversized", f"buffer {name!r} of {nbytes} bytes exceeds {MAX_BUFFER_BYTES}")
         if encoding == "raw":
-            expected = math.prod(shape) * _ITEMSIZE[dtype]
+            dt = _DTYPES[dtype]
+            expected = math.prod(shape) * dt.itemsize
             if nbytes != expected:
                 raise BusProtocolError("truncated", f"buffer {name!r} has {nbytes} bytes, shape {shape} {dtype} needs {expected}")
-            arrays[name] = np.frombuffer(buf, dtype=dtype).reshape(shape)
+            arrays[name] = np.frombuffer(buf, dtype=dt).reshape(shape)
         else:
             arrays[name] = np.frombuffer(buf, dtype=np.uint8)
         encodings[name] = encoding
         shapes[name] = tuple(shape)
-    return header, Message(
-        stream=header["stream"],
-        seq=header["seq"],
-        t_capture_ns=header["t_capture_ns"],
-        t_device_ns=header.get("t_device_ns"),
-        t_publish_ns=header["t_publish_ns"],
-        tracking=header["tracking"],
-        arrays=arrays,
-        encodings=encodings,
-        shapes=shapes,
-        meta=header.get("meta", {}),
-        t_receive_ns=now_ns() if t_receive_ns is None else t_receive_ns,
-        nbytes=total,
-        sender=header.get("sender", 0),
-    )
+    return header, arrays, encodings, shapes, total
+
+
+def _message(header: dict, arrays: dict, encodings: dict, shapes: dict, nbytes: int, t_receive_ns: int) -> Message:
+    """The ``Message`` of a checked version-1 header and its buffers."""
+    return Message(stream=header["stream"], seq=header["seq"], t_capture_ns=header["t_capture_ns"],
+                   t_device_ns=header.get("t_device_ns"), t_publish_ns=header["t_publish_ns"],
+                   tracking=header["tracking"], arrays=arrays, encodings=encodings, shapes=shapes,
+                   meta=header.get("meta", {}), t_receive_ns=t_receive_ns, nbytes=nbytes,
+                   sender=header.get("sender", 0))
 
 
 def __getattr__(name: str):
