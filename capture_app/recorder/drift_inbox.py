@@ -80,19 +80,18 @@ def stack(items: list, field: str, offset_ns: int, width: int,
           tracked: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(t_s (n,), values (n, width)) of the items' ``field`` at their capture stamps minus ``offset_ns``, in the
     items' order; items are messages or SampleBlocks. Only samples whose field is a finite vector of ``width``
-    and, with ``tracked``, that track ``ok`` (others are skipped, not errors: a lost tracker, an absent IMU)."""
+    and, with ``tracked``, that track ``ok`` (others are skipped, not errors: a lost tracker, an absent IMU).
+    Consecutive SampleBlocks are converted together (a pass takes ~20 batches of a stream), as are
+    consecutive single messages."""
     parts: list[tuple[np.ndarray, np.ndarray]] = []
-    run: list = []  # consecutive single messages, converted together
+    run: list = []  # consecutive items of one kind (messages, or SampleBlocks), converted together
     for item in items:
-        if not isinstance(item, SampleBlock):
-            run.append(item)
-            continue
-        if run:
-            parts.append(_stack_messages(run, field, width, tracked))
+        if run and isinstance(item, SampleBlock) != isinstance(run[0], SampleBlock):
+            parts.append(_stack_run(run, field, width, tracked))
             run = []
-        parts.append(_stack_block(item, field, width, tracked))
+        run.append(item)
     if run:
-        parts.append(_stack_messages(run, field, width, tracked))
+        parts.append(_stack_run(run, field, width, tracked))
     if not parts:
         return np.zeros(0), np.zeros((0, width))
     t_ns = np.concatenate([t for t, _ in parts]) if len(parts) > 1 else parts[0][0]
@@ -101,14 +100,20 @@ def stack(items: list, field: str, offset_ns: int, width: int,
     return (t_ns[finite] - offset_ns) / 1e9, v[finite]
 
 
-def _stack_block(block: SampleBlock, field: str, width: int, tracked: bool) -> tuple[np.ndarray, np.ndarray]:
-    values = block.arrays.get(field)
-    if values is None or values.shape != (block.n, width):
+def _stack_run(run: list, field: str, width: int, tracked: bool) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(run[0], SampleBlock):
+        return _stack_blocks(run, field, width, tracked)
+    return _stack_messages(run, field, width, tracked)
+
+
+def _stack_blocks(blocks: list, field: str, width: int, tracked: bool) -> tuple[np.ndarray, np.ndarray]:
+    kept = [b for b in blocks if b.arrays.get(field) is not None and b.arrays[field].shape == (b.n, width)]
+    if not kept:
         return np.zeros(0, dtype=np.int64), np.zeros((0, width))
-    t_ns = np.asarray(block.t_capture_ns, dtype=np.int64)
-    values = np.asarray(values, dtype=float)
+    t_ns = np.concatenate([np.asarray(b.t_capture_ns, dtype=np.int64) for b in kept])
+    values = np.concatenate([b.arrays[field] for b in kept]).astype(float, copy=False)
     if tracked:
-        ok = np.fromiter((state == "ok" for state in block.tracking), dtype=bool, count=block.n)
+        ok = np.array([state == "ok" for b in kept for state in b.tracking], dtype=bool)
         return t_ns[ok], values[ok]
     return t_ns, values
 
