@@ -89,9 +89,82 @@ def encoder_cpu(session: CaptureSession) -> dict[str, tuple[int, float]]:
     return out
 
 
+def record_take(session: CaptureSession, config, out: Path, seconds: float, name: str) -> tuple[Path, float, float]:
+    """Record one take of ``seconds`` in the running ``session``; print its figures; return (episode path, app CPU
+    ms per tick, app / floor of this take)."""
+    child = session.rig.hosts[0].pid
+    writer = session.start_episode(out, name=name)
+    sync = session.synchronizer
+    ticks0 = sync.ticks
+    lateness_start = len(sync.lateness_ns)
+    cpu_app0, cpu_child0 = process_cpu_seconds(os.getpid()), process_cpu_seconds(child)
+    threads0 = thread_cpu_seconds()
+    encoders0, depth0 = encoder_cpu(session), writer.stats().depth_cpu_s
+    received0 = session.intake.received_count()
+    backlog_items, backlog_mb, rss = [], [], []
+    t_end = time.monotonic() + seconds
+    while time.monotonic() < t_end:
+        stats = writer.stats()
+        backlog_items.append(stats.backlog_items)
+        backlog_mb.append(stats.backlog_bytes / 1e6)
+        rss.append(rss_mb(os.getpid()))
+        time.sleep(0.5)
+    cpu_app = process_cpu_seconds(os.getpid()) - cpu_app0
+    cpu_child = process_cpu_seconds(child) - cpu_child0
+    threads = {name: cpu - threads0.get(name, 0.0) for name, cpu in thread_cpu_seconds().items()}
+    ticks = sync.ticks - ticks0
+    lateness = np.array(sync.lateness_ns[lateness_start:]) / 1e6
+    wake = np.array(sync.wake_lateness_ns[lateness_start:]) / 1e6
+    stats = writer.stats()
+    encoders1 = encoder_cpu(session)
+    received = session.intake.received_count() - received0
+    path = session.stop_episode()
+    summary = validate_and_summarize(path)
+    period_ms = 1000 / config.sync.rate_hz
+    print(f"recorded {seconds:.0f} s -> {path} ({summary.size_bytes / 1e6:.0f} MB, "
+          f"{summary.size_bytes / 1e6 / seconds:.1f} MB/s)")
+    print(f"ticks: {ticks}; CPU per 50 ms tick: app process {1000 * cpu_app / ticks:.1f} ms, "
+          f"driver process (the simulator) {1000 * cpu_child / ticks:.1f} ms")
+    print("  by thread: " + ", ".join(f"{name} {1000 * cpu / ticks:.1f}" for name, cpu in
+                                      sorted(threads.items(), key=lambda item: -item[1]) if cpu * 1000 / ticks >= 0.05))
+    print(f"  per sample received ({received} samples, {received / ticks:.0f} per tick): app process "
+          f"{1e6 * cpu_app / received:.1f} us; " + ", ".join(
+              f"{name} {1e6 * cpu / received:.1f}" for name, cpu in sorted(threads.items(), key=lambda item: -item[1])
+              if cpu * 1000 / ticks >= 0.05) + " us")
+    print(f"tick lateness: median {np.median(lateness):.2f} ms, p99 {pct(lateness, 99):.2f} ms, "
+          f"max {lateness.max():.2f} ms, late by a whole period: {(lateness >= period_ms).sum()}; "
+          f"wake-up alone: median {np.median(wake):.2f} p99 {pct(wake, 99):.2f} ms")
+    print(f"writer back-log: median {np.median(backlog_items):.0f} items, max {max(backlog_items)} items / "
+          f"{max(backlog_mb):.1f} MB")
+    print(f"app RSS: start {rss[0]:.0f} MB, end {rss[-1]:.0f} MB, max {max(rss):.0f} MB")
+    print(f"losses: seq gaps {sum(stats.seq_gaps.values())}, writer overflow {sum(stats.overflow.values())}")
+    for s in summary.streams:
+        print(f"  {s.name:<22} {s.samples:>7} samples {s.rate_hz:8.2f} Hz (expected {s.expected_rate_hz:.0f}) "
+              f"gaps {s.seq_gaps} overflow {s.writer_overflow}, {s.nbytes / 1e6 / seconds:.2f} MB/s")
+    real = sum(s.nbytes for s in summary.streams if s.name != "ground_truth") / 1e6 / seconds
+    print(f"what a real rig records (every stream but the simulator's ground truth): {real:.2f} MB/s; the whole "
+          f"file with the synced tables: {summary.size_bytes / 1e6 / summary.duration_s:.2f} MB/s of episode")
+    same_run = {}
+    for stream, (frames1, cpu1) in encoders1.items():
+        frames0, cpu0 = encoders0.get(stream, (0, 0.0))
+        if frames1 > frames0:
+            per_frame = 1000 * (cpu1 - cpu0) / (frames1 - frames0)
+            same_run[f"{stream} colour"] = (per_frame, per_frame * stats.written[stream] / ticks)
+    depth_frames = stats.written["top_camera"]
+    if depth_frames:
+        depth_ms = 1000 * (stats.depth_cpu_s - depth0)
+        same_run["top_camera depth"] = (depth_ms / depth_frames, depth_ms / ticks)
+    total = sum(per_tick for _, per_tick in same_run.values())
+    print("floor, the encoders' own CPU in this run (the drivers' colour encoders, the writer's depth filter): "
+          + ", ".join(f"{name} {per_frame:.2f} ms/frame" for name, (per_frame, _) in same_run.items())
+          + f"; {total:.1f} ms per tick. App CPU per tick / floor: {1000 * cpu_app / ticks / total:.2f}x")
+    return path, 1000 * cpu_app / ticks, 1000 * cpu_app / ticks / total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--takes", type=int, default=1, help="takes in a row in one session; prints their median")
     parser.add_argument("--out", default=None)
     parser.add_argument("--video", action="store_true", help="store both cameras as H.264 instead of JPEG")
     parser.add_argument("--batch-ms", type=float, default=None,
@@ -114,75 +187,22 @@ def main() -> None:
                                                                   video_streams=("ego_camera", "top_camera")))
     print(f"machine: {machine()}; [bus] batch_ms = {config.bus_batch_ms:g}; [writer] encode_in = {config.writer.encode_in}; "
           f"[drift] enabled = {str(config.drift.enabled).lower()}")
+    ratios, apps = [], []
     with CaptureSession(config) as session:
         missing = session.wait_for_streams(10)
         assert not missing, missing
-        child = session.rig.hosts[0].pid
-        writer = session.start_episode(out, name="bench")
-        sync = session.synchronizer
-        ticks0 = sync.ticks
-        lateness_start = len(sync.lateness_ns)
-        cpu_app0, cpu_child0 = process_cpu_seconds(os.getpid()), process_cpu_seconds(child)
-        threads0 = thread_cpu_seconds()
-        encoders0, depth0 = encoder_cpu(session), writer.stats().depth_cpu_s
-        received0 = session.intake.received_count()
-        backlog_items, backlog_mb, rss = [], [], []
-        t_end = time.monotonic() + args.seconds
-        while time.monotonic() < t_end:
-            stats = writer.stats()
-            backlog_items.append(stats.backlog_items)
-            backlog_mb.append(stats.backlog_bytes / 1e6)
-            rss.append(rss_mb(os.getpid()))
-            time.sleep(0.5)
-        cpu_app = process_cpu_seconds(os.getpid()) - cpu_app0
-        cpu_child = process_cpu_seconds(child) - cpu_child0
-        threads = {name: cpu - threads0.get(name, 0.0) for name, cpu in thread_cpu_seconds().items()}
-        ticks = sync.ticks - ticks0
-        lateness = np.array(sync.lateness_ns[lateness_start:]) / 1e6
-        wake = np.array(sync.wake_lateness_ns[lateness_start:]) / 1e6
-        stats = writer.stats()
-        encoders1 = encoder_cpu(session)
-        received = session.intake.received_count() - received0
-        path = session.stop_episode()
-    summary = validate_and_summarize(path)
-    period_ms = 1000 / config.sync.rate_hz
-    print(f"recorded {args.seconds:.0f} s -> {path} ({summary.size_bytes / 1e6:.0f} MB, "
-          f"{summary.size_bytes / 1e6 / args.seconds:.1f} MB/s)")
-    print(f"ticks: {ticks}; CPU per 50 ms tick: app process {1000 * cpu_app / ticks:.1f} ms, "
-          f"driver process (the simulator) {1000 * cpu_child / ticks:.1f} ms")
-    print("  by thread: " + ", ".join(f"{name} {1000 * cpu / ticks:.1f}" for name, cpu in
-                                      sorted(threads.items(), key=lambda item: -item[1]) if cpu * 1000 / ticks >= 0.05))
-    print(f"  per sample received ({received} samples, {received / ticks:.0f} per tick): app process "
-          f"{1e6 * cpu_app / received:.1f} us; " + ", ".join(
-              f"{name} {1e6 * cpu / received:.1f}" for name, cpu in sorted(threads.items(), key=lambda item: -item[1])
-              if cpu * 1000 / ticks >= 0.05) + " us")
-    print(f"tick lateness: median {np.median(lateness):.2f} ms, p99 {pct(lateness, 99):.2f} ms, "
-          f"max {lateness.max():.2f} ms, late by a whole period: {(lateness >= period_ms).sum()}; "
-          f"wake-up alone: median {np.median(wake):.2f} p99 {pct(wake, 99):.2f} ms")
-    print(f"writer back-log: median {np.median(backlog_items):.0f} items, max {max(backlog_items)} items / "
-          f"{max(backlog_mb):.1f} MB")
-    print(f"app RSS: start {rss[0]:.0f} MB, end {rss[-1]:.0f} MB, max {max(rss):.0f} MB")
-    print(f"losses: seq gaps {sum(stats.seq_gaps.values())}, writer overflow {sum(stats.overflow.values())}")
-    for s in summary.streams:
-        print(f"  {s.name:<22} {s.samples:>7} samples {s.rate_hz:8.2f} Hz (expected {s.expected_rate_hz:.0f}) "
-              f"gaps {s.seq_gaps} overflow {s.writer_overflow}, {s.nbytes / 1e6 / args.seconds:.2f} MB/s")
-    real = sum(s.nbytes for s in summary.streams if s.name != "ground_truth") / 1e6 / args.seconds
-    print(f"what a real rig records (every stream but the simulator's ground truth): {real:.2f} MB/s; the whole "
-          f"file with the synced tables: {summary.size_bytes / 1e6 / summary.duration_s:.2f} MB/s of episode")
-    same_run = {}
-    for stream, (frames1, cpu1) in encoders1.items():
-        frames0, cpu0 = encoders0.get(stream, (0, 0.0))
-        if frames1 > frames0:
-            per_frame = 1000 * (cpu1 - cpu0) / (frames1 - frames0)
-            same_run[f"{stream} colour"] = (per_frame, per_frame * stats.written[stream] / ticks)
-    depth_frames = stats.written["top_camera"]
-    if depth_frames:
-        depth_ms = 1000 * (stats.depth_cpu_s - depth0)
-        same_run["top_camera depth"] = (depth_ms / depth_frames, depth_ms / ticks)
-    total = sum(per_tick for _, per_tick in same_run.values())
-    print("floor, the encoders' own CPU in this run (the drivers' colour encoders, the writer's depth filter): "
-          + ", ".join(f"{name} {per_frame:.2f} ms/frame" for name, (per_frame, _) in same_run.items())
-          + f"; {total:.1f} ms per tick. App CPU per tick / floor: {1000 * cpu_app / ticks / total:.2f}x")
+        for take in range(args.takes):
+            if args.takes > 1:
+                print(f"--- take {take + 1} of {args.takes}")
+            path, app_ms, ratio = record_take(session, config, out, args.seconds, f"bench-{take + 1}")
+            apps.append(app_ms)
+            ratios.append(ratio)
+            if take < args.takes - 1 and args.out is None:
+                path.unlink()
+    if args.takes > 1:
+        print(f"median of {args.takes} takes in this session: app CPU per tick {np.median(apps):.1f} ms "
+              f"({', '.join(f'{a:.1f}' for a in apps)}); app / floor {np.median(ratios):.2f}x "
+              f"({', '.join(f'{r:.2f}' for r in ratios)})")
     alone = encoder_floor_ms_per_tick(path, config.writer.jpeg_quality, config.sync.rate_hz,
                                       video=driver_video_settings(config))
     alone_total = sum(per_tick for _, per_tick in alone.values())
