@@ -11,9 +11,11 @@ longer sentence is not a command.
 The fit of a word is its acoustic log likelihood per 10 ms frame relative to the best of ALL the model's
 5126 senones in that frame (``compallsen``): a likelihood ratio against an unconstrained competitor, so a
 word forced onto other speech scores far below 0 while the phrase actually said stays nearer it. Without
-``compallsen`` pocketsphinx only scores the senones the grammar keeps alive, and a forced word looked as
-good as a true one. (A free phone loop as the competitor measured the same as the best senone: both
-follow the audio frame by frame.) Below the issue's goal (docs/performance.md, "third recogniser").
+``compallsen`` pocketsphinx only scores the senones the grammar keeps alive and forced words were much
+harder to tell from true ones. (A free phone loop as the competitor measured the same as the best senone:
+both follow the audio frame by frame.) A phone insertion penalty (``PHONE_PENALTY``, pocketsphinx
+``-pip``) chosen on the tuning set lets more true phrases through at the same false-command count.
+Below the issue's goal (docs/performance.md, "third recogniser").
 
 The command's onset is the utterance's first sample (the energy detector's start, ``PRE_S`` before the
 first loud frame), on the recorder's monotonic clock (each block is stamped when it arrives).
