@@ -52,7 +52,7 @@ MIN_WORD_SCORE = -9.2        # per-frame acoustic log score of the phrase's wors
                              # of all senones in each frame; the tuning set's largest recall with 0 false commands
                              # was at -9.4, this keeps a margin)
 PHONE_PENALTY = 0.1          # pocketsphinx -pip, a probability per phone entered (default 1.0): chosen on the tuning
-                             # set (0.01, 0.1, 0.3, 1.0 tried; 0.1 let the most phrases through at 0 false commands)
+                             # set (0.01, 0.05, 0.1, 0.2, 0.3, 1.0 tried; 0.1 and 0.2 let the most through at 0 false commands)
 MAX_STRETCH = 2.0            # one word said this much slower per phone than the other: it swallowed other words
 _FILLERS = ("<s>", "</s>", "<sil>", "[NOISE]", "[SPEECH]")
 
