@@ -24,9 +24,9 @@ MIN_RATE = 0.95    # the issue's goal
 
 
 @pytest.mark.skipif(os.environ.get("CAPTURE_APP_TEST_VOICE_GOAL") != "1",
-                    reason="the issue's goal (>= 95 %, no false command) on the held-out set is NOT met "
-                           "(docs/performance.md, voice keyphrases); minutes of audio, so opt-in: "
-                           "CAPTURE_APP_TEST_VOICE_GOAL=1")
+                    reason="the issue's goal (>= 95 %, no false command) on the held-out set is NOT met: "
+                           "38 % recognised, 0 false commands in 54 min (docs/performance.md, third recogniser); "
+                           "3 minutes of audio decoding, so opt-in: CAPTURE_APP_TEST_VOICE_GOAL=1")
 def test_goal_on_the_held_out_voices():
     from bench.voice import HELDOUT_SEED, HELDOUT_SPEEDS, HELDOUT_VOICES
     r = run(PHRASES, HELDOUT_VOICES, HELDOUT_SPEEDS, 20.0, ("white", "babble"), seed=HELDOUT_SEED)
