@@ -137,7 +137,8 @@ class MessageCheck:
         layout = (block.stream, *((name, array.dtype.str, array.shape[1:], block.encodings.get(name, "raw"))
                                   for name, array in block.arrays.items()))
         first_t0 = int(t[0])
-        if layout not in self._accepted_layouts:
+        known_layout = layout in self._accepted_layouts
+        if not known_layout:
             if self._schema_problem(block.message(0)) is not None:
                 return False
         elif block.meta and self._meta_problem(block.meta) is not None:
@@ -161,7 +162,7 @@ class MessageCheck:
         state.last_heard = max(state.last_heard, receive)
         state.last_seq, state.last_t, state.last_receive = block.seq + block.n - 1, int(t[-1]), receive
         state.outlier, state.outlier_run = None, 0
-        if layout not in self._accepted_layouts:
+        if not known_layout:
             for name, array in block.arrays.items():
                 state.shapes.setdefault(name, tuple(block.shapes.get(name, array.shape[1:])))
                 state.encodings.setdefault(name, block.encodings.get(name, "raw"))

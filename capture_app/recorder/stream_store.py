@@ -146,12 +146,13 @@ class StreamStore:
             return
         blocks = [block for block, _ in deferred]
         counts = np.fromiter((block.n for block in blocks), np.int64, len(blocks))
-        n = int(counts.sum())
-        firsts = np.fromiter((block.seq for block in blocks), np.int64, len(blocks))
-        starts = np.cumsum(counts) - counts     # each batch's first row among the n
-        per_block = lambda values, dtype: np.repeat(np.fromiter(values, dtype, len(blocks)), counts)  # noqa: E731
+
+        def per_block(values, dtype) -> np.ndarray:
+            """One value per batch, repeated for each of its samples."""
+            return np.repeat(np.fromiter(values, dtype, len(blocks)), counts)
+
         columns = {
-            "seq": (np.repeat(firsts - starts, counts) + np.arange(n)).astype(np.uint64),
+            "seq": np.concatenate([block.seqs for block in blocks]).astype(np.uint64),
             "t_capture_ns": np.concatenate([block.t_capture_ns for block in blocks]),
             "t_device_ns": np.array([NO_DEVICE_TIME if d is None else d for block in blocks
                                      for d in (block.t_device_ns or (None,) * block.n)], np.int64),
@@ -162,7 +163,7 @@ class StreamStore:
             "clock_offset_ns": per_block((block.clock_offset_ns for block in blocks), np.int64),
             **{name: np.concatenate([block.arrays[name] for block in blocks]) for name in blocks[0].arrays},
         }
-        self.tables[stream].append_block(columns, n)
+        self.tables[stream].append_block(columns, int(counts.sum()))
 
     def _row(self, message: Message, table: ColumnTable) -> dict:
         row = {
