@@ -157,3 +157,25 @@ def test_a_stored_batch_equals_its_samples_stored_one_by_one(tmp_path):
             assert by_block.row_of("left_glove", int(seq)) == by_sample.row_of("left_glove", int(seq)) == row
         assert by_block.row_of("left_glove", int(group_b["seq"][-1]) + 1) == -1
         assert by_block._row_runs == by_sample._row_runs
+
+
+def test_a_known_batch_layout_still_has_its_meta_and_values_checked():
+    """A layout accepted once skips the schema walk, not the checks that vary per batch: an out-of-range meta
+    number, a new shape or seqs going backwards are still refused (and then refused sample by sample)."""
+    check = MessageCheck({"head_tracker": 250.0})
+    t0 = 1_000_000_000_000
+
+    def batch(seq, meta=None, width=7, n=4):
+        frames = encode_batch("head_tracker", seq, [t0 + (seq + i) * 4_000_000 for i in range(n)],
+                              {"pose": np.tile(np.r_[0, 0, 0, 1, 0, 0, 0.][:width], (n, 1))},
+                              tracking=["ok"] * n, meta=meta, sender=5)
+        return decode_block(frames, t_receive_ns=t0 + (seq + n) * 4_000_000)
+
+    first = batch(0)
+    assert check.check(first.message(0)) is None  # the stream's sender and shapes fixed by a first sample
+    assert check.accept_block(batch(1))           # the layout is now known
+    assert not check.accept_block(batch(5, meta={"depth_scale_m": 5.0}))
+    assert check.check(batch(5, meta={"depth_scale_m": 5.0}).message(0)) == "meta:depth_scale_m"
+    assert not check.accept_block(batch(5, width=4))
+    assert not check.accept_block(batch(2))        # seqs already taken
+    assert check.accept_block(batch(5, meta={"depth_scale_m": 0.001}))
