@@ -10,7 +10,7 @@ import pytest
 import zmq
 
 from capture_app.bus.wire import BusSubscriber
-from capture_app.rig.config import DriverConfig, parse_config
+from capture_app.rig.config import DEFAULT_BATCH_MS, DriverConfig, parse_config
 from capture_app.core.errors import ConfigError, DeviceDisconnectedError, DeviceNotFoundError, SDKMissingError
 from drivers import base
 from drivers.base import Driver, Sample
@@ -163,8 +163,8 @@ def test_unknown_or_bad_driver_option_is_refused_naming_it():
     ('version = 1', "no [[drivers]]"),
     ('version = 1\n[bus]\nbatch_ms = 80\n[[drivers]]\nname="a"\ntype="x"\nstream="left_glove"\nrate_hz=1', "'batch_ms'"),
     ('version = 1\n[bus]\nbatch_ms = "20"\n[[drivers]]\nname="a"\ntype="x"\nstream="left_glove"\nrate_hz=1', "0..50"),
-    ('version = 1\n[sync]\ndelay_ms = 30\n[[drivers]]\nname="a"\ntype="x"\nstream="left_glove"\nrate_hz=1',
-     "'batch_ms' = 20.0 is invalid; allowed: milliseconds 0..15"),
+    ('version = 1\n[sync]\ndelay_ms = 30\n[bus]\nbatch_ms = 20\n[[drivers]]\nname="a"\ntype="x"\nstream="left_glove"\n'
+     'rate_hz=1', "'batch_ms' = 20 is invalid; allowed: milliseconds 0..15"),
     ('version = [', "not valid TOML"),
 ])
 def test_invalid_rig_config_is_refused_naming_the_field(text, fragment):
@@ -178,7 +178,7 @@ def test_config_written_as_toml_reads_back_equal():
     config = with_changes(load_config(), {"*": {"speed": 1.5}, "head_tracker": {"drop_spells_s": [[1.0, 2.0]]}},
                           sim_seed=7, name='lab "2"', bus_batch_ms=5.0)
     again = parse_config(to_toml(config))
-    assert again.bus_batch_ms == 5.0 and load_config().bus_batch_ms == 20.0
+    assert again.bus_batch_ms == 5.0 and load_config().bus_batch_ms == DEFAULT_BATCH_MS
     assert again.drivers == config.drivers and again.sync == config.sync and again.writer == config.writer
     assert (again.sim_seed, again.name, again.drivers_in) == (7, 'lab "2"', "process")
     assert again.driver("head_tracker").options["drop_spells_s"] == [[1.0, 2.0]]
@@ -357,3 +357,11 @@ def test_a_status_encoder_cpu_is_read_when_well_formed_and_ignored_when_not():
         {"ego_camera": [30, 0.05]}
     for bad in ([1, 2], {"ego_camera": [1]}, {"ego_camera": ["a", 1]}, {"ego_camera": [True, 1.0]}):
         assert DriverHealth.from_dict({**base, "encoder_cpu": bad}).encoder_cpu == {}
+
+
+def test_an_unset_batch_hold_fits_a_short_sync_delay():
+    """A rig that shortens [sync] delay_ms without naming [bus] batch_ms gets half the delay, not a refusal."""
+    text = 'version = 1\n[sync]\ndelay_ms = {}\n[[drivers]]\nname="a"\ntype="x"\nstream="left_glove"\nrate_hz=1'
+    assert parse_config(text.format(30), "rig.toml").bus_batch_ms == 15.0
+    assert parse_config(text.format(100), "rig.toml").bus_batch_ms == DEFAULT_BATCH_MS
+    assert parse_config(text.format(100) + '\n[bus]\nbatch_ms = 0', "rig.toml").bus_batch_ms == 0.0

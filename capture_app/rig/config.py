@@ -23,6 +23,10 @@ from capture_app.rig.drift_config import DriftConfig
 
 CONFIG_VERSION = 1
 DEFAULT_SIM_CONFIG = "sim_rig.toml"
+# [bus] batch_ms when the rig config does not say: pose and keypoint samples held up to 40 ms per batch message.
+# Against 20 ms it halves those messages and cuts the recorder's CPU by ~12 % (docs/performance.md, 2026-12-06
+# third session); the synced rows are unchanged, since the synchronizer waits [sync] delay_ms (100) anyway.
+DEFAULT_BATCH_MS = 40.0
 
 
 def _fail(where: str, name: str, value: Any, allowed: str) -> ConfigError:
@@ -199,7 +203,8 @@ class RigConfig:
     drivers: tuple[DriverConfig, ...]
     bus_endpoint: str = "inproc://capture-bus"
     bus_keys_dir: str = ""
-    bus_batch_ms: float = 20.0  # drivers send pose and keypoint samples in batches held at most this long; 0: one by one
+    bus_batch_ms: float | None = None  # drivers send pose and keypoint samples in batches held at most this long, ms;
+                                       # 0: one by one; None: DEFAULT_BATCH_MS, or half [sync] delay_ms if that is less
     sync: SyncConfig = field(default_factory=SyncConfig)
     writer: WriterConfig = field(default_factory=WriterConfig)
     quality: QualityThresholds = field(default_factory=QualityThresholds)
@@ -228,7 +233,8 @@ class RigConfig:
             raise ConfigError(f"{self.source_path}: stream(s) {duplicates} are produced by more than one driver")
         if not self.drivers:
             raise ConfigError(f"{self.source_path}: no [[drivers]] listed; a rig needs at least one")
-        batch, most = self.bus_batch_ms, min(50.0, self.sync.delay_ms / 2)
+        most = min(50.0, self.sync.delay_ms / 2)
+        batch = min(DEFAULT_BATCH_MS, most) if self.bus_batch_ms is None else self.bus_batch_ms
         if isinstance(batch, bool) or not isinstance(batch, (int, float)) or not 0 <= batch <= most:
             raise _fail(f"{self.source_path}: [bus]", "batch_ms", batch,
                         f"milliseconds 0..{most:g}: at most 50 and half of [sync] delay_ms = {self.sync.delay_ms:g}, "
@@ -287,7 +293,7 @@ def parse_config(text: str, source_path: str = "<string>") -> RigConfig:
             drivers=tuple(drivers),
             bus_endpoint=str(bus.get("endpoint", "inproc://capture-bus")),
             bus_keys_dir=str(bus.get("keys", "")),
-            bus_batch_ms=bus.get("batch_ms", 20.0),
+            bus_batch_ms=bus.get("batch_ms"),
             sync=_build(SyncConfig, data.get("sync"), f"{source_path}: [sync]"),
             writer=_build(WriterConfig, data.get("writer"), f"{source_path}: [writer]"),
             quality=_build(QualityThresholds, data.get("quality"), f"{source_path}: [quality]"),
