@@ -242,9 +242,17 @@ def test_exported_frames_match_the_episode(dataset, episodes):
         # video frames against the recorded JPEGs
         _, frames = read_video(out / f"videos/observation.images.ego/chunk-000/file-{number:03d}.mp4")
         assert len(frames) == len(rows)
+        # a row has its own frame exactly where the episode's synced table has one; a row without shows the
+        # last frame before it (the first one, before any); a loaded machine leaves the simulated camera's
+        # frames late and rows without a frame, so enough frames to compare is what counts, as for the state
+        ego = source["ego"][rows]
         present = np.array(data["observation.images_present"])[:, 0]
-        scores = [psnr(frames[i], decode_jpeg(source["jpeg"][source["ego"][r]])) for i, r in enumerate(rows) if present[i]]
-        assert len(scores) > 0.9 * len(rows) and min(scores) >= MIN_PSNR_DB, min(scores)
+        assert np.array_equal(present, (ego >= 0).astype(np.float32))
+        assert (ego >= 0).sum() >= 30, (ego >= 0).mean()
+        shown = np.array([ego[: i + 1][ego[: i + 1] >= 0][-1] if (ego[: i + 1] >= 0).any() else ego[ego >= 0][0]
+                          for i in range(len(ego))])
+        scores = [psnr(frames[i], decode_jpeg(source["jpeg"][shown[i]])) for i in range(len(rows))]
+        assert min(scores) >= MIN_PSNR_DB, min(scores)
 
 
 def test_drop_mode_leaves_out_invalid_actions_and_image_size_is_one_shape(episodes, tmp_path):
