@@ -9,11 +9,17 @@ during and after it; non-command material is ordinary kitchen talk and near miss
 * latency: from the end of the spoken phrase to the command (the segmenter's hang, the block, the decode);
 * CPU: the recogniser's process CPU over the audio's duration (real-time factor).
 
-Two sets that share nothing but the sentences: the recogniser's thresholds were tuned on ``--set tune``
+Sets that share nothing but the sentences: the recogniser's thresholds were tuned on ``--set tune``
 (TUNE_VOICES, TUNE_SPEEDS, noise seed 0) only; the goal is reported on ``--set heldout`` (other espeak-ng
-voices and variants, other speeds, noise seed 1).
+voices and variants, other speeds, noise seed 1), ``--set fresh`` and ``--set third`` (yet other voices and
+speeds, seeds 2 and 3). The enrolled-template recogniser was tuned on ``--set wide-tune`` (the tuning voices
+and four more).
 
-    python bench/voice.py [--set heldout|tune] [--snr 20] [--quick] [--kinds white,babble]
+Two recognisers (``--engine``): ``templates`` (the default), the operator's enrolled recordings matched by
+DTW, each voice enrolled first with 4 recordings of each phrase at speeds and pitches of no test
+(``ENROL_*``); ``pocketsphinx``, its English model with no enrolment.
+
+    python bench/voice.py [--engine templates|pocketsphinx] [--set heldout|tune] [--snr 20] [--quick] [--kinds white,babble]
 """
 
 from __future__ import annotations
@@ -38,6 +44,11 @@ VOICES = ("en-us", "en", "en-us+f3", "en-us+m3")
 SPEEDS = (130, 160, 190)
 TUNE_VOICES, TUNE_SPEEDS, TUNE_SEED = ("en-us", "en-us+f3"), (130, 160, 190), 0
 HELDOUT_VOICES, HELDOUT_SPEEDS, HELDOUT_SEED = ("en", "en-us+m3", "en-us+f4", "en-029"), (140, 170, 200), 1
+# the fourth recogniser's (enrolled templates) tuning set: the two tuning voices and four more
+WIDE_TUNE_VOICES = TUNE_VOICES + ("en-gb-x-gbclan", "en-us+m5", "en-us+f2", "en-gb-x-gbcwmd")
+# two more held-out sets, each added when the one before had been looked at during the fourth recogniser's design
+FRESH_VOICES, FRESH_SPEEDS, FRESH_SEED = ("en-gb-scotland", "en-us-nyc", "en-gb-x-rp+f2", "en-us+m1"), (145, 175, 205), 2
+THIRD_VOICES, THIRD_SPEEDS, THIRD_SEED = ("en-us+m7", "en-us+f5", "en-gb-x-rp", "en-us+m2"), (135, 165, 195), 3
 NON_COMMANDS = (
     "start the kettle", "stop it there", "next to the stove", "put the bowl on the table", "can you pass me the salt",
     "the water is boiling now", "i need a bigger spoon", "take the lid off the pot", "where did i put the knife",
@@ -51,15 +62,22 @@ NON_COMMANDS = (
 CACHE = Path(os.environ.get("VOICE_WAV_CACHE", Path(tempfile.gettempdir()) / "capture-voice-wavs"))
 
 
-def speech(text: str, voice: str, speed: int) -> np.ndarray:
-    """espeak-ng saying ``text`` as float samples at 16 kHz (WAVs cached in ``CACHE``)."""
+# enrolment (``--engine templates``): each voice says each phrase at these speeds and pitches (espeak-ng's
+# default pitch is 50), none of them a speed or pitch of the test, in a quiet room
+ENROL_SPEEDS, ENROL_PITCHES, ENROL_NOISE = (150, 185), (35, 65), 3.0
+
+
+def speech(text: str, voice: str, speed: int, pitch: int | None = None) -> np.ndarray:
+    """espeak-ng saying ``text`` as float samples at 16 kHz (WAVs cached in ``CACHE``); ``pitch`` 0-99
+    (None: the voice's own)."""
     from scipy.io import wavfile
     from scipy.signal import resample_poly
     CACHE.mkdir(parents=True, exist_ok=True)
-    path = CACHE / (hashlib.sha1(f"{voice}|{speed}|{text}".encode()).hexdigest()[:16] + ".wav")
+    key = f"{voice}|{speed}|{text}" if pitch is None else f"{voice}|{speed}|{pitch}|{text}"
+    path = CACHE / (hashlib.sha1(key.encode()).hexdigest()[:16] + ".wav")
     if not path.exists():
-        subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(path), text], check=True,
-                       capture_output=True)
+        subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), *(["-p", str(pitch)] if pitch is not None else []),
+                        "-w", str(path), text], check=True, capture_output=True)
     rate, data = wavfile.read(path)
     return resample_poly(data.astype(np.float64), 16000, rate)
 
@@ -94,19 +112,34 @@ def babble_track(voices, seconds: float = 60.0) -> np.ndarray:
     return out
 
 
+def enrol(phrases, voice: str):
+    """Templates of ``phrases`` said by ``voice`` as an operator enrols: ``ENROL_SPEEDS`` x ``ENROL_PITCHES``
+    (4 recordings of each phrase), a quiet room's noise added."""
+    from capture_app.handsfree.voice_templates import make_template
+    rng = np.random.default_rng(99)
+    templates = []
+    for phrase in phrases:
+        for speed in ENROL_SPEEDS:
+            for pitch in ENROL_PITCHES:
+                x = speech(phrase, voice, speed, pitch)
+                templates.append(make_template(phrase, x + rng.standard_normal(len(x)) * ENROL_NOISE))
+    return templates
+
+
 def blocks(signal: np.ndarray, block: int = 1600):
     for i in range(0, len(signal), block):
         yield signal[i:i + block]
 
 
 def run(phrases, voices, speeds, snr_db: float, kinds=("white", "babble"), non_commands=NON_COMMANDS,
-        noise_only_s: float = 30.0, seed: int = 0) -> dict:
-    """Each phrase and sentence in its own stream (a new noise floor: ``reset``), fed block by block to one
-    ``VoiceRecogniser``."""
-    from capture_app.handsfree.voice import VoiceRecogniser
+        noise_only_s: float = 30.0, seed: int = 0, engine: str = "pocketsphinx") -> dict:
+    """Each phrase and sentence in its own stream (a new noise floor: ``reset``), fed block by block to a
+    ``VoiceRecogniser`` (``engine`` "pocketsphinx") or, per voice, a ``TemplateRecogniser`` of that voice's
+    enrolment (``engine`` "templates"); after each voice, ``noise_only_s`` of each noise kind alone."""
+    from capture_app.handsfree.voice import TemplateRecogniser, VoiceRecogniser
     rng = np.random.default_rng(seed)
     babble = babble_track(voices) if "babble" in kinds else None
-    recogniser = VoiceRecogniser(phrases)
+    recogniser = VoiceRecogniser(phrases) if engine == "pocketsphinx" else None
     misses, n_cmd, false, n_non, audio_s, non_s, latencies = [], 0, [], 0, 0.0, 0.0, []
     cpu = 0.0   # the recogniser's own CPU (process time around feed / flush: no synthesis, no mixing)
 
@@ -127,6 +160,8 @@ def run(phrases, voices, speeds, snr_db: float, kinds=("white", "babble"), non_c
         return [u.phrase for u in got if u.phrase], [(u.text, round(u.score, 2), u.reason) for u in got]
 
     for voice in voices:
+        if engine == "templates":
+            recogniser = TemplateRecogniser(enrol(phrases, voice), phrases)
         for speed in speeds:
             for kind in kinds:
                 for phrase in phrases:
@@ -142,15 +177,15 @@ def run(phrases, voices, speeds, snr_db: float, kinds=("white", "babble"), non_c
                     n_non += 1
                     if got:
                         false.append((voice, speed, kind, sentence, texts))
-    for kind in kinds:  # noise alone, at the level it has under a command
-        level = np.std(noisy(speech("start recording", voices[0], 160), snr_db, rng, kind, babble)[:8000]
-                       .astype(np.float64))
-        n = int(noise_only_s * 16000)
-        noise = babble[:n] if kind == "babble" and babble is not None else rng.standard_normal(n)
-        noise = np.clip(noise / (noise.std() + 1e-9) * level, -32768, 32767).astype(np.int16)
-        non_s += len(noise) / 16000
-        got, texts = hear(noise)
-        false += [("-", 0, kind, "noise only", texts)] if got else []
+        for kind in kinds:  # noise alone, at the level it has under a command of this voice
+            level = np.std(noisy(speech("start recording", voice, 160), snr_db, rng, kind, babble)[:8000]
+                           .astype(np.float64))
+            n = int(noise_only_s * 16000)
+            noise = babble[:n] if kind == "babble" and babble is not None else rng.standard_normal(n)
+            noise = np.clip(noise / (noise.std() + 1e-9) * level, -32768, 32767).astype(np.int16)
+            non_s += len(noise) / 16000
+            got, texts = hear(noise)
+            false += [(voice, 0, kind, "noise only", texts)] if got else []
     lat = np.array(latencies) if latencies else np.array([np.nan])
     return {"commands": n_cmd, "recognised": n_cmd - len(misses), "rate": (n_cmd - len(misses)) / max(n_cmd, 1),
             "non_command_utterances": n_non, "non_command_s": round(non_s, 1), "false_commands": len(false),
@@ -163,17 +198,24 @@ def run(phrases, voices, speeds, snr_db: float, kinds=("white", "babble"), non_c
 def main() -> None:
     from capture_app.rig.handsfree_config import DEFAULT_VOICE_PHRASES
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--set", choices=("heldout", "tune"), default="heldout")
+    ap.add_argument("--set", choices=("heldout", "fresh", "third", "tune", "wide-tune"), default="heldout")
     ap.add_argument("--snr", type=float, default=20.0)
     ap.add_argument("--quick", action="store_true", help="two voices, one speed")
     ap.add_argument("--kinds", default="white,babble")
+    ap.add_argument("--engine", choices=("templates", "pocketsphinx"), default="templates",
+                    help="templates: each voice enrolled first (4 recordings of each phrase at other speeds and "
+                         "pitches); pocketsphinx: its English model, no enrolment")
     args = ap.parse_args()
-    voices, speeds, seed = ((HELDOUT_VOICES, HELDOUT_SPEEDS, HELDOUT_SEED) if args.set == "heldout"
-                            else (TUNE_VOICES, TUNE_SPEEDS, TUNE_SEED))
+    voices, speeds, seed = {"heldout": (HELDOUT_VOICES, HELDOUT_SPEEDS, HELDOUT_SEED),
+                            "fresh": (FRESH_VOICES, FRESH_SPEEDS, FRESH_SEED),
+                            "third": (THIRD_VOICES, THIRD_SPEEDS, THIRD_SEED),
+                            "wide-tune": (WIDE_TUNE_VOICES, TUNE_SPEEDS, TUNE_SEED),
+                            "tune": (TUNE_VOICES, TUNE_SPEEDS, TUNE_SEED)}[args.set]
     voices, speeds = (voices[:2], speeds[1:2]) if args.quick else (voices, speeds)
-    r = run(tuple(DEFAULT_VOICE_PHRASES), voices, speeds, args.snr, tuple(args.kinds.split(",")), seed=seed)
+    r = run(tuple(DEFAULT_VOICE_PHRASES), voices, speeds, args.snr, tuple(args.kinds.split(",")), seed=seed,
+          engine=args.engine)
     print(f"machine: {machine()}")
-    print(f"set {args.set}: SNR {args.snr:g} dB, noise {args.kinds}, voices {', '.join(voices)}, speeds {speeds}, "
+    print(f"engine {args.engine}; set {args.set}: SNR {args.snr:g} dB, noise {args.kinds}, voices {', '.join(voices)}, speeds {speeds}, "
           f"noise seed {seed}")
     print(f"commands recognised: {r['recognised']}/{r['commands']} = {100 * r['rate']:.1f} %")
     print(f"false commands: {r['false_commands']} in {r['non_command_utterances']} non-command utterances + noise "

@@ -192,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_panel(sub, control_endpoint)
     from capture_app.fleet.commands import add_parsers as add_fleet_commands
     add_fleet_commands(sub)
+    from capture_app.handsfree.enrol_command import add_parser as add_voice_enrol
+    add_voice_enrol(sub)
     return parser
 
 

@@ -1,5 +1,9 @@
 """Spoken keyphrases as commands (the ``voice`` extra: pocketsphinx, sounddevice), offline, in the recorder.
 
+Two recognisers share the segmenter and the listener: ``TemplateRecogniser`` matches the operator's own
+enrolled recordings (``voice_templates``; ``[handsfree] voice_enrolment``; docs/voice-enrolment.md), the
+recommended one; ``VoiceRecogniser``, described below, needs no enrolment and hears far less.
+
 Audio is 16 kHz mono int16 (``RATE``), from a microphone (sounddevice) or any iterable of blocks (tests,
 ``bench/voice.py``): both take the same path. An energy detector (``Segmenter``) cuts the stream into
 utterances; each utterance of 0.25-4 s is decoded once (batch cepstral mean, ``full_utt``) by pocketsphinx
@@ -60,8 +64,9 @@ _FILLERS = ("<s>", "</s>", "<sil>", "[NOISE]", "[SPEECH]")
 @dataclass(frozen=True)
 class Utterance:
     """One stretch of speech: ``start`` / ``end`` (samples since the stream began), what the phrase grammar
-    heard (``text``), the phrase when it is accepted as a command (else None), the worst word's per-frame
-    acoustic score (``score``), the speech outside its words
+    heard (``text``), the phrase when it is accepted as a command (else None), how well it fits (``score``:
+    pocketsphinx's worst word's per-frame acoustic score, or the templates' DTW distance), the speech outside
+    its words
     (``outside_s``) and why it was refused (``reason``, "" when accepted)."""
 
     start: int
@@ -147,7 +152,35 @@ def _ln(p: float) -> float:
     return math.log(p) if p > 0 else float("-inf")
 
 
-class VoiceRecogniser:
+class SegmentedRecogniser:
+    """What both recognisers share: the energy segmenter cuts a 16 kHz int16 stream into utterances and each
+    is heard by ``_hear`` (start sample, audio) -> ``Utterance``; everything heard is kept in ``utterances``."""
+
+    def __init__(self, ratio: float = 8.0):
+        self.ratio = ratio
+        self.segmenter = Segmenter(ratio)
+        self.utterances: list[Utterance] = []   # everything heard, in order (tests, logs)
+
+    def feed(self, block: np.ndarray) -> list[Utterance]:
+        return [self._heard(s, a) for s, a in self.segmenter.feed(block)]
+
+    def flush(self) -> list[Utterance]:
+        return [self._heard(s, a) for s, a in self.segmenter.flush()]
+
+    def reset(self) -> None:
+        """A new stream (a new noise floor; what the recogniser learnt is kept)."""
+        self.segmenter = Segmenter(self.ratio)
+
+    def _heard(self, start: int, audio: np.ndarray) -> Utterance:
+        utterance = self._hear(start, audio)
+        self.utterances.append(utterance)
+        return utterance
+
+    def _hear(self, start: int, audio: np.ndarray) -> Utterance:
+        raise NotImplementedError
+
+
+class VoiceRecogniser(SegmentedRecogniser):
     """Segments a 16 kHz int16 stream and decodes each utterance against ``phrases``; no threads.
 
     Each utterance is decoded once (batch cepstral mean, ``full_utt``) with a grammar of the phrases alone,
@@ -176,21 +209,9 @@ class VoiceRecogniser:
                               f"(cmudict-en-us.dict); use other words")
         self.decoder.add_jsgf_string("voice", grammar(self.phrases))
         self.decoder.activate_search("voice")
-        self.ratio = ratio
-        self.segmenter = Segmenter(ratio)
-        self.utterances: list[Utterance] = []   # everything heard, in order (tests, logs)
+        super().__init__(ratio)
 
-    def feed(self, block: np.ndarray) -> list[Utterance]:
-        return [self._decode(s, a) for s, a in self.segmenter.feed(block)]
-
-    def flush(self) -> list[Utterance]:
-        return [self._decode(s, a) for s, a in self.segmenter.flush()]
-
-    def reset(self) -> None:
-        """A new stream (a new noise floor; the decoder is kept)."""
-        self.segmenter = Segmenter(self.ratio)
-
-    def _decode(self, start: int, audio: np.ndarray) -> Utterance:
+    def _hear(self, start: int, audio: np.ndarray) -> Utterance:
         text, score, outside, stretch, reason = "", float("-inf"), 0.0, 1.0, "too short or too long"
         if MIN_UTTERANCE_S * RATE <= len(audio) <= MAX_UTTERANCE_S * RATE:
             self.decoder.start_utt()
@@ -218,9 +239,44 @@ class VoiceRecogniser:
                 reason = f"a word fits badly ({score:.2f} < {self.min_word_score:.2f} per frame)"
             else:
                 reason = ""
-        utterance = Utterance(start, start + len(audio), text, None if reason else text, score, outside, stretch, reason)
-        self.utterances.append(utterance)
-        return utterance
+        return Utterance(start, start + len(audio), text, None if reason else text, score, outside, stretch, reason)
+
+
+class TemplateRecogniser(SegmentedRecogniser):
+    """Segments a 16 kHz int16 stream like ``VoiceRecogniser`` and matches each utterance of 0.25-4 s to the
+    operator's enrolled recordings (``voice_templates``: DTW against the templates with the room's noise
+    added, then ``voice_templates.decide``); no pocketsphinx, no threads. An ``Utterance``'s ``score`` here is
+    the DTW distance of the nearest phrase (per frame, lower is nearer)."""
+
+    def __init__(self, templates, phrases: Iterable[str], ratio: float = 8.0):
+        from capture_app.handsfree import voice_templates
+        self._vt = voice_templates
+        self.phrases = frozenset(phrases)
+        self.templates = [t for t in templates if t.phrase in self.phrases]
+        missing = sorted(self.phrases - {t.phrase for t in self.templates})
+        if missing:
+            raise ConfigError(f"[handsfree] voice_enrolment: no recordings of {missing}; enrol them with "
+                              f"`capture-app voice-enrol`")
+        super().__init__(ratio)
+
+    def _hear(self, start: int, audio: np.ndarray) -> Utterance:
+        if not MIN_UTTERANCE_S * RATE <= len(audio) <= MAX_UTTERANCE_S * RATE:
+            return Utterance(start, start + len(audio), "", None, reason="too short or too long")
+        heard = self._vt.listen(self.templates, audio)
+        reason = self._vt.decide(heard)
+        if heard is None:
+            return Utterance(start, start + len(audio), "", None, reason=reason)
+        return Utterance(start, start + len(audio), heard.best, None if reason else heard.best, heard.distance,
+                         heard.outside_s, reason=reason)
+
+
+def make_recogniser(config: HandsfreeConfig):
+    """The recogniser ``[handsfree]`` asks for: the operator's enrolled templates when ``voice_enrolment``
+    names a file, else pocketsphinx's English model."""
+    if config.voice_enrolment:
+        from capture_app.handsfree.voice_enrolment import load_enrolment
+        return TemplateRecogniser(load_enrolment(config.voice_enrolment, config.voice_phrases), config.voice_phrases)
+    return VoiceRecogniser(config.voice_phrases)
 
 
 def microphone_blocks(device: str, stop: threading.Event, block_s: float = 0.1):
@@ -250,7 +306,7 @@ class VoiceListener:
         self.config = config
         self.submit = submit
         self.cue = cue or (lambda text: None)
-        self.recogniser = VoiceRecogniser(config.voice_phrases)
+        self.recogniser = make_recogniser(config)
         self.source = source
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="handsfree-voice", daemon=True)

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +70,8 @@ class HandsfreeConfig:
     voice_on: bool = False               # spoken keyphrases command the recorder (the `voice` extra)
     voice_device: str = ""               # sounddevice input device name or index ("": the default input)
     voice_phrases: dict = field(default_factory=lambda: dict(DEFAULT_VOICE_PHRASES))  # phrase -> command
+    voice_enrolment: str = ""            # the operator's recordings of the phrases (`capture-app voice-enrol`): matched
+                                         # instead of pocketsphinx's model ("": pocketsphinx); relative to the config file
     cues: str = "auto"                   # auto: when gestures, a pedal or voice are on, espeak-ng if installed, else
                                          # beeps; speak (always; beeps without espeak-ng); beep; off
     disk_warn_mb: float = 2000.0         # "disk nearly full" below this much free space
@@ -99,7 +102,7 @@ class HandsfreeConfig:
         if not isinstance(self.subtasks, (list, tuple)) or not all(isinstance(s, str) and s for s in self.subtasks):
             raise _fail("subtasks", self.subtasks, "a list of non-empty labels")
         object.__setattr__(self, "subtasks", tuple(self.subtasks))
-        for name in ("task", "instruction", "pedal_device", "voice_device"):
+        for name in ("task", "instruction", "pedal_device", "voice_device", "voice_enrolment"):
             if not isinstance(getattr(self, name), str):
                 raise _fail(name, getattr(self, name), "text")
 
@@ -112,8 +115,9 @@ class HandsfreeConfig:
         return ("left", "right") if self.hand == "both" else (self.hand,)
 
 
-def parse_handsfree(table: Any, where: str) -> HandsfreeConfig:
-    """``[handsfree]`` of a rig config (None: the defaults; nothing hands-free but cues)."""
+def parse_handsfree(table: Any, where: str, base_dir=None) -> HandsfreeConfig:
+    """``[handsfree]`` of a rig config (None: the defaults; nothing hands-free but cues). ``base_dir``: the
+    config file's directory, which a relative ``voice_enrolment`` path is taken from."""
     if table is None:
         return HandsfreeConfig()
     if not isinstance(table, dict):
@@ -124,4 +128,7 @@ def parse_handsfree(table: Any, where: str) -> HandsfreeConfig:
         raise ConfigError(f"{where}: unknown field(s) {unknown}; allowed: {sorted(allowed)}")
     defaults = {"gestures": DEFAULT_GESTURES, "pedal_keys": DEFAULT_PEDAL_KEYS, "voice_phrases": DEFAULT_VOICE_PHRASES}
     # a mapping table given replaces the default one whole (so a pose can be left unmapped)
-    return HandsfreeConfig(**{k: (dict(v) if k in defaults else v) for k, v in table.items()})
+    config = HandsfreeConfig(**{k: (dict(v) if k in defaults else v) for k, v in table.items()})
+    if base_dir is not None and config.voice_enrolment and not os.path.isabs(config.voice_enrolment):
+        config = dataclasses.replace(config, voice_enrolment=os.path.join(str(base_dir), config.voice_enrolment))
+    return config
