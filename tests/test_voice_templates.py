@@ -262,3 +262,65 @@ def test_goal_on_the_held_out_voices_with_enrolment():
             seed=HELDOUT_SEED, engine="templates")
     assert r["false"] == [], r["false"]
     assert r["rate"] >= 0.95, r["misses"]
+
+
+@needs_espeak
+def test_a_take_by_voice_alone_through_the_recorder(tmp_path):
+    """A recorder with `voice_enrolment` set: "start recording", "next step", "end step", "stop recording"
+    said into its voice input (the microphone's path, fed from a file) make one take whose /events hold each
+    command via voice, like a pedal's or a gesture's."""
+    import h5py
+
+    from bench.voice import enrol, noisy, speech
+    from capture_app.core.clock import now_ns
+    from capture_app.handsfree.runner import Handsfree
+    from capture_app.recorder.control_server import ControlServer
+    from capture_app.recorder.session import CaptureSession
+    from capture_app.recorder.takes import Takes
+    from capture_app.rig.config import parse_config
+    from capture_app.rig.handsfree_config import DEFAULT_VOICE_PHRASES
+    from tests.conftest import small_sim_text
+
+    enrolment = save_enrolment(tmp_path / "voice.npz", enrol(tuple(DEFAULT_VOICE_PHRASES), "en-us"))
+    config = parse_config(small_sim_text(f'\n[handsfree]\nsubtasks = ["reach"]\nvoice_on = true\n'
+                                         f'voice_enrolment = "{enrolment}"\n'))
+    said, handsfree_box = [], []
+    rng = np.random.default_rng(8)
+
+    def wait(predicate, timeout_s=60.0):
+        deadline = now_ns() + int(timeout_s * 1e9)
+        while not predicate() and now_ns() < deadline:
+            threading.Event().wait(0.02)
+        return predicate()
+
+    def microphone():
+        """Each phrase once the command before it is done, as a person waits for the cue."""
+        for n, phrase in enumerate(("start recording", "next step", "end step", "stop recording")):
+            assert wait(lambda: handsfree_box and len(handsfree_box[0].commander.done) == n)
+            sig = noisy(speech(phrase, "en-us", 165), 30, rng, pad_s=(0.8, 1.2))
+            yield from (sig[i:i + 1600] for i in range(0, len(sig), 1600))
+
+    with CaptureSession(config) as session:
+        assert session.wait_for_streams(20) == []
+        takes = Takes(session, tmp_path / "episodes")
+        server = ControlServer(session, takes, f"ipc://{tmp_path / 'control'}").start()
+        try:
+            handsfree = Handsfree(session, takes, server, cue_sink=said.append, voice_source=microphone())
+            handsfree_box.append(handsfree)
+            with handsfree:
+                assert wait(lambda: len(handsfree.commander.done) == 4), handsfree.voice.recogniser.utterances
+                takes.wait_finalized()
+                done = list(handsfree.commander.done)
+        finally:
+            server.close()
+    assert [(c.name, ok) for c, ok, _ in done] == [("start", True), ("next_subtask", True), ("end_subtask", True),
+                                                  ("stop", True)]
+    path = next((tmp_path / "episodes").glob("*.h5"))
+    with h5py.File(path, "r") as f:
+        voice = [m.decode() for s, m in zip(f["events/source"][:], f["events/message"][:]) if s == b"voice"]
+        labels = [x.decode() for x in f["annotations/subtasks/label"][:]]
+        ends = f["annotations/subtasks/end_ns"][:]
+    assert [m.split(" by ")[0] for m in voice] == ["take started", "subtask 'reach' started", "subtask ended",
+                                                   "take saved"], voice
+    assert all(" via voice, " in m and "ms after its onset" in m for m in voice), voice
+    assert labels == ["reach"] and ends[0] > 0      # opened by "next step", closed by "end step"
