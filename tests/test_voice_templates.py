@@ -324,3 +324,26 @@ def test_a_take_by_voice_alone_through_the_recorder(tmp_path):
                                                    "take saved"], voice
     assert all(" via voice, " in m and "ms after its onset" in m for m in voice), voice
     assert labels == ["reach"] and ends[0] > 0      # opened by "next step", closed by "end step"
+
+
+def test_wavs_of_any_common_sample_format_and_rate_read_on_the_int16_scale(tmp_path):
+    from scipy.io import wavfile
+
+    from capture_app.handsfree.enrol_command import read_wav
+    t = np.arange(16000) / 16000
+    tone = 0.5 * np.sin(2 * np.pi * 440 * t)                          # half of full scale
+    expected_rms = 0.5 * 32767 / np.sqrt(2)
+    forms = {"int16": (tone * 32767).astype(np.int16), "float32": tone.astype(np.float32),
+             "uint8": (tone * 127 + 128).astype(np.uint8), "int32": (tone * 2 ** 31).astype(np.int32),
+             "stereo": np.stack([(tone * 32767).astype(np.int16)] * 2, axis=1)}
+    for name, data in forms.items():
+        wavfile.write(tmp_path / f"{name}.wav", 16000, data)
+        x = read_wav(tmp_path / f"{name}.wav")
+        assert len(x) == 16000 and np.sqrt(np.mean(x ** 2)) == pytest.approx(expected_rms, rel=0.02), name
+    wavfile.write(tmp_path / "44k.wav", 44100, (0.5 * np.sin(2 * np.pi * 440 * np.arange(44100) / 44100) * 32767)
+                  .astype(np.int16))
+    x = read_wav(tmp_path / "44k.wav")
+    assert len(x) == 16000 and np.sqrt(np.mean(x[100:-100] ** 2)) == pytest.approx(expected_rms, rel=0.02)
+    (tmp_path / "bad.wav").write_bytes(b"RIFF....")
+    with pytest.raises(ConfigError, match="bad.wav: not a readable WAV file"):
+        read_wav(tmp_path / "bad.wav")

@@ -4,7 +4,6 @@ docs/voice-enrolment.md)."""
 
 from __future__ import annotations
 
-import re
 import sys
 import threading
 from pathlib import Path
@@ -33,10 +32,15 @@ def read_wav(path: Path) -> np.ndarray:
         rate, data = wavfile.read(path)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{path}: not a readable WAV file ({exc}); record it again") from None
+    kind = data.dtype
     data = np.asarray(data, np.float64)
     data = data.mean(axis=1) if data.ndim == 2 else data
-    if np.issubdtype(np.asarray(data).dtype, np.floating) and np.abs(data).max(initial=0) <= 1.0:
+    if np.issubdtype(kind, np.floating):                   # float WAVs are on the -1..1 scale
         data = data * 32767.0
+    elif kind == np.uint8:                                 # 8-bit WAVs are unsigned around 128
+        data = (data - 128.0) * 256.0
+    elif kind == np.int32:                                 # 24- and 32-bit WAVs come as int32
+        data = data / 65536.0
     return resample_poly(data, RATE, rate) if rate != RATE else data
 
 
@@ -89,7 +93,7 @@ def run(args) -> int:
     from capture_app.rig.config import load_config
     config = load_config(args.config).handsfree
     phrases = list(config.voice_phrases)
-    if not re.fullmatch(r"[1-9]|10", str(args.takes)):
+    if not 1 <= args.takes <= 10:
         raise ConfigError(f"--takes {args.takes}: give 1 to 10 (4 is what docs/performance.md measured)")
     if args.from_wavs:
         templates = enrol_from_wavs(Path(args.from_wavs), phrases, args.takes)
