@@ -19,7 +19,7 @@ Two recognisers (``--engine``): ``templates`` (the default), the operator's enro
 DTW, each voice enrolled first with 4 recordings of each phrase at speeds and pitches of no test
 (``ENROL_*``); ``pocketsphinx``, its English model with no enrolment.
 
-    python bench/voice.py [--engine templates|pocketsphinx] [--set heldout|tune] [--snr 20] [--quick] [--kinds white,babble]
+    python bench/voice.py [--engine templates|pocketsphinx] [--set heldout|fresh|third|tune|wide-tune] [--snr 20] [--quick] [--kinds white,babble]
 """
 
 from __future__ import annotations

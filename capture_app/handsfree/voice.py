@@ -38,6 +38,7 @@ import numpy as np
 
 from capture_app.core.clock import NS_PER_S, now_ns
 from capture_app.core.errors import ConfigError
+from capture_app.handsfree import voice_templates
 from capture_app.handsfree.commands import Command
 from capture_app.rig.handsfree_config import HandsfreeConfig
 
@@ -249,8 +250,6 @@ class TemplateRecogniser(SegmentedRecogniser):
     the DTW distance of the nearest phrase (per frame, lower is nearer)."""
 
     def __init__(self, templates, phrases: Iterable[str], ratio: float = 8.0):
-        from capture_app.handsfree import voice_templates
-        self._vt = voice_templates
         self.phrases = frozenset(phrases)
         self.templates = [t for t in templates if t.phrase in self.phrases]
         missing = sorted(self.phrases - {t.phrase for t in self.templates})
@@ -262,8 +261,8 @@ class TemplateRecogniser(SegmentedRecogniser):
     def _hear(self, start: int, audio: np.ndarray) -> Utterance:
         if not MIN_UTTERANCE_S * RATE <= len(audio) <= MAX_UTTERANCE_S * RATE:
             return Utterance(start, start + len(audio), "", None, reason="too short or too long")
-        heard = self._vt.listen(self.templates, audio)
-        reason = self._vt.decide(heard)
+        heard = voice_templates.listen(self.templates, audio)
+        reason = voice_templates.decide(heard)
         if heard is None:
             return Utterance(start, start + len(audio), "", None, reason=reason)
         return Utterance(start, start + len(audio), heard.best, None if reason else heard.best, heard.distance,

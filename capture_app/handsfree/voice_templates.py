@@ -119,11 +119,16 @@ def speech_span(power: np.ndarray) -> tuple[int, int]:
     return (int(loud[0]), int(loud[-1])) if len(loud) else (0, -1)
 
 
-def foreground(energy: np.ndarray) -> np.ndarray:
-    """The speaker's own frames (bool per frame of ``frame_energy``): energy above the background (the mean
-    of the quietest ``NOISE_QUANTILE``) within ``FOREGROUND_DB`` of the loudest frame's."""
+def quietest_mean(energy: np.ndarray) -> float:
+    """The mean of the quietest ``NOISE_QUANTILE`` of frame energies (at least one frame)."""
     k = max(1, int(len(energy) * NOISE_QUANTILE))
-    excess = energy - np.sort(energy)[:k].mean()
+    return float(np.sort(energy)[:k].mean())
+
+
+def foreground(energy: np.ndarray) -> np.ndarray:
+    """The speaker's own frames (bool per frame of ``frame_energy``): energy above the background
+    (``quietest_mean``) within ``FOREGROUND_DB`` of the loudest frame's."""
+    excess = energy - quietest_mean(energy)
     return excess > excess.max() * 10 ** (-FOREGROUND_DB / 10)
 
 
@@ -134,8 +139,7 @@ def unsteadiness_db(energy: np.ndarray, speaker: np.ndarray) -> float:
     reach = int(AWAY_S * RATE / HOP)
     away = np.convolve(speaker.astype(float), np.ones(2 * reach + 1), mode="same") == 0
     background = energy[away] if away.sum() >= 10 else energy[-int(TAIL_S * RATE / HOP):]
-    k = max(1, int(len(background) * NOISE_QUANTILE))
-    return float(10 * np.log10(np.mean(background) / np.sort(background)[:k].mean()))
+    return float(10 * np.log10(np.mean(background) / quietest_mean(background)))
 
 
 @dataclass(frozen=True)
