@@ -5,6 +5,7 @@ the microphone's path. The full sets and their figures: ``python bench/voice.py`
 
 import json
 import os
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -347,3 +348,37 @@ def test_wavs_of_any_common_sample_format_and_rate_read_on_the_int16_scale(tmp_p
     (tmp_path / "bad.wav").write_bytes(b"RIFF....")
     with pytest.raises(ConfigError, match="bad.wav: not a readable WAV file"):
         read_wav(tmp_path / "bad.wav")
+
+
+def test_voice_enrol_says_what_is_wrong_before_anyone_records(tmp_path, monkeypatch, capsys):
+    """A bad --out is refused before the first prompt; a missing sounddevice, an unplugged microphone and
+    Ctrl-C end the command with a clear line and write no file."""
+    from capture_app.cli import main
+    from capture_app.handsfree import enrol_command
+
+    def must_not_record(device, stop):
+        raise AssertionError("the microphone was opened before --out was checked")
+
+    monkeypatch.setattr(enrol_command, "microphone_blocks", must_not_record)
+    assert main(["voice-enrol", "--out", str(tmp_path / "missing-dir" / "voice.npz")]) == 2
+    assert "missing-dir does not exist or is not writable" in capsys.readouterr().err
+
+    def failing(exc):
+        def blocks(device, stop):
+            raise exc
+            yield  # a generator, as the real one
+        return blocks
+
+    class PortAudioError(Exception):   # what sounddevice raises for a missing or busy input device
+        pass
+
+    for exc, expected in ((ImportError("No module named 'sounddevice'"), "sounddevice is not installed.*--from-wavs"),
+                          (PortAudioError("Error querying device 7"), "microphone '7' cannot be read.*--device")):
+        monkeypatch.setattr(enrol_command, "microphone_blocks", failing(exc))
+        args = ["voice-enrol", "--out", str(tmp_path / "voice.npz")] + (["--device", "7"] if "querying" in str(exc) else [])
+        assert main(args) == 2
+        assert re.search(expected, capsys.readouterr().err)
+    monkeypatch.setattr(enrol_command, "microphone_blocks", failing(KeyboardInterrupt()))
+    assert main(["voice-enrol", "--out", str(tmp_path / "voice.npz")]) == 130
+    assert "not written" in capsys.readouterr().err
+    assert not list(tmp_path.glob("voice.npz*"))

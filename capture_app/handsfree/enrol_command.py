@@ -4,6 +4,7 @@ docs/voice-enrolment.md)."""
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from pathlib import Path
@@ -89,22 +90,45 @@ def enrol_from_blocks(phrases: Iterable[str], takes: int, blocks: Iterator[np.nd
     return templates
 
 
+def microphone_failure(exc: BaseException, device: str) -> ConfigError:
+    """What to tell the operator when the microphone cannot be opened or read (no sounddevice, no PortAudio,
+    no such input)."""
+    which = f"microphone {device!r}" if device else "the default microphone"
+    if isinstance(exc, ImportError):
+        return ConfigError(f"{which}: sounddevice is not installed ({exc}); pip install 'capture-app[voice]', "
+                           f"or record WAVs with another tool and pass --from-wavs DIR")
+    return ConfigError(f"{which} cannot be read ({type(exc).__name__}: {exc}); plug it in, pick another with "
+                       f"--device (`python -m sounddevice` lists the inputs), or pass --from-wavs DIR")
+
+
 def run(args) -> int:
     from capture_app.rig.config import load_config
     config = load_config(args.config).handsfree
     phrases = list(config.voice_phrases)
     if not 1 <= args.takes <= 10:
         raise ConfigError(f"--takes {args.takes}: give 1 to 10 (4 is what docs/performance.md measured)")
+    out_dir = Path(args.out).resolve().parent
+    if not out_dir.is_dir() or not os.access(out_dir, os.W_OK):
+        # checked before the operator records anything, so no recording is lost to a bad --out
+        raise ConfigError(f"--out {args.out}: the directory {out_dir} does not exist or is not writable; "
+                          f"create it or choose another")
     if args.from_wavs:
         templates = enrol_from_wavs(Path(args.from_wavs), phrases, args.takes)
     else:
+        device = args.device or config.voice_device
         stop = threading.Event()
         print("voice enrolment: in a quiet room, with the headset microphone you will use, say each phrase "
-              "when asked (Ctrl-C stops)", flush=True)
+              "when asked (Ctrl-C stops; nothing is written until every phrase is recorded)", flush=True)
         try:
-            templates = enrol_from_blocks(phrases, args.takes,
-                                          iter(microphone_blocks(args.device or config.voice_device, stop)),
+            templates = enrol_from_blocks(phrases, args.takes, iter(microphone_blocks(device, stop)),
                                           lambda text: print(text, flush=True))
+        except KeyboardInterrupt:
+            print(f"stopped: {args.out} not written", file=sys.stderr)
+            return 130
+        except ConfigError:
+            raise
+        except Exception as exc:  # ImportError, PortAudio's errors: no microphone to record from
+            raise microphone_failure(exc, device) from None
         finally:
             stop.set()
     out = save_enrolment(args.out, templates)
