@@ -73,6 +73,48 @@ def test_foreground_and_unsteadiness_tell_a_speaker_from_the_room():
     assert vt.unsteadiness_db(near, vt.foreground(near)) < 0.3
 
 
+def test_sound_counts_quiet_words_over_a_steady_background_that_foreground_does_not():
+    hiss = 1.0 + 0.05 * np.random.default_rng(4).random(100)
+    energy = np.concatenate([hiss[:40], np.full(20, 15.0), np.full(30, 1000.0), hiss[40:]])   # quiet words, then loud
+    assert not vt.foreground(energy)[40:60].any() and vt.foreground(energy)[60:90].all()
+    audible = vt.sound(energy)
+    assert audible[40:90].all() and not audible[:40].any() and not audible[90:].any()
+    # just under SOUND_DB over the background is not sound, just over it is
+    level = 1.0 + 1.0 * 10 ** (vt.SOUND_DB / 10)
+    assert not vt.sound(np.concatenate([np.ones(50), [level * 0.99]]))[-1]
+    assert vt.sound(np.concatenate([np.ones(50), [level * 1.01]]))[-1]
+
+
+def _chirp(f0, f1, seconds, amplitude, ramp_s=None, rate=vt.RATE):
+    """A linear chirp, Hann-shaped, or flat with ``ramp_s`` on and off."""
+    t = np.arange(int(seconds * rate)) / rate
+    shape = np.hanning(len(t)) if ramp_s is None else np.minimum(1.0, np.minimum(t, seconds - t) / ramp_s)
+    return amplitude * shape * np.sin(2 * np.pi * (f0 + (f1 - f0) * t / seconds / 2) * t)
+
+
+def test_quiet_words_before_a_phrase_in_a_steady_background_make_it_a_longer_sentence():
+    """A "phrase" (two chirps) right after 0.12 s of quiet "words", 20 dB under the phrase and ~15 dB over a
+    white background: the speaker's-speech check (within 15 dB of the loudest) does not see them, the sound
+    check does (0.18 s with the phrase's soft onset, against 0.05 s for the phrase alone), and refuses."""
+    rng = np.random.default_rng(6)
+    phrase = np.concatenate([_chirp(300, 900, 0.3, 8000), _chirp(1200, 500, 0.35, 8000)])
+    template = vt.make_template("next step", phrase + rng.normal(size=len(phrase)) * 3)
+    quiet_words = _chirp(600, 1500, 0.12, 800, ramp_s=0.02)  # within AWAY_S of the phrase's loud frames, as
+    #                                                           "it is a" before "small step"
+
+    def said(*parts):
+        x = np.concatenate([np.zeros(8000), *parts, np.zeros(8000)])
+        return x + rng.normal(size=len(x)) * 80
+
+    alone = vt.listen([template], said(phrase))
+    assert alone.best == "next step" and vt.decide(alone) == "", alone
+    assert alone.sound_before_s <= vt.MAX_SOUND_AROUND_S and alone.sound_after_s <= vt.MAX_SOUND_AROUND_S
+    longer = vt.listen([template], said(quiet_words, phrase))
+    assert longer.outside_s <= vt.MAX_OUTSIDE_S                       # not the speaker's loud speech ...
+    assert longer.sound_before_s > vt.MAX_SOUND_AROUND_S               # ... but sound all the same
+    assert "sound before" in vt.decide(longer), longer
+
+
 def _heard(**kw):
     base = dict(best="next step", distance=3.0, runner_up=8.0, first=0, last=50, outside_s=0.0, unsteady_db=0.5)
     return vt.Heard(**{**base, **kw})
@@ -89,6 +131,13 @@ def test_decide_accepts_a_near_phrase_and_names_each_refusal():
     assert vt.decide(_heard(distance=far, unsteady_db=vt.UNSTEADY_FROM_DB + 1.6)) == ""
     beyond = vt.MAX_DISTANCE + vt.UNSTEADY_ALLOWANCE + 0.01
     assert "too far" in vt.decide(_heard(distance=beyond, runner_up=beyond + 5, unsteady_db=30.0))
+    # sound just before or after the phrase: a longer sentence in a steady background, not in talk (whose
+    # sound is everywhere)
+    around = vt.MAX_SOUND_AROUND_S + 0.01
+    assert "sound before" in vt.decide(_heard(sound_before_s=around))
+    assert "sound before" in vt.decide(_heard(sound_after_s=around))
+    assert vt.decide(_heard(sound_before_s=vt.MAX_SOUND_AROUND_S, sound_after_s=vt.MAX_SOUND_AROUND_S)) == ""
+    assert vt.decide(_heard(sound_before_s=around, distance=3.0, unsteady_db=vt.UNSTEADY_FROM_DB + 0.1)) == ""
     assert vt.decide(None) == "no speech"
     assert "length" in vt.decide(_heard(distance=float("inf"), runner_up=float("inf")))
 

@@ -13,6 +13,9 @@ How one utterance (from the energy segmenter, with its quiet edges) is heard (``
 4. The speaker's own speech is the frames within ``FOREGROUND_DB`` of the loudest (other people's talk
    around them is quieter); more than ``MAX_OUTSIDE_S`` of it outside the matched stretch means the
    phrase was part of a longer sentence ("stop recording me please").
+5. In a steady background (a fan, hiss) every sound clearly above it is speech, quiet words too: more than
+   ``MAX_SOUND_AROUND_S`` of frames whose energy above the background is ``SOUND_DB`` over the background's,
+   before the matched stretch or after it, also means a longer sentence ("it is a small step", whose quiet "it is a" step 4 does not count).
 
 ``decide`` then accepts the best phrase when it is near enough: a fixed distance in a steady background,
 more (up to a limit) the more unsteady the background is, since other people's talk under the phrase
@@ -47,6 +50,8 @@ MAX_DISTANCE = 4.5          # near enough in a steady background (fan, hiss) ...
 UNSTEADY_FROM_DB = 1.0      # ... plus 1 per dB of the background's unsteadiness (others talking) beyond this,
 UNSTEADY_ALLOWANCE = 3.25   # ... up to this much more
 AWAY_S = 0.2                # background frames: at least this far from any of the speaker's frames
+SOUND_DB = 3.0              # in a steady background: a frame whose energy above it is this far over it is sound ...
+MAX_SOUND_AROUND_S = 0.12   # ... and more than this of it before, or after, the matched phrase a longer sentence
 TAIL_S = 0.5                # ... or, when fewer than 10 are, the utterance's last 0.5 s (its quiet hang)
 
 
@@ -132,6 +137,14 @@ def foreground(energy: np.ndarray) -> np.ndarray:
     return excess > excess.max() * 10 ** (-FOREGROUND_DB / 10)
 
 
+def sound(energy: np.ndarray) -> np.ndarray:
+    """Frames (bool per frame of ``frame_energy``) whose energy above the background (``quietest_mean``) is more
+    than ``SOUND_DB`` over the background's own: anything audible over a steady background, however much
+    quieter than the loudest frame."""
+    background = quietest_mean(energy)
+    return energy - background > background * 10 ** (SOUND_DB / 10)
+
+
 def unsteadiness_db(energy: np.ndarray, speaker: np.ndarray) -> float:
     """How far the background is from steady, dB: over the frames at least ``AWAY_S`` from any of the
     ``speaker``'s frames (else the last ``TAIL_S``), the mean frame energy over the mean of their quietest
@@ -206,8 +219,9 @@ def subsequence_dtw(a: np.ndarray, b: np.ndarray) -> tuple[float, int, int]:
 class Heard:
     """What the templates make of one utterance: the ``best`` phrase and its ``distance`` (per frame), the
     nearest other phrase's (``runner_up``, inf with one phrase), where the best phrase matched (frames
-    ``first``..``last``), the speaker's own speech outside that stretch (``outside_s``, seconds) and how
-    unsteady the background was (``unsteady_db``, ``unsteadiness_db``)."""
+    ``first``..``last``), the speaker's own speech outside that stretch (``outside_s``, seconds), how
+    unsteady the background was (``unsteady_db``, ``unsteadiness_db``) and how much ``sound`` lay before and
+    after the stretch (``sound_before_s``, ``sound_after_s``, seconds)."""
 
     best: str
     distance: float
@@ -216,6 +230,8 @@ class Heard:
     last: int
     outside_s: float
     unsteady_db: float
+    sound_before_s: float = 0.0
+    sound_after_s: float = 0.0
 
 
 def listen(templates: list[Template], audio: np.ndarray) -> Heard | None:
@@ -240,8 +256,14 @@ def listen(templates: list[Template], audio: np.ndarray) -> Heard | None:
     ranked = sorted(best.items(), key=lambda kv: kv[1][0])
     phrase, (distance, first, last) = ranked[0]
     runner_up = ranked[1][1][0] if len(ranked) > 1 else float("inf")
-    outside = int(speaker.sum()) if last < first else int(speaker[:first].sum() + speaker[last + 1:].sum())
-    return Heard(phrase, distance, runner_up, first, last, outside * HOP / RATE, unsteadiness_db(energy, speaker))
+    if last < first:
+        outside, before, after = int(speaker.sum()), 0, 0
+    else:
+        audible = sound(energy)
+        outside = int(speaker[:first].sum() + speaker[last + 1:].sum())
+        before, after = int(audible[:first].sum()), int(audible[last + 1:].sum())
+    return Heard(phrase, distance, runner_up, first, last, outside * HOP / RATE, unsteadiness_db(energy, speaker),
+                 before * HOP / RATE, after * HOP / RATE)
 
 
 def decide(heard: Heard | None) -> str:
@@ -252,6 +274,9 @@ def decide(heard: Heard | None) -> str:
         return "no phrase fits its length"
     if heard.outside_s > MAX_OUTSIDE_S:
         return f"{heard.outside_s:.2f} s of speech outside the phrase"
+    if heard.unsteady_db < UNSTEADY_FROM_DB and max(heard.sound_before_s, heard.sound_after_s) > MAX_SOUND_AROUND_S:
+        return (f"{heard.sound_before_s:.2f} s of sound before and {heard.sound_after_s:.2f} s after the phrase "
+                f"in a steady background")
     if heard.runner_up - heard.distance <= MIN_MARGIN:
         return f"as near to another phrase ({heard.distance:.2f} against {heard.runner_up:.2f})"
     limit = MAX_DISTANCE + min(max(heard.unsteady_db - UNSTEADY_FROM_DB, 0.0), UNSTEADY_ALLOWANCE)
