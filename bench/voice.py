@@ -11,9 +11,9 @@ during and after it; non-command material is ordinary kitchen talk and near miss
 
 Sets that share nothing but the sentences: the recogniser's thresholds were tuned on ``--set tune``
 (TUNE_VOICES, TUNE_SPEEDS, noise seed 0) only; the goal is reported on ``--set heldout`` (other espeak-ng
-voices and variants, other speeds, noise seed 1), ``--set fresh``, ``--set third``, ``--set fourth`` and ``--set fifth``
-(yet other voices and speeds, seeds 2 to 5). The enrolled-template recogniser was tuned on ``--set wide-tune`` (the tuning voices
-and four more).
+voices and variants, other speeds, noise seed 1), ``--set fresh``, ``--set third``, ``--set fourth`` and
+``--set fifth`` (yet other voices and speeds, seeds 2 to 5). The enrolled-template recogniser was tuned on
+``--set wide-tune`` (the tuning voices and four more).
 
 Two recognisers (``--engine``): ``templates`` (the default), the operator's enrolled recordings matched by
 DTW, each voice enrolled first with 4 recordings of each phrase at speeds and pitches of no test

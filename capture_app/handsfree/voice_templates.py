@@ -15,12 +15,13 @@ How one utterance (from the energy segmenter, with its quiet edges) is heard (``
    phrase was part of a longer sentence ("stop recording me please").
 5. In a steady background (a fan, hiss) every sound clearly above it is speech, quiet words too: more than
    ``MAX_SOUND_AROUND_S`` of frames whose energy above the background is ``SOUND_DB`` over the background's,
-   before the matched stretch or after it, also means a longer sentence ("it is a small step", whose quiet "it is a" step 4 does not count).
+   before the matched stretch or after it, also means a longer sentence ("it is a small step", whose quiet
+   "it is a" step 4 does not count).
 
 ``decide`` then accepts the best phrase when it is near enough: a fixed distance in a steady background,
 more (up to a limit) the more unsteady the background is, since other people's talk under the phrase
-raises the distance of the phrase actually said. The thresholds were chosen on the tuning voices of ``bench/voice.py`` only
-(docs/performance.md, "fourth recogniser").
+raises the distance of the phrase actually said. The thresholds were chosen on the tuning voices of
+``bench/voice.py`` only (docs/performance.md, "fourth recogniser" and the section after it).
 
 Units: ``RATE`` samples per second; ``HOP`` samples per feature frame (10 ms); distances are Euclidean
 between cepstral vectors (natural-log mel powers, orthonormal DCT-II), per frame.
