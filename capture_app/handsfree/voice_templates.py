@@ -51,9 +51,10 @@ MAX_DISTANCE = 4.5          # near enough in a steady background (fan, hiss) ...
 UNSTEADY_FROM_DB = 1.0      # ... plus 1 per dB of the background's unsteadiness (others talking) beyond this,
 UNSTEADY_ALLOWANCE = 3.25   # ... up to this much more
 AWAY_S = 0.2                # background frames: at least this far from any of the speaker's frames
-SOUND_DB = 3.0              # in a steady background: a frame whose energy above it is this far over it is sound ...
-MAX_SOUND_AROUND_S = 0.12   # ... and more than this of it before, or after, the matched phrase a longer sentence
 TAIL_S = 0.5                # ... or, when fewer than 10 are, the utterance's last 0.5 s (its quiet hang)
+SOUND_DB = 3.0              # sound: a frame whose energy above the background is this far over the background's
+MAX_SOUND_AROUND_S = 0.12   # in a steady background, more sound than this before, or after, the matched phrase
+#                             means a longer sentence
 
 
 def _mel_bank() -> np.ndarray:
