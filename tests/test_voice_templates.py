@@ -115,6 +115,27 @@ def test_quiet_words_before_a_phrase_in_a_steady_background_make_it_a_longer_sen
     assert "sound before" in vt.decide(longer), longer
 
 
+def test_an_utterance_too_long_for_a_command_is_refused_without_being_matched(monkeypatch):
+    """The segmenter's cuts longer than MAX_UTTERANCE_S (talk) never reach the templates; one of command
+    length does."""
+    from capture_app.handsfree import voice
+    rng = np.random.default_rng(8)
+    recogniser = voice.TemplateRecogniser([vt.Template("next step", rng.uniform(1, 100, size=(30, vt.N_MELS)))],
+                                          ["next step"])
+    matched = []
+    monkeypatch.setattr(vt, "listen", lambda templates, audio: matched.append(len(audio)))
+    quiet = lambda s: rng.normal(size=int(s * vt.RATE)) * 30                      # noqa: E731
+    loud = lambda s: rng.normal(size=int(s * vt.RATE)) * 3000                     # noqa: E731
+    stream = np.concatenate([quiet(1.0), loud(5.0), quiet(1.5), loud(1.0), quiet(1.5)])
+    heard = [u for i in range(0, len(stream), 1600) for u in recogniser.feed(stream[i:i + 1600])]
+    heard += recogniser.flush()
+    lengths = [(u.end - u.start) / vt.RATE for u in heard]
+    assert len(heard) == 2 and lengths[0] > voice.MAX_UTTERANCE_S, lengths
+    assert heard[0].reason == "too short or too long" and heard[0].phrase is None
+    assert heard[1].reason == "no speech"                       # what the stubbed matcher's None means
+    assert len(matched) == 1 and voice.MIN_UTTERANCE_S * vt.RATE <= matched[0] <= voice.MAX_UTTERANCE_S * vt.RATE
+
+
 def _heard(**kw):
     base = dict(best="next step", distance=3.0, runner_up=8.0, first=0, last=50, outside_s=0.0, unsteady_db=0.5)
     return vt.Heard(**{**base, **kw})

@@ -154,8 +154,9 @@ def _ln(p: float) -> float:
 
 
 class SegmentedRecogniser:
-    """What both recognisers share: the energy segmenter cuts a 16 kHz int16 stream into utterances and each
-    is heard by ``_hear`` (start sample, audio) -> ``Utterance``; everything heard is kept in ``utterances``."""
+    """What both recognisers share: the energy segmenter cuts a 16 kHz int16 stream into utterances; each of
+    ``MIN_UTTERANCE_S``-``MAX_UTTERANCE_S`` is heard by ``_hear`` (start sample, audio) -> ``Utterance``, the
+    others are refused as too short or too long; everything heard is kept in ``utterances``."""
 
     def __init__(self, ratio: float = 8.0):
         self.ratio = ratio
@@ -173,7 +174,10 @@ class SegmentedRecogniser:
         self.segmenter = Segmenter(self.ratio)
 
     def _heard(self, start: int, audio: np.ndarray) -> Utterance:
-        utterance = self._hear(start, audio)
+        if MIN_UTTERANCE_S * RATE <= len(audio) <= MAX_UTTERANCE_S * RATE:
+            utterance = self._hear(start, audio)
+        else:
+            utterance = Utterance(start, start + len(audio), "", None, reason="too short or too long")
         self.utterances.append(utterance)
         return utterance
 
@@ -213,33 +217,32 @@ class VoiceRecogniser(SegmentedRecogniser):
         super().__init__(ratio)
 
     def _hear(self, start: int, audio: np.ndarray) -> Utterance:
-        text, score, outside, stretch, reason = "", float("-inf"), 0.0, 1.0, "too short or too long"
-        if MIN_UTTERANCE_S * RATE <= len(audio) <= MAX_UTTERANCE_S * RATE:
-            self.decoder.start_utt()
-            self.decoder.process_raw(audio.tobytes(), full_utt=True)
-            self.decoder.end_utt()
-            hyp = self.decoder.hyp()
-            text = hyp.hypstr if hyp is not None else ""
-            words = [seg for seg in (self.decoder.seg() or []) if seg.word not in _FILLERS]
-            if words:
-                score = min(_ln(w.ascore) / (w.end_frame - w.start_frame + 1) for w in words)
-                pace = [(w.end_frame - w.start_frame + 1) / len((self.decoder.lookup_word(w.word) or "x").split())
-                        for w in words]
-                stretch = max(pace) / min(pace)
-            first, last = _loud_span(audio)
-            before = (words[0].start_frame - first) * FRAME / RATE if words else 0.0
-            after = (last - words[-1].end_frame) * FRAME / RATE if words else 0.0
-            outside = max(before, after)
-            if text not in self.phrases:
-                reason = "no phrase"
-            elif outside > self.max_uncovered_s:
-                reason = f"{outside:.2f} s of speech outside the phrase"
-            elif stretch > MAX_STRETCH:
-                reason = f"a word stretched {stretch:.1f} x the other's pace (it covers other words)"
-            elif score < self.min_word_score:
-                reason = f"a word fits badly ({score:.2f} < {self.min_word_score:.2f} per frame)"
-            else:
-                reason = ""
+        score, stretch = float("-inf"), 1.0
+        self.decoder.start_utt()
+        self.decoder.process_raw(audio.tobytes(), full_utt=True)
+        self.decoder.end_utt()
+        hyp = self.decoder.hyp()
+        text = hyp.hypstr if hyp is not None else ""
+        words = [seg for seg in (self.decoder.seg() or []) if seg.word not in _FILLERS]
+        if words:
+            score = min(_ln(w.ascore) / (w.end_frame - w.start_frame + 1) for w in words)
+            pace = [(w.end_frame - w.start_frame + 1) / len((self.decoder.lookup_word(w.word) or "x").split())
+                    for w in words]
+            stretch = max(pace) / min(pace)
+        first, last = _loud_span(audio)
+        before = (words[0].start_frame - first) * FRAME / RATE if words else 0.0
+        after = (last - words[-1].end_frame) * FRAME / RATE if words else 0.0
+        outside = max(before, after)
+        if text not in self.phrases:
+            reason = "no phrase"
+        elif outside > self.max_uncovered_s:
+            reason = f"{outside:.2f} s of speech outside the phrase"
+        elif stretch > MAX_STRETCH:
+            reason = f"a word stretched {stretch:.1f} x the other's pace (it covers other words)"
+        elif score < self.min_word_score:
+            reason = f"a word fits badly ({score:.2f} < {self.min_word_score:.2f} per frame)"
+        else:
+            reason = ""
         return Utterance(start, start + len(audio), text, None if reason else text, score, outside, stretch, reason)
 
 
@@ -259,8 +262,6 @@ class TemplateRecogniser(SegmentedRecogniser):
         super().__init__(ratio)
 
     def _hear(self, start: int, audio: np.ndarray) -> Utterance:
-        if not MIN_UTTERANCE_S * RATE <= len(audio) <= MAX_UTTERANCE_S * RATE:
-            return Utterance(start, start + len(audio), "", None, reason="too short or too long")
         heard = voice_templates.listen(self.templates, audio)
         reason = voice_templates.decide(heard)
         if heard is None:
