@@ -47,16 +47,35 @@ def test_pedal_presses_are_commands_releases_and_autorepeats_are_not():
         reader.close()
 
 
-def test_an_unplugged_pedal_is_said_and_looked_for():
+def test_an_unplugged_pedal_is_said_noted_and_looked_for():
     device = FakeInputDevice()
-    said = []
+    said, notes = [], []
     reader = PedalReader(HandsfreeConfig(pedal_device="/nonexistent/pedal"), lambda c: None, device=device,
-                         cue=said.append).start()
+                         cue=said.append, note=lambda level, text: notes.append((level, text))).start()
     try:
         device.unplug()
-        assert _wait(lambda: said[:2] == ["pedal disconnected"] or "pedal disconnected" in said)
+        assert _wait(lambda: "pedal disconnected" in said)
+        assert _wait(lambda: len(notes) >= 1)
     finally:
         reader.close()
+    level, text = notes[0]
+    assert level == "warning" and text.startswith("pedal /nonexistent/pedal lost: ") and "plugged in again" in text
+    assert said == ["pedal disconnected"]     # looked for again, quietly: /nonexistent/pedal never opens
+    assert len(notes) == 1
+
+
+def test_a_pedal_that_cannot_be_opened_is_said_and_noted_once():
+    said, notes = [], []
+    reader = PedalReader(HandsfreeConfig(pedal_device="/nonexistent/pedal"), lambda c: None,
+                         cue=said.append, note=lambda level, text: notes.append((level, text))).start()
+    try:
+        assert _wait(lambda: len(notes) >= 1)
+        threading.Event().wait(2.5)               # one more try at opening it (every REOPEN_S): not said again
+    finally:
+        reader.close()
+    assert said == ["pedal not found"]
+    assert len(notes) == 1 and notes[0][0] == "warning"
+    assert notes[0][1].startswith("cannot open pedal /nonexistent/pedal: ") and "trying again every" in notes[0][1]
 
 
 def test_unknown_pedal_key_names_are_refused():
@@ -166,3 +185,34 @@ def test_a_take_by_pedal_alone_is_logged_with_its_source(tmp_path):
     spoken = [s for s in said if not s.endswith(" lost")]  # a loaded machine may lose a sim stream a while
     assert spoken[:5] == ["recording, take 1", "reach", "reach ended", "take 1 saved", verdict_text(
         {"outcome": "saved", "report": takes.last_take["report"]}, 1)], said
+
+
+def test_a_pedal_unplugged_during_a_take_is_in_its_events(tmp_path):
+    from capture_app.handsfree.runner import Handsfree
+    from capture_app.recorder.control_server import ControlServer
+    from capture_app.recorder.session import CaptureSession
+    from capture_app.recorder.takes import Takes
+
+    config = parse_config(small_sim_text())
+    device = FakeInputDevice()
+    said = []
+    with CaptureSession(config) as session:
+        assert session.wait_for_streams(20) == []
+        takes = Takes(session, tmp_path / "episodes")
+        server = ControlServer(session, takes, f"ipc://{tmp_path / 'control'}").start()
+        try:
+            with Handsfree(session, takes, server, cue_sink=said.append, pedal_device=device) as handsfree:
+                device.key("KEY_B")
+                assert _wait(lambda: len(handsfree.commander.done) == 1, 60), handsfree.commander.done
+                device.unplug()
+                assert _wait(lambda: "pedal disconnected" in said, 30), said
+                takes.stop(by="the test", via="test")     # the operator stops it some other way
+                takes.wait_finalized()
+        finally:
+            server.close()
+    path = next((tmp_path / "episodes").glob("*.h5"))
+    with h5py.File(path, "r") as f:
+        rows = [(lv.decode(), m.decode()) for lv, s, m in
+                zip(f["events/level"][:], f["events/source"][:], f["events/message"][:]) if s == b"handsfree"]
+    assert len(rows) == 1 and rows[0][0] == "warning", rows
+    assert " lost: " in rows[0][1] and "plugged in again" in rows[0][1], rows

@@ -67,6 +67,23 @@ def test_the_listener_submits_via_voice_with_the_utterance_onset():
     assert 0.7 * 16000 < start < 1.0 * 16000          # the utterance begins at the speech, not the block
 
 
+def test_voice_input_that_stops_is_said_and_noted_for_the_take():
+    def microphone_unplugged():
+        yield np.zeros(1600, np.int16)
+        raise OSError("[Errno 19] No such device")   # what PortAudio's read gives for a removed USB headset
+
+    said, notes = [], []
+    listener = VoiceListener(HandsfreeConfig(voice_on=True), lambda command: None, source=microphone_unplugged(),
+                             cue=said.append, note=lambda level, text: notes.append((level, text))).start()
+    try:
+        assert listener.finished.wait(60)
+    finally:
+        listener.close()
+    assert said == ["voice input stopped"]
+    assert len(notes) == 1 and notes[0][0] == "error"
+    assert "voice input stopped: [Errno 19] No such device" in notes[0][1] and "voice_device" in notes[0][1]
+
+
 def test_bad_phrases_are_refused_with_the_field_named():
     with pytest.raises(ConfigError, match="voice_phrases"):
         HandsfreeConfig(voice_phrases={"Start Recording!": "start"})

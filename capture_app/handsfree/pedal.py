@@ -50,12 +50,15 @@ class PedalReader:
     """Reads one evdev device on the ``handsfree-pedal`` thread and submits the mapped commands.
 
     ``device``: an already open evdev ``InputDevice`` (or an object with its ``fd``, ``read()``, ``grab()``,
-    ``close()`` and ``name``) instead of opening ``[handsfree] pedal_device``."""
+    ``close()`` and ``name``) instead of opening ``[handsfree] pedal_device``. The pedal not found, lost and
+    found again is said (``cue``, a few words) and noted (``note(level, text)``: into the recording take's
+    /events)."""
 
     def __init__(self, config: HandsfreeConfig, submit: Callable[[Command], None], device=None,
-                 cue: Callable[[str], None] | None = None):
+                 cue: Callable[[str], None] | None = None, note: Callable[[str, str], None] | None = None):
         self.config = config
         self.submit = submit
+        self.note = note or (lambda level, text: None)
         self.cue = cue or (lambda text: None)
         self.keys = key_codes(config.pedal_keys)
         self.device = device
@@ -97,13 +100,16 @@ class PedalReader:
                     self.device = self._open()
                     if said_missing:
                         self.cue("pedal connected")
+                        self.note("info", f"pedal {self.config.pedal_device} connected again")
                     said_missing = False
                 except OSError as exc:
                     if not said_missing:
-                        log.warning("hands-free: cannot open pedal %s: %s; trying again every %.0f s (is it plugged in? "
-                                    "may this user read it? README, 'A pedal or clicker')", self.config.pedal_device,
-                                    exc, REOPEN_S)
+                        text = (f"cannot open pedal {self.config.pedal_device}: {exc}; trying again every "
+                                f"{REOPEN_S:.0f} s (is it plugged in? may this user read it? README, 'A pedal or "
+                                f"clicker')")
+                        log.warning("hands-free: %s", text)
                         self.cue("pedal not found")
+                        self.note("warning", text)
                         said_missing = True
                     self._stop.wait(REOPEN_S)
                     continue
@@ -115,8 +121,11 @@ class PedalReader:
             except BlockingIOError:
                 continue
             except OSError as exc:  # unplugged: ENODEV
-                log.warning("hands-free: pedal %s lost: %s", self.config.pedal_device, exc)
+                text = (f"pedal {self.config.pedal_device} lost: {exc}; its keys command nothing until it is "
+                        f"plugged in again (looked for every {REOPEN_S:.0f} s)")
+                log.warning("hands-free: %s", text)
                 self.cue("pedal disconnected")
+                self.note("warning", text)
                 said_missing = True
                 try:
                     self.device.close()

@@ -50,12 +50,17 @@ class Handsfree:
         if self.config.pedal_device or self._pedal_device is not None:
             from capture_app.handsfree.pedal import PedalReader
             self.pedal = PedalReader(self.config, self.commander.submit, device=self._pedal_device,
-                                     cue=self.speaker.say).start()
+                                     cue=self.speaker.say, note=self._note).start()
         if self.config.voice_on:
             from capture_app.handsfree.voice import VoiceListener
             self.voice = VoiceListener(self.config, self.commander.submit, source=self._voice_source,
-                                       cue=self.speaker.say).start()
+                                       cue=self.speaker.say, note=self._note).start()
         return self
+
+    def _note(self, level: str, text: str) -> None:
+        """A hands-free input lost or found (pedal, microphone): into the recording take's /events, so a
+        take whose commands stopped working says why."""
+        self.session.episodes.log_event(level, "handsfree", text)
 
     def close(self) -> None:
         for part in (self.voice, self.pedal, self.gestures):

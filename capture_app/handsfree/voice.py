@@ -299,13 +299,15 @@ class VoiceListener:
     """Submits the command of each phrase heard, ``via`` voice, on the ``handsfree-voice`` thread.
 
     ``source``: an iterable of 16 kHz mono int16 blocks instead of the microphone ``[handsfree]
-    voice_device``."""
+    voice_device``. Voice input that stops (no microphone, PortAudio missing, a device unplugged) is said
+    (``cue``) and noted (``note(level, text)``: into the recording take's /events)."""
 
     def __init__(self, config: HandsfreeConfig, submit: Callable[[Command], None], source=None,
-                 cue: Callable[[str], None] | None = None):
+                 cue: Callable[[str], None] | None = None, note: Callable[[str, str], None] | None = None):
         self.config = config
         self.submit = submit
         self.cue = cue or (lambda text: None)
+        self.note = note or (lambda level, text: None)
         self.recogniser = make_recogniser(config)
         self.source = source
         self._stop = threading.Event()
@@ -333,8 +335,11 @@ class VoiceListener:
             for utterance in self.recogniser.flush():
                 self._heard(utterance, now_ns())
         except Exception as exc:  # no microphone, PortAudio missing: said, not fatal to the recorder
-            log.warning("hands-free: voice input stopped: %s (README, 'Voice keyphrases')", exc)
+            text = (f"voice input stopped: {exc}; spoken commands are not heard until the recorder restarts "
+                    f"(check [handsfree] voice_device; README, 'Voice keyphrases')")
+            log.warning("hands-free: %s", text)
             self.cue("voice input stopped")
+            self.note("error", text)
         finally:
             self.finished.set()
 
