@@ -24,12 +24,16 @@ MIN_RATE = 0.95    # the issue's goal
 
 
 @pytest.mark.skipif(os.environ.get("CAPTURE_APP_TEST_VOICE_GOAL") != "1",
-                    reason="the issue's goal (>= 95 %, no false command) on the held-out set is NOT met: "
-                           "38 % recognised, 0 false commands in 54 min (docs/performance.md, third recogniser); "
-                           "3 minutes of audio decoding, so opt-in: CAPTURE_APP_TEST_VOICE_GOAL=1")
-def test_goal_on_the_held_out_voices():
-    from bench.voice import HELDOUT_SEED, HELDOUT_SPEEDS, HELDOUT_VOICES
-    r = run(PHRASES, HELDOUT_VOICES, HELDOUT_SPEEDS, 20.0, ("white", "babble"), seed=HELDOUT_SEED)
+                    reason="the issue's goal (>= 95 %, no false command) with the enrolled recogniser is met on "
+                           "the held-out sets third and fourth only (docs/performance.md, fourth recogniser); "
+                           "5-7 minutes of audio per set, so opt-in: CAPTURE_APP_TEST_VOICE_GOAL=1")
+@pytest.mark.parametrize("held_out", ["heldout", "fresh", "third", "fourth", "fifth"])   # not `sixth`: kept
+#   unseen for the next recogniser (docs/performance.md, "two second opinions")
+def test_goal_on_the_held_out_voices(held_out):
+    import bench.voice as bv
+    name = {"heldout": "HELDOUT"}.get(held_out, held_out.upper())
+    voices, speeds, seed = (getattr(bv, f"{name}_{part}") for part in ("VOICES", "SPEEDS", "SEED"))
+    r = run(PHRASES, voices, speeds, 20.0, ("white", "babble"), seed=seed, engine="templates")
     assert r["false"] == [], r["false"]
     assert r["rate"] >= MIN_RATE, r["misses"]
 
