@@ -3,6 +3,7 @@ says, and a take driven by the pedal alone through the control path."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import types
 
@@ -150,30 +151,38 @@ def test_cues_play_in_order_through_the_sink_and_beep_without_speech():
     assert said[-1] == "take 1 saved"
 
 
-def test_a_take_by_pedal_alone_is_logged_with_its_source(tmp_path):
+@contextlib.contextmanager
+def _recorder_with_pedal(tmp_path, config_text: str, said: list):
+    """A simulated recorder (session, takes, control server) with hands-free on and a fake pedal; yields
+    (takes, handsfree, device)."""
     from capture_app.handsfree.runner import Handsfree
     from capture_app.recorder.control_server import ControlServer
     from capture_app.recorder.session import CaptureSession
     from capture_app.recorder.takes import Takes
 
-    config = parse_config(small_sim_text('\n[handsfree]\nsubtasks = ["reach"]\n'))
     device = FakeInputDevice()
-    said = []
-    with CaptureSession(config) as session:
+    with CaptureSession(parse_config(config_text)) as session:
         assert session.wait_for_streams(20) == []
         takes = Takes(session, tmp_path / "episodes")
         server = ControlServer(session, takes, f"ipc://{tmp_path / 'control'}").start()
         try:
             with Handsfree(session, takes, server, cue_sink=said.append, pedal_device=device) as handsfree:
-                for key, n in (("KEY_B", 1), ("KEY_PAGEDOWN", 2), ("KEY_DOT", 3), ("KEY_B", 4)):
-                    threading.Event().wait(0.3)   # a person's presses: farther apart than a bounce
-                    device.key(key)
-                    assert _wait(lambda: len(handsfree.commander.done) == n, 60), handsfree.commander.done
-                takes.wait_finalized()
-                assert _wait(lambda: any("quality" in s or s.startswith("redo") for s in said), 30), said
-                done = list(handsfree.commander.done)
+                yield takes, handsfree, device
         finally:
             server.close()
+
+
+def test_a_take_by_pedal_alone_is_logged_with_its_source(tmp_path):
+    said = []
+    with _recorder_with_pedal(tmp_path, small_sim_text('\n[handsfree]\nsubtasks = ["reach"]\n'),
+                              said) as (takes, handsfree, device):
+        for key, n in (("KEY_B", 1), ("KEY_PAGEDOWN", 2), ("KEY_DOT", 3), ("KEY_B", 4)):
+            threading.Event().wait(0.3)   # a person's presses: farther apart than a bounce
+            device.key(key)
+            assert _wait(lambda: len(handsfree.commander.done) == n, 60), handsfree.commander.done
+        takes.wait_finalized()
+        assert _wait(lambda: any("quality" in s or s.startswith("redo") for s in said), 30), said
+        done = list(handsfree.commander.done)
     assert [(c.name, ok) for c, ok, _ in done] == [("start_stop", True), ("next_subtask", True),
                                                   ("end_subtask", True), ("start_stop", True)]
     path = next((tmp_path / "episodes").glob("*.h5"))
@@ -188,28 +197,14 @@ def test_a_take_by_pedal_alone_is_logged_with_its_source(tmp_path):
 
 
 def test_a_pedal_unplugged_during_a_take_is_in_its_events(tmp_path):
-    from capture_app.handsfree.runner import Handsfree
-    from capture_app.recorder.control_server import ControlServer
-    from capture_app.recorder.session import CaptureSession
-    from capture_app.recorder.takes import Takes
-
-    config = parse_config(small_sim_text())
-    device = FakeInputDevice()
     said = []
-    with CaptureSession(config) as session:
-        assert session.wait_for_streams(20) == []
-        takes = Takes(session, tmp_path / "episodes")
-        server = ControlServer(session, takes, f"ipc://{tmp_path / 'control'}").start()
-        try:
-            with Handsfree(session, takes, server, cue_sink=said.append, pedal_device=device) as handsfree:
-                device.key("KEY_B")
-                assert _wait(lambda: len(handsfree.commander.done) == 1, 60), handsfree.commander.done
-                device.unplug()
-                assert _wait(lambda: "pedal disconnected" in said, 30), said
-                takes.stop(by="the test", via="test")     # the operator stops it some other way
-                takes.wait_finalized()
-        finally:
-            server.close()
+    with _recorder_with_pedal(tmp_path, small_sim_text(), said) as (takes, handsfree, device):
+        device.key("KEY_B")
+        assert _wait(lambda: len(handsfree.commander.done) == 1, 60), handsfree.commander.done
+        device.unplug()
+        assert _wait(lambda: "pedal disconnected" in said, 30), said
+        takes.stop(by="the test", via="test")     # the operator stops it some other way
+        takes.wait_finalized()
     path = next((tmp_path / "episodes").glob("*.h5"))
     with h5py.File(path, "r") as f:
         rows = [(lv.decode(), m.decode()) for lv, s, m in
