@@ -210,4 +210,4 @@ def test_a_pedal_unplugged_during_a_take_is_in_its_events(tmp_path):
         rows = [(lv.decode(), m.decode()) for lv, s, m in
                 zip(f["events/level"][:], f["events/source"][:], f["events/message"][:]) if s == b"handsfree"]
     assert len(rows) == 1 and rows[0][0] == "warning", rows
-    assert " lost: " in rows[0][1] and "plugged in again" in rows[0][1], rows
+    assert rows[0][1].startswith("pedal 'fake USB foot pedal' lost: ") and "plugged in again" in rows[0][1], rows

@@ -121,8 +121,9 @@ class PedalReader:
             except BlockingIOError:
                 continue
             except OSError as exc:  # unplugged: ENODEV
-                text = (f"pedal {self.config.pedal_device} lost: {exc}; its keys command nothing until it is "
-                        f"plugged in again (looked for every {REOPEN_S:.0f} s)")
+                where = self.config.pedal_device or repr(getattr(self.device, "name", ""))
+                text = (f"pedal {where} lost: {exc}; its keys command nothing until it is plugged in again "
+                        f"(looked for every {REOPEN_S:.0f} s)")
                 log.warning("hands-free: %s", text)
                 self.cue("pedal disconnected")
                 self.note("warning", text)
