@@ -11,7 +11,7 @@ during and after it; non-command material is ordinary kitchen talk and near miss
 
 Sets that share nothing but the sentences: the recogniser's thresholds were tuned on ``--set tune``
 (TUNE_VOICES, TUNE_SPEEDS, noise seed 0) only; the goal is reported on ``--set heldout`` (other espeak-ng
-voices and variants, other speeds, noise seed 1), ``--set fresh``, ``--set third``, ``--set fourth`` and
+voices and variants, other speeds, noise seed 1), ``--set fresh``, ``--set third``, ``--set fourth``,
 ``--set fifth`` and ``--set sixth`` (yet other voices and speeds, seeds 2 to 6). The enrolled-template recogniser was tuned on
 ``--set wide-tune`` (the tuning voices and four more).
 
@@ -53,8 +53,14 @@ THIRD_VOICES, THIRD_SPEEDS, THIRD_SEED = ("en-us+m7", "en-us+f5", "en-gb-x-rp", 
 FOURTH_VOICES, FOURTH_SPEEDS, FOURTH_SEED = ("en-us+m4", "en+f1", "en-us+m6", "en-029+f2"), (138, 168, 198), 4
 # a fifth, fixed after the fourth had been run once, before the change it was to check
 FIFTH_VOICES, FIFTH_SPEEDS, FIFTH_SEED = ("en-us+m8", "en-gb-scotland+f4", "en-gb-x-rp+m6", "en-029+m5"), (142, 172, 202), 5
-# a sixth, fixed (2026-12-07, seventh session) before the pocketsphinx check it is to test was written; run once
+# a sixth, fixed (2026-12-07, seventh session) before the second opinions it was for were written; not run yet,
+# kept unseen for the next recogniser (docs/performance.md, "two second opinions")
 SIXTH_VOICES, SIXTH_SPEEDS, SIXTH_SEED = ("en-us+f1", "en-029+m1", "en-gb-x-rp+f4", "en-us-nyc+m2"), (144, 174, 204), 6
+# --set name -> (voices, speeds, noise seed)
+SETS = {"heldout": (HELDOUT_VOICES, HELDOUT_SPEEDS, HELDOUT_SEED), "fresh": (FRESH_VOICES, FRESH_SPEEDS, FRESH_SEED),
+        "third": (THIRD_VOICES, THIRD_SPEEDS, THIRD_SEED), "fourth": (FOURTH_VOICES, FOURTH_SPEEDS, FOURTH_SEED),
+        "fifth": (FIFTH_VOICES, FIFTH_SPEEDS, FIFTH_SEED), "sixth": (SIXTH_VOICES, SIXTH_SPEEDS, SIXTH_SEED),
+        "tune": (TUNE_VOICES, TUNE_SPEEDS, TUNE_SEED), "wide-tune": (WIDE_TUNE_VOICES, TUNE_SPEEDS, TUNE_SEED)}
 NON_COMMANDS = (
     "start the kettle", "stop it there", "next to the stove", "put the bowl on the table", "can you pass me the salt",
     "the water is boiling now", "i need a bigger spoon", "take the lid off the pot", "where did i put the knife",
@@ -204,8 +210,7 @@ def run(phrases, voices, speeds, snr_db: float, kinds=("white", "babble"), non_c
 def main() -> None:
     from capture_app.rig.handsfree_config import DEFAULT_VOICE_PHRASES
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--set", choices=("heldout", "fresh", "third", "fourth", "fifth", "sixth", "tune",
-                                           "wide-tune"), default="heldout")
+    ap.add_argument("--set", choices=tuple(SETS), default="heldout")
     ap.add_argument("--snr", type=float, default=20.0)
     ap.add_argument("--quick", action="store_true", help="two voices, one speed")
     ap.add_argument("--kinds", default="white,babble")
@@ -213,14 +218,7 @@ def main() -> None:
                     help="templates: each voice enrolled first (4 recordings of each phrase at other speeds and "
                          "pitches); pocketsphinx: its English model, no enrolment")
     args = ap.parse_args()
-    voices, speeds, seed = {"heldout": (HELDOUT_VOICES, HELDOUT_SPEEDS, HELDOUT_SEED),
-                            "fresh": (FRESH_VOICES, FRESH_SPEEDS, FRESH_SEED),
-                            "third": (THIRD_VOICES, THIRD_SPEEDS, THIRD_SEED),
-                            "fourth": (FOURTH_VOICES, FOURTH_SPEEDS, FOURTH_SEED),
-                            "fifth": (FIFTH_VOICES, FIFTH_SPEEDS, FIFTH_SEED),
-                            "sixth": (SIXTH_VOICES, SIXTH_SPEEDS, SIXTH_SEED),
-                            "wide-tune": (WIDE_TUNE_VOICES, TUNE_SPEEDS, TUNE_SEED),
-                            "tune": (TUNE_VOICES, TUNE_SPEEDS, TUNE_SEED)}[args.set]
+    voices, speeds, seed = SETS[args.set]
     voices, speeds = (voices[:2], speeds[1:2]) if args.quick else (voices, speeds)
     r = run(tuple(DEFAULT_VOICE_PHRASES), voices, speeds, args.snr, tuple(args.kinds.split(",")), seed=seed,
           engine=args.engine)

@@ -31,9 +31,8 @@ MIN_RATE = 0.95    # the issue's goal
 @pytest.mark.parametrize("held_out", ["heldout", "fresh", "third", "fourth", "fifth"])   # not `sixth`: kept
 #   unseen for the next recogniser (docs/performance.md, "two second opinions")
 def test_goal_on_the_held_out_voices(held_out):
-    import bench.voice as bv
-    name = {"heldout": "HELDOUT"}.get(held_out, held_out.upper())
-    voices, speeds, seed = (getattr(bv, f"{name}_{part}") for part in ("VOICES", "SPEEDS", "SEED"))
+    from bench.voice import SETS
+    voices, speeds, seed = SETS[held_out]
     r = run(PHRASES, voices, speeds, 20.0, ("white", "babble"), seed=seed, engine="templates")
     assert r["false"] == [], r["false"]
     assert r["rate"] >= MIN_RATE, r["misses"]
