@@ -83,6 +83,11 @@ class PedalReader:
             except OSError:
                 pass
 
+    @property
+    def name(self) -> str:
+        """How notes name the pedal: its configured path, else the given device's name."""
+        return self.config.pedal_device or repr(getattr(self.device, "name", ""))
+
     def _open(self):
         import evdev
         device = evdev.InputDevice(self.config.pedal_device)
@@ -100,11 +105,11 @@ class PedalReader:
                     self.device = self._open()
                     if said_missing:
                         self.cue("pedal connected")
-                        self.note("info", f"pedal {self.config.pedal_device} connected again")
+                        self.note("info", f"pedal {self.name} connected again")
                     said_missing = False
                 except OSError as exc:
                     if not said_missing:
-                        text = (f"cannot open pedal {self.config.pedal_device}: {exc}; trying again every "
+                        text = (f"cannot open pedal {self.name}: {exc}; trying again every "
                                 f"{REOPEN_S:.0f} s (is it plugged in? may this user read it? README, 'A pedal or "
                                 f"clicker')")
                         log.warning("hands-free: %s", text)
@@ -121,8 +126,7 @@ class PedalReader:
             except BlockingIOError:
                 continue
             except OSError as exc:  # unplugged: ENODEV
-                where = self.config.pedal_device or repr(getattr(self.device, "name", ""))
-                text = (f"pedal {where} lost: {exc}; its keys command nothing until it is plugged in again "
+                text = (f"pedal {self.name} lost: {exc}; its keys command nothing until it is plugged in again "
                         f"(looked for every {REOPEN_S:.0f} s)")
                 log.warning("hands-free: %s", text)
                 self.cue("pedal disconnected")
