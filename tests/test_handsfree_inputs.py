@@ -211,3 +211,57 @@ def test_a_pedal_unplugged_during_a_take_is_in_its_events(tmp_path):
                 zip(f["events/level"][:], f["events/source"][:], f["events/message"][:]) if s == b"handsfree"]
     assert len(rows) == 1 and rows[0][0] == "warning", rows
     assert rows[0][1].startswith("pedal 'fake USB foot pedal' lost: ") and "plugged in again" in rows[0][1], rows
+
+
+def test_a_pedal_lost_between_takes_is_in_the_next_take_and_said_when_it_starts(tmp_path):
+    """No take records when the pedal goes: the next take's /events still has the row, at the time it was lost
+    (before the take's start), and the take's start cue says the pedal is missing."""
+    said = []
+    with _recorder_with_pedal(tmp_path, small_sim_text(), said) as (takes, handsfree, device):
+        device.unplug()
+        assert _wait(lambda: "pedal disconnected" in said, 30), said
+        assert handsfree.missing_inputs() == ["pedal"]
+        lost_by_ns = now_ns()
+        takes.start(by="the test", via="test")       # the operator starts it some other way
+        assert _wait(lambda: any(s.startswith("recording, take 1") for s in said), 30), said
+        takes.stop(by="the test", via="test")
+        takes.wait_finalized()
+    assert "recording, take 1, pedal missing" in said, said
+    path = next((tmp_path / "episodes").glob("*.h5"))
+    with h5py.File(path, "r") as f:
+        start_ns = int(f.attrs["start_monotonic_ns"])
+        rows = [(int(t), lv.decode(), m.decode()) for t, lv, s, m in zip(
+            f["events/t_ns"][:], f["events/level"][:], f["events/source"][:], f["events/message"][:])
+            if s == b"handsfree"]
+    assert len(rows) == 1, rows
+    t_ns, level, message = rows[0]
+    assert level == "warning" and message.startswith("before this take: pedal 'fake USB foot pedal' lost: "), rows
+    assert t_ns <= lost_by_ns < start_ns
+
+
+def test_events_between_takes_are_held_for_the_next_take_newest_first_kept(tmp_path):
+    """Episodes.log_event with no take recording: the newest HELD_EVENTS wait for the next take, the older
+    ones are counted in one row; a take writes them once (the take after it gets none)."""
+    from capture_app.recorder import episodes as episodes_module
+    from capture_app.recorder.session import CaptureSession
+
+    n = episodes_module.HELD_EVENTS + 5
+    with CaptureSession(parse_config(small_sim_text())) as session:
+        assert session.wait_for_streams(20) == []
+        for i in range(n):
+            session.episodes.log_event("info", "outside", f"event {i}")
+        session.start_episode(tmp_path, name="first")
+        first = session.stop_episode()
+        session.start_episode(tmp_path, name="second")
+        second = session.stop_episode()
+    rows = {}
+    for path in (first, second):
+        with h5py.File(path, "r") as f:
+            rows[path.stem] = [(s.decode(), m.decode()) for s, m in zip(f["events/source"][:], f["events/message"][:])
+                               if m.startswith(b"before this take: ")]
+    kept = [m for s, m in rows["first"] if s == "outside"]
+    assert kept == [f"before this take: event {i}" for i in range(5, n)]
+    assert [m for s, m in rows["first"] if s == "session"] == [
+        f"before this take: 5 older event(s) between takes not kept here (only the newest "
+        f"{episodes_module.HELD_EVENTS}); the recorder's log has them all"]
+    assert [m for s, m in rows["second"] if s == "outside"] == []

@@ -368,6 +368,9 @@ def test_a_take_by_voice_alone_through_the_recorder(tmp_path):
         """Each phrase once the command before it is done, as a person waits for the cue."""
         for n, phrase in enumerate(("start recording", "next step", "end step", "stop recording")):
             assert wait(lambda: handsfree_box and len(handsfree_box[0].commander.done) == n)
+            if phrase == "end step":     # talk that is no command, during the take
+                sig = noisy(speech("put the bowl on the table", "en-us", 165), 30, rng, pad_s=(0.8, 1.2))
+                yield from (sig[i:i + 1600] for i in range(0, len(sig), 1600))
             sig = noisy(speech(phrase, "en-us", 165), 30, rng, pad_s=(0.8, 1.2))
             yield from (sig[i:i + 1600] for i in range(0, len(sig), 1600))
 
@@ -388,12 +391,21 @@ def test_a_take_by_voice_alone_through_the_recorder(tmp_path):
                                                   ("stop", True)]
     path = next((tmp_path / "episodes").glob("*.h5"))
     with h5py.File(path, "r") as f:
-        voice = [m.decode() for s, m in zip(f["events/source"][:], f["events/message"][:]) if s == b"voice"]
+        voice = [(int(t), m.decode()) for t, s, m in zip(f["events/t_ns"][:], f["events/source"][:],
+                                                        f["events/message"][:]) if s == b"voice"]
+        stop_ns = int(f.attrs["stop_monotonic_ns"])
         labels = [x.decode() for x in f["annotations/subtasks/label"][:]]
         ends = f["annotations/subtasks/end_ns"][:]
-    assert [m.split(" by ")[0] for m in voice] == ["take started", "subtask 'reach' started", "subtask ended",
-                                                   "take saved"], voice
-    assert all(" via voice, " in m and "ms after its onset" in m for m in voice), voice
+    commands = [m for _, m in voice if " via voice, " in m]
+    assert [m.split(" by ")[0] for m in commands] == ["take started", "subtask 'reach' started", "subtask ended",
+                                                      "take saved"], voice
+    assert all("ms after its onset" in m for m in commands), voice
+    refused = [(t, m) for t, m in voice if " via voice, " not in m]   # the talk: counted, kept, at its onset
+    assert [m.split(" heard, ")[1].split(" (")[0] for _, m in refused] == ["not taken as a command"], voice
+    # at its onset, reckoned from the samples fed (this feed runs faster than real time, so it can lie before
+    # the take's start; a microphone's cannot)
+    assert refused[0][1].startswith("speech of ") and refused[0][0] < stop_ns, voice
+    assert handsfree.voice.refused == 1
     assert labels == ["reach"] and ends[0] > 0      # opened by "next step", closed by "end step"
 
 

@@ -30,7 +30,7 @@ import numpy as np
 from capture_app.episode.quality import episode_rate_hz, episode_span_ns
 
 FORMAT_NAME = "capture_app.episode"
-FORMAT_VERSION = "1.5"
+FORMAT_VERSION = "1.6"
 PARTIAL_SUFFIX = ".partial"
 EPISODE_SUFFIX = ".h5"
 NO_DEVICE_TIME = np.iinfo(np.int64).min  # t_device_ns when the device has no clock of its own

@@ -139,8 +139,9 @@ class CueWatcher:
     """Says the recorder's changes (``state()`` of ``Takes`` and the session's stream states)."""
 
     def __init__(self, takes, session, say: Callable[[str], None], disk_warn_mb: float = 2000.0,
-                 period_s: float = 0.2):
+                 period_s: float = 0.2, missing: Callable[[], list[str]] | None = None):
         self.takes = takes
+        self.missing = missing or (lambda: [])  # hands-free inputs not working now, said when a take starts
         self.session = session
         self.say = say
         self.disk_warn_mb = disk_warn_mb
@@ -179,7 +180,7 @@ class CueWatcher:
         say = (lambda text: None) if initial else self.say
         recording = state["recording"]
         if recording and not self._recording:
-            say(f"recording, take {state['take_count'] + 1}")
+            say(", ".join([f"recording, take {state['take_count'] + 1}"] + [f"{m} missing" for m in self.missing()]))
             self._labels, self._current, self._lost = [], "", set()
         if recording:
             self._say_marks(state, say)

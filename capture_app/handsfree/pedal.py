@@ -64,6 +64,7 @@ class PedalReader:
         self.device = device
         self.presses = 0
         self.bounces = 0
+        self.missing = False   # not found or lost, and not back yet
         self._last_press_ns: dict[int, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="handsfree-pedal", daemon=True)
@@ -106,7 +107,7 @@ class PedalReader:
                     if said_missing:
                         self.cue("pedal connected")
                         self.note("info", f"pedal {self.name} connected again")
-                    said_missing = False
+                    said_missing = self.missing = False
                 except OSError as exc:
                     if not said_missing:
                         text = (f"cannot open pedal {self.name}: {exc}; trying again every "
@@ -115,7 +116,7 @@ class PedalReader:
                         log.warning("hands-free: %s", text)
                         self.cue("pedal not found")
                         self.note("warning", text)
-                        said_missing = True
+                        said_missing = self.missing = True
                     self._stop.wait(REOPEN_S)
                     continue
             try:
@@ -131,7 +132,7 @@ class PedalReader:
                 log.warning("hands-free: %s", text)
                 self.cue("pedal disconnected")
                 self.note("warning", text)
-                said_missing = True
+                said_missing = self.missing = True
                 try:
                     self.device.close()
                 except OSError:

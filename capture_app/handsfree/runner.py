@@ -30,7 +30,8 @@ class Handsfree:
         self.speaker = CueSpeaker(self.cue_mode, cue_sink)
         self.commander = Commander(ControlClient(server.context, server.local_endpoint), self.config,
                                    self.speaker.say)
-        self.watcher = CueWatcher(takes, session, self.speaker.say, self.config.disk_warn_mb)
+        self.watcher = CueWatcher(takes, session, self.speaker.say, self.config.disk_warn_mb,
+                                  missing=self.missing_inputs)
         self.gestures = None
         self.pedal = None
         self.voice = None
@@ -54,13 +55,30 @@ class Handsfree:
         if self.config.voice_on:
             from capture_app.handsfree.voice import VoiceListener
             self.voice = VoiceListener(self.config, self.commander.submit, source=self._voice_source,
-                                       cue=self.speaker.say, note=self._note).start()
+                                       cue=self.speaker.say, note=self._note, refused=self._note_refused).start()
         return self
 
+    def missing_inputs(self) -> list[str]:
+        """The hands-free inputs configured but not working now ("pedal", "voice input"), said when a take
+        starts so the operator knows before relying on them."""
+        missing = []
+        if self.pedal is not None and self.pedal.missing:
+            missing.append("pedal")
+        if self.voice is not None and self.voice.stopped:
+            missing.append("voice input")
+        return missing
+
     def _note(self, level: str, text: str) -> None:
-        """A hands-free input lost or found (pedal, microphone): into the recording take's /events, so a
-        take whose commands stopped working says why."""
+        """A hands-free input lost or found (pedal, microphone): into the take's /events (between takes, into
+        the next take's), so a take whose commands stopped working says why."""
         self.session.episodes.log_event(level, "handsfree", text)
+
+    def _note_refused(self, onset_ns: int, text: str) -> None:
+        """Speech heard and not taken as a command: an /events info row (source ``voice``) at its onset in
+        the recording take, none between takes."""
+        writer = self.session.episodes.current()
+        if writer is not None:
+            writer.log_event("info", "voice", text, t_ns=onset_ns)
 
     def close(self) -> None:
         for part in (self.voice, self.pedal, self.gestures):

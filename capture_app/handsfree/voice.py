@@ -300,19 +300,25 @@ class VoiceListener:
 
     ``source``: an iterable of 16 kHz mono int16 blocks instead of the microphone ``[handsfree]
     voice_device``. Voice input that stops (no microphone, PortAudio missing, a device unplugged) is said
-    (``cue``) and noted (``note(level, text)``: into the recording take's /events)."""
+    (``cue``) and noted (``note(level, text)``: into the recording take's /events). Each utterance heard and
+    not taken as a command is counted (``refused``) and given to ``refused(onset_ns, text)`` (into the
+    recording take's /events), so a phrase said and not heard can be found and marked in review."""
 
     def __init__(self, config: HandsfreeConfig, submit: Callable[[Command], None], source=None,
-                 cue: Callable[[str], None] | None = None, note: Callable[[str, str], None] | None = None):
+                 cue: Callable[[str], None] | None = None, note: Callable[[str, str], None] | None = None,
+                 refused: Callable[[int, str], None] | None = None):
         self.config = config
         self.submit = submit
         self.cue = cue or (lambda text: None)
         self.note = note or (lambda level, text: None)
+        self.on_refused = refused or (lambda onset_ns, text: None)
+        self.refused = 0                     # utterances heard and not taken as a command
         self.recogniser = make_recogniser(config)
         self.source = source
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="handsfree-voice", daemon=True)
         self.finished = threading.Event()    # the source ran out
+        self.stopped = False                 # voice input failed (no microphone, unplugged)
 
     def start(self) -> "VoiceListener":
         self._thread.start()
@@ -338,16 +344,21 @@ class VoiceListener:
             text = (f"voice input stopped: {exc}; spoken commands are not heard until the recorder restarts "
                     f"(check [handsfree] voice_device; README, 'Voice keyphrases')")
             log.warning("hands-free: %s", text)
+            self.stopped = True
             self.cue("voice input stopped")
             self.note("error", text)
         finally:
             self.finished.set()
 
     def _heard(self, utterance: Utterance, received_ns: int) -> None:
-        if utterance.phrase is None:
-            if utterance.text:
-                log.debug("hands-free: heard %r, not a phrase", utterance.text)
-            return
         # the onset on the recorder's clock: the block holding the stream's sample n arrived at received_ns
         onset = received_ns - int((self.recogniser.segmenter.n - utterance.start) * NS_PER_S / RATE)
+        if utterance.phrase is None:
+            self.refused += 1
+            nearest = f', nearest phrase "{utterance.text}"' if utterance.text else ""
+            text = (f"speech of {(utterance.end - utterance.start) / RATE:.1f} s heard, not taken as a command "
+                    f"({utterance.reason or 'not a phrase'}{nearest})")
+            log.info("hands-free: %s", text)
+            self.on_refused(onset, text)
+            return
         self.submit(Command(self.config.voice_phrases[utterance.phrase], "voice", onset, f'"{utterance.phrase}"'))

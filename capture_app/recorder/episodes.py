@@ -10,6 +10,7 @@ within seconds, or, when it cannot, a child process computes them from the file
 
 from __future__ import annotations
 
+import collections
 import datetime as _dt
 import json
 import logging
@@ -79,6 +80,8 @@ def episode_name(task: str = "", out_dir: str | Path | None = None) -> str:
 
 
 DRIFT_CATCH_UP_S = 3.0  # a take's stop waits at most this long for the drift watch to process its data
+HELD_EVENTS = 100       # events logged between takes kept for the next take (the newest; older ones counted)
+BEFORE_TAKE = "before this take: "  # how a held event's message begins in the next take's /events
 
 
 class Episodes:
@@ -104,16 +107,39 @@ class Episodes:
         self._followers: dict[Path, FinalTableFollower] = {}  # finished episodes whose follower has the table
         self.drift_summary = None  # since_ns -> the drift watch's summary, stored as the attribute ``drift``
         self._drift: dict[Path, _DriftSummary] = {}  # stopped takes whose drift summary is not yet in the file
+        # events logged while no take records (a pedal lost, a drift alarm), for the next take's /events
+        self._held_lock = threading.Lock()
+        self._held: collections.deque = collections.deque(maxlen=HELD_EVENTS)
+        self._held_dropped = 0
 
     def current(self) -> EpisodeWriter | None:
         """The writer of the episode recording now, or None."""
         return self._writer
 
     def log_event(self, level: str, source: str, text: str) -> None:
-        """An event into the recording episode, if any."""
-        writer = self._writer
-        if writer is not None:
-            writer.log_event(level, source, text)
+        """An event into the recording episode. Between takes it is held (the newest ``HELD_EVENTS``) and
+        written into the next take when it starts, at the time it happened, its message beginning with
+        ``BEFORE_TAKE``: a pedal lost between takes is in the take whose marks it affects."""
+        with self._held_lock:
+            writer = self._writer
+            if writer is None:
+                self._held_dropped += len(self._held) == self._held.maxlen
+                self._held.append((now_ns(), level, source, text))
+                return
+        writer.log_event(level, source, text)
+
+    def _write_held_events(self, writer: EpisodeWriter) -> None:
+        """The events held since the last take, into ``writer`` (the take just started)."""
+        with self._held_lock:
+            held, dropped = list(self._held), self._held_dropped
+            self._held.clear()
+            self._held_dropped = 0
+        if dropped:
+            writer.log_event("warning", "session", f"{BEFORE_TAKE}{dropped} older event(s) between takes not kept "
+                                                   f"here (only the newest {HELD_EVENTS}); the recorder's log has "
+                                                   f"them all", t_ns=held[0][0])
+        for t_ns, level, source, text in held:
+            writer.log_event(level, source, BEFORE_TAKE + text, t_ns=t_ns)
 
     def on_tick(self, tick: SyncedTick) -> None:
         """A synced tick (the synchronizer's thread): into the episode's live table, invalid parts counted
@@ -172,6 +198,7 @@ class Episodes:
             self._writer = writer
         writer.set_attrs("synced", self.synchronizer.describe())
         writer.log_event("info", "session", "episode started")
+        self._write_held_events(writer)
         return writer
 
     def _detach_writer(self) -> EpisodeWriter:
