@@ -14,6 +14,8 @@ from capture_app.core.clock import now_ns
 from capture_app.core.errors import ConfigError
 from capture_app.handsfree.cues import CueSpeaker, CueWatcher, beep_kind, beep_wav, verdict_text
 from capture_app.handsfree.pedal import PedalReader
+from capture_app.monitor.summaries import handsfree_line
+from capture_app.recorder.control_server import status_of
 from capture_app.rig.config import parse_config
 from capture_app.rig.handsfree_config import HandsfreeConfig
 from tests.conftest import small_sim_text
@@ -221,12 +223,16 @@ def test_a_pedal_lost_between_takes_is_in_the_next_take_and_said_when_it_starts(
         device.unplug()
         assert _wait(lambda: "pedal disconnected" in said, 30), said
         assert handsfree.missing_inputs() == ["pedal"]
+        feed = status_of(handsfree.session, takes)["handsfree"]       # the state feed shows it live
+        assert (feed["pedal"], feed["voice"], feed["missing"]) == ("missing", None, ["pedal"]), feed
+        assert handsfree_line({"handsfree": feed}) == "hands-free: pedal missing"
         lost_by_ns = now_ns()
         takes.start(by="the test", via="test")       # the operator starts it some other way
         assert _wait(lambda: any(s.startswith("recording, take 1") for s in said), 30), said
         takes.stop(by="the test", via="test")
         takes.wait_finalized()
     assert "recording, take 1, pedal missing" in said, said
+    assert handsfree_line({"handsfree": None}) is None and handsfree_line({}) is None
     path = next((tmp_path / "episodes").glob("*.h5"))
     with h5py.File(path, "r") as f:
         start_ns = int(f.attrs["start_monotonic_ns"])

@@ -345,7 +345,7 @@ def test_a_take_by_voice_alone_through_the_recorder(tmp_path):
     from bench.voice import enrol, noisy, speech
     from capture_app.core.clock import now_ns
     from capture_app.handsfree.runner import Handsfree
-    from capture_app.recorder.control_server import ControlServer
+    from capture_app.recorder.control_server import ControlServer, status_of
     from capture_app.recorder.session import CaptureSession
     from capture_app.recorder.takes import Takes
     from capture_app.rig.config import parse_config
@@ -383,6 +383,7 @@ def test_a_take_by_voice_alone_through_the_recorder(tmp_path):
             handsfree_box.append(handsfree)
             with handsfree:
                 assert wait(lambda: len(handsfree.commander.done) == 4), handsfree.voice.recogniser.utterances
+                feed = status_of(session, takes)["handsfree"]    # the state feed counts the talk live
                 takes.wait_finalized()
                 done = list(handsfree.commander.done)
         finally:
@@ -406,6 +407,7 @@ def test_a_take_by_voice_alone_through_the_recorder(tmp_path):
     # the take's start; a microphone's cannot)
     assert refused[0][1].startswith("speech of ") and refused[0][0] < stop_ns, voice
     assert handsfree.voice.refused == 1
+    assert (feed["voice"], feed["voice_refused"], feed["missing"]) == ("listening", 1, []), feed
     assert labels == ["reach"] and ends[0] > 0      # opened by "next step", closed by "end step"
 
 

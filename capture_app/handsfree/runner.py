@@ -56,7 +56,17 @@ class Handsfree:
             from capture_app.handsfree.voice import VoiceListener
             self.voice = VoiceListener(self.config, self.commander.submit, source=self._voice_source,
                                        cue=self.speaker.say, note=self._note, refused=self._note_refused).start()
+        self.session.handsfree_status = self.status
         return self
+
+    def status(self) -> dict:
+        """The state feed's ``handsfree`` (docs/control.md): each input on (None when off), what is missing,
+        and the speech the voice input heard and did not take."""
+        return {"gestures": "on" if self.gestures is not None else None,
+                "pedal": None if self.pedal is None else ("missing" if self.pedal.missing else "ok"),
+                "voice": None if self.voice is None else ("stopped" if self.voice.stopped else "listening"),
+                "voice_refused": self.voice.refused if self.voice is not None else 0,
+                "missing": self.missing_inputs()}
 
     def missing_inputs(self) -> list[str]:
         """The hands-free inputs configured but not working now ("pedal", "voice input"), said when a take
@@ -81,6 +91,7 @@ class Handsfree:
             writer.log_event("info", "voice", text, t_ns=onset_ns)
 
     def close(self) -> None:
+        self.session.handsfree_status = None
         for part in (self.voice, self.pedal, self.gestures):
             if part is not None:
                 part.close()

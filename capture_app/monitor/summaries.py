@@ -101,3 +101,10 @@ def check_prompt_line(status: dict) -> str | None:
         return None
     until = check.get("until_s")
     return f"rig check: {check['text']}" + (f" (until {until:.0f} s)" if isinstance(until, (int, float)) else "")
+
+
+def handsfree_line(status: dict) -> str | None:
+    """The status bar's line when a hands-free input of the recorder is not working (the state feed's
+    ``handsfree.missing``, docs/control.md), e.g. "hands-free: pedal missing"; None otherwise."""
+    missing = (status.get("handsfree") or {}).get("missing") or []
+    return f"hands-free: {', '.join(missing)} missing" if missing else None

@@ -29,8 +29,8 @@ from capture_app.monitor.control_panel import SHORTCUTS, InfoDialog, build_contr
 from capture_app.monitor.cues import Cues
 from capture_app.monitor.overlay import ViewState
 from capture_app.monitor.review_mode import ReviewMode
-from capture_app.monitor.summaries import (calibration_readout, check_prompt_line, losses_of, not_delivering,
-                                           quality_summary, take_losses)
+from capture_app.monitor.summaries import (calibration_readout, check_prompt_line, handsfree_line, losses_of,
+                                           not_delivering, quality_summary, take_losses)
 from capture_app.monitor.take_control import SPACE_GUARD_S, TakeControl
 from capture_app.monitor.views import EgoView, HandView, HealthTable, Timeline, TopView, WorldView
 from capture_app.rig.tasks import TaskTemplate
@@ -282,6 +282,7 @@ class MainWindow(TakeControl, ReviewMode, QtWidgets.QMainWindow):
             self.health.update_from_status(status)
         self._update_banner(status)
         check = check_prompt_line(status)  # capture-app check's prompts, while it runs on this recorder
+        check = check or handsfree_line(status)  # else a hands-free input not working (pedal unplugged)
         if check is not None and check != self.status.currentMessage():
             self.status.showMessage(check)
         self._update_rec(takes)

@@ -87,7 +87,8 @@ def status_of(session, takes: Takes, control_refused: int = 0) -> dict:
             "writer": writer_state, "rejected": session.rejected_counts(),
             "losses": {**session.loss_counts(), "control_refused": control_refused}, "takes": takes.state(),
             "drift": session.drift.state() if getattr(session, "drift", None) is not None else None,
-            "check": getattr(session, "check_prompt", None)}
+            "check": getattr(session, "check_prompt", None),
+            "handsfree": handsfree() if (handsfree := getattr(session, "handsfree_status", None)) else None}
 
 
 class RecentLosses:

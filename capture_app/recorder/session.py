@@ -86,6 +86,8 @@ class CaptureSession:
             self.intake.add_sample_listener(self.drift.streams, self.drift.offer, blocks=True)
             self.episodes.drift_summary = self.drift.summary
         self.check_prompt: dict | None = None  # the rig check's current prompt (rig_check.py), for the state feed
+        # the hands-free inputs' state (capture_app.handsfree.runner sets it while they run), for the state feed
+        self.handsfree_status = None
 
     # --- lifecycle -----------------------------------------------------------------
     def start(self) -> "CaptureSession":
