@@ -287,3 +287,10 @@ def test_a_malformed_tap_is_answered_and_runs_nothing():
             assert all(not a["ok"] for a in answers) and feed.sent == []
             await ws.close()
     asyncio.run(run())
+
+
+def test_a_hands_free_input_missing_on_the_recorder_is_on_the_page():
+    model = PanelModel(load_tasks())
+    assert model.snapshot(status(), 0)["handsfree_missing"] == []
+    with_pedal_out = {**status(), "handsfree": {"pedal": "missing", "voice": None, "missing": ["pedal"]}}
+    assert model.snapshot(with_pedal_out, 0)["handsfree_missing"] == ["pedal"]

@@ -132,6 +132,12 @@ def test_a_whole_session_tapped_on_a_phone(tmp_path, shots):
             a = open_page(browser, panel_a.url, shots, new_tab=True)
             assert browser.execute_script("return window.innerWidth") == 412  # the phone's viewport
             a.screenshot("idle", ("rec", "not recording"), ("btn-record", "Start"), ("task", "pour"))
+            # the recorder's pedal unplugged (what capture_app.handsfree.runner reports): the page says so, then not
+            session.handsfree_status = lambda: {"gestures": None, "pedal": "missing", "voice": None,
+                                                "voice_refused": 0, "missing": ["pedal"]}
+            a.wait_text("handsfree", "hands-free: pedal missing")
+            session.handsfree_status = None
+            wait_until(lambda: a.text("handsfree") == "", "the hands-free line cleared")
 
             # take 1: two subtasks, ended, saved
             a.tap("btn-record")

@@ -220,4 +220,5 @@ class PanelModel:
             "banner": banner, "streams": stream_rows(status),
             "takes": list(self.takes), "last_take": self.takes[0] if self.takes else None,
             "message": self.message, "message_error": self.message_error, "pending": pending,
+            "handsfree_missing": [str(m) for m in ((status.get("handsfree") or {}).get("missing") or [])][:4],
         }

@@ -77,6 +77,9 @@
       $("rec-word").textContent = s.take_state === "stopping" ? "saving…" : "not recording";
       $("rec-time").textContent = "";
     }
+    // a hands-free input of the recorder not working (an unplugged pedal): the operator relies on it
+    $("handsfree").textContent = s.handsfree_missing.length ? "hands-free: " + s.handsfree_missing.join(", ") +
+      " missing" : "";
     $("task").textContent = s.task;
     $("current").textContent = s.current || "-";
     $("take-count").textContent = String(s.take_count);
