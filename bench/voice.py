@@ -56,11 +56,17 @@ FIFTH_VOICES, FIFTH_SPEEDS, FIFTH_SEED = ("en-us+m8", "en-gb-scotland+f4", "en-g
 # a sixth, fixed (2026-12-07, seventh session) before the second opinions it was for were written; not run yet,
 # kept unseen for the next recogniser (docs/performance.md, "two second opinions")
 SIXTH_VOICES, SIXTH_SPEEDS, SIXTH_SEED = ("en-us+f1", "en-029+m1", "en-gb-x-rp+f4", "en-us-nyc+m2"), (144, 174, 204), 6
+# two sets of harder talk (2026-12-07, eighth session): voices of no other set, and non-command sentences of
+# their own (``HARD_SENTENCES``, also their babble's), many short and sharing a phrase's first word
+HARD_A_VOICES = ("en-gb-x-gbclan+f1", "en-gb-scotland+m3", "en-029+f3", "en-us-nyc+f5")
+HARD_B_VOICES = ("en+m7", "en-gb-x-gbcwmd+f2", "en-gb-x-rp+m4", "en+m2")
+HARD_SPEEDS = (137, 167, 197)
 # --set name -> (voices, speeds, noise seed)
 SETS = {"heldout": (HELDOUT_VOICES, HELDOUT_SPEEDS, HELDOUT_SEED), "fresh": (FRESH_VOICES, FRESH_SPEEDS, FRESH_SEED),
         "third": (THIRD_VOICES, THIRD_SPEEDS, THIRD_SEED), "fourth": (FOURTH_VOICES, FOURTH_SPEEDS, FOURTH_SEED),
         "fifth": (FIFTH_VOICES, FIFTH_SPEEDS, FIFTH_SEED), "sixth": (SIXTH_VOICES, SIXTH_SPEEDS, SIXTH_SEED),
-        "tune": (TUNE_VOICES, TUNE_SPEEDS, TUNE_SEED), "wide-tune": (WIDE_TUNE_VOICES, TUNE_SPEEDS, TUNE_SEED)}
+        "tune": (TUNE_VOICES, TUNE_SPEEDS, TUNE_SEED), "wide-tune": (WIDE_TUNE_VOICES, TUNE_SPEEDS, TUNE_SEED),
+        "hard-a": (HARD_A_VOICES, HARD_SPEEDS, 11), "hard-b": (HARD_B_VOICES, HARD_SPEEDS, 12)}
 NON_COMMANDS = (
     "start the kettle", "stop it there", "next to the stove", "put the bowl on the table", "can you pass me the salt",
     "the water is boiling now", "i need a bigger spoon", "take the lid off the pot", "where did i put the knife",
@@ -71,6 +77,16 @@ NON_COMMANDS = (
     "mark the box with a pen", "discard the peel", "abort the mission", "next week we cook fish", "the take out menu",
     "is the timer still running", "hand me the towel", "the sink is full of dishes", "it is a small step",
     "stop", "start", "next", "recording", "take the next step", "okay let us go")
+HARD_SENTENCES = (
+    "start the engine", "stop the clock", "stop right now", "next in line", "the next stop is mine", "abort the launch",
+    "abort", "take", "discard it", "discard the box", "undo", "mark", "step", "end of the line", "the end",
+    "undo the button", "mark the spot", "take a break", "take the cake out", "step by step", "a recording of music",
+    "start reading the label", "stop talking", "next time", "take care", "the step is steep", "abort the plan",
+    "discard the old card", "end the call", "mark the date on it", "stir the soup slowly", "the pan is hot",
+    "grab the ladle", "fold the napkin", "i am almost done", "rinse the glass", "the kettle is loud",
+    "put it back", "that was close", "record it later", "starting now", "stopping here", "the next step is easy",
+    "undo my mistake", "end step by step")
+SENTENCES = {"hard-a": HARD_SENTENCES, "hard-b": HARD_SENTENCES}   # --set -> its non-command sentences
 CACHE = Path(os.environ.get("VOICE_WAV_CACHE", Path(tempfile.gettempdir()) / "capture-voice-wavs"))
 
 
@@ -110,14 +126,14 @@ def noisy(x: np.ndarray, snr_db: float, rng, kind: str = "white", babble=None, p
     return np.clip(y + noise, -32768, 32767).astype(np.int16)
 
 
-def babble_track(voices, seconds: float = 60.0) -> np.ndarray:
-    """Four talkers of the non-command sentences at once (babble), ``seconds`` long."""
+def babble_track(voices, seconds: float = 60.0, sentences=NON_COMMANDS) -> np.ndarray:
+    """Four talkers of the non-command ``sentences`` at once (babble), ``seconds`` long."""
     rng = np.random.default_rng(7)
     out = np.zeros(int(seconds * 16000))
     for talker in range(4):
         t = int(rng.integers(0, 8000))
         while t < len(out):
-            s = speech(NON_COMMANDS[int(rng.integers(len(NON_COMMANDS)))], voices[talker % len(voices)], 160)
+            s = speech(sentences[int(rng.integers(len(sentences)))], voices[talker % len(voices)], 160)
             s = s[: len(out) - t]
             out[t:t + len(s)] += s
             t += len(s) + int(rng.integers(0, 4000))
@@ -150,7 +166,7 @@ def run(phrases, voices, speeds, snr_db: float, kinds=("white", "babble"), non_c
     enrolment (``engine`` "templates"); after each voice, ``noise_only_s`` of each noise kind alone."""
     from capture_app.handsfree.voice import TemplateRecogniser, VoiceRecogniser
     rng = np.random.default_rng(seed)
-    babble = babble_track(voices) if "babble" in kinds else None
+    babble = babble_track(voices, sentences=non_commands) if "babble" in kinds else None
     recogniser = VoiceRecogniser(phrases) if engine == "pocketsphinx" else None
     misses, n_cmd, false, n_non, audio_s, non_s, latencies = [], 0, [], 0, 0.0, 0.0, []
     cpu = 0.0   # the recogniser's own CPU (process time around feed / flush: no synthesis, no mixing)
@@ -220,8 +236,8 @@ def main() -> None:
     args = ap.parse_args()
     voices, speeds, seed = SETS[args.set]
     voices, speeds = (voices[:2], speeds[1:2]) if args.quick else (voices, speeds)
-    r = run(tuple(DEFAULT_VOICE_PHRASES), voices, speeds, args.snr, tuple(args.kinds.split(",")), seed=seed,
-          engine=args.engine)
+    r = run(tuple(DEFAULT_VOICE_PHRASES), voices, speeds, args.snr, tuple(args.kinds.split(",")),
+            non_commands=SENTENCES.get(args.set, NON_COMMANDS), seed=seed, engine=args.engine)
     print(f"machine: {machine()}")
     print(f"engine {args.engine}; set {args.set}: SNR {args.snr:g} dB, noise {args.kinds}, voices {', '.join(voices)}, speeds {speeds}, "
           f"noise seed {seed}")
