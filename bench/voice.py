@@ -17,9 +17,12 @@ voices and variants, other speeds, noise seed 1), ``--set fresh``, ``--set third
 
 Two recognisers (``--engine``): ``templates`` (the default), the operator's enrolled recordings matched by
 DTW, each voice enrolled first with 4 recordings of each phrase at speeds and pitches of no test
-(``ENROL_*``); ``pocketsphinx``, its English model with no enrolment.
+(``ENROL_*``), with the keyword network's second opinion (``capture_app/handsfree/voice_model.py``;
+``--no-opinion``: without it); ``pocketsphinx``, its English model with no enrolment. ``--set hard-a`` and
+``hard-b`` are harder talk (``HARD_SENTENCES``: short sentences that begin like a phrase) in voices of no
+other set.
 
-    python bench/voice.py [--engine templates|pocketsphinx] [--set heldout|fresh|third|fourth|fifth|sixth|tune|wide-tune] [--snr 20] [--quick] [--kinds white,babble]
+    python bench/voice.py [--engine templates|pocketsphinx] [--no-opinion] [--set heldout|fresh|third|fourth|fifth|sixth|tune|wide-tune|hard-a|hard-b] [--snr 20] [--quick] [--kinds white,babble]
 """
 
 from __future__ import annotations
@@ -160,7 +163,7 @@ def blocks(signal: np.ndarray, block: int = 1600):
 
 
 def run(phrases, voices, speeds, snr_db: float, kinds=("white", "babble"), non_commands=NON_COMMANDS,
-        noise_only_s: float = 30.0, seed: int = 0, engine: str = "pocketsphinx") -> dict:
+        noise_only_s: float = 30.0, seed: int = 0, engine: str = "pocketsphinx", second_opinion: bool = True) -> dict:
     """Each phrase and sentence in its own stream (a new noise floor: ``reset``), fed block by block to a
     ``VoiceRecogniser`` (``engine`` "pocketsphinx") or, per voice, a ``TemplateRecogniser`` of that voice's
     enrolment (``engine`` "templates"); after each voice, ``noise_only_s`` of each noise kind alone."""
@@ -189,7 +192,7 @@ def run(phrases, voices, speeds, snr_db: float, kinds=("white", "babble"), non_c
 
     for voice in voices:
         if engine == "templates":
-            recogniser = TemplateRecogniser(enrol(phrases, voice), phrases)
+            recogniser = TemplateRecogniser(enrol(phrases, voice), phrases, second_opinion=second_opinion)
         for speed in speeds:
             for kind in kinds:
                 for phrase in phrases:
@@ -233,13 +236,16 @@ def main() -> None:
     ap.add_argument("--engine", choices=("templates", "pocketsphinx"), default="templates",
                     help="templates: each voice enrolled first (4 recordings of each phrase at other speeds and "
                          "pitches); pocketsphinx: its English model, no enrolment")
+    ap.add_argument("--no-opinion", action="store_true",
+                    help="templates without the keyword network's second opinion (the recogniser before 2026-12-07)")
     args = ap.parse_args()
     voices, speeds, seed = SETS[args.set]
     voices, speeds = (voices[:2], speeds[1:2]) if args.quick else (voices, speeds)
     r = run(tuple(DEFAULT_VOICE_PHRASES), voices, speeds, args.snr, tuple(args.kinds.split(",")),
-            non_commands=SENTENCES.get(args.set, NON_COMMANDS), seed=seed, engine=args.engine)
+            non_commands=SENTENCES.get(args.set, NON_COMMANDS), seed=seed, engine=args.engine,
+            second_opinion=not args.no_opinion)
     print(f"machine: {machine()}")
-    print(f"engine {args.engine}; set {args.set}: SNR {args.snr:g} dB, noise {args.kinds}, voices {', '.join(voices)}, speeds {speeds}, "
+    print(f"engine {args.engine}{' without the second opinion' if args.no_opinion else ''}; set {args.set}: SNR {args.snr:g} dB, noise {args.kinds}, voices {', '.join(voices)}, speeds {speeds}, "
           f"noise seed {seed}")
     print(f"commands recognised: {r['recognised']}/{r['commands']} = {100 * r['rate']:.1f} %")
     print(f"false commands: {r['false_commands']} in {r['non_command_utterances']} non-command utterances + noise "

@@ -163,6 +163,23 @@ def test_decide_accepts_a_near_phrase_and_names_each_refusal():
     assert "length" in vt.decide(_heard(distance=float("inf"), runner_up=float("inf")))
 
 
+def test_with_the_keyword_networks_opinion_the_distance_may_be_larger_but_the_network_can_refuse():
+    sure, doubtful, other_class = (0.95, True), (vt.OPINION_MIN_PROBABILITY, True), (0.95, False)
+    far = vt.MAX_DISTANCE + 0.5                      # too far for the distance alone, near enough with an opinion
+    assert far < vt.OPINION_MAX_DISTANCE
+    assert "too far" in vt.decide(_heard(distance=far))
+    assert vt.decide(_heard(distance=far), sure) == ""
+    assert "network doubts it (0.60)" in vt.decide(_heard(distance=far), doubtful)
+    assert "another class more likely" in vt.decide(_heard(distance=3.0), other_class)
+    # in talk: 1 per dB of unsteadiness beyond UNSTEADY_FROM_DB, up to OPINION_ALLOWANCE
+    limit = vt.OPINION_MAX_DISTANCE + vt.OPINION_ALLOWANCE
+    assert vt.decide(_heard(distance=limit - 0.01, runner_up=limit + 5, unsteady_db=30.0), sure) == ""
+    assert "too far" in vt.decide(_heard(distance=limit + 0.01, runner_up=limit + 5, unsteady_db=30.0), sure)
+    # the checks on the sentence around the phrase do not change
+    assert "speech outside" in vt.decide(_heard(outside_s=vt.MAX_OUTSIDE_S + 0.01), sure)
+    assert "another phrase" in vt.decide(_heard(distance=3.0, runner_up=3.0 + vt.MIN_MARGIN), sure)
+
+
 def test_a_silent_recording_cannot_be_a_template():
     with pytest.raises(vt.EnrolmentError, match="closer to the microphone"):
         vt.make_template("next step", np.random.default_rng(3).normal(size=16000) * 3)

@@ -252,7 +252,7 @@ class TemplateRecogniser(SegmentedRecogniser):
     added, then ``voice_templates.decide``); no pocketsphinx, no threads. An ``Utterance``'s ``score`` here is
     the DTW distance of the nearest phrase (per frame, lower is nearer)."""
 
-    def __init__(self, templates, phrases: Iterable[str], ratio: float = 8.0):
+    def __init__(self, templates, phrases: Iterable[str], ratio: float = 8.0, second_opinion: bool = True):
         self.phrases = frozenset(phrases)
         self.templates = [t for t in templates if t.phrase in self.phrases]
         missing = sorted(self.phrases - {t.phrase for t in self.templates})
@@ -260,10 +260,22 @@ class TemplateRecogniser(SegmentedRecogniser):
             raise ConfigError(f"[handsfree] voice_enrolment: no recordings of {missing}; enrol them with "
                               f"`capture-app voice-enrol`")
         super().__init__(ratio)
+        self.model = None   # the keyword network's second opinion, for the phrases it knows (voice_model)
+        if second_opinion:
+            from capture_app.handsfree import voice_model
+            try:
+                self.model = voice_model.load()
+            except ValueError as exc:
+                log.warning("hands-free: no second opinion on voice phrases, the distance alone decides: %s", exc)
+
+    def _opinion(self, heard, audio: np.ndarray) -> tuple[float, bool] | None:
+        if self.model is None or heard is None or heard.best not in self.model.phrases:
+            return None
+        return self.model.probability(audio, heard.best)
 
     def _hear(self, start: int, audio: np.ndarray) -> Utterance:
         heard = voice_templates.listen(self.templates, audio)
-        reason = voice_templates.decide(heard)
+        reason = voice_templates.decide(heard, self._opinion(heard, audio))
         if heard is None:
             return Utterance(start, start + len(audio), "", None, reason=reason)
         return Utterance(start, start + len(audio), heard.best, None if reason else heard.best, heard.distance,

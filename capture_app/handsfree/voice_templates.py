@@ -55,6 +55,11 @@ TAIL_S = 0.5                # ... or, when fewer than 10 are, the utterance's la
 SOUND_DB = 3.0              # sound: a frame whose energy above the background is this far over the background's
 MAX_SOUND_AROUND_S = 0.12   # in a steady background, more sound than this before, or after, the matched phrase
 #                             means a longer sentence
+# with the keyword network's second opinion (voice_model; chosen on bench/voice.py's wide-tune, hard-a and
+# hard-b sets only; docs/performance.md, "a second opinion that was trained"):
+OPINION_MAX_DISTANCE = 5.5          # near enough in a steady background ...
+OPINION_ALLOWANCE = 3.0             # ... plus 1 per dB of unsteadiness beyond UNSTEADY_FROM_DB, up to this much
+OPINION_MIN_PROBABILITY = 0.6       # and the network finds the same phrase most likely, with more than this
 
 
 def _mel_bank() -> np.ndarray:
@@ -268,8 +273,10 @@ def listen(templates: list[Template], audio: np.ndarray) -> Heard | None:
                  before * HOP / RATE, after * HOP / RATE)
 
 
-def decide(heard: Heard | None) -> str:
-    """Why ``heard`` is not a command, or "" when it is."""
+def decide(heard: Heard | None, opinion: tuple[float, bool] | None = None) -> str:
+    """Why ``heard`` is not a command, or "" when it is. ``opinion``: the keyword network's (``voice_model``)
+    probability of ``heard.best`` and whether it is the network's most likely class; with it the distance
+    may be larger (``OPINION_*``), since the network refuses what the distance alone let through."""
     if heard is None:
         return "no speech"
     if not np.isfinite(heard.distance):
@@ -281,7 +288,16 @@ def decide(heard: Heard | None) -> str:
                 f"in a steady background")
     if heard.runner_up - heard.distance <= MIN_MARGIN:
         return f"as near to another phrase ({heard.distance:.2f} against {heard.runner_up:.2f})"
-    limit = MAX_DISTANCE + min(max(heard.unsteady_db - UNSTEADY_FROM_DB, 0.0), UNSTEADY_ALLOWANCE)
+    unsteady = max(heard.unsteady_db - UNSTEADY_FROM_DB, 0.0)
+    if opinion is None:
+        limit = MAX_DISTANCE + min(unsteady, UNSTEADY_ALLOWANCE)
+    else:
+        limit = OPINION_MAX_DISTANCE + min(unsteady, OPINION_ALLOWANCE)
     if heard.distance >= limit:
         return f"too far from the phrase ({heard.distance:.2f} >= {limit:.2f} per frame)"
+    if opinion is not None:
+        probability, most_likely = opinion
+        if not most_likely or probability <= OPINION_MIN_PROBABILITY:
+            return (f"the keyword network doubts it ({probability:.2f}"
+                    f"{'' if most_likely else ', another class more likely'})")
     return ""
