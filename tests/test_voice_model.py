@@ -82,3 +82,25 @@ def test_it_knows_a_phrase_in_a_voice_it_never_heard_and_doubts_other_talk():
                                 ("en-us", "stop recording me please", "stop recording")):
         p, _ = model.probability(noisy(speech(said, voice, 165), 30, rng), phrase)
         assert p < 0.3, (voice, said, p)
+
+
+def test_the_rig_config_can_turn_the_second_opinion_off(tmp_path):
+    from capture_app.core.errors import ConfigError
+    from capture_app.handsfree import voice_templates as vt
+    from capture_app.handsfree.voice import make_recogniser
+    from capture_app.handsfree.voice_enrolment import save_enrolment
+    from capture_app.rig.config import parse_config
+    from tests.conftest import small_sim_text
+
+    rng = np.random.default_rng(5)
+    enrolment = save_enrolment(tmp_path / "voice.npz",
+                               [vt.Template(p, rng.uniform(1, 100, size=(30, vt.N_MELS))) for p in DEFAULT_VOICE_PHRASES])
+
+    def recogniser(line):
+        config = parse_config(small_sim_text(f'\n[handsfree]\nvoice_on = true\nvoice_enrolment = "{enrolment}"\n{line}'))
+        return make_recogniser(config.handsfree)
+
+    assert recogniser("").model is not None                                  # on by default
+    assert recogniser("voice_second_opinion = false\n").model is None
+    with pytest.raises(ConfigError, match="voice_second_opinion"):
+        recogniser('voice_second_opinion = "maybe"\n')

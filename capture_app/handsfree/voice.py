@@ -287,7 +287,8 @@ def make_recogniser(config: HandsfreeConfig):
     names a file, else pocketsphinx's English model."""
     if config.voice_enrolment:
         from capture_app.handsfree.voice_enrolment import load_enrolment
-        return TemplateRecogniser(load_enrolment(config.voice_enrolment, config.voice_phrases), config.voice_phrases)
+        return TemplateRecogniser(load_enrolment(config.voice_enrolment, config.voice_phrases), config.voice_phrases,
+                                  second_opinion=config.voice_second_opinion)
     return VoiceRecogniser(config.voice_phrases)
 
 

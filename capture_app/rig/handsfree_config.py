@@ -72,12 +72,14 @@ class HandsfreeConfig:
     voice_phrases: dict = field(default_factory=lambda: dict(DEFAULT_VOICE_PHRASES))  # phrase -> command
     voice_enrolment: str = ""            # the operator's recordings of the phrases (`capture-app voice-enrol`): matched
                                          # instead of pocketsphinx's model ("": pocketsphinx); relative to the config file
+    voice_second_opinion: bool = True    # with an enrolment, the keyword network may refuse a default phrase
+                                         # (docs/voice-enrolment.md, step 5); false: the distance alone decides
     cues: str = "auto"                   # auto: when gestures, a pedal or voice are on, espeak-ng if installed, else
                                          # beeps; speak (always; beeps without espeak-ng); beep; off
     disk_warn_mb: float = 2000.0         # "disk nearly full" below this much free space
 
     def __post_init__(self):
-        for name in ("gestures_on", "pedal_grab", "voice_on"):
+        for name in ("gestures_on", "pedal_grab", "voice_on", "voice_second_opinion"):
             if not isinstance(getattr(self, name), bool):
                 raise _fail(name, getattr(self, name), "true or false")
         if self.hand not in HANDS:
