@@ -205,7 +205,10 @@ def test_a_corrupt_object_is_refused_and_sent_again(tmp_path, monkeypatch):
     def corrupting_put(self, local, key, *args, **kwargs):
         real_put(self, local, key, *args, **kwargs)
         with open(self.path(key), "r+b") as f:
-            f.write(b"X")                                     # one byte flipped on the way
+            first = f.read(1)
+            f.seek(0)
+            f.write(bytes([first[0] ^ 0xFF]))                 # one byte flipped on the way (writing a fixed
+            #                                                   byte left 1 random file in 256 intact)
     monkeypatch.setattr(Destination, "put_file", corrupting_put)
     result = uploader.run()
     assert result["failed"] == ["ep0.h5"] and "SHA-256" in uploader.state.entries["ep0.h5"]["error"]
