@@ -91,10 +91,10 @@ def sentence(rng) -> str:
 
 def utterances(signal: np.ndarray) -> list[tuple[int, np.ndarray]]:
     """The recorder's segmenter over one stream: (start sample, audio) of each utterance."""
-    segmenter = Segmenter(8.0)
+    segmenter = Segmenter()
     out = []
-    for i in range(0, len(signal), 1600):
-        out += segmenter.feed(signal[i:i + 1600])
+    for block in bv.blocks(signal):
+        out += segmenter.feed(block)
     return out + segmenter.flush()
 
 

@@ -64,7 +64,7 @@ class PedalReader:
         self.device = device
         self.presses = 0
         self.bounces = 0
-        self.missing = False   # not found or lost, and not back yet
+        self.missing = False   # not found or lost, and not back yet (said and noted once)
         self._last_press_ns: dict[int, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="handsfree-pedal", daemon=True)
@@ -99,24 +99,23 @@ class PedalReader:
         return device
 
     def _run(self) -> None:
-        said_missing = False
         while not self._stop.is_set():
             if self.device is None:
                 try:
                     self.device = self._open()
-                    if said_missing:
+                    if self.missing:
                         self.cue("pedal connected")
                         self.note("info", f"pedal {self.name} connected again")
-                    said_missing = self.missing = False
+                    self.missing = False
                 except OSError as exc:
-                    if not said_missing:
+                    if not self.missing:
                         text = (f"cannot open pedal {self.name}: {exc}; trying again every "
                                 f"{REOPEN_S:.0f} s (is it plugged in? may this user read it? README, 'A pedal or "
                                 f"clicker')")
                         log.warning("hands-free: %s", text)
                         self.cue("pedal not found")
                         self.note("warning", text)
-                        said_missing = self.missing = True
+                        self.missing = True
                     self._stop.wait(REOPEN_S)
                     continue
             try:
@@ -132,7 +131,7 @@ class PedalReader:
                 log.warning("hands-free: %s", text)
                 self.cue("pedal disconnected")
                 self.note("warning", text)
-                said_missing = self.missing = True
+                self.missing = True
                 try:
                     self.device.close()
                 except OSError:

@@ -4,9 +4,10 @@ its weights, no threads.
 
 The network was trained by ``bench/train_keywords.py`` on espeak-ng voices of no bench set (named variants
 only; every bench set uses bare voices or the numbered ones) and non-command sentences of no bench set, in
-quiet, white noise and other people's talk. It knows the default phrases only (``PHRASES``, in this order).
-The enrolled templates (``voice_templates``) still decide which phrase was said and how near it is; this
-network can only refuse their choice (docs/voice-enrolment.md, "The second opinion").
+quiet, white noise and other people's talk. It knows the default phrases only (``KeywordModel.phrases``, in
+its file's class order). The enrolled templates (``voice_templates``) still decide which phrase was said and
+how near it is; this network can only refuse their choice (docs/voice-enrolment.md, "How an utterance is
+matched", step 5).
 
 Features (``features``): the speaker's own frames (``voice_templates.foreground``), widened by 3 frames before
 and after, as natural-log mel-band powers (``voice_templates.mel_power``) less their mean over that stretch
@@ -35,7 +36,8 @@ def features(audio: np.ndarray) -> np.ndarray | None:
     """The network's input for one utterance (16 kHz, int16 scale): ``FRAMES`` x ``voice_templates.N_MELS``
     values then 2; None when it holds under 5 frames (50 ms) of the speaker's speech."""
     power = vt.mel_power(audio)
-    speaker = np.flatnonzero(vt.foreground(vt.frame_energy(audio)))
+    is_speaker = vt.foreground(vt.frame_energy(audio))
+    speaker = np.flatnonzero(is_speaker)
     if len(speaker) < 5:
         return None
     first, end = max(int(speaker[0]) - WIDEN, 0), min(int(speaker[-1]) + WIDEN + 1, len(power))
@@ -46,8 +48,6 @@ def features(audio: np.ndarray) -> np.ndarray | None:
     hi = np.minimum(lo + 1, len(log_power) - 1)
     w = (at - lo)[:, None]
     resampled = log_power[lo] * (1.0 - w) + log_power[hi] * w
-    is_speaker = np.zeros(len(power), bool)
-    is_speaker[speaker] = True
     return np.concatenate([resampled.ravel(), [np.log((end - first) * vt.HOP / vt.RATE),
                                                is_speaker[first:end].mean()]])
 
