@@ -136,6 +136,7 @@ def test_a_whole_session_tapped_on_a_phone(tmp_path, shots):
             session.handsfree_status = lambda: {"gestures": None, "pedal": "missing", "voice": None,
                                                 "voice_refused": 0, "missing": ["pedal"]}
             a.wait_text("handsfree", "hands-free: pedal missing")
+            a.screenshot("handsfree-missing", ("handsfree", "hands-free: pedal missing"), ("rec", "not recording"))
             session.handsfree_status = None
             wait_until(lambda: a.text("handsfree") == "", "the hands-free line cleared")
 
