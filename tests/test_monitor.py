@@ -317,3 +317,15 @@ def test_the_live_timeline_updates_bars_in_place_and_keeps_the_last_minute(qtbot
     assert (60 * s, "step15") not in timeline._bars                        # it left the window
     timeline.show_segments(done[:2], 0, 9 * s)                               # review: the whole take
     assert set(timeline._bars) == {(0, "step0"), (4 * s, "step1")}
+
+
+def test_a_missing_hands_free_input_of_the_recorder_is_in_the_status_bar(qtbot, window, recorder):
+    """The recorder's pedal unplugged (what capture_app.handsfree.runner reports in the state feed): the status
+    bar says so."""
+    session = recorder[1]
+    session.handsfree_status = lambda: {"gestures": None, "pedal": "missing", "voice": None, "voice_refused": 0,
+                                        "missing": ["pedal"]}
+    try:
+        qtbot.waitUntil(lambda: window.status.currentMessage() == "hands-free: pedal missing", timeout=10000)
+    finally:
+        session.handsfree_status = None
