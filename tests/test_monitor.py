@@ -329,3 +329,13 @@ def test_a_missing_hands_free_input_of_the_recorder_is_in_the_status_bar(qtbot, 
         qtbot.waitUntil(lambda: window.status.currentMessage() == "hands-free: pedal missing", timeout=10000)
     finally:
         session.handsfree_status = None
+
+
+def test_speech_the_voice_input_did_not_take_is_counted_among_the_losses():
+    """Refused speech is counted live (the state feed's handsfree.voice_refused): the top bar's tooltip lists
+    it with the rest of what was refused; none heard, nothing listed."""
+    from capture_app.monitor.summaries import losses_of
+    feed = {"handsfree": {"gestures": None, "pedal": None, "voice": "listening", "voice_refused": 3, "missing": []}}
+    assert losses_of(feed) == ["speech not taken as a command 3"]
+    assert losses_of({"handsfree": {**feed["handsfree"], "voice_refused": 0}}) == []
+    assert losses_of({"handsfree": None}) == []

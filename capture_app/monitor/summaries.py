@@ -67,6 +67,9 @@ def losses_of(status: dict) -> list[str]:
     for key in ("bus_malformed", "non_finite", "unsynchronised", "control_refused", "status_refused", "bad_status"):
         if losses.get(key):
             out.append(f"{key.replace('_', ' ')} {losses[key]}")
+    speech = (status.get("handsfree") or {}).get("voice_refused")
+    if speech:  # speech the voice input heard and did not take as a command (docs/control.md, handsfree)
+        out.append(f"speech not taken as a command {speech}")
     changes = {s: n for s, n in (losses.get("sender_changes") or {}).items() if n}
     if changes:  # a stream's publisher changed (protocol.md, Trust model)
         out.append("sender changed " + ", ".join(f"{s} {n}x" for s, n in changes.items()))
