@@ -147,13 +147,18 @@ def test_a_monitor_on_another_host_needs_the_keys(tmp_path):
                 client.close()
             stranger = tmp_path / "stranger"
             generate_keys(stranger)
-            with pytest.raises(Exception, match="no recorder answered"):
-                RecorderClient(endpoint, connect_timeout_s=1,
+            # 5 s: longer than one resend (RESEND_S), so the client sends again after the refusal (that send
+            # once blocked for ever: a DEALER with no peer left blocks unless told not to)
+            with pytest.raises(Exception, match="refused this client's CurveZMQ key: use the monitor.key_secret"):
+                RecorderClient(endpoint, connect_timeout_s=5,
                                curve=load_keys(f"{stranger}/driver.key_secret", f"{keys}/app.key"))
             with pytest.raises(Exception, match="no recorder answered"):
                 RecorderClient(endpoint, connect_timeout_s=1)  # no encryption at all
-            with pytest.raises(Exception, match="no recorder answered"):  # a driver's key is another trust domain
-                RecorderClient(endpoint, connect_timeout_s=1, curve=load_keys(f"{keys}/driver.key_secret", f"{keys}/app.key"))
+            with pytest.raises(Exception, match="refused this client's CurveZMQ key"):  # a driver's key: another trust domain
+                RecorderClient(endpoint, connect_timeout_s=5, curve=load_keys(f"{keys}/driver.key_secret", f"{keys}/app.key"))
+            with pytest.raises(Exception, match="the server key given .app.key. is not this recorder's"):
+                RecorderClient(endpoint, connect_timeout_s=3,
+                               curve=load_keys(f"{keys}/monitor.key_secret", f"{stranger}/app.key"))
         finally:
             server.close()
 

@@ -54,7 +54,10 @@ class ControlClient:
         frame = protocol.request(request_id, cmd, args)
         deadline = now_ns() + int(GIVE_UP_S * NS_PER_S)
         while now_ns() < deadline and not (stop is not None and stop.is_set()):
-            self._socket.send(frame)
+            try:  # never block: a DEALER with no connected peer would wait for ever here
+                self._socket.send(frame, zmq.NOBLOCK)
+            except zmq.Again:
+                pass  # not queued; the poll below waits out this round and the request is sent again
             if self._socket.poll(int(RESEND_S * 1000)):
                 reply = protocol.unpack(self._socket.recv())
                 if reply.get("id") == request_id:

@@ -29,6 +29,24 @@ log = logging.getLogger(__name__)
 RESEND_S = 2.0            # no answer yet: send the same request again (the recorder answers it once)
 GIVE_UP_S = 120.0         # longer than the longest stop (bus drain and file close under load)
 Reply = Callable[[bool, dict, str], None]  # (ok, result, error)
+HANDSHAKE_FAILURES = zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL \
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+
+
+def _handshake_failure(events: zmq.Socket) -> str:
+    """Why the CurveZMQ handshakes seen on ``events`` (a socket monitor) failed, as the rest of a sentence
+    for the operator; "" when none failed."""
+    from zmq.utils.monitor import recv_monitor_message
+    seen = set()
+    while events.poll(0):
+        seen.add(recv_monitor_message(events)["event"])
+    if zmq.EVENT_HANDSHAKE_FAILED_AUTH in seen:
+        return ("refused this client's CurveZMQ key: use the monitor.key_secret from the recorder's "
+                "[bus] keys directory (docs/control.md), not a driver's or another rig's key")
+    if seen:
+        return ("could not complete a CurveZMQ handshake: the server key given (app.key) is not this "
+                "recorder's; copy app.key from the recorder's [bus] keys directory (docs/control.md)")
+    return ""
 
 
 class RecorderClient:
@@ -69,10 +87,13 @@ class RecorderClient:
             return f"tcp://{host}:{state_endpoint.rpartition(':')[2]}"
         return state_endpoint
 
+    def _secured(self) -> bool:
+        return self._curve is not None and self.control_endpoint.startswith("tcp://")
+
     def _socket(self, kind: int) -> zmq.Socket:
         socket = self._context.socket(kind)
         socket.linger = 0
-        if self._curve is not None and self.control_endpoint.startswith("tcp://"):
+        if self._secured():
             from capture_app.bus.remote import secure_client
             secure_client(socket, self._curve)
         return socket
@@ -97,12 +118,19 @@ class RecorderClient:
     def call(self, cmd: str, args: dict | None = None, timeout_s: float = GIVE_UP_S) -> dict:
         """Send one command and wait for its answer (a socket of its own); CaptureError if refused."""
         socket = self._socket(zmq.DEALER)
+        handshakes = socket.get_monitor_socket(HANDSHAKE_FAILURES) if self._secured() else None
         socket.connect(self.control_endpoint)
         try:
             ok, result, error = self._exchange(socket, uuid.uuid4().hex, cmd, {**(args or {}), "by": self.name},
                                                timeout_s)
+            refused = _handshake_failure(handshakes) if ok is None and handshakes is not None else ""
         finally:
+            if handshakes is not None:
+                socket.disable_monitor()
+                handshakes.close(0)
             socket.close(0)
+        if refused:
+            raise CaptureError(f"the recorder at {self.control_endpoint} {refused}")
         if ok is None:
             raise CaptureError(f"no recorder answered at {self.control_endpoint} within {timeout_s:g} s: start one "
                                f"with `capture-app serve` (or `capture-app monitor --sim`, which starts both)")
@@ -115,7 +143,10 @@ class RecorderClient:
         frame = protocol.request(request_id, cmd, args)
         waited = 0.0
         while waited < timeout_s and not self._stop.is_set():
-            socket.send(frame)
+            try:  # never block: once a handshake fails (a CurveZMQ key refused) there is no peer to queue to
+                socket.send(frame, zmq.NOBLOCK)
+            except zmq.Again:
+                pass  # not queued; the poll below waits out this round and the request is sent again
             if socket.poll(int(min(RESEND_S, timeout_s - waited) * 1000)):
                 while socket.poll(0):
                     try:
