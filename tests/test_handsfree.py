@@ -229,3 +229,42 @@ def test_serve_records_marks_and_speaks_by_gestures_with_no_display(tmp_path):
                    if s == b"gesture"]
         assert [s.label for s in read_segments(f)] == ["reach"]
     assert gesture == ["take started", "subtask 'reach' started", "take saved"]
+
+
+def test_the_hands_free_control_client_drops_an_unreadable_answer_and_counts_it():
+    """An answer that is not msgpack is dropped and counted (the request is resent), then the real answer is
+    taken; an answer with id "" (the recorder could not read the request) ends the request with its error."""
+    import threading
+
+    import zmq
+
+    from capture_app.bus import control_protocol as protocol
+    from capture_app.handsfree.commands import ControlClient
+    context = zmq.Context()
+    router = context.socket(zmq.ROUTER)
+    router.linger = 0
+    router.bind("inproc://handsfree-control")
+    client = ControlClient(context, "inproc://handsfree-control")
+    answers = []
+
+    def serve() -> None:
+        peer, frame = router.recv_multipart()
+        request_id, _, _ = protocol.parse_request(frame)
+        router.send_multipart([peer, b"\xc1 not msgpack"])
+        router.send_multipart([peer, protocol.reply(request_id, True, {"recording": True})])
+        peer, frame = router.recv_multipart()
+        router.send_multipart([peer, protocol.reply("", False, error="request unreadable: test")])
+    server = threading.Thread(target=serve)
+    server.start()
+    try:
+        answers.append(client.request("status"))
+        answers.append(client.request("status"))
+    finally:
+        server.join(10)
+        client.close()
+        router.close(0)
+        context.term()
+    assert not server.is_alive()
+    assert answers[0] == (True, {"recording": True}, "")
+    assert client.malformed == 1
+    assert answers[1] == (False, {}, "request unreadable: test")

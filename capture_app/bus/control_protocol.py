@@ -1,4 +1,5 @@
-"""The recorder's control channel and state feed (docs/control.md): message encoding, no sockets.
+"""The recorder's control channel and state feed (docs/control.md): message encoding, and the two loops
+that use it on a socket (``exchange`` for a request, ``receive_pairs`` for the state feed).
 
 Two ZeroMQ endpoints per recorder:
 
@@ -20,6 +21,7 @@ from typing import Iterator
 
 import msgpack
 import numpy as np
+import zmq
 
 from capture_app.core.values import MAX_NAME_CHARS, MAX_TEXT_CHARS, checked_choice, checked_t_ns, checked_text
 
@@ -28,6 +30,8 @@ COMMANDS = ("hello", "status", "start", "stop", "discard", "mark_start", "mark_e
 TOPICS = (b"view", b"status", b"take")
 MAX_REQUEST_BYTES = 1 << 20       # a request frame larger than this is refused unread (docs/control.md)
 MAX_FRAME_BYTES = 64 << 20        # ZeroMQ drops a peer that sends a frame larger than this
+RESEND_S = 2.0                    # no answer yet: a client sends the same request again (answered once)
+GIVE_UP_S = 120.0                 # longer than the longest stop (bus drain and file close under load)
 HANDS = ("left", "right", "both")
 OUTCOMES = ("saved", "aborted")
 # who gave a command (optional ``via``, with every command): logged as the /events source, with the latency
@@ -101,6 +105,32 @@ def receive_pairs(socket, stop, on_bad) -> "Iterator[list[bytes]]":
 
 def request(request_id: str, cmd: str, args: dict | None = None) -> bytes:
     return pack({"v": VERSION, "id": request_id, "cmd": cmd, "args": args or {}})
+
+
+def exchange(socket, request_id: str, cmd: str, args: dict, timeout_s: float, stop, on_bad):
+    """Send one request on a DEALER ``socket`` and resend it with the same id every RESEND_S until answered,
+    ``timeout_s`` has passed or the ``stop`` event is set. (ok, result, error); ok is None when never
+    answered. An answer that cannot be read is dropped and counted by calling ``on_bad()``."""
+    frame = request(request_id, cmd, args)
+    waited = 0.0
+    while waited < timeout_s and not stop.is_set():
+        try:  # never block: once a handshake fails (a CurveZMQ key refused) there is no peer to queue to
+            socket.send(frame, zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # not queued; the poll below waits out this round and the request is sent again
+        if socket.poll(int(min(RESEND_S, timeout_s - waited) * 1000)):
+            while socket.poll(0):
+                try:
+                    answer = unpack(socket.recv())
+                except ProtocolError:
+                    on_bad()
+                    continue
+                if answer.get("id") == request_id:
+                    return bool(answer.get("ok")), answer.get("result") or {}, str(answer.get("error", ""))
+                if answer.get("id") == "":  # the recorder could not read our request at all
+                    return False, {}, str(answer.get("error", ""))
+        waited += RESEND_S
+    return None, {}, ""
 
 
 def parse_request(frame: bytes) -> tuple[str, str, dict]:

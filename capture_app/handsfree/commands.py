@@ -19,13 +19,10 @@ from typing import Callable
 import zmq
 
 from capture_app.bus import control_protocol as protocol
-from capture_app.core.clock import NS_PER_S, now_ns
+from capture_app.core.clock import NS_PER_S
 from capture_app.rig.handsfree_config import HandsfreeConfig
 
 log = logging.getLogger(__name__)
-
-RESEND_S = 2.0
-GIVE_UP_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -40,29 +37,26 @@ class Command:
 
 
 class ControlClient:
-    """A DEALER on the recorder's control endpoint. ``request`` blocks until the answer (resending the same id
-    every RESEND_S) or GIVE_UP_S; one thread uses it."""
+    """A DEALER on the recorder's control endpoint. ``request`` blocks until the answer (protocol.exchange:
+    the same id resent every RESEND_S) or GIVE_UP_S; one thread uses it."""
 
     def __init__(self, context: zmq.Context, endpoint: str):
         self._socket = context.socket(zmq.DEALER)
         self._socket.linger = 0
         self._socket.connect(endpoint)
+        self.malformed = 0  # answers that could not be read (dropped; the request is resent)
 
     def request(self, cmd: str, stop: threading.Event | None = None, **args) -> tuple[bool, dict, str]:
         """(ok, result, error) of one command."""
-        request_id = uuid.uuid4().hex
-        frame = protocol.request(request_id, cmd, args)
-        deadline = now_ns() + int(GIVE_UP_S * NS_PER_S)
-        while now_ns() < deadline and not (stop is not None and stop.is_set()):
-            try:  # never block: a DEALER with no connected peer would wait for ever here
-                self._socket.send(frame, zmq.NOBLOCK)
-            except zmq.Again:
-                pass  # not queued; the poll below waits out this round and the request is sent again
-            if self._socket.poll(int(RESEND_S * 1000)):
-                reply = protocol.unpack(self._socket.recv())
-                if reply.get("id") == request_id:
-                    return bool(reply.get("ok")), reply.get("result") or {}, str(reply.get("error", ""))
-        return False, {}, f"{cmd}: the recorder did not answer within {GIVE_UP_S:.0f} s"
+        ok, result, error = protocol.exchange(self._socket, uuid.uuid4().hex, cmd, args, protocol.GIVE_UP_S,
+                                              stop or threading.Event(), self._count_malformed)
+        if ok is None:
+            return False, {}, f"{cmd}: the recorder did not answer within {protocol.GIVE_UP_S:.0f} s"
+        return ok, result, error
+
+    def _count_malformed(self) -> None:
+        self.malformed += 1
+        log.warning("an answer on the recorder's control endpoint could not be read (%d so far)", self.malformed)
 
     def close(self) -> None:
         self._socket.close(0)

@@ -26,8 +26,6 @@ from capture_app.monitor.overlay import LiveVideo, ViewState, state_from_view
 
 log = logging.getLogger(__name__)
 
-RESEND_S = 2.0            # no answer yet: send the same request again (the recorder answers it once)
-GIVE_UP_S = 120.0         # longer than the longest stop (bus drain and file close under load)
 Reply = Callable[[bool, dict, str], None]  # (ok, result, error)
 HANDSHAKE_FAILURES = zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL \
     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
@@ -115,7 +113,7 @@ class RecorderClient:
             self._pending += 1
         self._commands.put((uuid.uuid4().hex, cmd, {**(args or {}), "by": self.name}, on_reply))
 
-    def call(self, cmd: str, args: dict | None = None, timeout_s: float = GIVE_UP_S) -> dict:
+    def call(self, cmd: str, args: dict | None = None, timeout_s: float = protocol.GIVE_UP_S) -> dict:
         """Send one command and wait for its answer (a socket of its own); CaptureError if refused."""
         socket = self._socket(zmq.DEALER)
         handshakes = socket.get_monitor_socket(HANDSHAKE_FAILURES) if self._secured() else None
@@ -139,27 +137,8 @@ class RecorderClient:
         return result
 
     def _exchange(self, socket: zmq.Socket, request_id: str, cmd: str, args: dict, timeout_s: float):
-        """Send until answered or ``timeout_s``; (ok, result, error), ok None when never answered."""
-        frame = protocol.request(request_id, cmd, args)
-        waited = 0.0
-        while waited < timeout_s and not self._stop.is_set():
-            try:  # never block: once a handshake fails (a CurveZMQ key refused) there is no peer to queue to
-                socket.send(frame, zmq.NOBLOCK)
-            except zmq.Again:
-                pass  # not queued; the poll below waits out this round and the request is sent again
-            if socket.poll(int(min(RESEND_S, timeout_s - waited) * 1000)):
-                while socket.poll(0):
-                    try:
-                        answer = protocol.unpack(socket.recv())
-                    except protocol.ProtocolError:
-                        self.malformed += 1
-                        continue
-                    if answer.get("id") == request_id:
-                        return bool(answer.get("ok")), answer.get("result") or {}, str(answer.get("error", ""))
-                    if answer.get("id") == "":  # the recorder could not read our request at all
-                        return False, {}, str(answer.get("error", ""))
-            waited += RESEND_S
-        return None, {}, ""
+        """(ok, result, error) of one request (protocol.exchange), ok None when never answered."""
+        return protocol.exchange(socket, request_id, cmd, args, timeout_s, self._stop, self._count_malformed)
 
     def _send_commands(self) -> None:
         socket = self._socket(zmq.DEALER)
@@ -170,11 +149,11 @@ class RecorderClient:
                     request_id, cmd, args, on_reply = self._commands.get(timeout=0.1)
                 except queue.Empty:
                     continue
-                ok, result, error = self._exchange(socket, request_id, cmd, args, GIVE_UP_S)
+                ok, result, error = self._exchange(socket, request_id, cmd, args, protocol.GIVE_UP_S)
                 with self._pending_lock:
                     self._pending -= 1
                 if ok is None:
-                    ok, error = False, f"the recorder did not answer {cmd!r} within {GIVE_UP_S:.0f} s"
+                    ok, error = False, f"the recorder did not answer {cmd!r} within {protocol.GIVE_UP_S:.0f} s"
                     self.unanswered.append(cmd)
                 if on_reply is not None:
                     try:
