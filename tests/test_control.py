@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 
 import h5py
@@ -124,7 +125,7 @@ def test_a_monitor_on_another_host_needs_the_keys(tmp_path):
     """tcp with CurveZMQ (docs/control.md): a client with the key directory's pair is served, one without is not."""
     from capture_app.rig.config import parse_config
     from capture_app.recorder.control_server import ControlServer
-    from capture_app.bus.remote import generate_keys, load_keys
+    from capture_app.bus.remote import generate_keys, load_keys, secure_client
     from capture_app.recorder.session import CaptureSession
     from capture_app.recorder.takes import Takes
     from tests.conftest import small_sim_text
@@ -147,17 +148,28 @@ def test_a_monitor_on_another_host_needs_the_keys(tmp_path):
                 client.close()
             stranger = tmp_path / "stranger"
             generate_keys(stranger)
-            # 5 s: longer than one resend (RESEND_S), so the client sends again after the refusal (that send
-            # once blocked for ever: a DEALER with no peer left blocks unless told not to)
+            started = time.monotonic()
             with pytest.raises(Exception, match="refused this client's CurveZMQ key: use the monitor.key_secret"):
-                RecorderClient(endpoint, connect_timeout_s=5,
+                RecorderClient(endpoint, connect_timeout_s=60,
                                curve=load_keys(f"{stranger}/driver.key_secret", f"{keys}/app.key"))
+            assert time.monotonic() - started < 30  # said after the refusal (a resend), not after the 60 s
+            # A request loop that does not watch the handshake (the command thread's) must not hang either:
+            # resent past RESEND_S after the refusal, a DEALER with no peer left blocked for ever unless told not to.
+            socket = zmq.Context.instance().socket(zmq.DEALER)
+            socket.linger = 0
+            secure_client(socket, load_keys(f"{stranger}/monitor.key_secret", f"{keys}/app.key"))
+            socket.connect(endpoint)
+            try:
+                assert protocol.exchange(socket, "r1", "hello", {}, 5, threading.Event(),
+                                         lambda: None) == (None, {}, "")
+            finally:
+                socket.close(0)
             with pytest.raises(Exception, match="no recorder answered"):
                 RecorderClient(endpoint, connect_timeout_s=1)  # no encryption at all
             with pytest.raises(Exception, match="refused this client's CurveZMQ key"):  # a driver's key: another trust domain
-                RecorderClient(endpoint, connect_timeout_s=5, curve=load_keys(f"{keys}/driver.key_secret", f"{keys}/app.key"))
+                RecorderClient(endpoint, connect_timeout_s=60, curve=load_keys(f"{keys}/driver.key_secret", f"{keys}/app.key"))
             with pytest.raises(Exception, match="the server key given .app.key. is not this recorder's"):
-                RecorderClient(endpoint, connect_timeout_s=3,
+                RecorderClient(endpoint, connect_timeout_s=60,
                                curve=load_keys(f"{keys}/monitor.key_secret", f"{stranger}/app.key"))
         finally:
             server.close()

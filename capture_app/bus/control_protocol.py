@@ -107,13 +107,14 @@ def request(request_id: str, cmd: str, args: dict | None = None) -> bytes:
     return pack({"v": VERSION, "id": request_id, "cmd": cmd, "args": args or {}})
 
 
-def exchange(socket, request_id: str, cmd: str, args: dict, timeout_s: float, stop, on_bad):
+def exchange(socket, request_id: str, cmd: str, args: dict, timeout_s: float, stop, on_bad, hopeless=None):
     """Send one request on a DEALER ``socket`` and resend it with the same id every RESEND_S until answered,
-    ``timeout_s`` has passed or the ``stop`` event is set. (ok, result, error); ok is None when never
-    answered. An answer that cannot be read is dropped and counted by calling ``on_bad()``."""
+    ``timeout_s`` has passed, the ``stop`` event is set or ``hopeless()`` (asked before each send) is true.
+    (ok, result, error); ok is None when never answered. An answer that cannot be read is dropped and
+    counted by calling ``on_bad()``."""
     frame = request(request_id, cmd, args)
     waited = 0.0
-    while waited < timeout_s and not stop.is_set():
+    while waited < timeout_s and not stop.is_set() and not (hopeless is not None and hopeless()):
         try:  # never block: once a handshake fails (a CurveZMQ key refused) there is no peer to queue to
             socket.send(frame, zmq.NOBLOCK)
         except zmq.Again:

@@ -29,22 +29,42 @@ log = logging.getLogger(__name__)
 Reply = Callable[[bool, dict, str], None]  # (ok, result, error)
 HANDSHAKE_FAILURES = zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL \
     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+FAILED_HANDSHAKES_TO_GIVE_UP = 3  # without a refusal (a wrong server key): ZeroMQ retries every 0.1 s or so
 
 
-def _handshake_failure(events: zmq.Socket) -> str:
-    """Why the CurveZMQ handshakes seen on ``events`` (a socket monitor) failed, as the rest of a sentence
-    for the operator; "" when none failed."""
-    from zmq.utils.monitor import recv_monitor_message
-    seen = set()
-    while events.poll(0):
-        seen.add(recv_monitor_message(events)["event"])
-    if zmq.EVENT_HANDSHAKE_FAILED_AUTH in seen:
-        return ("refused this client's CurveZMQ key: use the monitor.key_secret from the recorder's "
-                "[bus] keys directory (docs/control.md), not a driver's or another rig's key")
-    if seen:
-        return ("could not complete a CurveZMQ handshake: the server key given (app.key) is not this "
-                "recorder's; copy app.key from the recorder's [bus] keys directory (docs/control.md)")
-    return ""
+class HandshakeWatch:
+    """The failed CurveZMQ handshakes of one client socket (a socket monitor), and what they mean."""
+
+    def __init__(self, socket: zmq.Socket):
+        self._socket = socket
+        self._events = socket.get_monitor_socket(HANDSHAKE_FAILURES)
+        self.failures: list[int] = []  # zmq.EVENT_HANDSHAKE_FAILED_* in the order seen
+
+    def _take_events(self) -> None:
+        from zmq.utils.monitor import recv_monitor_message
+        while self._events.poll(0):
+            self.failures.append(recv_monitor_message(self._events)["event"])
+
+    def hopeless(self) -> bool:
+        """True once the recorder refused this key, or handshakes failed FAILED_HANDSHAKES_TO_GIVE_UP times."""
+        self._take_events()
+        return (zmq.EVENT_HANDSHAKE_FAILED_AUTH in self.failures
+                or len(self.failures) >= FAILED_HANDSHAKES_TO_GIVE_UP)
+
+    def why(self) -> str:
+        """The rest of a sentence for the operator; "" when no handshake failed."""
+        self._take_events()
+        if zmq.EVENT_HANDSHAKE_FAILED_AUTH in self.failures:
+            return ("refused this client's CurveZMQ key: use the monitor.key_secret from the recorder's "
+                    "[bus] keys directory (docs/control.md), not a driver's or another rig's key")
+        if self.failures:
+            return ("could not complete a CurveZMQ handshake: the server key given (app.key) is not this "
+                    "recorder's; copy app.key from the recorder's [bus] keys directory (docs/control.md)")
+        return ""
+
+    def close(self) -> None:
+        self._socket.disable_monitor()
+        self._events.close(0)
 
 
 class RecorderClient:
@@ -116,16 +136,16 @@ class RecorderClient:
     def call(self, cmd: str, args: dict | None = None, timeout_s: float = protocol.GIVE_UP_S) -> dict:
         """Send one command and wait for its answer (a socket of its own); CaptureError if refused."""
         socket = self._socket(zmq.DEALER)
-        handshakes = socket.get_monitor_socket(HANDSHAKE_FAILURES) if self._secured() else None
+        handshakes = HandshakeWatch(socket) if self._secured() else None
         socket.connect(self.control_endpoint)
-        try:
-            ok, result, error = self._exchange(socket, uuid.uuid4().hex, cmd, {**(args or {}), "by": self.name},
-                                               timeout_s)
-            refused = _handshake_failure(handshakes) if ok is None and handshakes is not None else ""
+        try:  # a refused key is known within a resend (RESEND_S), not after the whole timeout
+            ok, result, error = protocol.exchange(socket, uuid.uuid4().hex, cmd, {**(args or {}), "by": self.name},
+                                                  timeout_s, self._stop, self._count_malformed,
+                                                  handshakes.hopeless if handshakes is not None else None)
+            refused = handshakes.why() if ok is None and handshakes is not None else ""
         finally:
             if handshakes is not None:
-                socket.disable_monitor()
-                handshakes.close(0)
+                handshakes.close()
             socket.close(0)
         if refused:
             raise CaptureError(f"the recorder at {self.control_endpoint} {refused}")
@@ -136,10 +156,6 @@ class RecorderClient:
             raise CaptureError(error)
         return result
 
-    def _exchange(self, socket: zmq.Socket, request_id: str, cmd: str, args: dict, timeout_s: float):
-        """(ok, result, error) of one request (protocol.exchange), ok None when never answered."""
-        return protocol.exchange(socket, request_id, cmd, args, timeout_s, self._stop, self._count_malformed)
-
     def _send_commands(self) -> None:
         socket = self._socket(zmq.DEALER)
         socket.connect(self.control_endpoint)
@@ -149,7 +165,8 @@ class RecorderClient:
                     request_id, cmd, args, on_reply = self._commands.get(timeout=0.1)
                 except queue.Empty:
                     continue
-                ok, result, error = self._exchange(socket, request_id, cmd, args, protocol.GIVE_UP_S)
+                ok, result, error = protocol.exchange(socket, request_id, cmd, args, protocol.GIVE_UP_S, self._stop,
+                                                      self._count_malformed)
                 with self._pending_lock:
                     self._pending -= 1
                 if ok is None:
