@@ -167,9 +167,9 @@ def test_a_monitor_on_another_host_needs_the_keys(tmp_path):
             with pytest.raises(Exception, match="no recorder answered"):
                 RecorderClient(endpoint, connect_timeout_s=1)  # no encryption at all
             with pytest.raises(Exception, match="refused this client's CurveZMQ key"):  # a driver's key: another trust domain
-                RecorderClient(endpoint, connect_timeout_s=60, curve=load_keys(f"{keys}/driver.key_secret", f"{keys}/app.key"))
+                RecorderClient(endpoint, connect_timeout_s=10, curve=load_keys(f"{keys}/driver.key_secret", f"{keys}/app.key"))
             with pytest.raises(Exception, match="the server key given .app.key. is not this recorder's"):
-                RecorderClient(endpoint, connect_timeout_s=60,
+                RecorderClient(endpoint, connect_timeout_s=10,
                                curve=load_keys(f"{keys}/monitor.key_secret", f"{stranger}/app.key"))
         finally:
             server.close()
